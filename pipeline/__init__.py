@@ -1,0 +1,1 @@
+"""g-SAE pipeline library: configs, LM access, text, SAE variants, training and evaluation."""

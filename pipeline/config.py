@@ -1,0 +1,340 @@
+"""Typed configuration: one frozen dataclass per params.yaml section, and one loader.
+
+``load_params`` reads params.yaml, applies ``-s dotted.key=value`` overrides (values are
+parsed as YAML, so ``-s harvest.layers=[3,5]`` gives a list), rejects unknown keys and
+checks types, then builds the frozen dataclasses whose ``__post_init__`` does the
+cross-field checks. Nothing else in the project reads params.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+Split = Literal["train", "heldout"]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smollm2-135m"
+    """Alias (``smollm2-135m``), Hugging Face hub id, or a local ``save_pretrained`` folder."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); ignored for aliases and local folders."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype the LM computes in."""
+    device: str = "auto"
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub; off unless the user asks for it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "python-docs"
+    """Embedded corpus (``python-docs``, ``shakespeare``), HF dataset id, or local file/dir."""
+    split: Split = "train"
+    """Which side of the deterministic document split a harvest reads."""
+    context_length: int = 128
+    """Tokens per packed context (BOS included)."""
+    text_column: str = "text"
+    """Column holding the text in HF datasets, .jsonl and .parquet files."""
+    revision: str | None = None
+    """HF dataset revision."""
+    hf_split: str = "train"
+    """The HF dataset's own split streamed before our train/heldout split is applied."""
+    hf_config: str | None = None
+    """HF dataset configuration name (e.g. ``wikitext-103-raw-v1``)."""
+    heldout_fraction: float = 0.1
+    """Fraction of documents (chosen by a hash of their text) reserved for evaluation."""
+
+    def __post_init__(self) -> None:
+        _check(self.context_length >= 2, f"data.context_length must be >= 2, got {self.context_length}")
+        _check(0.0 < self.heldout_fraction < 1.0, "data.heldout_fraction must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class HarvestConfig:
+    layers: tuple[int, ...] = (15,)
+    """Decoder-block indices; the residual stream after each block is cached."""
+    tokens: int = 65536
+    """Tokens to harvest (rounded down to whole contexts)."""
+    store: str = "auto"
+    """Store path or fsspec URL; ``auto`` = ``<cache_root>/<split>/<key>.zarr``."""
+    cache_root: str = "data/cache"
+    """Folder of key-named stores used when ``store`` is ``auto``."""
+    batch_size: int = 8
+    """Contexts per forward/backward pass."""
+    tokens_per_shard: int = 16384
+    """Tokens per shard file (a multiple of context_length): the unit of write and commit."""
+    chunk_tokens: int = 2048
+    """Tokens per inner chunk of a shard (the unit of compression and partial reads)."""
+    dtype: Literal["float16", "float32"] = "float16"
+    """Storage dtype of activations and gradients."""
+    compressor: Literal["zstd", "blosc", "none"] = "zstd"
+    """Lossless codec applied to every chunk."""
+    compression_level: int = 3
+    """Codec level."""
+    store_loss: bool = True
+    """Also store the per-token next-token loss (``loss`` array, float32)."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.layers) > 0, "harvest.layers must list at least one block index")
+        _check(len(set(self.layers)) == len(self.layers), "harvest.layers has duplicates")
+        _check(self.tokens > 0, "harvest.tokens must be positive")
+        _check(self.batch_size > 0, "harvest.batch_size must be positive")
+        _check(self.chunk_tokens > 0, "harvest.chunk_tokens must be positive")
+        _check(
+            self.tokens_per_shard % self.chunk_tokens == 0,
+            "harvest.tokens_per_shard must be a multiple of harvest.chunk_tokens",
+        )
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Sweep grid: every combination of these lists is one variant (topk ignores beta/value_mode)."""
+
+    architecture: tuple[str, ...] = ("topk", "gsae")
+    """Registered SAE architectures."""
+    k: tuple[int, ...] = (32,)
+    """Active latents per token."""
+    beta: tuple[float, ...] = (1.0,)
+    """g-SAE gradient weight (after gradient scaling to mean norm 1)."""
+    expansion: tuple[int, ...] = (8,)
+    """Dictionary width as a multiple of d_model."""
+    value_mode: tuple[Literal["augmented", "selection"], ...] = ("augmented",)
+    """What the g-SAE decoder receives at the selected latents."""
+    lr: tuple[float, ...] = (4e-4,)
+    """Adam learning rates."""
+    seed: tuple[int, ...] = (0,)
+    """Initialisation seeds."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    tokens: int = 262144
+    """Tokens each variant trains on (epochs over the cache when it is smaller)."""
+    out_dir: str = "data/saes"
+    """Trained SAEs go to ``<out_dir>/<variant>/``."""
+    store: str = "auto"
+    """Cache to read; ``auto`` = the store the harvest params point to."""
+    layer: int | None = None
+    """Block whose cache is trained on; default the first of harvest.layers."""
+    batch_size: int = 4096
+    """Tokens per optimizer step."""
+    grid: GridConfig = field(default_factory=GridConfig)
+    """The variants to train."""
+    warmup_steps: int = 50
+    """Linear learning-rate warm-up."""
+    decay_fraction: float = 0.2
+    """Final fraction of steps with linear decay to zero."""
+    k_aux: int | None = None
+    """AuxK latents; default d_model // 2 (Gao et al.)."""
+    aux_coef: float = 0.03125
+    """AuxK loss coefficient (1/32, Gao et al.)."""
+    dead_tokens: int = 10_000_000
+    """A latent not active for this many tokens is dead (Gao et al.)."""
+    b_dec_init: Literal["geometric_median", "mean"] = "geometric_median"
+    """How b_dec is initialised from a sample."""
+    exclude_first: bool = True
+    """Skip the first position of each context (BOS / attention sink)."""
+    shuffle_buffer_shards: int = 4
+    """Shards mixed in the token-level shuffle buffer."""
+    prefetch: int = 2
+    """Batches prepared ahead by the background reader."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints (0 = none)."""
+    seed: int = 0
+    """Data-order seed."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    def __post_init__(self) -> None:
+        _check(self.tokens > 0, "train.tokens must be positive")
+        _check(self.batch_size > 0, "train.batch_size must be positive")
+        _check(0.0 <= self.decay_fraction <= 1.0, "train.decay_fraction must be in [0, 1]")
+        _check(self.shuffle_buffer_shards >= 1, "train.shuffle_buffer_shards must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    store: str = "auto"
+    """Held-out store; ``auto`` = ``<harvest.cache_root>/heldout/<key>.zarr``."""
+    tokens: int = 4096
+    """Held-out tokens evaluated (the first ones of the store); also what ``--heldout`` harvests."""
+    out: str = "metrics/evaluate.json"
+    """Metrics JSON (DESIGN §3)."""
+    report: str = "reports/report.md"
+    """Markdown report written by the stage."""
+    plots_dir: str = "reports/plots"
+    """PNG and DVC plot data files."""
+    batch_size: int = 8
+    """Contexts per LM forward."""
+    steer_latents: int = 8
+    """Alive latents sampled per SAE for the steering test."""
+    steer_contexts: int = 4
+    """Held-out contexts each latent is steered in."""
+    steer_scale: float = 1.0
+    """alpha = steer_scale x the latent's mean nonzero activation."""
+    seed: int = 0
+    """Seed for latent and context sampling."""
+
+    def __post_init__(self) -> None:
+        _check(self.tokens > 0, "evaluate.tokens must be positive")
+        _check(self.steer_latents >= 0 and self.steer_contexts >= 0, "evaluate.steer_* must be >= 0")
+
+
+@dataclass(frozen=True)
+class Params:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The language model."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The text."""
+    harvest: HarvestConfig = field(default_factory=HarvestConfig)
+    """Stage 1."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Stage 2."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """Stage 3."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.harvest.tokens_per_shard % self.data.context_length == 0,
+            "harvest.tokens_per_shard must be a multiple of data.context_length",
+        )
+        _check(
+            self.harvest.tokens >= self.data.context_length,
+            "harvest.tokens must hold at least one context (>= data.context_length)",
+        )
+        layer = self.train.layer
+        _check(
+            layer is None or layer in self.harvest.layers,
+            f"train.layer {layer} is not among harvest.layers {list(self.harvest.layers)}",
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        _check(value in typing.get_args(tp), f"{key} must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), f"{key} must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    if raw is None:
+        raw = {}
+    _check(isinstance(raw, dict), f"{prefix or 'params'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    where = f"{prefix}." if prefix else ""
+    _check(not unknown, f"unknown params key '{where}{unknown[0] if unknown else ''}' (known: {', '.join(sorted(names))})")
+    kwargs = {name: _coerce(value, hints[name], f"{where}{name}") for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        raise ConfigError(str(exc)) from exc
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    _check(bool(sep) and bool(key.strip()), f"override must look like KEY=VALUE, got {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        _check(isinstance(child, dict), f"override {key!r}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def params_from_dict(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> Params:
+    """Build ``Params`` from a plain mapping plus dotted ``KEY=VALUE`` overrides."""
+    raw = _deep_copy(raw)
+    for item in overrides:
+        _apply_override(raw, item)
+    return _build(Params, raw, "")
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: typing.Sequence[str] = ()) -> Params:
+    """Read params.yaml (missing file = all defaults when ``path`` is None)."""
+    raw: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"params file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    return params_from_dict(raw, overrides)
+
+
+def params_to_dict(params: Any) -> Any:
+    """Plain nested dict of a config (tuples as lists), for JSON and cfg files."""
+    if dataclasses.is_dataclass(params):
+        return {f.name: params_to_dict(getattr(params, f.name)) for f in dataclasses.fields(params)}
+    if isinstance(params, tuple):
+        return [params_to_dict(v) for v in params]
+    return params
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw

@@ -1,0 +1,43 @@
+"""Error hierarchy: every failure a user can cause maps to one of these.
+
+Each subclass also inherits the matching builtin so callers can catch either.
+The CLI turns any ``PipelineError`` into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class of all errors the pipeline reports to users."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """Bad params.yaml content or a bad ``-s KEY=VALUE`` override."""
+
+
+class ModelLoadError(PipelineError, OSError):
+    """The language model or its tokenizer could not be loaded or used."""
+
+
+class DataError(PipelineError, ValueError):
+    """The text source is missing, empty, or cannot be tokenized as asked."""
+
+
+class CacheNotFound(PipelineError, FileNotFoundError):
+    """No cache store exists at the given path or URL."""
+
+
+class CacheMismatch(PipelineError, ValueError):
+    """A store exists but was written for different settings (another key)."""
+
+
+class CacheIncomplete(PipelineError, RuntimeError):
+    """A store is not finished (``complete`` is false) but was needed whole."""
+
+
+class CacheCorrupt(PipelineError, OSError):
+    """A committed shard does not match its checksum or cannot be read."""
+
+
+class SAEFormatError(PipelineError, ValueError):
+    """A trained SAE directory is missing files or holds inconsistent tensors."""
