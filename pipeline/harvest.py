@@ -1,0 +1,275 @@
+"""Stage 1: stream packed contexts through the LM and cache activations and gradients.
+
+One forward and one backward pass per batch serve every hooked layer: the output of the
+shallowest hooked block is detached and made a leaf (nothing before it needs a graph),
+deeper hooked outputs stay in the graph, and ``torch.autograd.grad`` of the summed
+next-token CE (DESIGN §1) returns ∂L_seq/∂x at each of them. Batches never straddle a
+shard, so a resumed harvest computes exactly the same batches as an uninterrupted one.
+A background thread compresses and writes finished shards while the next is computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cache import store as cache_store
+from cache.schema import LOSS_DEFINITION, content_key
+from cache.writer import ShardWriter, allocate, check_same_key
+from pipeline.config import Params, params_to_dict
+from pipeline.errors import ConfigError
+from pipeline.models import LoadedModel, _pretrained_source, edit_block_output, load_model
+from pipeline.text import iter_documents, pack_contexts, source_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+class BatchGrads(NamedTuple):
+    """Activations and loss gradients of one batch of contexts."""
+
+    acts: dict[int, torch.Tensor]
+    """layer → [B, T, d] residual stream after the block."""
+    grads: dict[int, torch.Tensor]
+    """layer → [B, T, d] ∂L_seq/∂x (last position 0)."""
+    loss: torch.Tensor
+    """[B, T] next-token CE at each position (last position 0)."""
+
+
+def forward_backward(lm: LoadedModel, layers: Sequence[int], ids: torch.Tensor) -> BatchGrads:
+    """Activations and ∂(sum of next-token CE)/∂activation at ``layers`` for ``ids`` [B, T]."""
+    captured: dict[int, torch.Tensor] = {}
+    first = min(layers)
+
+    def capture(layer: int) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        def fn(hidden: torch.Tensor) -> torch.Tensor | None:
+            if layer == first:  # start the graph here: nothing upstream needs gradients
+                hidden = hidden.detach().requires_grad_(True)
+                captured[layer] = hidden
+                return hidden
+            captured[layer] = hidden
+            return None
+
+        return fn
+
+    with ExitStack() as stack, torch.enable_grad():
+        for layer in layers:
+            stack.enter_context(edit_block_output(lm.blocks[layer], capture(layer)))
+        logits = lm.model(input_ids=ids, use_cache=False).logits
+        ce = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten().long(), reduction="none"
+        ).view(ids.shape[0], -1)
+        grads = torch.autograd.grad(ce.sum(), [captured[layer] for layer in layers])
+    loss = F.pad(ce.detach(), (0, 1))
+    return BatchGrads(
+        {layer: captured[layer].detach() for layer in layers},
+        dict(zip(layers, (g.detach() for g in grads), strict=True)),
+        loss,
+    )
+
+
+def key_fields(params: Params) -> dict[str, Any]:
+    """Everything that determines a store's contents (hashed into its key)."""
+    _, _, revision = _pretrained_source(params.model)
+    h, d = params.harvest, params.data
+    n_ctx = h.tokens // d.context_length
+    return {
+        "model": params.model.name,
+        "model_revision": revision,
+        "model_dtype": params.model.dtype,
+        "dataset": source_fingerprint(d),
+        "context_length": d.context_length,
+        "layers": list(h.layers),
+        "dtype": h.dtype,
+        "tokens_per_shard": h.tokens_per_shard,
+        "chunk_tokens": h.chunk_tokens,
+        "compressor": [h.compressor, h.compression_level],
+        "store_loss": h.store_loss,
+        "n_tokens": n_ctx * d.context_length,
+    }
+
+
+def store_key(params: Params) -> str:
+    """The content key of the store these params describe."""
+    return content_key(key_fields(params))
+
+
+def store_url(params: Params, key: str | None = None) -> str:
+    """``harvest.store``, or ``<cache_root>/<split>/<key16>.zarr`` when it is ``auto``."""
+    if params.harvest.store != "auto":
+        return params.harvest.store
+    key = key or store_key(params)
+    return f"{params.harvest.cache_root.rstrip('/')}/{params.data.split}/{key[:16]}.zarr"
+
+
+def heldout_params(params: Params) -> Params:
+    """Params of the held-out harvest that evaluation reads (split, tokens and store swapped)."""
+    data = dataclasses.replace(params.data, split="heldout")
+    harvest = dataclasses.replace(params.harvest, tokens=params.evaluate.tokens, store=params.evaluate.store)
+    return dataclasses.replace(params, data=data, harvest=harvest)
+
+
+def _validate(params: Params, lm: LoadedModel) -> list[str]:
+    hooks = [lm.hook_name(layer) for layer in params.harvest.layers]
+    limit = lm.max_length
+    if limit is not None and params.data.context_length > limit:
+        raise ConfigError(f"data.context_length {params.data.context_length} exceeds the model's maximum {limit}")
+    return hooks
+
+
+@dataclass
+class _Shard:
+    """Host buffers of one shard being filled batch by batch."""
+
+    index: int
+    tokens: np.ndarray
+    acts: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+    loss: np.ndarray
+
+
+class _BackgroundWriter:
+    """Writes and commits shards on a thread so compression overlaps compute."""
+
+    def __init__(self, writer: ShardWriter, on_commit: Callable[[int], None] | None) -> None:
+        self.writer, self.on_commit = writer, on_commit
+        self.queue: queue.Queue[_Shard | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="gsae-shard-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (shard := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                self.writer.write(shard.index, shard.tokens, shard.acts, shard.grads, shard.loss)
+                if self.on_commit is not None:
+                    self.on_commit(shard.index)
+            except BaseException as exc:  # reported on the main thread
+                self.error = exc
+
+    def put(self, shard: _Shard) -> None:
+        self._raise()
+        self.queue.put(shard)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _open_for_write(url: str, key: str, attrs: dict[str, Any], overwrite: bool, **layout: Any) -> ShardWriter | None:
+    """The writer to continue with, or None when an identical complete store is there."""
+    if cache_store.exists(url) and not overwrite:
+        info = check_same_key(url, key)
+        if info.complete:
+            return None
+        log.info("resuming %s after %d committed shards", url, len(info.committed))
+        return ShardWriter(url)
+    allocate(url, attrs, **layout)
+    return ShardWriter(url)
+
+
+def run_harvest(
+    params: Params,
+    *,
+    overwrite: bool = False,
+    lm: LoadedModel | None = None,
+    on_commit: Callable[[int], None] | None = None,
+) -> str:
+    """Harvest (or resume, or skip) the store the params describe; returns its URL."""
+    fields = key_fields(params)
+    key = content_key(fields)
+    url = store_url(params, key)
+    if not overwrite and cache_store.exists(url):
+        info = check_same_key(url, key)
+        if info.complete:
+            log.info("%s is complete for these params: nothing to do", url)
+            return url
+    lm = lm or load_model(params.model)
+    hooks = _validate(params, lm)
+    T = params.data.context_length
+    n_ctx = fields["n_tokens"] // T
+    contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, T, n_ctx)
+    attrs = {
+        "key": key,
+        "model": lm.name,
+        "model_revision": lm.revision,
+        "model_dtype": params.model.dtype,
+        "tokenizer": lm.tokenizer_name,
+        "dataset": fields["dataset"],
+        "context_length": T,
+        "layers": list(params.harvest.layers),
+        "loss": LOSS_DEFINITION,
+        "params": params_to_dict(params.harvest) | {"data": params_to_dict(params.data)},
+    }
+    h = params.harvest
+    writer = _open_for_write(
+        url, key, attrs, overwrite,
+        hooks=hooks, d_model=lm.d_model, total_tokens=n_ctx * T, tokens_per_shard=h.tokens_per_shard,
+        chunk_tokens=h.chunk_tokens, dtype=h.dtype, compressor=h.compressor, level=h.compression_level,
+        store_loss=h.store_loss,
+    )
+    if writer is None:
+        return url
+    _harvest_shards(params, lm, hooks, contexts, writer, on_commit)
+    writer.finalize()
+    log.info("harvest complete: %s (%d tokens)", url, writer.info.n_tokens)
+    return url
+
+
+def _harvest_shards(
+    params: Params,
+    lm: LoadedModel,
+    hooks: list[str],
+    contexts: np.ndarray,
+    writer: ShardWriter,
+    on_commit: Callable[[int], None] | None,
+) -> None:
+    info, layers = writer.info, list(params.harvest.layers)
+    T, dtype = params.data.context_length, np.dtype(params.harvest.dtype)
+    ctx_per_shard = info.tokens_per_shard // T
+    bg = _BackgroundWriter(writer, on_commit)
+    bar = tqdm(total=info.total_tokens, initial=info.n_tokens, unit="tok", unit_scale=True, desc="harvest")
+    try:
+        for index in range(writer.next_shard, info.n_shards):
+            shard_ctx = contexts[index * ctx_per_shard : (index + 1) * ctx_per_shard]
+            n = shard_ctx.size
+            shard = _Shard(
+                index, shard_ctx.reshape(-1).copy(),
+                {hk: np.empty((n, info.d_model), dtype) for hk in hooks},
+                {hk: np.empty((n, info.d_model), dtype) for hk in hooks},
+                np.empty(n, np.float32),
+            )
+            for b in range(0, len(shard_ctx), params.harvest.batch_size):
+                ids = torch.from_numpy(shard_ctx[b : b + params.harvest.batch_size]).to(lm.device)
+                out = forward_backward(lm, layers, ids)
+                rows = slice(b * T, b * T + ids.numel())
+                for layer, hk in zip(layers, hooks, strict=True):
+                    shard.acts[hk][rows] = out.acts[layer].flatten(0, 1).to("cpu", torch.float32).numpy()
+                    shard.grads[hk][rows] = out.grads[layer].flatten(0, 1).to("cpu", torch.float32).numpy()
+                shard.loss[rows] = out.loss.flatten().cpu().numpy()
+                bar.update(ids.numel())
+            bg.put(shard)
+    except BaseException:
+        bg.queue.put(None)
+        bg.thread.join()
+        raise
+    finally:
+        bar.close()
+    bg.close()

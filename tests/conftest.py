@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny saved LMs and small params for harvest tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.lm_factory import save_tiny_lm
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-block Llama-style model (d=32) saved to disk with its tokenizer."""
+    return save_tiny_lm(tmp_path_factory.mktemp("llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-block GPT-2-style model (d=32) saved to disk with its tokenizer."""
+    return save_tiny_lm(tmp_path_factory.mktemp("gpt2"), "gpt2")
+
+
+def tiny_overrides(model_dir: Path, store: str, *, tokens: int = 1024, layers: str = "[1,3]") -> list[str]:
+    """``-s`` overrides for a fast harvest of python-docs through a tiny model."""
+    return [
+        f"model.name={model_dir}",
+        "model.device=cpu",
+        "data.context_length=32",
+        f"harvest.layers={layers}",
+        f"harvest.tokens={tokens}",
+        f"harvest.store={store}",
+        "harvest.tokens_per_shard=256",
+        "harvest.chunk_tokens=128",
+        "harvest.batch_size=4",
+    ]
