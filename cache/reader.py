@@ -1,0 +1,258 @@
+"""Reading a store: validate it, then stream shuffled (act, grad) batches for training.
+
+Stream order (deterministic given ``seed``): the stream is the concatenation of epochs.
+In epoch e the shard order is a permutation drawn from ``(seed, e)``; consecutive groups of
+``shuffle_buffer_shards`` shards form buffers; a buffer is read lazily with dask (chunks
+aligned to the store's inner chunks), rows that start a context (row r with
+r % context_length == 0) are dropped when ``exclude_first``, and the remaining rows are
+shuffled with a permutation drawn from ``(seed, e, buffer index)``. Batches of
+``batch_size`` rows are cut from this stream; a batch may straddle buffers and epochs, so
+every usable token appears exactly once per epoch. Because the number of usable rows per
+buffer is known without reading, :meth:`BatchReader.batches` can start at any batch index
+and only reads from the buffer that batch starts in (this is how training resumes).
+
+Memory is bounded by one buffer (``shuffle_buffer_shards`` shards of act + grad in the
+store dtype) plus ``prefetch`` float32 batches queued by the background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+
+from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path
+from cache.store import open_group, read_info
+from pipeline.errors import CacheIncomplete, CacheMismatch
+
+logger = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def open_store(
+    url: str,
+    *,
+    hook: str | None = None,
+    expected_key: str | None = None,
+    expected_model: str | None = None,
+    require_complete: bool = True,
+) -> CacheInfo:
+    """Validated info of the store at ``url``.
+
+    Raises ``CacheNotFound`` (nothing there), ``CacheCorrupt`` (not a g-SAE cache),
+    ``CacheIncomplete`` (``complete`` false and ``require_complete``) or ``CacheMismatch``
+    (other format version, ``hook`` not stored, other key or model than expected).
+    """
+    info = read_info(url)
+    if info.version != CACHE_VERSION:
+        raise CacheMismatch(f"store {url} has cache format version {info.version}, this code reads {CACHE_VERSION}")
+    if expected_key is not None and info.key != expected_key:
+        raise CacheMismatch(
+            f"store {url} holds a different harvest (key {info.key[:12]}…, expected {expected_key[:12]}…)"
+        )
+    if expected_model is not None and info.model != expected_model:
+        raise CacheMismatch(f"store {url} was harvested from model {info.model!r}, expected {expected_model!r}")
+    if hook is not None and hook not in info.hooks:
+        raise CacheMismatch(f"store {url} has no hook {hook!r} (stored hooks: {', '.join(info.hooks)})")
+    if require_complete and not info.complete:
+        raise CacheIncomplete(
+            f"store {url} is incomplete ({info.n_tokens} of {info.total_tokens} tokens committed); "
+            "finish the harvest first"
+        )
+    return info
+
+
+def resolve_hook(info: CacheInfo, layer: int | None) -> str:
+    """The stored hook for block ``layer`` (``None`` = the first hook).
+
+    Uses the ``layers`` attribute when the store has one (parallel to ``hooks``), else the
+    trailing integer of the hook name (``model.layers.15`` → 15).
+    """
+    if layer is None:
+        return info.hooks[0]
+    layers = info.attrs.get("layers")
+    if isinstance(layers, list) and len(layers) == len(info.hooks):
+        pairs = list(zip(layers, info.hooks, strict=True))
+    else:
+        pairs = []
+        for h in info.hooks:
+            tail = h.rsplit(".", 1)[-1]
+            if tail.isdigit():
+                pairs.append((int(tail), h))
+    for lay, h in pairs:
+        if int(lay) == layer:
+            return h
+    raise CacheMismatch(f"store has no hook for layer {layer} (stored hooks: {', '.join(info.hooks)})")
+
+
+def read_rows(url: str, hook: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows [start, stop): tokens int32 [N], act float32 [N, d], grad float32 [N, d]."""
+    group = open_group(url, "r")
+    info = CacheInfo.from_attrs(dict(group.attrs))
+    if stop > info.n_tokens:
+        raise CacheIncomplete(f"store {url} has {info.n_tokens} committed tokens, rows up to {stop} requested")
+    tokens = np.asarray(group["tokens"][start:stop], dtype=np.int32)
+    act = np.asarray(group[act_path(hook)][start:stop], dtype=np.float32)
+    grad = np.asarray(group[grad_path(hook)][start:stop], dtype=np.float32)
+    return tokens, act, grad
+
+
+def _usable(start: int, stop: int, context_length: int, exclude_first: bool) -> np.ndarray:
+    """Local indices of the usable rows of global rows [start, stop)."""
+    rows = np.arange(start, stop)
+    if exclude_first:
+        return np.nonzero(rows % context_length != 0)[0]
+    return np.arange(stop - start)
+
+
+class BatchReader:
+    """Shuffled, epoch-cycling (act, grad) float32 batches [batch_size, d] from one hook."""
+
+    def __init__(
+        self,
+        url: str,
+        hook: str,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        shuffle_buffer_shards: int = 4,
+        exclude_first: bool = True,
+        prefetch: int = 2,
+        info: CacheInfo | None = None,
+    ) -> None:
+        self.url, self.hook = url, hook
+        self.info = info if info is not None else open_store(url, hook=hook)
+        self.batch_size, self.seed = batch_size, seed
+        self.buffer_shards = max(1, shuffle_buffer_shards)
+        self.exclude_first, self.prefetch = exclude_first, max(1, prefetch)
+        self.n_shards = -(-self.info.n_tokens // self.info.tokens_per_shard)
+        self.shard_usable = [
+            len(_usable(*self._rows(s), self.info.context_length, exclude_first)) for s in range(self.n_shards)
+        ]
+        self.tokens_per_epoch = sum(self.shard_usable)
+        if self.tokens_per_epoch == 0:
+            raise CacheIncomplete(f"store {url} has no usable tokens")
+        group = open_group(url, "r")
+        self._act = group[act_path(hook)]
+        self._grad = group[grad_path(hook)]
+
+    def _rows(self, shard: int) -> tuple[int, int]:
+        start = shard * self.info.tokens_per_shard
+        return start, min(start + self.info.tokens_per_shard, self.info.n_tokens)
+
+    def buffers(self, epoch: int) -> list[list[int]]:
+        """Shard indices of each buffer of ``epoch``, in stream order."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_shards).tolist()
+        return [order[i : i + self.buffer_shards] for i in range(0, self.n_shards, self.buffer_shards)]
+
+    def position(self, batch_index: int) -> tuple[int, int]:
+        """(epoch, token offset within the epoch) where batch ``batch_index`` starts."""
+        return divmod(batch_index * self.batch_size, self.tokens_per_epoch)
+
+    def _load(self, epoch: int, index: int, shards: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read one buffer: act [M, d], grad [M, d] (store dtype) and its shuffled usable rows."""
+        chunk = self._act.chunks[0]
+        a_src = da.from_zarr(self._act, chunks=(chunk, self._act.shape[1]))
+        g_src = da.from_zarr(self._grad, chunks=(chunk, self._grad.shape[1]))
+        spans = [self._rows(s) for s in shards]
+        a = da.concatenate([a_src[s0:s1] for s0, s1 in spans])
+        g = da.concatenate([g_src[s0:s1] for s0, s1 in spans])
+        with dask.config.set(scheduler="threads"):
+            act, grad = dask.compute(a, g)
+        usable, offset = [], 0
+        for s0, s1 in spans:
+            usable.append(_usable(s0, s1, self.info.context_length, self.exclude_first) + offset)
+            offset += s1 - s0
+        rows = np.concatenate(usable)
+        perm = rows[np.random.default_rng([self.seed, epoch, index]).permutation(len(rows))]
+        return act, grad, perm
+
+    def _stream(self, start_batch: int, n_batches: int | None, stop: threading.Event) -> Iterator[Batch]:
+        epoch, skip = self.position(start_batch)
+        bs, done = self.batch_size, 0
+        pieces_a: list[np.ndarray] = []
+        pieces_g: list[np.ndarray] = []
+        need = bs
+        while True:
+            for index, shards in enumerate(self.buffers(epoch)):
+                usable = sum(self.shard_usable[s] for s in shards)
+                if skip >= usable:
+                    skip -= usable
+                    continue
+                act, grad, perm = self._load(epoch, index, shards)
+                pos, skip = skip, 0
+                while pos < len(perm):
+                    if stop.is_set():
+                        return
+                    take = min(need, len(perm) - pos)
+                    idx = perm[pos : pos + take]
+                    pieces_a.append(act[idx])
+                    pieces_g.append(grad[idx])
+                    need -= take
+                    pos += take
+                    if need == 0:
+                        a = np.concatenate(pieces_a).astype(np.float32, copy=False)
+                        g = np.concatenate(pieces_g).astype(np.float32, copy=False)
+                        pieces_a, pieces_g, need = [], [], bs
+                        yield torch.from_numpy(a), torch.from_numpy(g)
+                        done += 1
+                        if n_batches is not None and done >= n_batches:
+                            return
+                del act, grad, perm
+            epoch += 1
+
+    def batches(self, start_batch: int = 0, n_batches: int | None = None) -> Iterator[Batch]:
+        """Batches ``start_batch``, ``start_batch + 1``, … (``n_batches`` of them, or forever).
+
+        Produced by a background thread that keeps up to ``prefetch`` batches queued.
+        """
+        return _prefetch(lambda stop: self._stream(start_batch, n_batches, stop), self.prefetch)
+
+
+_END = object()
+
+
+def _prefetch(make: Callable[[threading.Event], Iterator[Batch]], depth: int) -> Iterator[Batch]:
+    """Run the iterator ``make(stop)`` in a daemon thread, ``depth`` items ahead."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in make(stop):
+                if not put(item):
+                    return
+        except BaseException as exc:  # forwarded to the consumer
+            put(exc)
+            return
+        put(_END)
+
+    thread = threading.Thread(target=work, name="gsae-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=5)

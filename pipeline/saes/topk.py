@@ -1,0 +1,21 @@
+"""TopK SAE (Gao et al. 2024): S = the k largest z_i, a_i = ReLU(z_i) on S (DESIGN §1)."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.saes import register
+from pipeline.saes.base import SAE
+
+
+@register("topk")
+class TopKSAE(SAE):
+    """Plain TopK; ``beta``/``value_mode`` are ignored (recorded as 0 / ``selection``)."""
+
+    uses_grad = False
+    grid_hparams = ()
+
+    def select(self, z: torch.Tensor, grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [B, n] → indices [B, k] of the k largest z_i, values ReLU(z_i) [B, k]."""
+        top = torch.topk(z, self.k, dim=-1, sorted=False)
+        return top.indices, torch.relu(top.values)

@@ -1,0 +1,73 @@
+"""Dataset-wide input normalisation and the b_dec initialisation, from a sample of tokens.
+
+Activation scale c (``act_scale``): one scalar for the whole dataset, chosen so that the
+scaled activations have mean norm ≈ √d, i.e. about unit RMS per coordinate, which makes
+learning rates transferable across layers and models. c is rounded to the nearest power
+of two, c = 2^round(log2(√d / mean‖x‖)), so mean‖c·x‖ lies within a factor √2 of √d; the
+payoff is that multiplying by c (and folding c into the saved weights, see
+:mod:`pipeline.saes.io`) is exact in floating point.
+
+Gradient scale γ (``grad_scale``): γ = 1 / mean‖g‖, so the scaled gradients have unit mean
+norm. With unit-norm decoder rows (d_i · γg) is then the cosine-like alignment of latent i
+with the loss gradient times the gradient's relative size at this token, and β is the
+relative weight of that term: s_i = z_i (1 + β |d_i · γ g|). β = 1 means a latent perfectly
+aligned with an average-sized gradient has its score doubled. (The scale saved in
+``cfg.json`` acts on raw activations, so it is c·γ there.)
+
+b_dec is initialised in the scaled space at the geometric median (Weiszfeld iterations) or
+the mean of the sample, so z starts centred on the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def activation_scale(acts: np.ndarray | torch.Tensor) -> float:
+    """Power-of-two c with mean‖c·x‖ ≈ √d: acts [N, d] (raw) → c."""
+    x = torch.as_tensor(acts, dtype=torch.float64)
+    mean_norm = float(x.norm(dim=1).mean())
+    if not math.isfinite(mean_norm) or mean_norm <= 0:
+        logger.warning("activation sample has mean norm %s; using act_scale 1", mean_norm)
+        return 1.0
+    return float(2.0 ** round(math.log2(math.sqrt(x.shape[1]) / mean_norm)))
+
+
+def gradient_scale(grads: np.ndarray | torch.Tensor) -> float:
+    """γ with mean‖γ·g‖ = 1: grads [N, d] (raw) → γ, rounded to float32."""
+    g = torch.as_tensor(grads, dtype=torch.float64)
+    mean_norm = float(g.norm(dim=1).mean())
+    if not math.isfinite(mean_norm) or mean_norm <= 0:
+        logger.warning("gradient sample has mean norm %s; using grad_scale 1", mean_norm)
+        return 1.0
+    return float(np.float32(1.0 / mean_norm))
+
+
+def geometric_median(x: torch.Tensor, iters: int = 20, eps: float = 1e-8) -> torch.Tensor:
+    """Weiszfeld's algorithm: x [N, d] → the point minimising Σ‖x_i − m‖, [d] (float64 inside)."""
+    pts = x.to(torch.float64)
+    m = pts.mean(dim=0)
+    for _ in range(iters):
+        w = 1.0 / (pts - m).norm(dim=1).clamp_min(eps)
+        new = (w[:, None] * pts).sum(dim=0) / w.sum()
+        if (new - m).norm() <= 1e-7 * (m.norm() + eps):
+            m = new
+            break
+        m = new
+    return m.to(x.dtype)
+
+
+def init_b_dec(acts_scaled: np.ndarray | torch.Tensor, method: str = "geometric_median") -> torch.Tensor:
+    """b_dec [d] from scaled activations [N, d]: ``geometric_median`` or ``mean``."""
+    x = torch.as_tensor(acts_scaled, dtype=torch.float32)
+    if method == "mean":
+        return x.mean(dim=0)
+    if method == "geometric_median":
+        return geometric_median(x)
+    raise ValueError(f"unknown b_dec_init {method!r} (geometric_median | mean)")

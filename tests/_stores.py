@@ -1,0 +1,64 @@
+"""Tiny synthetic cache stores for tests, written with cache.writer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cache.writer import ShardWriter, allocate
+
+
+def build_store(
+    url: str,
+    *,
+    n_tokens: int = 1024,
+    d: int = 16,
+    context_length: int = 16,
+    tokens_per_shard: int = 128,
+    chunk_tokens: int = 64,
+    hooks: tuple[str, ...] = ("model.layers.1",),
+    dtype: str = "float32",
+    model: str = "tiny-test-model",
+    key: str = "k" * 64,
+    seed: int = 0,
+    complete: bool = True,
+    shards: int | None = None,
+) -> str:
+    """Random store; ``act[:, 0]`` holds the row index so tests can identify tokens.
+
+    ``shards`` commits only that many shards (an incomplete store when fewer than all).
+    """
+    rng = np.random.default_rng(seed)
+    attrs = {
+        "key": key,
+        "model": model,
+        "model_revision": "none",
+        "tokenizer": model,
+        "dataset": {"source": "synthetic", "split": "train"},
+        "context_length": context_length,
+        "loss": "test",
+    }
+    allocate(
+        url,
+        attrs,
+        hooks=hooks,
+        d_model=d,
+        total_tokens=n_tokens,
+        tokens_per_shard=tokens_per_shard,
+        chunk_tokens=chunk_tokens,
+        dtype=dtype,
+    )
+    writer = ShardWriter(url)
+    n_shards = -(-n_tokens // tokens_per_shard)
+    for s in range(n_shards if shards is None else shards):
+        start, stop = writer.info.shard_rows(s)
+        rows = np.arange(start, stop)
+        acts, grads = {}, {}
+        for h in hooks:
+            a = rng.normal(size=(stop - start, d)).astype(np.float32) * 3.0 + 1.0
+            a[:, 0] = rows
+            acts[h] = a
+            grads[h] = rng.normal(size=(stop - start, d)).astype(np.float32) * 0.01
+        writer.write(s, rows.astype(np.int32), acts, grads)
+    if complete and shards is None:
+        writer.finalize()
+    return url
