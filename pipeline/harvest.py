@@ -216,7 +216,8 @@ def run_harvest(
         "context_length": T,
         "layers": list(params.harvest.layers),
         "loss": LOSS_DEFINITION,
-        "params": params_to_dict(params.harvest) | {"data": params_to_dict(params.data)},
+        # Where the store lives is not part of what it holds: keep attrs path-independent.
+        "harvest": {k: v for k, v in params_to_dict(params.harvest).items() if k not in ("store", "cache_root")},
     }
     h = params.harvest
     writer = _open_for_write(

@@ -156,14 +156,11 @@ def pack_contexts(docs: Iterator[str], tokenizer: Any, context_length: int, n_co
         raise DataError("the text source yields no complete context (empty source or split?)")
     if have < n_contexts:
         raise DataError(
-            f"the source's {cx(have)} hold only {have * context_length} tokens, "
-            f"fewer than the {n_contexts * context_length} asked; lower the token count or add text"
+            f"the source holds only {have} contexts ({have * context_length} tokens) of this split, "
+            f"fewer than the {n_contexts} asked; lower the token count or add text"
         )
     body_ids = np.asarray(stream[:need], dtype=np.int32).reshape(n_contexts, body)
     if bos is None:
         return body_ids
     return np.concatenate([np.full((n_contexts, 1), bos, dtype=np.int32), body_ids], axis=1)
 
-
-def cx(n: int) -> str:
-    return f"{n} context{'s' if n != 1 else ''}"

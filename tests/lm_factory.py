@@ -12,6 +12,7 @@ TRAIN_TEXT_TOPICS = 40
 def build_tokenizer(vocab_size: int = 320):  # noqa: ANN201 - transformers type
     """A byte-level BPE tokenizer with BOS/EOS, trained on a slice of python-docs."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
