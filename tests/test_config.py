@@ -1,0 +1,53 @@
+"""The params loader: defaults, overrides, unknown keys, types and cross-field checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Params, load_params, params_from_dict, params_to_dict
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_load():
+    p = load_params(ROOT / "params.yaml")
+    assert p.model.name == "smollm2-135m" and p.harvest.layers == (15,)
+    assert set(p.train.grid.architecture) == {"topk", "gsae"} and len(p.train.grid.k) >= 2
+
+
+def test_overrides_parse_yaml_values():
+    p = params_from_dict({}, ["harvest.layers=[3,5]", "harvest.tokens=4096", "train.grid.beta=[0.5,2]"])
+    assert p.harvest.layers == (3, 5) and p.harvest.tokens == 4096 and p.train.grid.beta == (0.5, 2.0)
+    assert params_from_dict({}, ["harvest.layers=7"]).harvest.layers == (7,)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("harvest.bogus=1", "unknown params key 'harvest.bogus'"),
+        ("nosection.x=1", "unknown params key 'nosection'"),
+        ("harvest.tokens=many", "harvest.tokens must be an integer"),
+        ("harvest.dtype=int8", "harvest.dtype must be one of"),
+        ("data.context_length=1", "context_length must be >= 2"),
+        ("harvest.tokens_per_shard=1000", "multiple of"),
+        ("train.layer=3", "train.layer 3 is not among harvest.layers"),
+        ("noequals", "KEY=VALUE"),
+    ],
+)
+def test_bad_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict({}, [override])
+
+
+def test_round_trip_through_dict():
+    p = params_from_dict({}, ["harvest.layers=[1,2]"])
+    assert params_from_dict(params_to_dict(p)) == p
+    assert Params() == params_from_dict({})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")

@@ -1,0 +1,87 @@
+"""Text sources through ``datasets``, the deterministic split, and packing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config import DataConfig
+from pipeline.errors import DataError
+from pipeline.text import in_heldout, iter_documents, pack_contexts, source_fingerprint
+from tests.lm_factory import build_tokenizer
+
+DOCS = [f"Document number {i}. " + "word " * (20 + i) for i in range(60)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def _split(docs: list[str], split: str) -> list[str]:
+    return [d for d in docs if in_heldout(d, 0.2) == (split == "heldout")]
+
+
+def test_split_is_deterministic_and_disjoint():
+    train, held = _split(DOCS, "train"), _split(DOCS, "heldout")
+    assert train and held and not set(train) & set(held)
+    assert len(train) + len(held) == len(DOCS)
+    assert [in_heldout(d, 0.2) for d in DOCS] == [in_heldout(d, 0.2) for d in DOCS]
+
+
+@pytest.mark.parametrize("kind", ["txt-folder", "jsonl", "parquet"])
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_local_sources(kind, split, tmp_path):
+    if kind == "txt-folder":
+        source = tmp_path / "corpus"
+        source.mkdir()
+        for i, d in enumerate(DOCS):
+            (source / f"{i:03d}.txt").write_text(d)
+    elif kind == "jsonl":
+        source = tmp_path / "c.jsonl"
+        source.write_text("".join(json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(DOCS)))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        source = tmp_path / "c.parquet"
+        pq.write_table(pa.table({"body": DOCS}), source)
+    cfg = DataConfig(source=str(source), split=split, text_column="body" if kind != "txt-folder" else "text",
+                     heldout_fraction=0.2)
+    assert list(iter_documents(cfg)) == _split(DOCS, split)
+
+
+def test_python_docs_split_sizes():
+    train = list(iter_documents(DataConfig(split="train")))
+    held = list(iter_documents(DataConfig(split="heldout")))
+    assert len(held) >= 3 and len(train) > 5 * len(held)
+    assert sum(map(len, held)) > 30_000  # ~12k SmolLM2 tokens: room for evaluate.tokens=4096
+    assert source_fingerprint(DataConfig())["source"] == "python-docs"
+
+
+def test_missing_column_and_missing_path(tmp_path):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(DataError, match="text_column 'text'"):
+        list(iter_documents(DataConfig(source=str(f))))
+    with pytest.raises(DataError, match="not found"):
+        list(iter_documents(DataConfig(source=str(tmp_path / "nope.txt"))))
+
+
+def test_packing_layout(tokenizer):
+    ctx = pack_contexts(iter(DOCS), tokenizer, 16, 5)
+    assert ctx.shape == (5, 16) and ctx.dtype == np.int32
+    assert (ctx[:, 0] == tokenizer.bos_token_id).all()
+    stream = []
+    for d in DOCS:
+        stream += tokenizer(d, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert ctx[:, 1:].reshape(-1).tolist() == stream[: 5 * 15]
+
+
+def test_packing_errors(tokenizer):
+    with pytest.raises(DataError, match="no complete context"):
+        pack_contexts(iter([]), tokenizer, 16, 1)
+    with pytest.raises(DataError, match="fewer than the 1000 asked"):
+        pack_contexts(iter(DOCS[:2]), tokenizer, 16, 1000)
