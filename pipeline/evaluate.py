@@ -1,0 +1,280 @@
+"""Stage 3: evaluate every trained SAE variant on held-out tokens; write metrics, plots, report.
+
+Inputs are files only: the held-out store (validated: complete, right key/model, hooks
+present), each ``<train.out_dir>/<variant>/`` holding ``sae.safetensors`` (loaded with
+:func:`pipeline.saes.io.load_sae`, raw-space weights), and the LM (``params.model``).
+The first ``evaluate.tokens`` tokens of the store (whole contexts) are evaluated.
+
+Per variant (and, for a g-SAE with β > 0, the same SAE encoded with β = 0 as
+``<variant>@beta0``):
+
+- ``fvu`` (centred), ``mse``, ``l0``, ``dead_frac`` from the *stored* activations and
+  gradients, positions ≥ 1 of each context (:mod:`pipeline.metrics`);
+- ``train_dead_frac`` copied from cfg.json when the trainer recorded it;
+- ``ce_clean``, ``ce_spliced``, ``ce_zero_ablation``, ``loss_recovered``, ``kl`` from
+  splicing into the *live* model (:mod:`pipeline.splice`: the SAE encodes the model's own
+  activation; the g-SAE gradient comes from the store);
+- ``steer_kl_{mean,median,p10,p90}`` and ``steer_logit_{...}`` (:mod:`pipeline.steering`,
+  protocol in docs/steering.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.reader import open_store, read_rows
+from cache.schema import CacheInfo
+from pipeline.config import Params
+from pipeline.errors import ConfigError, PipelineError, SAEFormatError
+from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats, usable_rows
+from pipeline.models import LoadedModel, load_model
+from pipeline.report import VariantResult, make_plots, write_metrics, write_plot_data, write_report
+from pipeline.saes import get_sae_class
+from pipeline.saes.base import SAE
+from pipeline.saes.io import WEIGHTS, load_sae
+from pipeline.splice import Edit, sae_editor, splice_losses, zero_editor
+from pipeline.steering import SteerResult, clean_reference, pick_contexts, steer_sae
+
+log = logging.getLogger(__name__)
+
+BETA0_SUFFIX = "@beta0"
+MODE_ABBREV = {"augmented": "aug", "selection": "sel"}
+TRAIN_DEAD_KEYS = ("train_dead_frac", "dead_frac", "dead_fraction", "final_dead_frac")
+
+
+class NothingToEvaluate(PipelineError, FileNotFoundError):
+    """``train.out_dir`` holds no trained SAE variant."""
+
+
+@dataclass
+class Entry:
+    """One SAE to evaluate: a trained variant or its β = 0 twin."""
+
+    name: str
+    group: str
+    sae: SAE
+    cfg: dict[str, Any]
+    hook: str
+    block: int
+
+
+def find_variants(out_dir: str | Path) -> list[Path]:
+    """Sub-directories of ``out_dir`` that hold ``sae.safetensors``, sorted by name."""
+    root = Path(out_dir)
+    found = sorted(p for p in root.glob("*") if (p / WEIGHTS).is_file()) if root.is_dir() else []
+    if not found:
+        raise NothingToEvaluate(f"no trained SAE variants in {root} (no <variant>/{WEIGHTS}); run `gsae train` first")
+    return found
+
+
+def hook_block(lm: LoadedModel, hook: str) -> int:
+    """Block index of ``hook`` (``model.layers.15`` → 15), checked against the model's block path."""
+    prefix, _, tail = hook.rpartition(".")
+    if not tail.isdigit():
+        raise SAEFormatError(f"hook_name {hook!r} does not end in a block index")
+    if prefix != lm.block_path:
+        raise ConfigError(f"hook {hook!r} is not a block of {lm.name} (its blocks are {lm.block_path}.N)")
+    block = int(tail)
+    if block >= lm.n_layers:
+        raise ConfigError(f"hook {hook!r}: {lm.name} has blocks 0..{lm.n_layers - 1}")
+    return block
+
+
+def group_label(cfg: dict[str, Any], *, beta0: bool, with_layer: bool) -> str:
+    """Series label: architecture + the hyper-parameters other than k and seed."""
+    arch = str(cfg["architecture"])
+    parts = [arch]
+    hp = get_sae_class(arch).grid_hparams
+    if "beta" in hp:
+        parts.append(f"b{float(cfg.get('beta', 0.0)):g}")
+    if "value_mode" in hp:
+        mode = str(cfg.get("value_mode", ""))
+        parts.append(MODE_ABBREV.get(mode, mode))
+    parts.append(f"x{int(cfg['d_sae']) / int(cfg['d_in']):g}")
+    if with_layer:
+        parts.append(f"L{str(cfg['hook_name']).rpartition('.')[2]}")
+    return "-".join(parts) + (BETA0_SUFFIX if beta0 else "")
+
+
+def _cfg_number(cfg: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        value = cfg.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    for nested in ("training", "train_stats", "stats"):
+        sub = cfg.get(nested)
+        if isinstance(sub, dict):
+            found = _cfg_number(sub, keys)
+            if found is not None:
+                return found
+    return None
+
+
+def load_entries(params: Params, lm: LoadedModel, info: CacheInfo) -> list[Entry]:
+    """Load every variant (+ its β = 0 twin for g-SAEs with β > 0) and check it fits model and store."""
+    loaded = []
+    for d in find_variants(params.train.out_dir):
+        sae, cfg = load_sae(d, device=lm.device)
+        hook = cfg.get("hook_name")
+        if not isinstance(hook, str):
+            raise SAEFormatError(f"{d}/cfg.json has no hook_name")
+        model = cfg.get("model")
+        if model is not None and str(model) != params.model.name:
+            raise ConfigError(f"variant {d.name} was trained on model {model!r}, but model.name is {params.model.name!r}")
+        if int(cfg["d_in"]) != info.d_model:
+            raise SAEFormatError(f"variant {d.name} has d_in={cfg['d_in']} but the store has d_model={info.d_model}")
+        loaded.append((d.name, sae, cfg, hook, hook_block(lm, hook)))
+    with_layer = len({x[3] for x in loaded}) > 1
+    entries = []
+    for name, sae, cfg, hook, block in loaded:
+        entries.append(Entry(name, group_label(cfg, beta0=False, with_layer=with_layer), sae, cfg, hook, block))
+        if sae.uses_grad and sae.beta != 0.0:
+            twin = copy.deepcopy(sae)
+            twin.beta = 0.0
+            entries.append(
+                Entry(name + BETA0_SUFFIX, group_label(cfg, beta0=True, with_layer=with_layer), twin, cfg, hook, block)
+            )
+    return entries
+
+
+def run_evaluate(
+    params: Params, *, store_url: str, expected_key: str | None = None, lm: LoadedModel | None = None
+) -> dict[str, dict[str, float]]:
+    """Evaluate every variant in ``train.out_dir`` on the held-out store; returns the metrics."""
+    ev = params.evaluate
+    t0 = time.perf_counter()
+    find_variants(params.train.out_dir)  # fail fast, before loading the LM
+    info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
+    T = info.context_length
+    n_ctx = min(ev.tokens, info.n_tokens) // T
+    if n_ctx == 0:
+        raise ConfigError(f"evaluate.tokens={ev.tokens} is less than one context ({T} tokens) of {store_url}")
+    if n_ctx * T < ev.tokens:
+        log.warning("evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens)
+    lm = lm or load_model(params.model)
+    entries = load_entries(params, lm, info)
+    hooks = sorted({e.hook for e in entries})
+    acts: dict[str, np.ndarray] = {}
+    grads: dict[str, np.ndarray] = {}
+    tokens = None
+    for hook in hooks:
+        open_store(store_url, hook=hook)
+        tokens, acts[hook], grads[hook] = read_rows(store_url, hook, 0, n_ctx * T)
+    assert tokens is not None
+    ids = torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T)
+    rows = usable_rows(n_ctx * T, T)
+
+    recon: dict[str, ReconStats] = {}
+    for e in entries:
+        recon[e.name] = recon_stats(e.sae, acts[e.hook][rows], grads[e.hook][rows])
+        log.info("%s: fvu %.4f, l0 %.1f, dead %.3f", e.name, recon[e.name].fvu, recon[e.name].l0, recon[e.name].dead_frac)
+
+    d = info.d_model
+    grads_t = {h: torch.from_numpy(g).view(n_ctx, T, d) for h, g in grads.items()}
+    blocks = {e.hook: e.block for e in entries}
+    edits = {e.name: Edit(e.block, sae_editor(e.sae, grads_t[e.hook])) for e in entries}
+    edits |= {f"zero:{h}": Edit(blocks[h], zero_editor()) for h in hooks}
+    stored = {blocks[h]: torch.from_numpy(acts[h]).view(n_ctx, T, d) for h in hooks}
+    spliced = splice_losses(lm, ids, edits, batch_size=ev.batch_size, stored_acts=stored)
+    for block, err in spliced.act_rel_err.items():
+        level = logging.WARNING if err > 0.02 else logging.INFO
+        log.log(level, "block %d: live vs stored activation relative error %.2e", block, err)
+
+    steer: dict[str, SteerResult] = {}
+    ctx_idx = pick_contexts(n_ctx, ev.steer_contexts, ev.seed)
+    if ev.steer_latents > 0 and ctx_idx.size > 0:
+        ref = clean_reference(lm, ids[torch.from_numpy(ctx_idx)], ev.batch_size)
+        for e in entries:
+            steer[e.name] = steer_sae(
+                lm, e.block, ref, e.sae.W_dec, recon[e.name].freq, recon[e.name].mean_act,
+                n_latents=ev.steer_latents, scale=ev.steer_scale, seed=ev.seed, name=e.name,
+                batch_size=ev.batch_size,
+            )
+
+    metrics: dict[str, dict[str, float]] = {}
+    results: list[VariantResult] = []
+    for e in entries:
+        m = _entry_metrics(e, recon[e.name], spliced.ce_clean, spliced.ce[e.name], spliced.ce[f"zero:{e.hook}"],
+                           spliced.kl[e.name], steer.get(e.name))
+        metrics[e.name] = m
+        seed = _cfg_number(e.cfg, ("seed", "init_seed"))
+        results.append(
+            VariantResult(e.name, e.group, str(e.cfg["architecture"]), int(e.cfg["k"]),
+                          None if seed is None else int(seed), m, steer.get(e.name))
+        )
+    elapsed = time.perf_counter() - t0
+    settings = _settings(params, lm, info, store_url, entries, n_ctx, ctx_idx, spliced.act_rel_err, elapsed)
+    _write_outputs(params, metrics, results, settings)
+    log.info("evaluated %d entries in %.1f s → %s", len(entries), elapsed, ev.out)
+    return metrics
+
+
+def _entry_metrics(
+    e: Entry, rs: ReconStats, ce_clean: float, ce_spliced: float, ce_zero: float, kl: float, st: SteerResult | None
+) -> dict[str, float]:
+    m: dict[str, float] = {
+        "fvu": rs.fvu, "mse": rs.mse, "l0": rs.l0, "dead_frac": rs.dead_frac,
+    }
+    train_dead = _cfg_number(e.cfg, TRAIN_DEAD_KEYS)
+    if train_dead is not None:
+        m["train_dead_frac"] = train_dead
+    m |= {
+        "ce_clean": ce_clean, "ce_spliced": ce_spliced, "ce_zero_ablation": ce_zero,
+        "loss_recovered": loss_recovered(ce_clean, ce_spliced, ce_zero), "kl": kl,
+    }
+    if st is not None:
+        m |= {f"steer_kl_{k}": v for k, v in distribution(st.kl).items()}
+        m |= {f"steer_logit_{k}": v for k, v in distribution(st.logit).items()}
+        m["steer_latents"] = float(len(st.latents))
+    return {k: float(v) for k, v in m.items()}
+
+
+def _settings(
+    params: Params, lm: LoadedModel, info: CacheInfo, url: str, entries: list[Entry], n_ctx: int,
+    ctx_idx: np.ndarray, act_err: dict[int, float], elapsed: float,
+) -> dict[str, Any]:
+    ev = params.evaluate
+    T = info.context_length
+    hooks = sorted({e.hook for e in entries})
+    return {
+        "model": f"{lm.name} (revision {lm.revision}, dtype {params.model.dtype})",
+        "hooks": hooks,
+        "held-out store": url,
+        "store key": info.key,
+        "store dataset": info.dataset,
+        "store dtype": info.dtype,
+        "tokens evaluated": f"{n_ctx * T} ({n_ctx} contexts × {T}); FVU/L0 on {n_ctx * (T - 1)} non-first positions",
+        "train caches": sorted({str(e.cfg.get("cache_key", e.cfg.get("key", "?")))[:16] for e in entries}),
+        "train.out_dir": params.train.out_dir,
+        "live vs stored activation rel. error": {str(b): float(f"{v:.3g}") for b, v in act_err.items()},
+        "steering": (
+            f"{ev.steer_latents} latents/SAE × {len(ctx_idx)} contexts {ctx_idx.tolist()}, "
+            f"alpha = {ev.steer_scale} × mean nonzero activation"
+        ),
+        "seed": ev.seed,
+        "batch size (contexts)": ev.batch_size,
+        "device": str(lm.device),
+        "wall time (s)": round(elapsed, 1),
+    }
+
+
+def _write_outputs(
+    params: Params, metrics: dict[str, dict[str, float]], results: list[VariantResult], settings: dict[str, Any]
+) -> None:
+    ev = params.evaluate
+    write_plot_data(ev.plots_dir, results)
+    pngs = make_plots(ev.plots_dir, results)
+    write_report(ev.report, results, settings, pngs)
+    write_metrics(ev.out, metrics)
+    bad = [n for n, m in metrics.items() if any(not math.isfinite(v) for v in m.values())]
+    if bad:
+        log.warning("non-finite metrics (written as null) for: %s", ", ".join(bad))

@@ -1,0 +1,100 @@
+"""Reconstruction metrics of an SAE on stored activations, and the loss-recovered formula.
+
+All figures are computed on the rows of the evaluation tokens that are *not* the first
+position of a context (BOS / attention sink, excluded from training too):
+
+- ``fvu``  = Σ‖x − x̂‖² / Σ‖x − x̄‖² (centred: x̄ is the mean activation over the evaluated
+  rows, so FVU = 1 for the constant predictor x̂ = x̄),
+- ``mse``  = Σ‖x − x̂‖² / (N·d) (per-element mean squared error),
+- ``l0``   = mean number of nonzero latents per token,
+- ``dead_frac`` = fraction of latents never nonzero on the evaluated rows.
+
+x are the stored activations (float16 in the default store, read as float32) and the g-SAE
+encoder receives the stored clean gradient of the same token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.saes.base import SAE
+
+
+@dataclass(frozen=True)
+class ReconStats:
+    """What one SAE does to the evaluated rows."""
+
+    fvu: float
+    mse: float
+    l0: float
+    dead_frac: float
+    freq: np.ndarray
+    """[n] tokens on which each latent is nonzero."""
+    mean_act: np.ndarray
+    """[n] mean nonzero value of each latent (0 for never-active latents)."""
+
+
+def usable_rows(n_rows: int, context_length: int) -> np.ndarray:
+    """Indices of rows that are not the first position of a context."""
+    rows = np.arange(n_rows)
+    return rows[rows % context_length != 0]
+
+
+@torch.no_grad()
+def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 4096) -> ReconStats:
+    """Encode/decode act [N, d] (with grad [N, d]) in chunks and accumulate the metrics."""
+    if act.shape != grad.shape or act.ndim != 2:
+        raise ValueError(f"act {act.shape} and grad {grad.shape} must be equal [N, d] arrays")
+    n, d = act.shape
+    if n == 0:
+        raise ValueError("no rows to evaluate")
+    device = sae.W_dec.device
+    x64 = torch.from_numpy(act).to(torch.float64)
+    mean = x64.mean(dim=0)
+    total_var = float(((x64 - mean) ** 2).sum())
+    sse, nonzero = 0.0, 0
+    freq = torch.zeros(sae.d_sae, dtype=torch.float64)
+    act_sum = torch.zeros(sae.d_sae, dtype=torch.float64)
+    for start in range(0, n, chunk):
+        x = torch.from_numpy(act[start : start + chunk]).to(device, torch.float32)
+        g = torch.from_numpy(grad[start : start + chunk]).to(device, torch.float32)
+        out = sae(x, g)
+        sse += float(((out.x_hat - x).double() ** 2).sum())
+        active = out.acts > 0
+        nonzero += int(active.sum())
+        freq += active.sum(dim=0).double().cpu()
+        act_sum += out.acts.clamp_min(0).sum(dim=0).double().cpu()
+    mean_act = torch.where(freq > 0, act_sum / freq.clamp_min(1), torch.zeros_like(act_sum))
+    return ReconStats(
+        fvu=sse / total_var if total_var > 0 else math.nan,
+        mse=sse / (n * d),
+        l0=nonzero / n,
+        dead_frac=float((freq == 0).double().mean()),
+        freq=freq.numpy(),
+        mean_act=mean_act.numpy(),
+    )
+
+
+def loss_recovered(ce_clean: float, ce_spliced: float, ce_zero: float) -> float:
+    """(ce_zero − ce_spliced) / (ce_zero − ce_clean); NaN when ablation costs nothing."""
+    denom = ce_zero - ce_clean
+    if denom == 0 or not math.isfinite(denom):
+        return math.nan
+    return (ce_zero - ce_spliced) / denom
+
+
+def distribution(values: np.ndarray | list[float]) -> dict[str, float]:
+    """mean, median, p10 and p90 of a sample (empty sample → empty dict)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return {}
+    return {
+        "mean": float(v.mean()),
+        "median": float(np.median(v)),
+        "p10": float(np.percentile(v, 10)),
+        "p90": float(np.percentile(v, 90)),
+    }

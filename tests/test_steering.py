@@ -1,0 +1,64 @@
+"""Steering: a zero vector has no effect; a real one moves the distribution; sampling is seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import ModelConfig
+from pipeline.models import load_model
+from pipeline.steering import clean_reference, pick_contexts, pick_latents, steer_effects, steer_sae
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_gpt2):
+    return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"))
+
+
+def _ids(lm, n: int = 3, t: int = 10) -> torch.Tensor:
+    ids = torch.randint(2, len(lm.tokenizer), (n, t), generator=torch.Generator().manual_seed(0))
+    ids[:, 0] = 0
+    return ids
+
+
+def test_zero_vector_has_no_effect(lm):
+    ref = clean_reference(lm, _ids(lm), batch_size=2)
+    kl, logit, _ = steer_effects(lm, 1, ref, torch.zeros(2, lm.d_model), batch_size=4)
+    assert np.allclose(kl, 0.0, atol=1e-7)
+    assert np.allclose(logit, 0.0, atol=1e-6)
+
+
+def test_batching_does_not_change_effects(lm):
+    ref = clean_reference(lm, _ids(lm), batch_size=3)
+    vecs = torch.randn(3, lm.d_model, generator=torch.Generator().manual_seed(1)) * 5
+    a = steer_effects(lm, 2, ref, vecs, batch_size=1)
+    b = steer_effects(lm, 2, ref, vecs, batch_size=8)
+    assert np.all(a[0] > 0)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-4, atol=1e-6)
+    # a latent's effect does not depend on which other latents share its batch
+    single = steer_effects(lm, 2, ref, vecs[1:2], batch_size=8)
+    np.testing.assert_allclose(single[0], a[0][1:2], rtol=1e-4, atol=1e-7)
+
+
+def test_sampling_is_seeded_and_only_alive():
+    freq = np.array([0, 3, 0, 1, 5, 0, 2, 7])
+    a = pick_latents(freq, 3, seed=0, name="v")
+    assert np.array_equal(a, pick_latents(freq, 3, seed=0, name="v"))
+    assert set(a) <= {1, 3, 4, 6, 7} and len(a) == 3
+    assert len(pick_latents(freq, 50, seed=0, name="v")) == 5
+    c = pick_contexts(10, 4, seed=3)
+    assert np.array_equal(c, pick_contexts(10, 4, seed=3)) and len(set(c)) == 4
+
+
+def test_steer_sae_alpha_and_no_alive(lm):
+    ref = clean_reference(lm, _ids(lm, n=2))
+    W_dec = torch.randn(6, lm.d_model)
+    freq = np.array([1, 0, 2, 0, 0, 4])
+    mean_act = np.array([2.0, 0, 3.0, 0, 0, 1.0])
+    res = steer_sae(lm, 1, ref, W_dec, freq, mean_act, n_latents=2, scale=0.5, seed=0, name="x")
+    assert len(res.kl) == 2
+    np.testing.assert_allclose(res.alphas, 0.5 * mean_act[res.latents])
+    empty = steer_sae(lm, 1, ref, W_dec, np.zeros(6), mean_act, n_latents=2, scale=1.0, seed=0, name="x")
+    assert len(empty.latents) == 0 and len(empty.kl) == 0
