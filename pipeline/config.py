@@ -160,9 +160,20 @@ class TrainConfig:
     """Data-order seed."""
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    metrics_out: str = "metrics/train_metrics.json"
+    """Final training figures per variant (JSON: variant → fvu, l0, dead_frac, ...)."""
+    curves_dir: str = "metrics/train_curves"
+    """Training curves, one CSV per variant (``<curves_dir>/<variant>.csv``, DVC plots)."""
+    log_every: int = 10
+    """Steps between curve points (means over the steps since the previous point)."""
+    init_sample_tokens: int = 16384
+    """Tokens sampled (from seeded random shards) to set the input scales and init b_dec."""
 
     def __post_init__(self) -> None:
         _check(self.tokens > 0, "train.tokens must be positive")
+        _check(self.log_every >= 0, "train.log_every must be >= 0")
+        _check(self.init_sample_tokens > 0, "train.init_sample_tokens must be positive")
+        _check(self.checkpoint_every >= 0, "train.checkpoint_every must be >= 0")
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(0.0 <= self.decay_fraction <= 1.0, "train.decay_fraction must be in [0, 1]")
         _check(self.shuffle_buffer_shards >= 1, "train.shuffle_buffer_shards must be >= 1")

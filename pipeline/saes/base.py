@@ -22,6 +22,7 @@ from abc import abstractmethod
 from typing import ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -105,14 +106,23 @@ class SAE(nn.Module):
         """x̂ = a W_dec + b_dec: dense code [B, n] → [B, d]."""
         return acts @ self.W_dec + self.b_dec
 
+    def decode_sparse(self, indices: torch.Tensor, values: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """Σ_j values[:, j] · W_dec[indices[:, j]] (+ b_dec): [B, k], [B, k] → [B, d].
+
+        Same result as :meth:`decode` on the scattered code, at O(B·k·d) instead of
+        O(B·n·d) (an ``embedding_bag``; its backward is an index-add into ``W_dec``).
+        """
+        out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum")
+        return out + self.b_dec if bias else out
+
     def forward(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> SAEOutput:
         """Encode, select, decode: x [B, d], grad [B, d] (raw gradients) → :class:`SAEOutput`."""
-        if self.uses_grad and grad is None:
+        if self.uses_grad and grad is None and self.beta != 0.0:
             raise ValueError(f"{self.architecture} SAE needs the loss gradient (grad=None given)")
         z = self.encode_pre(x)
         indices, values = self.select(z, grad)
         acts = torch.zeros_like(z).scatter(1, indices, values)
-        return SAEOutput(self.decode(acts), acts, indices, values, z)
+        return SAEOutput(self.decode_sparse(indices, values), acts, indices, values, z)
 
     # ------------------------------------------------------------------ decoder norm
 

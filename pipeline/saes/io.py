@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import SAEFormatError
@@ -126,7 +126,7 @@ def load_sae(sae_dir: str | Path, device: str | torch.device = "cpu") -> tuple[S
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     try:
         state = load_file(str(w_path))
-    except (SafetensorsError, OSError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise SAEFormatError(f"{w_path}: unreadable safetensors file ({exc})") from exc
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     for name, shape in expected.items():

@@ -1,0 +1,213 @@
+"""The train stage as a library call: cache → every variant of the grid → SAE files + curves.
+
+``run_train`` validates the store, picks the hook (the one for ``train.layer``, else the
+store's first), expands the grid, sets the input scales and b_dec from a sample
+(:mod:`pipeline.scaling`), trains all variants on one shuffled stream
+(:mod:`cache.reader`, :mod:`pipeline.trainer`) and writes, atomically:
+
+- ``<out_dir>/<variant>/sae.safetensors`` + ``cfg.json``   (DESIGN §3, raw-space weights)
+- ``<curves_dir>/<variant>.csv``  columns step, tokens, loss, fvu, aux, l0, dead_frac, lr
+- ``<metrics_out>``               JSON variant → final figures
+
+Checkpoints (``checkpoint_every`` > 0) go to ``<out_dir>/.checkpoints/state.pt`` and hold
+the trainer state plus the reader position; a rerun with the same settings resumes from
+it, regenerating the deterministic batch stream from that batch, and ends with the same
+weights as an uninterrupted run. The folder is removed after a successful run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.reader import BatchReader, open_store, read_rows, resolve_hook
+from cache.schema import CacheInfo
+from pipeline.config import Params, TrainConfig, params_to_dict
+from pipeline.errors import ConfigError
+from pipeline.saes.io import atomic_write_text, save_sae
+from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
+from pipeline.sweep import VariantSpec, expand_grid
+from pipeline.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = ".checkpoints"
+CHECKPOINT_FILE = "state.pt"
+CURVE_FIELDS = ("step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr")
+# TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
+_NO_EFFECT = {"out_dir", "store", "prefetch", "checkpoint_every", "device", "metrics_out", "curves_dir", "log_every"}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def sample_tokens(
+    url: str, hook: str, info: CacheInfo, n: int, seed: int, exclude_first: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` usable rows (act, grad) float32 [n, d] from shards in a seeded random order."""
+    n_shards = -(-info.n_tokens // info.tokens_per_shard)
+    rng = np.random.default_rng([seed, 0xC0FFEE])
+    acts, grads, have = [], [], 0
+    for shard in rng.permutation(n_shards):
+        start, stop = info.shard_rows(int(shard))
+        stop = min(stop, info.n_tokens)
+        _, a, g = read_rows(url, hook, start, stop)
+        if exclude_first:
+            keep = np.arange(start, stop) % info.context_length != 0
+            a, g = a[keep], g[keep]
+        acts.append(a)
+        grads.append(g)
+        have += len(a)
+        if have >= n:
+            break
+    act, grad = np.concatenate(acts), np.concatenate(grads)
+    if len(act) > n:
+        pick = np.sort(rng.choice(len(act), n, replace=False))
+        act, grad = act[pick], grad[pick]
+    return act, grad
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fingerprint(cfg: TrainConfig, info: CacheInfo, hook: str, specs: list[VariantSpec]) -> dict[str, Any]:
+    train = {k: v for k, v in params_to_dict(cfg).items() if k not in _NO_EFFECT}
+    return {"train": train, "key": info.key, "hook": hook, "variants": [s.name for s in specs]}
+
+
+def _write_curves(curves_dir: Path, curve: list[dict[str, Any]], names: list[str]) -> dict[str, str]:
+    paths = {}
+    for name in names:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CURVE_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in curve:
+            if row["variant"] == name:
+                writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CURVE_FIELDS})
+        path = curves_dir / f"{name}.csv"
+        atomic_write_text(path, buf.getvalue())
+        paths[name] = str(path)
+    return paths
+
+
+def run_train(params: Params, *, store_url: str, expected_key: str | None) -> dict[str, Any]:
+    """Train every variant of ``params.train.grid`` on the store at ``store_url``.
+
+    Returns the metrics dict written to ``train.metrics_out`` (variant → final figures).
+    Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``.
+    """
+    cfg = params.train
+    info = open_store(store_url, expected_key=expected_key)
+    hook = resolve_hook(info, cfg.layer)
+    d = info.d_model
+    specs = expand_grid(cfg.grid)
+    for spec in specs:
+        if spec.k > spec.d_sae(d):
+            raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
+    device = resolve_device(cfg.device)
+    total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
+    out_dir = Path(cfg.out_dir)
+    ckpt_path = out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE
+    fingerprint = _fingerprint(cfg, info, hook, specs)
+    logger.info("training %d variant(s) on %s [%s], %d steps of %d tokens", len(specs), store_url, hook,
+                total_steps, cfg.batch_size)
+
+    state = None
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            logger.warning("ignoring checkpoint %s: it was made with other settings", ckpt_path)
+            state = None
+
+    if state is None:
+        act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
+        c, gamma = activation_scale(act), gradient_scale(grad)
+        b_dec = init_b_dec(act * c, cfg.b_dec_init)
+    else:
+        c, gamma, b_dec = state["trainer"]["act_scale"], state["trainer"]["grad_scale"], None
+    trainer = Trainer(specs, d, cfg, total_steps=total_steps, act_scale=c, grad_scale=gamma, b_dec=b_dec, device=device)
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        logger.info("resumed from %s at step %d", ckpt_path, trainer.step)
+    logger.info("act_scale=%g grad_scale=%g (per raw gradient, before act-scale folding)", c, gamma)
+
+    reader = BatchReader(
+        store_url, hook, batch_size=cfg.batch_size, seed=cfg.seed, shuffle_buffer_shards=cfg.shuffle_buffer_shards,
+        exclude_first=cfg.exclude_first, prefetch=cfg.prefetch, info=info,
+    )
+
+    def on_checkpoint(step: int, tr: Trainer) -> None:
+        epoch, offset = reader.position(step)
+        _atomic_torch_save(
+            {"fingerprint": fingerprint, "trainer": tr.state_dict(),
+             "reader": {"batch_index": step, "epoch": epoch, "offset": offset}},
+            ckpt_path,
+        )
+        logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
+
+    def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
+        for name, s in stats.items():
+            logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f", step, tokens, name, s["fvu"], s["l0"],
+                        s["dead_frac"])
+
+    t0 = time.perf_counter()
+    trainer.fit(
+        reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step),
+        log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_log=on_log, on_checkpoint=on_checkpoint,
+    )
+    seconds = time.perf_counter() - t0
+    if trainer.step < total_steps:
+        raise RuntimeError(f"training stopped at step {trainer.step} of {total_steps}")
+
+    epochs = trainer.tokens / reader.tokens_per_epoch
+    last = {}
+    for row in trainer.curve:
+        last[row["variant"]] = row
+    metrics: dict[str, Any] = {}
+    for name, v in trainer.variants.items():
+        final = last.get(name, {})
+        dead = trainer.dead_fraction(name)
+        figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
+                   "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs, "seconds": seconds}
+        metrics[name] = figures
+        sae_cfg = {
+            "variant": name, "hook_name": hook, "hook_layer": cfg.layer, "model": info.model, "model_name": info.model,
+            "model_revision": info.model_revision, "cache_key": info.key, "cache_store": store_url,
+            "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
+            "prepend_bos": True, "expansion": v.spec.expansion,
+            "training": {**params_to_dict(cfg), "grid": None, "lr": v.spec.lr, "init_seed": v.spec.seed},
+            "tokens_seen": trainer.tokens, "dead_frac": dead, "final_fvu": final.get("fvu"),
+            "exclude_first": cfg.exclude_first,
+        }
+        save_sae(v.sae, out_dir / name, sae_cfg, act_scale=trainer.act_scale)
+    curves = _write_curves(Path(cfg.curves_dir), trainer.curve, list(trainer.variants))
+    atomic_write_text(cfg.metrics_out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    logger.info("wrote %d SAE(s) to %s, curves %s, metrics %s", len(specs), out_dir, cfg.curves_dir, cfg.metrics_out)
+    logger.debug("curve files: %s", curves)
+    return metrics

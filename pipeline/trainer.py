@@ -1,0 +1,261 @@
+"""Training many SAE variants on one stream of (act, grad) batches.
+
+Every batch is fed to every variant; each variant has its own parameters, Adam optimizer,
+learning-rate schedule and dead-latent counters. Per step and variant (all in the scaled
+space of :mod:`pipeline.scaling`: x = act × act_scale, g = raw grad, the SAE multiplies g by
+its ``grad_scale``):
+
+- loss = FVU_batch(x̂, x) + aux_coef · AuxK, where FVU_batch = Σ‖x − x̂‖² / Σ‖x − x̄‖²
+  (Gao et al.'s normalised MSE) and AuxK reconstructs the detached residual e = x − x̂
+  from the top ``k_aux`` pre-activations ReLU(z) among dead latents (decoder without
+  bias), normalised the same way; it is 0 while no latent is dead.
+- a latent is dead when it has not been selected with a positive value for
+  ``dead_tokens`` tokens; the dead fraction reported in curves uses the window
+  min(dead_tokens, tokens seen).
+- lr = base · min(1, (step+1)/warmup_steps) · decay, decay falling linearly to 0 over the
+  last ``decay_fraction`` of steps.
+- the decoder-gradient component parallel to each row is removed before Adam's step and
+  the rows renormalised to unit norm after it.
+
+Variants are trained in a Python loop. Stacking equal-shape variants into one batched
+``bmm`` was measured on 2 CPU cores (benchmarks/train.py, figure d) and did not help:
+the matmuls are compute-bound either way, so the simpler loop stays.
+
+The trainer is deterministic on CPU given its inputs, and ``state_dict`` captures
+everything (parameters, Adam state, counters, step, RNG, curve rows), so a run resumed
+from a checkpoint and fed the same batches from the same step ends bit-identical.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.config import TrainConfig
+from pipeline.saes import get_sae_class
+from pipeline.saes.base import SAE
+from pipeline.sweep import VariantSpec
+
+logger = logging.getLogger(__name__)
+
+LogFn = Callable[[int, int, dict[str, dict[str, float]]], None]
+"""on_log(step, tokens_seen, {variant: {loss, fvu, l0, dead_frac, aux, lr}})."""
+CheckpointFn = Callable[[int, "Trainer"], None]
+"""on_checkpoint(step, trainer): persist ``trainer.state_dict()`` and the reader position."""
+
+
+@dataclass
+class Variant:
+    """One SAE being trained, with its optimizer and running statistics."""
+
+    spec: VariantSpec
+    sae: SAE
+    opt: torch.optim.Adam
+    since_fired: torch.Tensor
+    """[n] int64 tokens since each latent last fired."""
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+
+def batch_fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Σ‖x − x̂‖² / Σ‖x − x̄‖² over a batch: [B, d], [B, d] → scalar."""
+    denom = (x - x.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+    return (x - x_hat).pow(2).sum() / denom
+
+
+class Trainer:
+    """Fits every spec in ``specs`` on the same batches for ``total_steps`` steps."""
+
+    def __init__(
+        self,
+        specs: list[VariantSpec],
+        d_in: int,
+        cfg: TrainConfig,
+        *,
+        total_steps: int,
+        act_scale: float = 1.0,
+        grad_scale: float = 1.0,
+        b_dec: torch.Tensor | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.cfg, self.d_in, self.total_steps = cfg, d_in, total_steps
+        self.act_scale, self.grad_scale = float(act_scale), float(grad_scale)
+        self.device = torch.device(device)
+        self.k_aux = cfg.k_aux if cfg.k_aux is not None else d_in // 2
+        self.step, self.tokens = 0, 0
+        self.curve: list[dict[str, Any]] = []
+        self.variants: dict[str, Variant] = {}
+        for spec in specs:
+            gen = torch.Generator().manual_seed(spec.seed)
+            cls = get_sae_class(spec.architecture)
+            sae = cls(d_in, spec.d_sae(d_in), spec.k, beta=spec.beta, value_mode=spec.value_mode, grad_scale=grad_scale)
+            sae.reset_parameters(gen)
+            if b_dec is not None:
+                with torch.no_grad():
+                    sae.b_dec.copy_(b_dec)
+            sae.to(self.device).train()
+            opt = torch.optim.Adam(sae.parameters(), lr=spec.lr, betas=(0.9, 0.999), eps=6.25e-10)
+            since = torch.zeros(sae.d_sae, dtype=torch.int64, device=self.device)
+            self.variants[spec.name] = Variant(spec, sae, opt, since)
+
+    # ------------------------------------------------------------------ schedule
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base lr at ``step`` (warm-up, then constant, then linear decay)."""
+        warm = min(1.0, (step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps > 0 else 1.0
+        decay_steps = int(self.total_steps * self.cfg.decay_fraction)
+        start = self.total_steps - decay_steps
+        decay = 1.0 if decay_steps == 0 or step < start else max(0.0, (self.total_steps - step) / decay_steps)
+        return warm * decay
+
+    # ------------------------------------------------------------------ one step
+
+    def _variant_step(self, v: Variant, x: torch.Tensor, g: torch.Tensor, lr_factor: float) -> dict[str, float]:
+        sae = v.sae
+        z = sae.encode_pre(x)
+        indices, values = sae.select(z, g if sae.uses_grad else None)
+        x_hat = sae.decode_sparse(indices, values)
+        fvu = batch_fvu(x, x_hat)
+        loss = fvu
+        dead = v.since_fired >= self.cfg.dead_tokens
+        n_dead = int(dead.sum())
+        aux = torch.zeros((), device=x.device)
+        if n_dead > 0 and self.k_aux > 0 and self.cfg.aux_coef > 0:
+            k = min(self.k_aux, n_dead)
+            top = torch.topk(z.masked_fill(~dead, float("-inf")), k, dim=-1, sorted=False)
+            e = (x - x_hat).detach()
+            e_hat = sae.decode_sparse(top.indices, torch.relu(top.values), bias=False)
+            aux = torch.nan_to_num(batch_fvu(e, e_hat), nan=0.0)
+            loss = loss + self.cfg.aux_coef * aux
+        v.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sae.remove_parallel_grad_()
+        lr = v.spec.lr * lr_factor
+        for group in v.opt.param_groups:
+            group["lr"] = lr
+        v.opt.step()
+        sae.normalize_decoder_()
+        with torch.no_grad():
+            fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)
+            fired[indices[values > 0]] = True
+            v.since_fired += x.shape[0]
+            v.since_fired[fired] = 0
+            l0 = float((values > 0).sum()) / x.shape[0]
+        return {"loss": float(loss), "fvu": float(fvu), "aux": float(aux), "l0": l0, "lr": lr}
+
+    def train_step(self, act: torch.Tensor, grad: torch.Tensor) -> dict[str, dict[str, float]]:
+        """One optimizer step of every variant on raw act [B, d], grad [B, d]."""
+        x = act.to(self.device, torch.float32) * self.act_scale
+        g = grad.to(self.device, torch.float32)
+        factor = self.lr_factor(self.step)
+        out = {}
+        for name, v in self.variants.items():
+            stats = self._variant_step(v, x, g, factor)
+            for key, val in stats.items():
+                v.sums[key] = v.sums.get(key, 0.0) + val
+            v.count += 1
+            out[name] = stats
+        self.step += 1
+        self.tokens += x.shape[0]
+        return out
+
+    # ------------------------------------------------------------------ loop
+
+    def dead_fraction(self, name: str) -> float:
+        """Fraction of latents not fired within min(dead_tokens, tokens seen) tokens."""
+        v = self.variants[name]
+        window = max(1, min(self.cfg.dead_tokens, self.tokens))
+        return float((v.since_fired >= window).float().mean())
+
+    def flush_log(self) -> dict[str, dict[str, float]]:
+        """Mean statistics since the last flush, per variant; also appended to ``curve``."""
+        out: dict[str, dict[str, float]] = {}
+        for name, v in self.variants.items():
+            if v.count == 0:
+                continue
+            stats = {key: val / v.count for key, val in v.sums.items()}
+            stats["dead_frac"] = self.dead_fraction(name)
+            out[name] = stats
+            self.curve.append({"variant": name, "step": self.step, "tokens": self.tokens, **stats})
+            v.sums, v.count = {}, 0
+        return out
+
+    def fit(
+        self,
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        *,
+        log_every: int = 10,
+        checkpoint_every: int = 0,
+        on_log: LogFn | None = None,
+        on_checkpoint: CheckpointFn | None = None,
+        progress: bool = True,
+    ) -> None:
+        """Consume ``batches`` until ``total_steps`` (starting from the current ``step``)."""
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not progress)
+        it = iter(batches)
+        try:
+            while self.step < self.total_steps:
+                try:
+                    act, grad = next(it)
+                except StopIteration:
+                    logger.warning("batch stream ended at step %d of %d", self.step, self.total_steps)
+                    break
+                self.train_step(act, grad)
+                bar.update(1)
+                last = self.step == self.total_steps
+                if log_every > 0 and (self.step % log_every == 0 or last):
+                    stats = self.flush_log()
+                    if on_log is not None:
+                        on_log(self.step, self.tokens, stats)
+                if on_checkpoint is not None and checkpoint_every > 0 and self.step % checkpoint_every == 0 and not last:
+                    on_checkpoint(self.step, self)
+        finally:
+            bar.close()
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically."""
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "act_scale": self.act_scale,
+            "grad_scale": self.grad_scale,
+            "curve": list(self.curve),
+            "rng": torch.get_rng_state(),
+            "variants": {
+                name: {
+                    "model": v.sae.state_dict(),
+                    "opt": v.opt.state_dict(),
+                    "since_fired": v.since_fired.clone(),
+                    "sums": dict(v.sums),
+                    "count": v.count,
+                }
+                for name, v in self.variants.items()
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (same specs and shapes)."""
+        missing = set(self.variants) ^ set(state["variants"])
+        if missing:
+            raise ValueError(f"checkpoint variants differ: {sorted(missing)}")
+        self.step, self.tokens = int(state["step"]), int(state["tokens"])
+        self.act_scale, self.grad_scale = float(state["act_scale"]), float(state["grad_scale"])
+        self.curve = list(state["curve"])
+        torch.set_rng_state(state["rng"])
+        for name, v in self.variants.items():
+            s = state["variants"][name]
+            v.sae.load_state_dict(s["model"])
+            v.sae.grad_scale = self.grad_scale
+            v.opt.load_state_dict(s["opt"])
+            v.since_fired.copy_(s["since_fired"])
+            v.sums, v.count = dict(s["sums"]), int(s["count"])
