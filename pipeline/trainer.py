@@ -146,7 +146,7 @@ class Trainer:
             v.since_fired += x.shape[0]
             v.since_fired[fired] = 0
             l0 = float((values > 0).sum()) / x.shape[0]
-        return {"loss": float(loss), "fvu": float(fvu), "aux": float(aux), "l0": l0, "lr": lr}
+        return {"loss": float(loss.detach()), "fvu": float(fvu.detach()), "aux": float(aux.detach()), "l0": l0, "lr": lr}
 
     def train_step(self, act: torch.Tensor, grad: torch.Tensor) -> dict[str, dict[str, float]]:
         """One optimizer step of every variant on raw act [B, d], grad [B, d]."""
