@@ -1,0 +1,56 @@
+"""Grid expansion into named variant specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import GridConfig
+from pipeline.errors import ConfigError
+from pipeline.sweep import VariantSpec, expand_grid
+
+
+def names(**kw: object) -> list[str]:
+    return [s.name for s in expand_grid(GridConfig(**kw))]
+
+
+def test_default_grid_names() -> None:
+    assert names() == ["topk-k32-x8-s0", "gsae-k32-b1-x8-aug-s0"]
+
+
+def test_topk_ignores_beta_and_value_mode() -> None:
+    got = names(beta=(0.0, 0.5, 1.0), value_mode=("augmented", "selection"), seed=(0, 1))
+    assert got.count("topk-k32-x8-s0") == 1 and got.count("topk-k32-x8-s1") == 1
+    assert len(got) == 2 + 3 * 2 * 2 and len(set(got)) == len(got)
+    assert "gsae-k32-b0.5-x8-sel-s1" in got
+    spec = expand_grid(GridConfig(architecture=("topk",), beta=(2.0,)))[0]
+    assert spec.beta == 0.0 and spec.value_mode == "selection"
+
+
+def test_lr_in_name_only_when_several() -> None:
+    assert names(architecture=("topk",), lr=(1e-3,)) == ["topk-k32-x8-s0"]
+    assert names(architecture=("topk",), lr=(1e-3, 4e-4)) == ["topk-k32-x8-lr0.001-s0", "topk-k32-x8-lr0.0004-s0"]
+
+
+def test_order_and_fields_are_deterministic() -> None:
+    a = expand_grid(GridConfig(k=(16, 32), expansion=(4, 8)))
+    assert a == expand_grid(GridConfig(k=(16, 32), expansion=(4, 8)))
+    assert a[0] == VariantSpec("topk", 16, 0.0, 4, "selection", 4e-4, 0)
+    assert a[0].d_sae(576) == 2304
+
+
+def test_duplicates_collapse() -> None:
+    assert names(architecture=("topk", "topk"), k=(32, 32)) == ["topk-k32-x8-s0"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"architecture": ("topk", "relu")}, "unknown architecture 'relu'"),
+        ({"k": (0,)}, "k values must be positive"),
+        ({"beta": (-1.0,)}, "beta values must be >= 0"),
+        ({"lr": ()}, "lr must list at least one value"),
+    ],
+)
+def test_bad_grids(kw: dict, msg: str) -> None:
+    with pytest.raises(ConfigError, match=msg):
+        expand_grid(GridConfig(**kw))

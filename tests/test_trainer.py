@@ -1,0 +1,156 @@
+"""Trainer and run_train: schedule, AuxK, outputs, and bit-identical resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.config import GridConfig, TrainConfig, params_from_dict
+from pipeline.errors import CacheMismatch
+from pipeline.saes.io import load_sae
+from pipeline.sweep import expand_grid
+from pipeline.train import run_train
+from pipeline.trainer import Trainer
+from tests._stores import build_store
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return build_store(str(tmp_path_factory.mktemp("t") / "s.zarr"), n_tokens=1024, context_length=16)
+
+
+def make_params(tmp: Path, **train: object):
+    base = {
+        "out_dir": str(tmp / "saes"),
+        "metrics_out": str(tmp / "metrics" / "train_metrics.json"),
+        "curves_dir": str(tmp / "metrics" / "curves"),
+        "tokens": 128 * 12,
+        "batch_size": 128,
+        "checkpoint_every": 4,
+        "log_every": 3,
+        "warmup_steps": 3,
+        "dead_tokens": 300,
+        "init_sample_tokens": 512,
+        "shuffle_buffer_shards": 2,
+        "device": "cpu",
+        "grid": {"architecture": ["topk", "gsae"], "k": [4], "expansion": [4], "beta": [1.0], "lr": [3e-3]},
+    }
+    base.update(train)
+    raw = {
+        "data": {"context_length": 16},
+        "harvest": {"layers": [1], "tokens_per_shard": 128, "chunk_tokens": 64},
+        "train": base,
+    }
+    return params_from_dict(raw)
+
+
+def test_run_train_writes_outputs(store: str, tmp_path: Path) -> None:
+    p = make_params(tmp_path)
+    metrics = run_train(p, store_url=store, expected_key="k" * 64)
+    assert set(metrics) == {"topk-k4-x4-s0", "gsae-k4-b1-x4-aug-s0"}
+    assert json.loads((tmp_path / "metrics" / "train_metrics.json").read_text()) == metrics
+    for name, m in metrics.items():
+        assert m["tokens"] == 128 * 12 and m["steps"] == 12 and 0 <= m["dead_frac"] <= 1
+        sae, cfg = load_sae(tmp_path / "saes" / name)
+        assert cfg["hook_name"] == "model.layers.1" and cfg["cache_key"] == "k" * 64
+        assert cfg["model"] == "tiny-test-model" and cfg["tokens_seen"] == 128 * 12
+        assert cfg["d_in"] == 16 and cfg["d_sae"] == 64 and cfg["k"] == 4
+        assert cfg["grad_scale"] == cfg["train_act_scale"] * cfg["train_grad_scale"]
+        curve = (tmp_path / "metrics" / "curves" / f"{name}.csv").read_text().splitlines()
+        assert curve[0] == "step,tokens,loss,fvu,aux,l0,dead_frac,lr" and len(curve) == 1 + 4
+    assert not (tmp_path / "saes" / ".checkpoints").exists()
+
+
+def test_run_train_checks_the_key(store: str, tmp_path: Path) -> None:
+    with pytest.raises(CacheMismatch):
+        run_train(make_params(tmp_path), store_url=store, expected_key="0" * 64)
+
+
+def test_resume_after_interruption_gives_identical_weights(store: str, tmp_path: Path, monkeypatch, caplog) -> None:
+    ref = make_params(tmp_path / "ref")
+    run_train(ref, store_url=store, expected_key=None)
+
+    run = make_params(tmp_path / "run")
+    real_step = Trainer.train_step
+
+    def crashing_step(self: Trainer, act: torch.Tensor, grad: torch.Tensor):
+        if self.step == 6:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_step(self, act, grad)
+
+    monkeypatch.setattr(Trainer, "train_step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(run, store_url=store, expected_key=None)
+    ckpt = tmp_path / "run" / "saes" / ".checkpoints" / "state.pt"
+    assert ckpt.is_file()
+    state = torch.load(ckpt, weights_only=False)
+    assert state["trainer"]["step"] == 4 and state["reader"]["batch_index"] == 4
+    assert not (tmp_path / "run" / "saes" / "topk-k4-x4-s0").exists()  # nothing marked done
+
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+        run_train(run, store_url=store, expected_key=None)
+    assert "resumed from" in caplog.text and "at step 4" in caplog.text
+    for name in ("topk-k4-x4-s0", "gsae-k4-b1-x4-aug-s0"):
+        a = load_file(str(tmp_path / "ref" / "saes" / name / "sae.safetensors"))
+        b = load_file(str(tmp_path / "run" / "saes" / name / "sae.safetensors"))
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+        ca = (tmp_path / "ref" / "metrics" / "curves" / f"{name}.csv").read_text()
+        cb = (tmp_path / "run" / "metrics" / "curves" / f"{name}.csv").read_text()
+        assert ca == cb
+
+
+def test_checkpoint_with_other_settings_is_ignored(store: str, tmp_path: Path, monkeypatch) -> None:
+    real_step = Trainer.train_step
+
+    def crashing_step(self: Trainer, act: torch.Tensor, grad: torch.Tensor):
+        if self.step == 5:
+            raise KeyboardInterrupt
+        return real_step(self, act, grad)
+
+    monkeypatch.setattr(Trainer, "train_step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(make_params(tmp_path), store_url=store, expected_key=None)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    metrics = run_train(make_params(tmp_path, seed=7), store_url=store, expected_key=None)
+    assert all(m["steps"] == 12 for m in metrics.values())
+
+
+def test_lr_schedule() -> None:
+    cfg = TrainConfig(warmup_steps=10, decay_fraction=0.2, grid=GridConfig(architecture=("topk",), k=(2,), expansion=(1,)))
+    tr = Trainer(expand_grid(cfg.grid), 4, cfg, total_steps=100)
+    f = [tr.lr_factor(s) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[50] == 1.0 and f[79] == 1.0
+    assert f[80] == 1.0 and f[90] == pytest.approx(0.5) and f[99] == pytest.approx(0.05)
+
+
+def test_auxk_active_only_with_dead_latents_and_loss_falls() -> None:
+    cfg = TrainConfig(
+        warmup_steps=1, decay_fraction=0.0, dead_tokens=64, k_aux=8,
+        grid=GridConfig(architecture=("topk", "gsae"), k=(2,), expansion=(8,), lr=(1e-2,)),
+    )
+    tr = Trainer(expand_grid(cfg.grid), 8, cfg, total_steps=40)
+    g = torch.Generator().manual_seed(0)
+    x, grad = torch.randn(32, 8, generator=g) * 3 + 1, torch.randn(32, 8, generator=g)
+    first = tr.train_step(x, grad)
+    assert all(s["aux"] == 0.0 for s in first.values())
+    stats = [tr.train_step(x, grad) for _ in range(30)]
+    assert any(s["topk-k2-x8-s0"]["aux"] > 0 for s in stats)
+    assert stats[-1]["topk-k2-x8-s0"]["fvu"] < first["topk-k2-x8-s0"]["fvu"]
+    for v in tr.variants.values():
+        assert torch.allclose(v.sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
+    assert 0.0 <= tr.dead_fraction("topk-k2-x8-s0") <= 1.0
