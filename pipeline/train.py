@@ -83,6 +83,14 @@ def sample_tokens(
     return act, grad
 
 
+def _hook_layer(hook: str, layer: int | None) -> int | None:
+    """Block index of ``hook`` (``train.layer``, else the hook name's trailing integer)."""
+    if layer is not None:
+        return layer
+    tail = hook.rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -196,7 +204,7 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
                    "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs, "seconds": seconds}
         metrics[name] = figures
         sae_cfg = {
-            "variant": name, "hook_name": hook, "hook_layer": cfg.layer, "model": info.model, "model_name": info.model,
+            "variant": name, "hook_name": hook, "hook_layer": _hook_layer(hook, cfg.layer), "model": info.model, "model_name": info.model,
             "model_revision": info.model_revision, "cache_key": info.key, "cache_store": store_url,
             "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
             "prepend_bos": True, "expansion": v.spec.expansion,
