@@ -206,7 +206,7 @@ def run_evaluate(
         m = _entry_metrics(e, recon[e.name], spliced.ce_clean, spliced.ce[e.name], spliced.ce[f"zero:{e.hook}"],
                            spliced.kl[e.name], steer.get(e.name))
         metrics[e.name] = m
-        seed = _cfg_number(e.cfg, ("seed", "init_seed"))
+        seed = _cfg_number(e.cfg, ("init_seed", "seed"))
         results.append(
             VariantResult(e.name, e.group, str(e.cfg["architecture"]), int(e.cfg["k"]),
                           None if seed is None else int(seed), m, steer.get(e.name))

@@ -102,9 +102,14 @@ def next_token_ce(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return -logp[:, :-1].gather(2, target.unsqueeze(-1)).sum()
 
 
-def kl_sum(logp_p: torch.Tensor, logp_q: torch.Tensor) -> torch.Tensor:
-    """Σ over positions of KL(p ‖ q) = Σ_v p_v (log p_v − log q_v): [..., V] log-probs → scalar."""
-    return (logp_p.exp() * (logp_p - logp_q)).sum()
+def kl_sum(p: torch.Tensor, logp_p: torch.Tensor, logp_q: torch.Tensor) -> float:
+    """Σ over positions of KL(p ‖ q) = Σ_v p_v (log p_v − log q_v).
+
+    p, logp_p, logp_q: [..., V] (``p`` = ``logp_p.exp()``, passed in so it can be reused).
+    One temporary of the input's size; the sum is accumulated per position.
+    """
+    diff = logp_p - logp_q
+    return float(torch.einsum("...v,...v->...", p, diff).double().sum())
 
 
 @torch.no_grad()
@@ -139,13 +144,14 @@ def splice_losses(
             captures.append((block, _comparer(block, stored[rows], err_num, err_den)))
         logp_clean = F.log_softmax(logits(lm, batch, captures), dim=-1)
         ce_clean += float(next_token_ce(logp_clean, batch))
+        p_clean = logp_clean[:, :-1].exp()
         for name, edit in edits.items():
             fn = edit.fn
             logp = F.log_softmax(logits(lm, batch, [(edit.block, lambda h, fn=fn, rows=rows: fn(h, rows))]), dim=-1)
             ce[name] += float(next_token_ce(logp, batch))
-            kl[name] += float(kl_sum(logp_clean[:, :-1], logp[:, :-1]))
+            kl[name] += kl_sum(p_clean, logp_clean[:, :-1], logp[:, :-1])
             del logp
-        del logp_clean
+        del logp_clean, p_clean
         bar.update(len(batch))
     bar.close()
     preds = n * (t - 1)

@@ -103,12 +103,12 @@ def steer_effects(
             tail = hidden[:, 1:] + add.to(hidden.device, hidden.dtype)[:, None, :]
             return keep_first(hidden, tail)
 
-        logp = F.log_softmax(logits(lm, ref.ids[ctx], [(block, fn)]), dim=-1)[:, 1:].cpu()
-        clean = ref.logp[ctx][:, 1:]
-        kl_rows = (logp.exp() * (logp - clean)).sum(dim=(1, 2)).double()
-        d_rows = (logp - clean).sum(dim=1).double()  # [b, V]
-        kl.index_add_(0, lat, kl_rows)
-        dlogp.index_add_(0, lat, d_rows)
+        logp = F.log_softmax(logits(lm, ref.ids[ctx], [(block, fn)])[:, 1:], dim=-1).cpu()
+        for row in range(len(chunk)):  # row by row: no [b, T, V] temporaries
+            diff = logp[row] - ref.logp[int(ctx[row]), 1:]
+            kl[lat[row]] += float(torch.einsum("tv,tv->t", logp[row].exp(), diff).double().sum())
+            dlogp[lat[row]] += diff.sum(dim=0).double()
+        del logp
         bar.update(len(chunk))
     bar.close()
     positions = n * (t - 1)
