@@ -99,7 +99,7 @@ class Trainer:
                 with torch.no_grad():
                     sae.b_dec.copy_(b_dec)
             sae.to(self.device).train()
-            opt = torch.optim.Adam(sae.parameters(), lr=spec.lr, betas=(0.9, 0.999), eps=6.25e-10)
+            opt = torch.optim.Adam(sae.parameters(), lr=spec.lr, betas=(0.9, 0.999), eps=6.25e-10, fused=True)
             since = torch.zeros(sae.d_sae, dtype=torch.int64, device=self.device)
             self.variants[spec.name] = Variant(spec, sae, opt, since)
 

@@ -90,8 +90,13 @@ class SAE(nn.Module):
     # ------------------------------------------------------------------ forward pieces
 
     def encode_pre(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-activations z = (x − b_dec) W_enc + b_enc: [B, d] → [B, n]."""
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        """Pre-activations z = (x − b_dec) W_enc + b_enc: [B, d] → [B, n].
+
+        Computed as x W_enc + (b_enc − b_dec W_enc) (equal up to float rounding): the
+        gradient to b_dec is then a vector–matrix product instead of a third
+        [B, n] × [n, d] GEMM in the backward pass (~1/3 of the matmul time in training).
+        """
+        return x @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
 
     def grad_factor(self, grad: torch.Tensor) -> torch.Tensor:
         """|W_dec g| per latent, detached: g [B, d] (raw; × grad_scale here) → [B, n]."""

@@ -1,0 +1,190 @@
+"""Train-stage benchmark on a synthetic store of realistic width (d = 576, float16, zstd).
+
+Figures (printed, one run):
+  (a) reader throughput / trainer consumption rate (1 variant, topk k32 x8)   target >= 20
+  (b) wall time of 8 variants in one pass / sum of the 8 variants run alone  target <= 1.1
+  (c) peak RSS of a reader streaming a full epoch of a 10x larger cache / 1x (subprocesses)
+      target ~1 (flat)
+  (d) 8 equal-shape variants: batched bmm step time / python-loop step time (decides stacking)
+
+Run: .venv/bin/python benchmarks/train.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cache.reader import BatchReader  # noqa: E402
+from cache.writer import ShardWriter, allocate  # noqa: E402
+from pipeline.config import GridConfig, TrainConfig  # noqa: E402
+from pipeline.sweep import expand_grid  # noqa: E402
+from pipeline.trainer import Trainer  # noqa: E402
+
+D, T, SHARD, CHUNK, HOOK = 576, 128, 8192, 2048, "model.layers.15"
+logger = logging.getLogger("bench")
+
+
+def build(url: str, n_shards: int) -> str:
+    """Store of ``n_shards`` shards; one random shard's data reused (fast to write, still incompressible)."""
+    rng = np.random.default_rng(0)
+    act = (rng.normal(size=(SHARD, D)) * 4).astype(np.float16)
+    grad = (rng.normal(size=(SHARD, D)) * 0.01).astype(np.float16)
+    attrs = {"key": "bench", "model": "synthetic", "model_revision": "-", "tokenizer": "-",
+             "dataset": {"source": "synthetic"}, "context_length": T, "loss": "-"}
+    allocate(url, attrs, hooks=[HOOK], d_model=D, total_tokens=n_shards * SHARD, tokens_per_shard=SHARD,
+             chunk_tokens=CHUNK, dtype="float16")
+    w = ShardWriter(url)
+    for s in range(n_shards):
+        w.write(s, np.zeros(SHARD, np.int32), {HOOK: act}, {HOOK: grad})
+    w.finalize()
+    return url
+
+
+def reader_rate(url: str, batch: int, n_batches: int) -> float:
+    r = BatchReader(url, HOOK, batch_size=batch, seed=0, shuffle_buffer_shards=4, prefetch=2)
+    t = time.perf_counter()
+    n = sum(a.shape[0] for a, _ in r.batches(0, n_batches))
+    return n / (time.perf_counter() - t)
+
+
+def trainer_for(grid: GridConfig, steps: int, batch: int) -> Trainer:
+    cfg = TrainConfig(batch_size=batch, grid=grid, warmup_steps=1, dead_tokens=10**9)
+    return Trainer(expand_grid(grid), D, cfg, total_steps=steps, act_scale=0.25, grad_scale=100.0)
+
+
+def fit_time(url: str, grid: GridConfig, steps: int, batch: int) -> float:
+    tr = trainer_for(grid, steps + 1, batch)
+    r = BatchReader(url, HOOK, batch_size=batch, seed=0, shuffle_buffer_shards=4, prefetch=2)
+    it = r.batches(0, steps + 1)
+    tr.train_step(*next(it))  # warm-up step (allocations), not timed
+    t = time.perf_counter()
+    tr.fit(it, log_every=0, progress=False)
+    return time.perf_counter() - t
+
+
+def stacking(batch: int, reps: int) -> tuple[float, float]:
+    """Step time of 8 topk variants (x8, k32): the trainer's python loop vs the same math stacked.
+
+    The stacked step does what the trainer does per variant (encoder with the b_dec
+    vector trick, TopK, embedding-bag decoder, FVU loss, backward, parallel-gradient
+    removal, fused Adam, row renormalisation) on [V, ...] parameters with one bmm.
+    """
+    V, n, k = 8, 8 * D, 32
+    tr = trainer_for(GridConfig(architecture=("topk",), k=(k,), seed=tuple(range(V))), 10, batch)
+    x = torch.randn(batch, D)
+    w = torch.randn(V, n, D)
+    wd = torch.nn.Parameter(w / w.norm(dim=-1, keepdim=True))
+    we = torch.nn.Parameter(wd.detach().transpose(1, 2).clone())
+    be, bd = torch.nn.Parameter(torch.zeros(V, 1, n)), torch.nn.Parameter(torch.zeros(V, 1, D))
+    opt = torch.optim.Adam([we, wd, be, bd], lr=1e-4, fused=True)
+    offsets = torch.arange(V).view(V, 1, 1) * n
+
+    def stacked() -> None:
+        z = torch.matmul(x, we) + (be - torch.bmm(bd, we))  # [V, B, n]
+        top = torch.topk(z, k, dim=-1, sorted=False)
+        idx = (top.indices + offsets).reshape(V * batch, k)
+        vals = top.values.relu().reshape(V * batch, k)
+        xh = F.embedding_bag(idx, wd.view(V * n, D), per_sample_weights=vals, mode="sum").view(V, batch, D) + bd
+        loss = ((xh - x).pow(2).sum(dim=(1, 2)) / (x - x.mean(0)).pow(2).sum()).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            u = wd / wd.norm(dim=-1, keepdim=True)
+            wd.grad.sub_((wd.grad * u).sum(-1, keepdim=True) * u)
+        opt.step()
+        with torch.no_grad():
+            wd.div_(wd.norm(dim=-1, keepdim=True))
+
+    def loop() -> None:
+        tr.train_step(x, x)
+
+    times: dict[str, list[float]] = {"loop": [], "stacked": []}
+    loop()
+    stacked()
+    for _ in range(reps):  # interleaved, best of reps: robust to other load on the machine
+        for name, fn in (("loop", loop), ("stacked", stacked)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return min(times["loop"]), min(times["stacked"])
+
+
+def rss_child(url: str) -> None:
+    """Stream one full epoch; print tokens and peak RSS in MiB (VmHWM: this process only)."""
+    r = BatchReader(url, HOOK, batch_size=4096, seed=0, shuffle_buffer_shards=4, prefetch=2)
+    n = sum(a.shape[0] for a, _ in r.batches(0, r.tokens_per_epoch // 4096))
+    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+    print(n, int(hwm.split()[1]) / 1024)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer steps")
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child)
+        return
+    logging.basicConfig(level=logging.WARNING)
+    steps = 2 if args.quick else 3
+    batch = 2048
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        small = build(f"{tmp}/small.zarr", 8)
+        big = build(f"{tmp}/big.zarr", 80)
+        print(f"stores: 8 and 80 shards of {SHARD} tokens, d={D}, float16 ({time.perf_counter() - t:.0f}s to write)")
+
+        # (a)
+        rate_r = reader_rate(small, 4096, 16)
+        one = GridConfig(architecture=("topk",), k=(32,), expansion=(8,))
+        tr = trainer_for(one, 10, 4096)
+        x, g = torch.randn(4096, D), torch.randn(4096, D)
+        tr.train_step(x, g)
+        t = time.perf_counter()
+        for _ in range(steps):
+            tr.train_step(x, g)
+        rate_t = steps * 4096 / (time.perf_counter() - t)
+        print(f"(a) reader {rate_r:,.0f} tok/s, trainer (1 variant topk k32 x8) {rate_t:,.0f} tok/s, "
+              f"ratio {rate_r / rate_t:.1f}  (target >= 20)")
+
+        # (b)
+        eight = GridConfig(architecture=("topk", "gsae"), k=(32, 64), expansion=(8,), seed=(0, 1))
+        specs = expand_grid(eight)
+        t_all = fit_time(small, eight, steps, batch)
+        t_alone = []
+        for s in specs:
+            grid = GridConfig(architecture=(s.architecture,), k=(s.k,), expansion=(8,), seed=(s.seed,),
+                              beta=(1.0,) if s.architecture == "gsae" else (0.0,))
+            t_alone.append(fit_time(small, grid, steps, batch))
+        print(f"(b) 8 variants in one pass {t_all:.1f}s, sum of 8 alone {sum(t_alone):.1f}s, "
+              f"ratio {t_all / sum(t_alone):.2f}  (target <= 1.1; {steps} steps of {batch} tokens)")
+
+        # (c)
+        rss = []
+        for url in (small, big):
+            out = subprocess.run([sys.executable, __file__, "--rss-child", url], capture_output=True, text=True,
+                                 check=True).stdout.split()
+            rss.append((int(out[0]), float(out[1])))
+        print(f"(c) peak RSS streaming an epoch: 1x cache ({rss[0][0]:,} tok) {rss[0][1]:.0f} MiB, "
+              f"10x cache ({rss[1][0]:,} tok) {rss[1][1]:.0f} MiB, ratio {rss[1][1] / rss[0][1]:.2f}  (target ~1)")
+
+    # (d)
+    t_loop, t_stack = stacking(batch, steps)
+    print(f"(d) 8 equal-shape variants, step of {batch} tokens: loop {t_loop:.2f}s, stacked bmm {t_stack:.2f}s, "
+          f"stacked/loop {t_stack / t_loop:.2f}  (stacking implemented only if < ~0.9)")
+
+
+if __name__ == "__main__":
+    main()
