@@ -9,6 +9,9 @@ hyper-parameters that are not k or seed, e.g. ``topk-x8``, ``gsae-b1-aug-x8``,
 - ``fvu_vs_loss_recovered/<group>.csv`` fvu, loss_recovered, k, seed, variant
 - ``steering/<group>.csv``              quantile, steer_kl, steer_logit, alpha, latent, token, k, variant
   (one row per steered latent, sorted by steer_kl; quantile = (rank + 0.5) / rows)
+
+plus ``variants.csv`` at the top of the folder: one row per entry with every metric (long
+format, for tools that colour by a column).
 """
 
 from __future__ import annotations
@@ -113,7 +116,13 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> 
     for sub in PLOT_DIRS:
         for old in (root / sub).glob("*.csv"):
             old.unlink()
-    written = []
+    keys = sorted({k for r in results for k in r.metrics})
+    table_rows = [
+        {"variant": r.name, "group": r.group, "architecture": r.architecture, "k": r.k,
+         "seed": "" if r.seed is None else r.seed, **r.metrics}
+        for r in results
+    ]
+    written = [write_text(root / "variants.csv", _csv(table_rows, ["variant", "group", "architecture", "k", "seed", *keys]))]
     for group, rs in by_group(results).items():
         fname = f"{safe_name(group)}.csv"
         rows = [

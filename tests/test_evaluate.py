@@ -86,6 +86,7 @@ def test_end_to_end(project):
     plots = Path(params.evaluate.plots_dir)
     for png in ("loss_recovered_vs_k.png", "fvu_vs_loss_recovered.png", "steering.png"):
         assert (plots / png).stat().st_size > 1000
+    assert len((plots / "variants.csv").read_text().strip().splitlines()) == 1 + len(names)
     for sub in ("loss_recovered_vs_k", "fvu_vs_loss_recovered", "steering"):
         assert (plots / sub / "topk-x2.csv").is_file()
         assert (plots / sub / "gsae-b1-aug-x2@beta0.csv").is_file()
