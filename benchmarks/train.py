@@ -139,6 +139,7 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.WARNING)
     steps = 2 if args.quick else 3
+    logger.info('threads: %d', torch.get_num_threads())
     batch = 2048
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -147,7 +148,7 @@ def main() -> None:
         print(f"stores: 8 and 80 shards of {SHARD} tokens, d={D}, float16 ({time.perf_counter() - t:.0f}s to write)")
 
         # (a)
-        rate_r = reader_rate(small, 4096, 16)
+        rate_r = max(reader_rate(small, 4096, 15) for _ in range(2))
         one = GridConfig(architecture=("topk",), k=(32,), expansion=(8,))
         tr = trainer_for(one, 10, 4096)
         x, g = torch.randn(4096, D), torch.randn(4096, D)
@@ -162,12 +163,13 @@ def main() -> None:
         # (b)
         eight = GridConfig(architecture=("topk", "gsae"), k=(32, 64), expansion=(8,), seed=(0, 1))
         specs = expand_grid(eight)
-        t_all = fit_time(small, eight, steps, batch)
-        t_alone = []
-        for s in specs:
-            grid = GridConfig(architecture=(s.architecture,), k=(s.k,), expansion=(8,), seed=(s.seed,),
-                              beta=(1.0,) if s.architecture == "gsae" else (0.0,))
-            t_alone.append(fit_time(small, grid, steps, batch))
+        t_all, t_alone = float("inf"), [float("inf")] * len(specs)
+        for _ in range(2):  # best of two interleaved rounds: the machine may be shared
+            t_all = min(t_all, fit_time(small, eight, steps, batch))
+            for i, s in enumerate(specs):
+                grid = GridConfig(architecture=(s.architecture,), k=(s.k,), expansion=(8,), seed=(s.seed,),
+                                  beta=(1.0,) if s.architecture == "gsae" else (0.0,))
+                t_alone[i] = min(t_alone[i], fit_time(small, grid, steps, batch))
         print(f"(b) 8 variants in one pass {t_all:.1f}s, sum of 8 alone {sum(t_alone):.1f}s, "
               f"ratio {t_all / sum(t_alone):.2f}  (target <= 1.1; {steps} steps of {batch} tokens)")
 
