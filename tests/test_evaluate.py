@@ -25,7 +25,7 @@ CORE_KEYS = {
 
 @pytest.fixture(scope="module")
 def project(tiny_llama, tmp_path_factory):
-    """Harvested train + held-out stores and two saved variants; returns (params, heldout url, key)."""
+    """Harvested train + held-out stores and four trained variants: (params, heldout url, key, overrides)."""
     root = tmp_path_factory.mktemp("evalproj")
     overrides = [
         *tiny_overrides(tiny_llama, str(root / "train.zarr"), tokens=512, layers="[1]"),
@@ -57,11 +57,11 @@ def project(tiny_llama, tmp_path_factory):
     held_url = run_harvest(held)
     assert held_url == store_url(held, key)
     run_train(params, store_url=train_url, expected_key=None)
-    return params, held_url, key
+    return params, held_url, key, overrides
 
 
 def test_end_to_end(project):
-    params, url, key = project
+    params, url, key, _ = project
     metrics = run_evaluate(params, store_url=url, expected_key=key)
     names = {f"{v}{t}" for k in (2, 4) for v, t in ((f"topk-k{k}-x2-s0", ""), (f"gsae-k{k}-b1-x2-aug-s0", ""),
                                                    (f"gsae-k{k}-b1-x2-aug-s0", "@beta0"))}
@@ -99,7 +99,7 @@ def test_end_to_end(project):
 
 
 def test_errors(project, tmp_path):
-    params, url, key = project
+    params, url, key, _ = project
     with pytest.raises(CacheMismatch):
         run_evaluate(params, store_url=url, expected_key="0" * 64)
     empty = params_from_dict({}, [f"train.out_dir={tmp_path / 'none'}"])
@@ -115,3 +115,21 @@ def test_errors(project, tmp_path):
     with pytest.raises(CacheIncomplete):
         run_evaluate(params, store_url=part, expected_key=None)
     assert issubclass(NothingToEvaluate, PipelineError)
+
+
+def test_cli(project, tmp_path, capsys):
+    from stages.cli import main
+
+    params, _, _, overrides = project
+    empty = tmp_path / "params.yaml"
+    empty.write_text("{}\n")
+    args = ["evaluate", "-p", str(empty)]
+    for item in overrides:
+        args += ["-s", item]
+    main([*args, "-s", f"evaluate.out={tmp_path / 'cli.json'}"])
+    assert set(json.loads((tmp_path / "cli.json").read_text())) >= {"topk-k2-x2-s0"}
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "-s", f"train.out_dir={tmp_path / 'nothing'}"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gsae: error: no trained SAE variants")
