@@ -7,7 +7,7 @@ Figures (printed, one run):
       target ~1 (flat)
   (d) 8 equal-shape variants: batched bmm step time / python-loop step time (decides stacking)
 
-Run: .venv/bin/python benchmarks/train.py [--quick]
+Run: .venv/bin/python benchmarks/train.py [--quick] [--parts abcd]
 """
 
 from __future__ import annotations
@@ -64,14 +64,15 @@ def trainer_for(grid: GridConfig, steps: int, batch: int) -> Trainer:
     return Trainer(expand_grid(grid), D, cfg, total_steps=steps, act_scale=0.25, grad_scale=100.0)
 
 
-def fit_time(url: str, grid: GridConfig, steps: int, batch: int) -> float:
+def fit_time(url: str, grid: GridConfig, steps: int, batch: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds of ``steps`` training steps fed by a fresh reader."""
     tr = trainer_for(grid, steps + 1, batch)
     r = BatchReader(url, HOOK, batch_size=batch, seed=0, shuffle_buffer_shards=4, prefetch=2)
     it = r.batches(0, steps + 1)
     tr.train_step(*next(it))  # warm-up step (allocations), not timed
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     tr.fit(it, log_every=0, progress=False)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def stacking(batch: int, reps: int) -> tuple[float, float]:
@@ -132,6 +133,7 @@ def rss_child(url: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps")
+    ap.add_argument("--parts", default="abcd", help="which figures to measure, e.g. 'ab'")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -139,50 +141,58 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.WARNING)
     steps = 2 if args.quick else 3
-    logger.info('threads: %d', torch.get_num_threads())
     batch = 2048
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         small = build(f"{tmp}/small.zarr", 8)
-        big = build(f"{tmp}/big.zarr", 80)
+        big = build(f"{tmp}/big.zarr", 80) if "c" in args.parts else small
         print(f"stores: 8 and 80 shards of {SHARD} tokens, d={D}, float16 ({time.perf_counter() - t:.0f}s to write)")
 
         # (a)
-        rate_r = max(reader_rate(small, 4096, 15) for _ in range(2))
-        one = GridConfig(architecture=("topk",), k=(32,), expansion=(8,))
-        tr = trainer_for(one, 10, 4096)
-        x, g = torch.randn(4096, D), torch.randn(4096, D)
-        tr.train_step(x, g)
-        t = time.perf_counter()
-        for _ in range(steps):
+        if "a" in args.parts:
+            rate_r = max(reader_rate(small, 4096, 15) for _ in range(2))
+            one = GridConfig(architecture=("topk",), k=(32,), expansion=(8,))
+            tr = trainer_for(one, 10, 4096)
+            x, g = torch.randn(4096, D), torch.randn(4096, D)
             tr.train_step(x, g)
-        rate_t = steps * 4096 / (time.perf_counter() - t)
-        print(f"(a) reader {rate_r:,.0f} tok/s, trainer (1 variant topk k32 x8) {rate_t:,.0f} tok/s, "
-              f"ratio {rate_r / rate_t:.1f}  (target >= 20)")
+            t = time.perf_counter()
+            for _ in range(steps):
+                tr.train_step(x, g)
+            rate_t = steps * 4096 / (time.perf_counter() - t)
+            print(f"(a) reader {rate_r:,.0f} tok/s, trainer (1 variant topk k32 x8) {rate_t:,.0f} tok/s, "
+                  f"ratio {rate_r / rate_t:.1f}  (target >= 20)")
 
         # (b)
-        eight = GridConfig(architecture=("topk", "gsae"), k=(32, 64), expansion=(8,), seed=(0, 1))
-        specs = expand_grid(eight)
-        t_all, t_alone = float("inf"), [float("inf")] * len(specs)
-        for _ in range(2):  # best of two interleaved rounds: the machine may be shared
-            t_all = min(t_all, fit_time(small, eight, steps, batch))
-            for i, s in enumerate(specs):
-                grid = GridConfig(architecture=(s.architecture,), k=(s.k,), expansion=(8,), seed=(s.seed,),
-                                  beta=(1.0,) if s.architecture == "gsae" else (0.0,))
-                t_alone[i] = min(t_alone[i], fit_time(small, grid, steps, batch))
-        print(f"(b) 8 variants in one pass {t_all:.1f}s, sum of 8 alone {sum(t_alone):.1f}s, "
-              f"ratio {t_all / sum(t_alone):.2f}  (target <= 1.1; {steps} steps of {batch} tokens)")
+        if "b" in args.parts:
+            eight = GridConfig(architecture=("topk", "gsae"), k=(32, 64), expansion=(8,), seed=(0, 1))
+            specs = expand_grid(eight)
+            all_w = all_c = float("inf")
+            alone_w, alone_c = [float("inf")] * len(specs), [float("inf")] * len(specs)
+            for _ in range(2):  # best of two interleaved rounds: the machine may be shared
+                w, c = fit_time(small, eight, steps, batch)
+                all_w, all_c = min(all_w, w), min(all_c, c)
+                for i, s in enumerate(specs):
+                    grid = GridConfig(architecture=(s.architecture,), k=(s.k,), expansion=(8,), seed=(s.seed,),
+                                      beta=(1.0,) if s.architecture == "gsae" else (0.0,))
+                    w, c = fit_time(small, grid, steps, batch)
+                    alone_w[i], alone_c[i] = min(alone_w[i], w), min(alone_c[i], c)
+            print(f"(b) 8 variants in one pass {all_w:.1f}s wall / {all_c:.1f}s CPU; sum of the 8 alone "
+                  f"{sum(alone_w):.1f}s wall / {sum(alone_c):.1f}s CPU; ratio wall {all_w / sum(alone_w):.2f}, "
+                  f"CPU {all_c / sum(alone_c):.2f}  (target <= 1.1; {steps} steps of {batch} tokens)")
 
         # (c)
-        rss = []
-        for url in (small, big):
-            out = subprocess.run([sys.executable, __file__, "--rss-child", url], capture_output=True, text=True,
-                                 check=True).stdout.split()
-            rss.append((int(out[0]), float(out[1])))
-        print(f"(c) peak RSS streaming an epoch: 1x cache ({rss[0][0]:,} tok) {rss[0][1]:.0f} MiB, "
-              f"10x cache ({rss[1][0]:,} tok) {rss[1][1]:.0f} MiB, ratio {rss[1][1] / rss[0][1]:.2f}  (target ~1)")
+        if "c" in args.parts:
+            rss = []
+            for url in (small, big):
+                out = subprocess.run([sys.executable, __file__, "--rss-child", url], capture_output=True, text=True,
+                                     check=True).stdout.split()
+                rss.append((int(out[0]), float(out[1])))
+            print(f"(c) peak RSS streaming an epoch: 1x cache ({rss[0][0]:,} tok) {rss[0][1]:.0f} MiB, "
+                  f"10x cache ({rss[1][0]:,} tok) {rss[1][1]:.0f} MiB, ratio {rss[1][1] / rss[0][1]:.2f}  (target ~1)")
 
     # (d)
+    if "d" not in args.parts:
+        return
     t_loop, t_stack = stacking(batch, steps)
     print(f"(d) 8 equal-shape variants, step of {batch} tokens: loop {t_loop:.2f}s, stacked bmm {t_stack:.2f}s, "
           f"stacked/loop {t_stack / t_loop:.2f}  (stacking implemented only if < ~0.9)")
