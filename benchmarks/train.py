@@ -30,7 +30,7 @@ from cache.reader import BatchReader  # noqa: E402
 from cache.writer import ShardWriter, allocate  # noqa: E402
 from pipeline.config import GridConfig, TrainConfig  # noqa: E402
 from pipeline.sweep import expand_grid  # noqa: E402
-from pipeline.trainer import Trainer  # noqa: E402
+from pipeline.trainer import Trainer, tune_allocator  # noqa: E402
 
 D, T, SHARD, CHUNK, HOOK = 576, 128, 8192, 2048, "model.layers.15"
 logger = logging.getLogger("bench")
@@ -124,6 +124,7 @@ def stacking(batch: int, reps: int) -> tuple[float, float]:
 
 def rss_child(url: str) -> None:
     """Stream one full epoch; print tokens and peak RSS in MiB (VmHWM: this process only)."""
+    tune_allocator()
     r = BatchReader(url, HOOK, batch_size=4096, seed=0, shuffle_buffer_shards=4, prefetch=2)
     n = sum(a.shape[0] for a, _ in r.batches(0, r.tokens_per_epoch // 4096))
     hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
@@ -140,6 +141,7 @@ def main() -> None:
         rss_child(args.rss_child)
         return
     logging.basicConfig(level=logging.WARNING)
+    print(f"glibc allocator tuned (as run_train does): {tune_allocator()}")
     steps = 2 if args.quick else 3
     batch = 2048
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,7 +39,7 @@ from pipeline.errors import ConfigError
 from pipeline.saes.io import atomic_write_text, save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
 from pipeline.sweep import VariantSpec, expand_grid
-from pipeline.trainer import Trainer
+from pipeline.trainer import Trainer, tune_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
     Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``.
     """
     cfg = params.train
+    tune_allocator()
     info = open_store(store_url, expected_key=expected_key)
     hook = resolve_hook(info, cfg.layer)
     d = info.d_model
