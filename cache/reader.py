@@ -11,8 +11,9 @@ every usable token appears exactly once per epoch. Because the number of usable 
 buffer is known without reading, :meth:`BatchReader.batches` can start at any batch index
 and only reads from the buffer that batch starts in (this is how training resumes).
 
-Memory is bounded by one buffer (``shuffle_buffer_shards`` shards of act + grad in the
-store dtype) plus ``prefetch`` float32 batches queued by the background thread.
+Memory is bounded by two buffers (``shuffle_buffer_shards`` shards of act + grad in the
+store dtype: the one being cut into batches and the next one, read ahead by a loader
+thread) plus ``prefetch`` float32 batches queued by the background thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import dask
 import dask.array as da
@@ -176,20 +178,33 @@ class BatchReader:
         perm = rows[np.random.default_rng([self.seed, epoch, index]).permutation(len(rows))]
         return act, grad, perm
 
-    def _stream(self, start_batch: int, n_batches: int | None, stop: threading.Event) -> Iterator[Batch]:
+    def _plan(self, start_batch: int) -> Iterator[tuple[int, int, list[int], int]]:
+        """(epoch, buffer index, shards, rows to skip) of every buffer from ``start_batch`` on."""
         epoch, skip = self.position(start_batch)
-        bs, done = self.batch_size, 0
-        pieces_a: list[np.ndarray] = []
-        pieces_g: list[np.ndarray] = []
-        need = bs
         while True:
             for index, shards in enumerate(self.buffers(epoch)):
                 usable = sum(self.shard_usable[s] for s in shards)
                 if skip >= usable:
                     skip -= usable
                     continue
-                act, grad, perm = self._load(epoch, index, shards)
-                pos, skip = skip, 0
+                yield epoch, index, shards, skip
+                skip = 0
+            epoch += 1
+
+    def _stream(self, start_batch: int, n_batches: int | None, stop: threading.Event) -> Iterator[Batch]:
+        bs, done, need = self.batch_size, 0, self.batch_size
+        pieces_a: list[np.ndarray] = []
+        pieces_g: list[np.ndarray] = []
+        plan = self._plan(start_batch)
+        with ThreadPoolExecutor(1, thread_name_prefix="gsae-load") as pool:
+            epoch, index, shards, skip = next(plan)
+            pending = pool.submit(self._load, epoch, index, shards)
+            while True:
+                act, grad, perm = pending.result()
+                epoch, index, shards, next_skip = next(plan)
+                pending = pool.submit(self._load, epoch, index, shards)  # read the next buffer ahead
+                pos = skip
+                skip = next_skip
                 while pos < len(perm):
                     if stop.is_set():
                         return
@@ -208,7 +223,6 @@ class BatchReader:
                         if n_batches is not None and done >= n_batches:
                             return
                 del act, grad, perm
-            epoch += 1
 
     def batches(self, start_batch: int = 0, n_batches: int | None = None) -> Iterator[Batch]:
         """Batches ``start_batch``, ``start_batch + 1``, … (``n_batches`` of them, or forever).

@@ -18,11 +18,9 @@ its ``grad_scale``):
   the rows renormalised to unit norm after it.
 
 Variants are trained in a Python loop. Stacking equal-shape variants into one batched
-``bmm`` was measured on 2 CPU cores (benchmarks/train.py, figure d): the GEMMs themselves
-run at the same speed either way, yet the whole stacked step came out ~0.7x the loop's
-time on a shared, loaded machine. It is not implemented yet: in the usual grids few
-variants share every shape (d_sae, k, architecture), and the loop keeps per-variant
-optimizers, AuxK and resume simple. Revisit if grids with many seeds/lrs are common.
+``bmm`` was measured on 2 CPU cores (benchmarks/train.py, figure d): once the allocator
+is tuned (:func:`tune_allocator`) the stacked step takes the same time as the loop
+(stacked/loop 1.01), so the simpler loop stays.
 
 The trainer is deterministic on CPU given its inputs, and ``state_dict`` captures
 everything (parameters, Adam state, counters, step, RNG, curve rows), so a run resumed
