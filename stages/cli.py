@@ -55,15 +55,32 @@ def harvest(params_path: str, overrides: tuple[str, ...], heldout: bool, overwri
     click.echo(url)
 
 
+def _architectures() -> list[str]:
+    from pipeline.saes import REGISTRY
+
+    return sorted(REGISTRY)
+
+
 @cli.command()
 @_params_options
-def train(params_path: str, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "-a", "--architecture", "architectures", multiple=True, type=click.Choice(_architectures()),
+    help="Train only these registered architectures (overrides train.grid.architecture).",
+)
+@click.option("--dry-run", is_flag=True, help="List the variants the grid expands to and exit.")
+def train(params_path: str, overrides: tuple[str, ...], architectures: tuple[str, ...], dry_run: bool) -> None:
     """Stage 2: train every variant of train.grid on the cached harvest."""
+    from pipeline.harvest import store_key, store_url
+    from pipeline.sweep import expand_grid
     from pipeline.train import run_train
 
-    from pipeline.harvest import store_key, store_url
-
+    if architectures:
+        overrides = (*overrides, f"train.grid.architecture=[{','.join(architectures)}]")
     params = _load(params_path, overrides)
+    if dry_run:
+        for spec in expand_grid(params.train.grid):
+            click.echo(spec.name)
+        return
     if params.train.store == "auto":
         key = store_key(params)
         run_train(params, store_url=store_url(params, key), expected_key=key)
@@ -76,7 +93,6 @@ def train(params_path: str, overrides: tuple[str, ...]) -> None:
 def evaluate(params_path: str, overrides: tuple[str, ...]) -> None:
     """Stage 3: held-out metrics, steering, plots and report for every trained variant."""
     from pipeline.evaluate import run_evaluate
-
     from pipeline.harvest import heldout_params, store_key, store_url
 
     params = _load(params_path, overrides)
