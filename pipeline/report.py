@@ -22,14 +22,15 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.fileio import atomic_write, atomic_write_text
 
 PLOT_DIRS = ("loss_recovered_vs_k", "fvu_vs_loss_recovered", "steering")
 PNGS = {
@@ -58,26 +59,6 @@ class VariantResult:
 # ----------------------------------------------------------------------------- files
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file over ``path``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Atomically write ``text``."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -85,7 +66,7 @@ def _clean(value: float) -> float | None:
 def write_metrics(path: str | Path, metrics: Mapping[str, Mapping[str, float]]) -> Path:
     """Flat JSON ``{variant: {metric: number}}`` (non-finite numbers become null)."""
     obj = {name: {k: _clean(v) for k, v in m.items()} for name, m in metrics.items()}
-    return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 def safe_name(text: str) -> str:
@@ -122,7 +103,7 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> 
          "seed": "" if r.seed is None else r.seed, **r.metrics}
         for r in results
     ]
-    written = [write_text(root / "variants.csv", _csv(table_rows, ["variant", "group", "architecture", "k", "seed", *keys]))]
+    written = [atomic_write_text(root / "variants.csv", _csv(table_rows, ["variant", "group", "architecture", "k", "seed", *keys]))]
     for group, rs in by_group(results).items():
         fname = f"{safe_name(group)}.csv"
         rows = [
@@ -135,8 +116,8 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> 
             }
             for r in rs
         ]
-        written.append(write_text(root / "loss_recovered_vs_k" / fname, _csv(rows, ["k", "loss_recovered", "fvu", "seed", "variant"])))
-        written.append(write_text(root / "fvu_vs_loss_recovered" / fname, _csv(rows, ["fvu", "loss_recovered", "k", "seed", "variant"])))
+        written.append(atomic_write_text(root / "loss_recovered_vs_k" / fname, _csv(rows, ["k", "loss_recovered", "fvu", "seed", "variant"])))
+        written.append(atomic_write_text(root / "fvu_vs_loss_recovered" / fname, _csv(rows, ["fvu", "loss_recovered", "k", "seed", "variant"])))
         steer_rows = []
         for r in rs:
             if r.steer is None:
@@ -154,7 +135,7 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> 
             for i, row in enumerate(steer_rows):
                 row["quantile"] = (i + 0.5) / len(steer_rows)
             cols = ["quantile", "steer_kl", "steer_logit", "alpha", "latent", "token", "k", "variant"]
-            written.append(write_text(root / "steering" / fname, _csv(steer_rows, cols)))
+            written.append(atomic_write_text(root / "steering" / fname, _csv(steer_rows, cols)))
     return written
 
 
@@ -356,4 +337,4 @@ def write_report(
     for key, value in settings.items():
         shown = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         parts.append(f"| {key} | {shown.replace('|', '/')} |")
-    return write_text(path, "\n".join(parts) + "\n")
+    return atomic_write_text(path, "\n".join(parts) + "\n")

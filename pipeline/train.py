@@ -36,7 +36,8 @@ from cache.reader import BatchReader, open_store, read_rows, resolve_hook
 from cache.schema import CacheInfo
 from pipeline.config import Params, TrainConfig, params_to_dict
 from pipeline.errors import ConfigError
-from pipeline.saes.io import atomic_write_text, save_sae
+from pipeline.fileio import atomic_write_text
+from pipeline.saes.io import save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
 from pipeline.sweep import VariantSpec, expand_grid
 from pipeline.trainer import Trainer, tune_allocator

@@ -34,3 +34,14 @@ def tiny_overrides(model_dir: Path, store: str, *, tokens: int = 1024, layers: s
         "harvest.chunk_tokens=128",
         "harvest.batch_size=4",
     ]
+
+
+@pytest.fixture()
+def one_thread():
+    """Run a test with one torch thread (bit-exact comparisons, no oversubscription)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -18,13 +18,7 @@ from pipeline.train import run_train
 from pipeline.trainer import Trainer
 from tests._stores import build_store
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

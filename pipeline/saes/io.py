@@ -22,8 +22,6 @@ point, so the saved model reproduces the trained one bit for bit on raw inputs.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +30,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import SAEFormatError
+from pipeline.fileio import atomic_write, atomic_write_text
 from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE
 
 WEIGHTS = "sae.safetensors"
 CONFIG = "cfg.json"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (tmp + rename), creating parent folders."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(p, lambda tmp: Path(tmp).write_text(text))
 
 
 def folded_state(sae: SAE, act_scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -100,7 +80,7 @@ def save_sae(sae: SAE, out_dir: str | Path, cfg: dict[str, Any], *, act_scale: f
     }
     if "model" in full:
         full.setdefault("model_name", full["model"])
-    _atomic_write(out / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(out / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_text(out / CONFIG, json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
     return out
 

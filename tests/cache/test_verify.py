@@ -10,7 +10,7 @@ import pytest
 from cache.verify import verify
 from pipeline.config import params_from_dict
 from pipeline.harvest import run_harvest
-from stages.cli import main
+from tests.clirun import run_cli
 from tests.conftest import tiny_overrides
 
 
@@ -21,12 +21,6 @@ def store(tiny_llama, tmp_path) -> Path:
     return url
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out, out.err
 
 
 def _shard_file(store: Path) -> Path:
@@ -34,9 +28,9 @@ def _shard_file(store: Path) -> Path:
 
 
 def test_verify_ok_and_info(store, capsys):
-    code, out, _ = _run(["cache", "verify", str(store)], capsys)
+    code, out, _ = run_cli(["cache", "verify", str(store)], capsys)
     assert code == 0 and "4 committed shards verified" in out
-    code, out, _ = _run(["cache", "info", str(store)], capsys)
+    code, out, _ = run_cli(["cache", "info", str(store)], capsys)
     info = json.loads(out)
     assert code == 0 and info["complete"] and info["n_tokens"] == 1024 and info["bytes"] > 0
     assert info["hooks"] == ["model.layers.1", "model.layers.3"]
@@ -48,7 +42,7 @@ def test_verify_catches_flipped_bytes(store, capsys):
     data[len(data) // 3] ^= 0xFF
     f.write_bytes(bytes(data))
     assert not verify(str(store)).ok
-    code, _, err = _run(["cache", "verify", str(store)], capsys)
+    code, _, err = run_cli(["cache", "verify", str(store)], capsys)
     assert code != 0 and "shard 2" in err
 
 
@@ -57,10 +51,10 @@ def test_verify_catches_truncated_shard(store, capsys):
     f.write_bytes(f.read_bytes()[:100])
     report = verify(str(store))
     assert not report.ok and any("shard 2" in b for b in report.bad)
-    code, _, err = _run(["cache", "verify", str(store)], capsys)
+    code, _, err = run_cli(["cache", "verify", str(store)], capsys)
     assert code != 0 and err.strip().splitlines()[-1].startswith("gsae: error:")
 
 
 def test_verify_missing_store(tmp_path, capsys):
-    code, _, err = _run(["cache", "verify", str(tmp_path / "nope.zarr")], capsys)
+    code, _, err = run_cli(["cache", "verify", str(tmp_path / "nope.zarr")], capsys)
     assert code == 1 and "no cache store" in err

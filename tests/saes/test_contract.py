@@ -19,12 +19,7 @@ from pipeline.saes.topk import TopKSAE
 D, N, K, B = 16, 64, 4, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(arch: str, seed: int = 0, **kw: object) -> SAE:

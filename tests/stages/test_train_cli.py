@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pipeline.saes import REGISTRY
-from stages.cli import main
-
-
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out, out.err
+from tests.clirun import run_cli
 
 
 def test_dry_run_lists_grid(tmp_path, capsys):
     params = tmp_path / "p.yaml"
     params.write_text("train:\n  grid:\n    architecture: [topk, gsae]\n    k: [8, 16]\n    seed: [0, 1]\n")
-    code, out, _ = _run(["train", "-p", str(params), "--dry-run"], capsys)
+    code, out, _ = run_cli(["train", "-p", str(params), "--dry-run"], capsys)
     names = out.split()
     assert code == 0 and len(names) == 8 and "gsae-k16-b1-x8-aug-s1" in names
-    code, out, _ = _run(["train", "-p", str(params), "--dry-run", "-a", "topk"], capsys)
+    code, out, _ = run_cli(["train", "-p", str(params), "--dry-run", "-a", "topk"], capsys)
     assert out.split() == ["topk-k8-x8-s0", "topk-k8-x8-s1", "topk-k16-x8-s0", "topk-k16-x8-s1"]
 
 
 def test_architecture_choices_come_from_registry(tmp_path, capsys):
-    code, _, err = _run(["train", "-p", str(tmp_path / "none.yaml"), "-a", "nope"], capsys)
+    code, _, err = run_cli(["train", "-p", str(tmp_path / "none.yaml"), "-a", "nope"], capsys)
     assert code == 2 and all(name in err for name in REGISTRY)
 
 
 def test_missing_cache_is_one_line(tmp_path, capsys):
     params = tmp_path / "p.yaml"
     params.write_text(f"train:\n  store: {tmp_path / 'missing.zarr'}\n")
-    code, _, err = _run(["train", "-p", str(params)], capsys)
+    code, _, err = run_cli(["train", "-p", str(params)], capsys)
     assert code == 1 and err.strip().startswith("gsae: error: no cache store") and "Traceback" not in err
