@@ -173,16 +173,21 @@ class _BackgroundWriter:
             raise self.error
 
 
-def _open_for_write(url: str, key: str, attrs: dict[str, Any], overwrite: bool, **layout: Any) -> ShardWriter | None:
-    """The writer to continue with, or None when an identical complete store is there."""
-    if cache_store.exists(url) and not overwrite:
-        info = check_same_key(url, key)
-        if info.complete:
-            return None
-        log.info("resuming %s after %d committed shards", url, len(info.committed))
-        return ShardWriter(url)
-    allocate(url, attrs, **layout)
-    return ShardWriter(url)
+def _store_attrs(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Group attributes describing what the store holds (DESIGN §3)."""
+    return {
+        "key": key,
+        "model": lm.name,
+        "model_revision": lm.revision,
+        "model_dtype": params.model.dtype,
+        "tokenizer": lm.tokenizer_name,
+        "dataset": fields["dataset"],
+        "context_length": params.data.context_length,
+        "layers": list(params.harvest.layers),
+        "loss": LOSS_DEFINITION,
+        # Where the store lives is not part of what it holds: keep attrs path-independent.
+        "harvest": {k: v for k, v in params_to_dict(params.harvest).items() if k not in ("store", "cache_root")},
+    }
 
 
 def run_harvest(
@@ -196,38 +201,26 @@ def run_harvest(
     fields = key_fields(params)
     key = content_key(fields)
     url = store_url(params, key)
-    if not overwrite and cache_store.exists(url):
-        info = check_same_key(url, key)
-        if info.complete:
-            log.info("%s is complete for these params: nothing to do", url)
-            return url
+    existing = None if overwrite or not cache_store.exists(url) else check_same_key(url, key)
+    if existing is not None and existing.complete:
+        log.info("%s is complete for these params: nothing to do", url)
+        return url
     lm = lm or load_model(params.model)
     hooks = _validate(params, lm)
     T = params.data.context_length
     n_ctx = fields["n_tokens"] // T
     contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, T, n_ctx)
-    attrs = {
-        "key": key,
-        "model": lm.name,
-        "model_revision": lm.revision,
-        "model_dtype": params.model.dtype,
-        "tokenizer": lm.tokenizer_name,
-        "dataset": fields["dataset"],
-        "context_length": T,
-        "layers": list(params.harvest.layers),
-        "loss": LOSS_DEFINITION,
-        # Where the store lives is not part of what it holds: keep attrs path-independent.
-        "harvest": {k: v for k, v in params_to_dict(params.harvest).items() if k not in ("store", "cache_root")},
-    }
-    h = params.harvest
-    writer = _open_for_write(
-        url, key, attrs, overwrite,
-        hooks=hooks, d_model=lm.d_model, total_tokens=n_ctx * T, tokens_per_shard=h.tokens_per_shard,
-        chunk_tokens=h.chunk_tokens, dtype=h.dtype, compressor=h.compressor, level=h.compression_level,
-        store_loss=h.store_loss,
-    )
-    if writer is None:
-        return url
+    if existing is None:
+        h = params.harvest
+        allocate(
+            url, _store_attrs(params, lm, key, fields),
+            hooks=hooks, d_model=lm.d_model, total_tokens=n_ctx * T, tokens_per_shard=h.tokens_per_shard,
+            chunk_tokens=h.chunk_tokens, dtype=h.dtype, compressor=h.compressor, level=h.compression_level,
+            store_loss=h.store_loss,
+        )
+    else:
+        log.info("resuming %s after %d committed shards", url, len(existing.committed))
+    writer = ShardWriter(url)
     _harvest_shards(params, lm, hooks, contexts, writer, on_commit)
     writer.finalize()
     log.info("harvest complete: %s (%d tokens)", url, writer.info.n_tokens)
