@@ -215,10 +215,11 @@ class BatchReader:
                     need -= take
                     pos += take
                     if need == 0:
-                        a = np.concatenate(pieces_a).astype(np.float32, copy=False)
-                        g = np.concatenate(pieces_g).astype(np.float32, copy=False)
+                        # torch's half→float cast is vectorised and threaded: ~5x numpy's astype
+                        a = torch.from_numpy(np.concatenate(pieces_a)).float()
+                        g = torch.from_numpy(np.concatenate(pieces_g)).float()
                         pieces_a, pieces_g, need = [], [], bs
-                        yield torch.from_numpy(a), torch.from_numpy(g)
+                        yield a, g
                         done += 1
                         if n_batches is not None and done >= n_batches:
                             return
