@@ -124,6 +124,21 @@ def _write_curves(curves_dir: Path, curve: list[dict[str, Any]], names: list[str
     return paths
 
 
+def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict[str, float]]:
+    """Per variant, the mean of each logged figure over its last ``tail`` log rows.
+
+    One batch's FVU is noisy (its variance is that batch's): averaging the tail of the
+    curve gives a steadier end-of-training figure.
+    """
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for row in curve:
+        rows.setdefault(row["variant"], []).append(row)
+    return {
+        name: {key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:]) for key in ("fvu", "loss", "l0")}
+        for name, rs in rows.items()
+    }
+
+
 def run_train(params: Params, *, store_url: str, expected_key: str | None) -> dict[str, Any]:
     """Train every variant of ``params.train.grid`` on the store at ``store_url``.
 
@@ -195,9 +210,7 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
         raise RuntimeError(f"training stopped at step {trainer.step} of {total_steps}")
 
     epochs = trainer.tokens / reader.tokens_per_epoch
-    last = {}
-    for row in trainer.curve:
-        last[row["variant"]] = row
+    last = _final_figures(trainer.curve)
     metrics: dict[str, Any] = {}
     for name, v in trainer.variants.items():
         final = last.get(name, {})
