@@ -41,3 +41,7 @@ class CacheCorrupt(PipelineError, OSError):
 
 class SAEFormatError(PipelineError, ValueError):
     """A trained SAE directory is missing files or holds inconsistent tensors."""
+
+
+class NothingToEvaluate(PipelineError, FileNotFoundError):
+    """``train.out_dir`` holds no trained SAE variant."""

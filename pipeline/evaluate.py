@@ -34,7 +34,7 @@ import torch
 from cache.reader import open_store, read_rows
 from cache.schema import CacheInfo
 from pipeline.config import Params
-from pipeline.errors import ConfigError, PipelineError, SAEFormatError
+from pipeline.errors import ConfigError, NothingToEvaluate, SAEFormatError
 from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats, usable_rows
 from pipeline.models import LoadedModel, load_model
 from pipeline.report import VariantResult, make_plots, write_metrics, write_plot_data, write_report
@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 BETA0_SUFFIX = "@beta0"
 MODE_ABBREV = {"augmented": "aug", "selection": "sel"}
 TRAIN_DEAD_KEYS = ("train_dead_frac", "dead_frac", "dead_fraction", "final_dead_frac")
-
-
-class NothingToEvaluate(PipelineError, FileNotFoundError):
-    """``train.out_dir`` holds no trained SAE variant."""
 
 
 @dataclass
