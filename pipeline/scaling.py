@@ -29,24 +29,27 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+def _mean_norm(rows: np.ndarray | torch.Tensor, what: str) -> float | None:
+    """Mean row norm of a sample [N, d] in float64; None (with a warning) when unusable."""
+    mean_norm = float(torch.as_tensor(rows, dtype=torch.float64).norm(dim=1).mean())
+    if not math.isfinite(mean_norm) or mean_norm <= 0:
+        logger.warning("%s sample has mean norm %s; using scale 1", what, mean_norm)
+        return None
+    return mean_norm
+
+
 def activation_scale(acts: np.ndarray | torch.Tensor) -> float:
     """Power-of-two c with mean‖c·x‖ ≈ √d: acts [N, d] (raw) → c."""
-    x = torch.as_tensor(acts, dtype=torch.float64)
-    mean_norm = float(x.norm(dim=1).mean())
-    if not math.isfinite(mean_norm) or mean_norm <= 0:
-        logger.warning("activation sample has mean norm %s; using act_scale 1", mean_norm)
+    mean_norm = _mean_norm(acts, "activation")
+    if mean_norm is None:
         return 1.0
-    return float(2.0 ** round(math.log2(math.sqrt(x.shape[1]) / mean_norm)))
+    return float(2.0 ** round(math.log2(math.sqrt(acts.shape[1]) / mean_norm)))
 
 
 def gradient_scale(grads: np.ndarray | torch.Tensor) -> float:
     """γ with mean‖γ·g‖ = 1: grads [N, d] (raw) → γ, rounded to float32."""
-    g = torch.as_tensor(grads, dtype=torch.float64)
-    mean_norm = float(g.norm(dim=1).mean())
-    if not math.isfinite(mean_norm) or mean_norm <= 0:
-        logger.warning("gradient sample has mean norm %s; using grad_scale 1", mean_norm)
-        return 1.0
-    return float(np.float32(1.0 / mean_norm))
+    mean_norm = _mean_norm(grads, "gradient")
+    return 1.0 if mean_norm is None else float(np.float32(1.0 / mean_norm))
 
 
 def geometric_median(x: torch.Tensor, iters: int = 20, eps: float = 1e-8) -> torch.Tensor:
