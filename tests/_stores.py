@@ -22,6 +22,7 @@ def build_store(
     seed: int = 0,
     complete: bool = True,
     shards: int | None = None,
+    compressor: str = "zstd",
 ) -> str:
     """Random store; ``act[:, 0]`` holds the row index so tests can identify tokens.
 
@@ -46,6 +47,7 @@ def build_store(
         tokens_per_shard=tokens_per_shard,
         chunk_tokens=chunk_tokens,
         dtype=dtype,
+        compressor=compressor,
     )
     writer = ShardWriter(url)
     n_shards = -(-n_tokens // tokens_per_shard)
