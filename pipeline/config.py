@@ -44,7 +44,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "python-docs"
-    """Embedded corpus (``python-docs``, ``shakespeare``), HF dataset id, or local file/dir."""
+    """Embedded corpus (``python-docs``, ``python-docstrings``, ``shakespeare``), HF dataset id, or local file/dir."""
     split: Split = "train"
     """Which side of the deterministic document split a harvest reads."""
     context_length: int = 128
@@ -89,6 +89,11 @@ class HarvestConfig:
     """Codec level."""
     store_loss: bool = True
     """Also store the per-token next-token loss (``loss`` array, float32)."""
+    autocast: Literal["none", "bfloat16", "float16"] = "none"
+    """Run the LM's matmuls under torch.autocast in this dtype (residual stream and loss stay
+    float32). On a 2-core AVX512-BF16 CPU bf16 harvests SmolLM2 ~4x faster; measured vs
+    float32 on its block 15: activations rel. error 6.5e-3, gradients 2.9e-2 (median cosine
+    0.9996). Part of the store key."""
 
     def __post_init__(self) -> None:
         _check(len(self.layers) > 0, "harvest.layers must list at least one block index")
@@ -320,18 +325,42 @@ def params_from_dict(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) 
     return _build(Params, raw, "")
 
 
-def load_params(path: str | Path | None = "params.yaml", overrides: typing.Sequence[str] = ()) -> Params:
-    """Read params.yaml (missing file = all defaults when ``path`` is None)."""
-    raw: Any = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"params file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+def load_params(
+    path: str | Path | typing.Sequence[str | Path] | None = "params.yaml", overrides: typing.Sequence[str] = ()
+) -> Params:
+    """Read params.yaml (missing file = all defaults when ``path`` is None).
+
+    Several files are layered in order: a later file's mappings merge into the earlier
+    ones key by key, and its scalars and lists replace theirs (an experiment's sweep file
+    over its shared params, say). The ``-s`` overrides apply last.
+    """
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    raw: dict[str, Any] = {}
+    for item in paths:
+        raw = _merge(raw, _read_yaml(Path(item)))
     return params_from_dict(raw, overrides)
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError(f"params file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    _check(isinstance(raw, dict), f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` merged in (mappings recursively, everything else replaced)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def params_to_dict(params: Any) -> Any:

@@ -21,10 +21,13 @@ log = logging.getLogger("gsae")
 
 def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a params key (dotted, repeatable).")(fn)
-    return click.option("-p", "--params", "params_path", default="params.yaml", show_default=True, help="Params file.")(fn)
+    return click.option(
+        "-p", "--params", "params_path", multiple=True, default=("params.yaml",), show_default=True,
+        help="Params file; repeat to layer files (later ones override earlier ones key by key).",
+    )(fn)
 
 
-def _load(params_path: str, overrides: tuple[str, ...]) -> Any:
+def _load(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> Any:
     from pipeline.config import load_params
 
     return load_params(params_path, overrides)
@@ -44,7 +47,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @_params_options
 @click.option("--heldout", is_flag=True, help="Harvest the held-out store evaluation reads (evaluate.tokens, evaluate.store).")
 @click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
-def harvest(params_path: str, overrides: tuple[str, ...], heldout: bool, overwrite: bool) -> None:
+def harvest(params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, overwrite: bool) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
     from pipeline.harvest import heldout_params, run_harvest
 
@@ -68,7 +71,7 @@ def _architectures() -> list[str]:
     help="Train only these registered architectures (overrides train.grid.architecture).",
 )
 @click.option("--dry-run", is_flag=True, help="List the variants the grid expands to and exit.")
-def train(params_path: str, overrides: tuple[str, ...], architectures: tuple[str, ...], dry_run: bool) -> None:
+def train(params_path: tuple[str, ...], overrides: tuple[str, ...], architectures: tuple[str, ...], dry_run: bool) -> None:
     """Stage 2: train every variant of train.grid on the cached harvest."""
     from pipeline.harvest import store_key, store_url
     from pipeline.sweep import expand_grid
@@ -90,7 +93,7 @@ def train(params_path: str, overrides: tuple[str, ...], architectures: tuple[str
 
 @cli.command()
 @_params_options
-def evaluate(params_path: str, overrides: tuple[str, ...]) -> None:
+def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Stage 3: held-out metrics, steering, plots and report for every trained variant."""
     from pipeline.evaluate import run_evaluate
     from pipeline.harvest import heldout_params, store_key, store_url
