@@ -116,7 +116,8 @@ class GridConfig:
     k: tuple[int, ...] = (32,)
     """Active latents per token."""
     beta: tuple[float, ...] = (1.0,)
-    """g-SAE gradient weight (after gradient scaling to mean norm 1)."""
+    """g-SAE gradient weight; gradients are scaled to mean norm √d, so a random unit direction's
+    factor |d_i · γg| is ≈ 0.8 and β = 1 weighs the gradient like the pre-activation itself."""
     expansion: tuple[int, ...] = (8,)
     """Dictionary width as a multiple of d_model."""
     value_mode: tuple[Literal["augmented", "selection"], ...] = ("augmented",)
@@ -189,7 +190,13 @@ class EvaluateConfig:
     store: str = "auto"
     """Held-out store; ``auto`` = ``<harvest.cache_root>/heldout/<key>.zarr``."""
     tokens: int = 4096
-    """Held-out tokens evaluated (the first ones of the store); also what ``--heldout`` harvests."""
+    """Held-out tokens evaluated (from ``first_token`` on); ``--heldout`` harvests first_token + tokens."""
+    first_token: int = 0
+    """Held-out tokens skipped before the evaluated ones (whole contexts): a validation slice
+    for a pilot that stays disjoint from the test slice, in the same store."""
+    harvest_tokens: int = 0
+    """Tokens the held-out harvest (``gsae harvest --heldout``) takes; 0 = first_token + tokens.
+    Runs that evaluate different slices of one held-out store set the same value here."""
     out: str = "metrics/evaluate.json"
     """Metrics JSON (DESIGN §3)."""
     report: str = "reports/report.md"
@@ -204,12 +211,24 @@ class EvaluateConfig:
     """Held-out contexts each latent is steered in."""
     steer_scale: float = 1.0
     """alpha = steer_scale x the latent's mean nonzero activation."""
+    splice: Literal["suffix", "full"] = "suffix"
+    """``suffix`` runs only the blocks after the hook per variant (from the clean prefix's
+    state); ``full`` reruns the whole LM per variant (the slow reference; same figures up to
+    float rounding, tests/test_suffix.py)."""
+    edits_per_forward: int = 4
+    """Variants stacked along the batch in one suffix forward (memory: × contexts × T × vocab floats)."""
     seed: int = 0
     """Seed for latent and context sampling."""
 
     def __post_init__(self) -> None:
         _check(self.tokens > 0, "evaluate.tokens must be positive")
         _check(self.steer_latents >= 0 and self.steer_contexts >= 0, "evaluate.steer_* must be >= 0")
+        _check(self.edits_per_forward >= 1, "evaluate.edits_per_forward must be >= 1")
+        _check(self.harvest_tokens >= 0, "evaluate.harvest_tokens must be >= 0 (0 = first_token + tokens)")
+        _check(
+            self.harvest_tokens == 0 or self.harvest_tokens >= self.first_token + self.tokens,
+            "evaluate.harvest_tokens must cover first_token + tokens",
+        )
 
 
 @dataclass(frozen=True)
@@ -233,6 +252,10 @@ class Params:
         _check(
             self.harvest.tokens >= self.data.context_length,
             "harvest.tokens must hold at least one context (>= data.context_length)",
+        )
+        _check(
+            self.evaluate.first_token >= 0 and self.evaluate.first_token % self.data.context_length == 0,
+            "evaluate.first_token must be a non-negative multiple of data.context_length",
         )
         layer = self.train.layer
         _check(

@@ -129,9 +129,10 @@ def heldout_params(params: Params) -> Params:
     The held-out store is always harvested without autocast: evaluation figures must not
     depend on the speed knob of the training harvest.
     """
+    ev = params.evaluate
     data = dataclasses.replace(params.data, split="heldout")
     harvest = dataclasses.replace(
-        params.harvest, tokens=params.evaluate.tokens, store=params.evaluate.store, autocast="none"
+        params.harvest, tokens=ev.harvest_tokens or ev.first_token + ev.tokens, store=ev.store, autocast="none"
     )
     return dataclasses.replace(params, data=data, harvest=harvest)
 

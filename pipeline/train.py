@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoints"
 CHECKPOINT_FILE = "state.pt"
-CURVE_FIELDS = ("step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr")
+CURVE_FIELDS = ("step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
 # TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
 _NO_EFFECT = {"out_dir", "store", "prefetch", "checkpoint_every", "device", "metrics_out", "curves_dir", "log_every"}
 
@@ -117,7 +117,7 @@ def _write_curves(curves_dir: Path, curve: list[dict[str, Any]], names: list[str
         writer.writeheader()
         for row in curve:
             if row["variant"] == name:
-                writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CURVE_FIELDS})
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k in CURVE_FIELDS if (v := row.get(k)) is not None})
         path = curves_dir / f"{name}.csv"
         atomic_write_text(path, buf.getvalue())
         paths[name] = str(path)
@@ -134,7 +134,11 @@ def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dic
     for row in curve:
         rows.setdefault(row["variant"], []).append(row)
     return {
-        name: {key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:]) for key in ("fvu", "loss", "l0")}
+        name: {
+            key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:])
+            for key in ("fvu", "loss", "l0", "selection_shift")
+            if key in rs[-1]
+        }
         for name, rs in rows.items()
     }
 
@@ -197,8 +201,9 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
 
     def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
         for name, s in stats.items():
-            logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f", step, tokens, name, s["fvu"], s["l0"],
-                        s["dead_frac"])
+            shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
+            logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s", step, tokens, name, s["fvu"], s["l0"],
+                        s["dead_frac"], shift)
 
     t0 = time.perf_counter()
     trainer.fit(
@@ -217,6 +222,8 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
         dead = trainer.dead_fraction(name)
         figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
                    "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs, "seconds": seconds}
+        if "selection_shift" in final:
+            figures["selection_shift"] = final["selection_shift"]
         metrics[name] = figures
         sae_cfg = {
             "variant": name, "hook_name": hook, "hook_layer": _hook_layer(hook, cfg.layer), "model": info.model, "model_name": info.model,

@@ -104,6 +104,18 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     run_evaluate(params, store_url=store_url(held, key), expected_key=key if params.evaluate.store == "auto" else None)
 
 
+@cli.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("-o", "--out", default="results.md", show_default=True, help="Markdown table (summary.json goes beside it).")
+@click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
+def summarize(runs: tuple[str, ...], out: str, plots_dir: str) -> None:
+    """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""
+    from pipeline.results import write_results
+
+    summary = write_results(runs, out, plots_dir)
+    click.echo(f"{len(summary)} groups → {out}")
+
+
 @cli.group()
 def cache() -> None:
     """Inspect and check cache stores (local paths or fsspec URLs)."""

@@ -64,7 +64,12 @@ def test_run_train_writes_outputs(store: str, tmp_path: Path) -> None:
         assert cfg["d_in"] == 16 and cfg["d_sae"] == 64 and cfg["k"] == 4
         assert cfg["grad_scale"] == cfg["train_act_scale"] * cfg["train_grad_scale"]
         curve = (tmp_path / "metrics" / "curves" / f"{name}.csv").read_text().splitlines()
-        assert curve[0] == "step,tokens,loss,fvu,aux,l0,dead_frac,lr" and len(curve) == 1 + 4
+        assert curve[0] == "step,tokens,loss,fvu,aux,l0,dead_frac,lr,selection_shift" and len(curve) == 1 + 4
+        shifts = [row.split(",")[8] for row in curve[1:]]
+        if name.startswith("gsae"):  # the gradient re-ranks a real share of the selections at β = 1
+            assert all(0.02 < float(v) <= 1 for v in shifts) and 0.02 < m["selection_shift"] <= 1
+        else:
+            assert shifts == [""] * 4 and "selection_shift" not in m
     assert not (tmp_path / "saes" / ".checkpoints").exists()
 
 

@@ -197,3 +197,13 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "v" / "sae.safetensors").unlink()
     with pytest.raises(SAEFormatError, match="missing sae.safetensors"):
         load_sae(tmp_path / "v")
+
+
+def test_changed_selections_counts_what_left_the_plain_top_k() -> None:
+    from pipeline.saes.base import changed_selections
+
+    pre = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    same = torch.tensor([[1, 0], [3, 4]])
+    moved = torch.tensor([[0, 4], [0, 1]])  # one changed in row 0, two in row 1
+    assert int(changed_selections(pre, same)) == 0
+    assert int(changed_selections(pre, moved)) == 3
