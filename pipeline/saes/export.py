@@ -7,8 +7,9 @@ receives
   ``W_dec`` [n, d], ``b_dec`` [d] (float32, raw-activation space, unit decoder rows);
 - ``cfg.json``: ``SparseCoderConfig``'s fields (``activation: topk``, ``k``,
   ``num_latents``, ``expansion_factor``, ``normalize_decoder``, ``multi_topk``,
-  ``skip_connection``, ``transcode``) + ``d_in``, and ``gsae_source`` (provenance; sparsify
-  drops unknown fields).
+  ``skip_connection``, ``transcode``) + ``d_in``;
+- ``gsae_source.json``: provenance (source folder, variant, hook, model, cache key), kept
+  out of ``cfg.json`` because sparsify prints every field it does not know.
 
 sparsify encodes TopK(ReLU(z)) where we take ReLU(TopK(z)): the dense codes are equal (they
 differ only in which zero-valued latents are listed when fewer than k are positive). Only
@@ -31,6 +32,7 @@ from pipeline.fileio import atomic_write, atomic_write_text
 from pipeline.saes.io import CONFIG, WEIGHTS, load_sae, weights_file
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
+SOURCE = "gsae_source.json"
 
 
 def export_sparsify(src: str | Path, dest: str | Path) -> Path:
@@ -64,14 +66,15 @@ def export_sparsify(src: str | Path, dest: str | Path) -> Path:
         "skip_connection": False,
         "transcode": False,
         "d_in": d_in,
-        "gsae_source": {
-            "variant_dir": str(src_dir),
-            "weights": str(weights_file(src_dir)),
-            **{key: cfg[key] for key in ("variant", "hook_name", "model", "cache_key") if key in cfg},
-        },
+    }
+    source = {
+        "variant_dir": str(src_dir),
+        "weights": str(weights_file(src_dir)),
+        **{key: cfg[key] for key in ("variant", "hook_name", "model", "cache_key") if key in cfg},
     }
     atomic_write(out / SPARSIFY_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_text(out / CONFIG, json.dumps(sparsify_cfg, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out / SOURCE, json.dumps(source, indent=2, sort_keys=True, default=str) + "\n")
     return out
 
 
