@@ -130,8 +130,14 @@ def cache_verify(url: str) -> None:
     click.echo(f"OK {url}: {report.checked} committed shards verified ({state})")
 
 
+def _export_formats() -> list[str]:
+    from pipeline.saes.export import FORMATS
+
+    return sorted(FORMATS)
+
+
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["sparsify"]), required=True, help="Target layout.")
+@click.option("--format", "fmt", type=click.Choice(_export_formats()), required=True, help="Target layout.")
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
 def export(fmt: str, src: str, dest: str) -> None:
