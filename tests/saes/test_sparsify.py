@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from pipeline.errors import ExportError
+from pipeline.saes import REGISTRY
 from pipeline.saes.export import export_sae
-from pipeline.saes.io import load_sae
+from pipeline.saes.io import load_sae, save_sae
 from tests.clirun import run_cli
 from tests.saes.conftest import GSAE_AUG, GSAE_SEL, TOPK, Trained
+from tests.saes.test_contract import data, make
 
 sparsify = pytest.importorskip("sparsify")
 SparseCoder = sparsify.SparseCoder
@@ -67,3 +69,22 @@ def test_export_refuses_to_overwrite_a_variant_folder(trained: Trained, tmp_path
         export_sae(trained.dirs[TOPK], trained.dirs[GSAE_AUG], "sparsify")
     with pytest.raises(ExportError, match="unknown export format"):
         export_sae(trained.dirs[TOPK], tmp_path / "x", "nope")
+
+
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
+def test_only_topk_exports_to_sparsify(arch: str, tmp_path: Path) -> None:
+    """Contract over the registry: sparsify gets exactly TopK models; anything else is refused."""
+    save_sae(make(arch), tmp_path / "v", {"hook_name": "model.layers.3"}, act_scale=0.5)
+    if arch != "topk":
+        with pytest.raises(ExportError, match=f"'{arch}' cannot be exported"):
+            export_sae(tmp_path / "v", tmp_path / "out", "sparsify")
+        assert not (tmp_path / "out").exists()
+        return
+    export_sae(tmp_path / "v", tmp_path / "out", "sparsify")
+    sc = SparseCoder.load_from_disk(tmp_path / "out")
+    ours, _ = load_sae(tmp_path / "v")
+    x, _ = data(scale=4.0)
+    with torch.no_grad():
+        ref, enc = ours(x), sc.encode(x)
+    dense = torch.zeros_like(ref.acts).scatter(1, enc.top_indices, enc.top_acts)
+    assert (dense - ref.acts).abs().max().item() <= TOL * float(x.norm(dim=1).mean())
