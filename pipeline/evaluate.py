@@ -46,7 +46,7 @@ from pipeline.models import LoadedModel, load_model
 from pipeline.report import VariantResult, make_plots, write_metrics, write_plot_data, write_report
 from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE
-from pipeline.saes.io import WEIGHTS, load_sae
+from pipeline.saes.io import WEIGHTS, load_sae, weights_file
 from pipeline.splice import Edit, sae_editor, splice_losses, zero_editor
 from pipeline.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
 
@@ -70,9 +70,10 @@ class Entry:
 
 
 def find_variants(out_dir: str | Path) -> list[Path]:
-    """Sub-directories of ``out_dir`` that hold ``sae.safetensors``, sorted by name."""
+    """Sub-directories of ``out_dir`` that hold SAE weights (``sae_weights.safetensors`` or the
+    legacy ``sae.safetensors``), sorted by name."""
     root = Path(out_dir)
-    found = sorted(p for p in root.glob("*") if (p / WEIGHTS).is_file()) if root.is_dir() else []
+    found = sorted(p for p in root.glob("*") if weights_file(p) is not None) if root.is_dir() else []
     if not found:
         raise NothingToEvaluate(f"no trained SAE variants in {root} (no <variant>/{WEIGHTS}); run `gsae train` first")
     return found

@@ -5,7 +5,7 @@ store's first), expands the grid, sets the input scales and b_dec from a sample
 (:mod:`pipeline.scaling`), trains all variants on one shuffled stream
 (:mod:`cache.reader`, :mod:`pipeline.trainer`) and writes, atomically:
 
-- ``<out_dir>/<variant>/sae.safetensors`` + ``cfg.json``   (DESIGN §3, raw-space weights)
+- ``<out_dir>/<variant>/sae_weights.safetensors`` + ``cfg.json``   (DESIGN §3, SAELens 6 layout)
 - ``<curves_dir>/<variant>.csv``  columns step, tokens, loss, fvu, aux, l0, dead_frac, lr
 - ``<metrics_out>``               JSON variant → final figures
 

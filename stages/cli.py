@@ -145,6 +145,23 @@ def cache_verify(url: str) -> None:
     click.echo(f"OK {url}: {report.checked} committed shards verified ({state})")
 
 
+def _export_formats() -> list[str]:
+    from pipeline.saes.export import FORMATS
+
+    return sorted(FORMATS)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(_export_formats()), required=True, help="Target layout.")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+def export(fmt: str, src: str, dest: str) -> None:
+    """Write the trained variant folder SRC to DEST in another library's layout (topk only)."""
+    from pipeline.saes.export import export_sae
+
+    click.echo(export_sae(src, dest, fmt))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors unless --debug."""
     args = sys.argv[1:] if argv is None else argv
