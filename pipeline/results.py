@@ -101,7 +101,10 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for g in sorted(by_group, key=lambda g: (g.k, g.architecture != "topk", g.value_mode, g.beta, not g.with_grad)):
         rs = sorted(by_group[g], key=lambda r: r.seed)
-        entry: dict[str, Any] = {"k": g.k, "label": g.label, "seeds": [r.seed for r in rs]}
+        entry: dict[str, Any] = {
+            "k": g.k, "label": g.label, "seeds": [r.seed for r in rs], "architecture": g.architecture,
+            "beta": g.beta, "value_mode": g.value_mode, "with_grad": g.with_grad,
+        }
         for key, _, _ in COLUMNS:
             mean, sd, n = _stats([r.metrics.get(key, math.nan) for r in rs])
             if n:
@@ -170,7 +173,8 @@ def pareto_plots(summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
                 continue
             x, y, sd = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
             style = "-o" if label == "topk" else ("--s" if "@β0" in label else "-^")
-            ax.errorbar(x, y, yerr=np.nan_to_num(sd), fmt=style, capsize=3, label=label, linewidth=1.5 if label == "topk" else 1)
+            ax.errorbar(x, y, yerr=np.nan_to_num(sd), fmt=style, capsize=3, label=label,
+                        linewidth=1.5 if label == "topk" else 1, color=plt.get_cmap("tab20")(len(ax.lines) % 20))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("L0 (active latents per token, held-out)")
         ax.set_ylabel(title)
@@ -185,10 +189,56 @@ def pareto_plots(summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
     return paths
 
 
+def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None:
+    """Loss recovered, held-out dead fraction and selection shift against β, per k (None if < 2 βs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = list(summary.values())
+    families: dict[tuple[int, str, bool], list[dict[str, Any]]] = {}
+    for e in entries:
+        if e["architecture"] != "topk":
+            families.setdefault((e["k"], e["value_mode"], e["with_grad"]), []).append(e)
+    if not any(len({e["beta"] for e in fam}) > 1 for fam in families.values()):
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    keys = (("loss_recovered", "loss recovered"), ("dead_frac", "dead latents (held-out)"), ("selection_shift", "selection shift"))
+    colors = plt.get_cmap("tab10")
+    for i, ((k, mode, grad), fam) in enumerate(sorted(families.items())):
+        fam = sorted(fam, key=lambda e: e["beta"])
+        label = f"k={k} {mode}" + ("" if grad else " @β0 (no gradient at inference)")
+        for ax, (key, _) in zip(axes, keys, strict=True):
+            pts = [(e["beta"], *e[key]) for e in fam if key in e]
+            if pts and not (key == "selection_shift" and not grad):
+                x, y, sd = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
+                ax.errorbar(x, y, yerr=np.nan_to_num(sd), fmt="-o" if grad else "--s", color=colors(i // 2 % 10),
+                            alpha=1.0 if grad else 0.6, capsize=3, label=label)
+    for e in entries:
+        if e["architecture"] == "topk":
+            for ax, (key, _) in zip(axes[:2], keys[:2], strict=True):
+                ax.axhline(e[key][0], color="black", linestyle=":", linewidth=1, label=f"TopK k={e['k']}")
+    for ax, (_, title) in zip(axes, keys, strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("β (gradients scaled to mean norm √d)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "beta_sweep.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_results(run_dirs: Sequence[str | Path], out_md: str | Path, plots_dir: str | Path) -> dict[str, Any]:
     """Aggregate ``run_dirs`` into ``out_md`` (+ ``summary.json`` beside it) and the Pareto PNGs."""
     summary = summarize(load_rows(run_dirs))
-    pngs = pareto_plots(summary, plots_dir)
+    sweep = beta_sweep_plot(summary, plots_dir)
+    pngs = ([sweep] if sweep else []) + (pareto_plots(summary, plots_dir) if len({e["k"] for e in summary.values()}) > 1 else [])
     md = Path(out_md)
     rel = [p.relative_to(md.parent) if p.is_relative_to(md.parent) else p for p in pngs]
     text = (
