@@ -161,9 +161,9 @@ class TrainConfig:
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     metrics_out: str = "metrics/train_metrics.json"
-    """Final training figures per variant (JSON: variant → fvu, l0, dead_frac, ...)."""
+    """Final training figures per variant (JSON: variant → fvu, l0, dead_frac, ...); wall time goes to ``<stem>.run.json`` beside it."""
     curves_dir: str = "metrics/train_curves"
-    """Training curves, one CSV per variant (``<curves_dir>/<variant>.csv``, DVC plots)."""
+    """Training curves: ``<curves_dir>/curves.csv``, long format (one row per variant and logged step)."""
     log_every: int = 10
     """Steps between curve points (means over the steps since the previous point)."""
     init_sample_tokens: int = 16384
@@ -186,7 +186,9 @@ class EvaluateConfig:
     tokens: int = 4096
     """Held-out tokens evaluated (the first ones of the store); also what ``--heldout`` harvests."""
     out: str = "metrics/evaluate.json"
-    """Metrics JSON (DESIGN §3)."""
+    """Metrics JSON (DESIGN §3): variant name → figures."""
+    summary: str = "metrics/summary.json"
+    """Compact metrics keyed by series and k (``topk-x8.k32.loss_recovered``), stable across grids: the DVC metric."""
     report: str = "reports/report.md"
     """Markdown report written by the stage."""
     plots_dir: str = "reports/plots"
