@@ -96,7 +96,7 @@ DEAD_LATENTS_NOTE = (
     "Two dead-latent figures: **dead (train)** is the trainer's count at the end of training, a latent "
     "not selected with a positive value during the last `train.dead_tokens` training tokens (the AuxK loss "
     "revives such latents); **dead (held out)** is the fraction of latents never active on any evaluated "
-    "held-out token. With few held-out tokens the second is larger: a latent that fires rarely can be alive "
+    "held-out token. With few held-out tokens the second can be larger: a latent that fires rarely can be alive "
     "in training yet silent on a small evaluation set."
 )
 

@@ -32,7 +32,7 @@ def make_project(tmp: Path, model_dir: Path) -> Path:
     for pkg in ("pipeline", "cache", "stages"):
         shutil.copytree(ROOT / pkg, repo / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copytree(ROOT / "dvc_plots", repo / "dvc_plots")
+    shutil.copytree(ROOT / "plot_templates", repo / "plot_templates")
     write_params(repo, tiny_params(model_dir))
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)

@@ -23,8 +23,17 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     assert {"topk-k4-x2-s0", "gsae-k4-b1-x2-aug-s0", "gsae-k4-b1-x2-aug-s0@beta0"} <= set(metrics)
     assert (repo / "reports" / "report.md").is_file()
 
-    shown = run(["dvc", "metrics", "show", "--json"], repo)
-    assert "topk-k4-x2-s0" in shown and "loss_recovered" in shown
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
+    flat = json.dumps(shown)
+    assert '"topk-x2"' in flat and '"k4"' in flat and "loss_recovered" in flat and "topk-k4-x2-s0" not in flat
+    assert "seconds" not in flat  # wall time is run information, not a metric
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo))["data"]
+    assert {"training_fvu", "loss_recovered_vs_k", "fvu_vs_loss_recovered", "steering_kl"} <= set(plots)
+    assert plots["training_fvu"][0]["content"]["encoding"]["color"]["field"] == "variant"
+    assert {row["variant"] for row in plots["training_fvu"][0]["content"]["data"]["values"]} == {
+        "topk-k4-x2-s0", "gsae-k4-b1-x2-aug-s0"}
+    assert any(p.endswith("training_curves.png") for p in plots)
+    assert (repo / "reports" / "plots" / "training_curves.png").stat().st_size > 1000
 
     params = tiny_params(tiny_llama)
     params["train"]["grid"]["k"] = [3]
@@ -36,3 +45,23 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
 
     assert _ran(run(["dvc", "repro", "train"], repo)) == set()
     assert _ran(run(["dvc", "repro", "--force", "--single-item", "train"], repo)) == {"train"}
+
+
+def test_dvc_repro_with_custom_stores(tiny_llama, tmp_path):
+    """Stores outside the DVC outputs (a plain path and a new file:// URL) work in dvc repro."""
+    repo = make_project(tmp_path, tiny_llama)
+    params = tiny_params(tiny_llama)
+    train_store = tmp_path / "stores" / "train.zarr"
+    held_store = tmp_path / "stores" / "new" / "folder" / "heldout.zarr"
+    params["harvest"]["store"] = str(train_store)
+    params["evaluate"]["store"] = f"file://{held_store}"
+    write_params(repo, params)
+    out = run(["dvc", "repro"], repo)
+    assert _ran(out) == {"harvest", "harvest_heldout", "train", "evaluate"}
+    assert (train_store / "zarr.json").is_file() and (held_store / "zarr.json").is_file()
+    ref = json.loads((repo / "data" / "cache" / "train" / "store.json").read_text())
+    assert ref["store"] == str(train_store) and len(ref["key"]) == 64
+    held_ref = json.loads((repo / "data" / "cache" / "heldout" / "store.json").read_text())
+    assert held_ref["store"] == f"file://{held_store}"
+    assert "topk-k4-x2-s0" in json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert _ran(run(["dvc", "repro"], repo)) == set()
