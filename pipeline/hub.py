@@ -2,9 +2,9 @@
 
 Without this, ``transformers`` and ``datasets`` retry for 30–50 s before failing with a
 multi-line error. :func:`hub_access` answers once per process: ``HF_HUB_OFFLINE`` (or
-``TRANSFORMERS_OFFLINE`` / ``HF_DATASETS_OFFLINE``) set means offline; otherwise one TCP
-connection to the hub endpoint (``HF_ENDPOINT``, or the proxy from ``HTTPS_PROXY``) is tried,
-DNS included, within :data:`PROBE_TIMEOUT_S`.
+``TRANSFORMERS_OFFLINE`` / ``HF_DATASETS_OFFLINE``) set means offline; otherwise one HTTP
+``HEAD`` of the hub endpoint (``HF_ENDPOINT``; proxies from the environment apply) must get
+an answer, any status, within :data:`PROBE_TIMEOUT_S`, name resolution included.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
 import threading
-from urllib.parse import urlsplit
+import urllib.error
+import urllib.request
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +37,20 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "").strip() or DEFAULT_ENDPOINT
 
 
-def _probe_target() -> tuple[str, int]:
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    parts = urlsplit(proxy or endpoint())
-    default_port = 443 if parts.scheme == "https" else 80
-    return parts.hostname or "huggingface.co", parts.port or default_port
-
-
 @functools.lru_cache(maxsize=8)
-def _reachable(host: str, port: int, timeout: float) -> str | None:
-    """None when a TCP connection opens within ``timeout``, else why not (one phrase)."""
-    result: list[str | None] = [f"no answer within {timeout:.0f} s"]
+def _reachable(url: str, timeout: float) -> str | None:
+    """None when ``url`` answers a HEAD request (any HTTP status) within ``timeout``, else why not."""
+    result: list[str | None] = [f"no answer within {timeout:g} s"]
 
     def probe() -> None:
         try:
-            with socket.create_connection((host, port), timeout=timeout):
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
                 result[0] = None
-        except OSError as exc:
-            result[0] = exc.strerror or type(exc).__name__
+        except urllib.error.HTTPError:  # the server answered
+            result[0] = None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            result[0] = getattr(reason, "strerror", None) or str(reason) or type(exc).__name__
 
     worker = threading.Thread(target=probe, name="gsae-hub-probe", daemon=True)
     worker.start()
@@ -67,10 +63,9 @@ def hub_access(*offline_vars: str) -> str | None:
     var = offline_env(*offline_vars)
     if var is not None:
         return f"{var} is set"
-    host, port = _probe_target()
-    why = _reachable(host, port, PROBE_TIMEOUT_S)
+    why = _reachable(endpoint(), PROBE_TIMEOUT_S)
     if why is not None:
-        log.debug("hub probe %s:%d failed: %s", host, port, why)
+        log.debug("hub probe of %s failed: %s", endpoint(), why)
         return f"the hub ({endpoint()}) is unreachable: {why}"
     return None
 

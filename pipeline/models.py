@@ -140,6 +140,14 @@ def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     raise ModelLoadError(f"model {cfg.name!r} is not a local folder nor in the local hub cache, and {why}")
 
 
+def model_identity(cfg: ModelConfig) -> str:
+    """The model's name inside a cache key: ``local`` for a folder (its content hash, the
+    revision, identifies it), so the same files at two paths give the same key."""
+    if cfg.name != SMOLLM2_ALIAS and Path(cfg.name).expanduser().is_dir():
+        return "local"
+    return cfg.name
+
+
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The decoder-block list and its module path."""
     n = next(

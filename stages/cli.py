@@ -34,9 +34,15 @@ def _version() -> str:
         return "unknown"
 
 
+PROJECT_LOGGERS = ("pipeline", "cache", "stages", "gsae")
+
+
 def setup_logging(verbose: bool) -> None:
-    """INFO (DEBUG with ``-v``) for the project's loggers; third-party loggers stay at WARNING."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """INFO for everyone; DEBUG for the project's own loggers with ``-v``; noisy libraries at WARNING."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
