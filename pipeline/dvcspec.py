@@ -73,6 +73,10 @@ _EVALUATE = {
     )
 }
 
+HELDOUT_SWAPPED = {"data.split": None, "harvest.tokens": "evaluate.tokens", "harvest.store": "evaluate.store"}
+"""Fields ``heldout_params`` overwrites for the held-out store: reading them there reads the
+named key instead (``data.split`` becomes the constant ``heldout``)."""
+
 READS: dict[str, frozenset[str]] = {
     "harvest": frozenset(_MODEL_LOAD | _TRAIN_STORE | {"harvest.batch_size"}),
     "harvest_heldout": frozenset(_MODEL_LOAD | _HELDOUT_STORE | {"harvest.batch_size"}),

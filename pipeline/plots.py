@@ -136,9 +136,8 @@ def fvu_vs_loss_recovered(path: Path, results: Sequence[Any]) -> Path:
     return _save(fig, path)
 
 
-def steering(path: Path, results: Sequence[Any]) -> Path:
-    """Steering KL and max |Δ log p| per latent: one box per (series, k), seeds pooled."""
-    plt = _pyplot()
+def steering_boxes(results: Sequence[Any]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(series, label, KL values, |Δ log p| values): one box per (series, k), seeds pooled."""
     boxes: list[tuple[str, str, np.ndarray, np.ndarray]] = []
     for group, rs in _groups(results).items():
         for k in sorted({r.k for r in rs}):
@@ -146,6 +145,13 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
             if steered:
                 boxes.append((group, f"{group}\nk={k}", np.concatenate([s.kl for s in steered]),
                               np.concatenate([s.logit for s in steered])))
+    return boxes
+
+
+def steering(path: Path, results: Sequence[Any]) -> Path:
+    """Steering KL and max |Δ log p| per latent: one box per (series, k), never pooling values of k."""
+    plt = _pyplot()
+    boxes = steering_boxes(results)
     colours = _colours([b[0] for b in boxes])
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(boxes) + 4), 4.5))
     for ax, col, label in ((axes[0], 2, "KL(p_steered ‖ p_clean) per token"),

@@ -105,3 +105,55 @@ def test_runtime_only_keys_change_no_output_relevant_key():
     base = params_from_dict({})
     changed = params_from_dict({}, ["model.device=cpu", "harvest.batch_size=3"])
     assert key_fields(base) == key_fields(changed)
+
+
+def _record_reads(monkeypatch) -> set[str]:
+    """Record every config field read from project code (not copies/validation) from now on.
+
+    ``dataclasses.replace``, ``params_to_dict`` (provenance copies into store attributes and
+    cfg.json) and ``__post_init__`` (cross-field validation) read every field without using
+    it, so reads from those frames are not counted.
+    """
+    import dataclasses
+    import sys
+
+    from pipeline import config
+
+    seen: set[str] = set()
+    sections = {config.ModelConfig: "model", config.DataConfig: "data", config.HarvestConfig: "harvest",
+                config.TrainConfig: "train", config.GridConfig: "train.grid", config.EvaluateConfig: "evaluate"}
+    skip = {"params_to_dict", "__post_init__"}
+    for cls, section in sections.items():
+        names = {f.name for f in dataclasses.fields(cls) if f"{section}.{f.name}" in LEAVES}
+
+        def getter(self, name, _names=names, _section=section):
+            if name in _names:
+                code = sys._getframe(1).f_code
+                if not code.co_filename.endswith("dataclasses.py") and code.co_name not in skip:
+                    seen.add(f"{_section}.{name}")
+            return object.__getattribute__(self, name)
+
+        monkeypatch.setattr(cls, "__getattribute__", getter)
+    return seen
+
+
+def test_stage_commands_read_only_declared_fields(tiny_llama, tmp_path, monkeypatch, capsys):
+    """Run each stage's command in-process on a tiny model, recording the config fields it reads."""
+    from tests.clirun import run_cli
+    from tests.dvc_project import tiny_params, write_params
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, tiny_params(tiny_llama))
+    commands = {"harvest": ["harvest"], "harvest_heldout": ["harvest", "--heldout"], "train": ["train"],
+                "evaluate": ["evaluate"]}
+    for stage, args in commands.items():
+        with monkeypatch.context() as m:
+            seen = _record_reads(m)
+            code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+        assert seen, stage
+        if stage in ("harvest_heldout", "evaluate"):  # reads of the swapped fields read other keys
+            swapped = {k for k in seen if k in dvcspec.HELDOUT_SWAPPED}
+            seen = (seen - swapped) | {v for k in swapped if (v := dvcspec.HELDOUT_SWAPPED[k])}
+        undeclared = seen - dvcspec.READS[stage]
+        assert undeclared == set(), f"{stage} reads fields pipeline/dvcspec.py does not declare"
