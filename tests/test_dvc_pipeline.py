@@ -46,6 +46,18 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     assert _ran(run(["dvc", "repro", "train"], repo)) == set()
     assert _ran(run(["dvc", "repro", "--force", "--single-item", "train"], repo)) == {"train"}
 
+    # Two experiments with different k grids share the metric columns of the k they have in common.
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "k3"], repo)
+    run(["dvc", "exp", "run", "-n", "k34", "-S", "train.grid.k=[3,4]"], repo)
+    table = run(["dvc", "exp", "show", "--csv"], repo).splitlines()
+    header = table[0].split(",")
+    col = header.index("topk-x2.k3.loss_recovered")
+    k4 = header.index("topk-x2.k4.loss_recovered")
+    rows = {line.split(",")[0]: line.split(",") for line in table[1:]}
+    assert rows["k34"][col] and rows["k34"][k4]  # the experiment fills both k3 and k4
+    assert [r for name, r in rows.items() if name != "k34" and r[col]]  # the committed run fills k3 too
+
 
 def test_dvc_repro_with_custom_stores(tiny_llama, tmp_path):
     """Stores outside the DVC outputs (a plain path and a new file:// URL) work in dvc repro."""
