@@ -91,6 +91,7 @@ def training_curves(path: Path, curves: Sequence[Mapping[str, Any]]) -> Path:
         ax.grid(alpha=0.3)
     if names:
         axes[0].legend(fontsize=7)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -162,6 +163,8 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
             for patch, b in zip(art["boxes"], boxes, strict=True):
                 patch.set_facecolor(colours[b[0]])
                 patch.set_alpha(0.45)
+                if b[0].endswith("@beta0"):
+                    patch.set_hatch("//")
             ax.set_xticks(range(1, len(boxes) + 1), [b[1] for b in boxes], rotation=30, ha="right", fontsize=7)
             if all(np.all(d > 0) for d in data):
                 ax.set_yscale("log")
@@ -169,7 +172,8 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
             ax.text(0.5, 0.5, "no steering data", ha="center", va="center", transform=ax.transAxes)
         ax.set(ylabel=label)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Steering effect per latent (one box per series and k)")
+    fig.suptitle("Steering effect per latent (one box per series and k; hatched: β = 0 at inference)")
+    fig.tight_layout()
     return _save(fig, path)
 
 
