@@ -10,7 +10,9 @@ Runtime-only keys change how fast or where a stage runs, never what it writes (b
 provenance records such as the store attributes or cfg.json's ``training`` copy, and
 float differences between devices of the kind documented in README "Reproducibility"):
 ``model.device``, ``harvest.batch_size``, ``train.device``, ``train.prefetch``,
-``train.checkpoint_every`` (a resumed run ends bit-identical) and ``evaluate.batch_size``.
+``train.checkpoint_every`` (a resumed run ends bit-identical), ``evaluate.batch_size``,
+``evaluate.splice`` and ``evaluate.edits_per_forward`` (the suffix splice gives the full
+recomputation's figures up to float rounding, tests/test_suffix.py).
 They stay in params.yaml, read by the commands, tracked by no stage.
 
 ``train.log_every`` is *not* runtime-only: it sets the resolution of the training curves
@@ -37,6 +39,8 @@ RUNTIME_ONLY = frozenset(
         "train.prefetch",
         "train.checkpoint_every",
         "evaluate.batch_size",
+        "evaluate.splice",
+        "evaluate.edits_per_forward",
     }
 )
 """Keys that change speed or placement only: in params.yaml, in no stage's ``params:``."""
@@ -51,9 +55,11 @@ _STORE_FORMAT = {
     "harvest.layers", "harvest.cache_root", "harvest.tokens_per_shard", "harvest.chunk_tokens",
     "harvest.dtype", "harvest.compressor", "harvest.compression_level", "harvest.store_loss",
 }
-_TRAIN_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {"data.split", "harvest.tokens", "harvest.store"}
+_TRAIN_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {"data.split", "harvest.tokens", "harvest.store", "harvest.autocast"}
 """What ``store_key`` / ``store_url`` read for the training store."""
-_HELDOUT_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {"evaluate.tokens", "evaluate.store"}
+_HELDOUT_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {
+    "evaluate.tokens", "evaluate.store", "evaluate.first_token", "evaluate.harvest_tokens",
+}
 """The same for the held-out store (``heldout_params`` swaps split, tokens and store)."""
 
 _GRID = {f"train.grid.{k}" for k in ("architecture", "k", "beta", "expansion", "value_mode", "lr", "seed")}
@@ -69,13 +75,17 @@ _EVALUATE = {
     f"evaluate.{k}"
     for k in (
         "store", "tokens", "out", "summary", "report", "plots_dir", "batch_size", "steer_latents",
-        "steer_contexts", "steer_scale", "seed",
+        "steer_contexts", "steer_scale", "seed", "first_token", "harvest_tokens", "splice", "edits_per_forward",
     )
 }
 
-HELDOUT_SWAPPED = {"data.split": None, "harvest.tokens": "evaluate.tokens", "harvest.store": "evaluate.store"}
+HELDOUT_SWAPPED = {
+    "data.split": None, "harvest.autocast": None, "harvest.tokens": "evaluate.harvest_tokens",
+    "harvest.store": "evaluate.store",
+}
 """Fields ``heldout_params`` overwrites for the held-out store: reading them there reads the
-named key instead (``data.split`` becomes the constant ``heldout``)."""
+named key instead (``data.split`` and ``harvest.autocast`` become constants; the token count
+comes from ``evaluate.harvest_tokens`` or ``first_token + tokens``)."""
 
 READS: dict[str, frozenset[str]] = {
     "harvest": frozenset(_MODEL_LOAD | _TRAIN_STORE | {"harvest.batch_size"}),

@@ -49,3 +49,7 @@ class SAEFormatError(PipelineError, ValueError):
 
 class NothingToEvaluate(PipelineError, FileNotFoundError):
     """``train.out_dir`` holds no trained SAE variant."""
+
+
+class ExportError(PipelineError, ValueError):
+    """A trained SAE cannot be written in the requested external format."""

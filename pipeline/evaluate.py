@@ -3,7 +3,7 @@
 Inputs are files only: the held-out store (validated: complete, right key/model, hooks
 present), each ``<train.out_dir>/<variant>/`` holding ``sae.safetensors`` (loaded with
 :func:`pipeline.saes.io.load_sae`, raw-space weights), and the LM (``params.model``).
-The first ``evaluate.tokens`` tokens of the store (whole contexts) are evaluated.
+The ``evaluate.tokens`` tokens (whole contexts) from ``evaluate.first_token`` on are evaluated.
 
 Per variant (and, for a g-SAE with β > 0, the same SAE encoded with β = 0 as
 ``<variant>@beta0``):
@@ -14,8 +14,14 @@ Per variant (and, for a g-SAE with β > 0, the same SAE encoded with β = 0 as
 - ``ce_clean``, ``ce_spliced``, ``ce_zero_ablation``, ``loss_recovered``, ``kl`` from
   splicing into the *live* model (:mod:`pipeline.splice`: the SAE encodes the model's own
   activation; the g-SAE gradient comes from the store);
-- ``steer_kl_{mean,median,p10,p90}`` and ``steer_logit_{...}`` (:mod:`pipeline.steering`,
-  protocol in docs/steering.md).
+- ``selection_shift`` for gradient-aware SAEs: the fraction of selections that differ from
+  the same SAE's β = 0 selection (0 for the ``@beta0`` twin by definition);
+- ``steer_kl_{mean,median,p10,p90,ci_lo,ci_hi}`` and ``steer_logit_{...}``
+  (:mod:`pipeline.steering`, protocol in docs/steering.md; ``ci_*`` is a 95 % bootstrap CI
+  of the mean over latents). Steering depends on the decoder only, so ``@beta0`` twins are
+  not steered again.
+
+Splicing runs only the blocks after the hook per variant (``evaluate.splice``).
 """
 
 from __future__ import annotations
@@ -42,9 +48,9 @@ from pipeline.plots import make_plots
 from pipeline.report import VariantResult, write_metrics, write_report
 from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE
-from pipeline.saes.io import WEIGHTS, load_sae
+from pipeline.saes.io import WEIGHTS, load_sae, weights_file
 from pipeline.splice import Edit, sae_editor, splice_losses, zero_editor
-from pipeline.steering import SteerResult, clean_reference, pick_contexts, steer_sae
+from pipeline.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +72,10 @@ class Entry:
 
 
 def find_variants(out_dir: str | Path) -> list[Path]:
-    """Sub-directories of ``out_dir`` that hold ``sae.safetensors``, sorted by name."""
+    """Sub-directories of ``out_dir`` that hold SAE weights (``sae_weights.safetensors`` or the
+    legacy ``sae.safetensors``), sorted by name."""
     root = Path(out_dir)
-    found = sorted(p for p in root.glob("*") if (p / WEIGHTS).is_file()) if root.is_dir() else []
+    found = sorted(p for p in root.glob("*") if weights_file(p) is not None) if root.is_dir() else []
     if not found:
         raise NothingToEvaluate(f"no trained SAE variants in {root} (no <variant>/{WEIGHTS}); run `gsae train` first")
     return found
@@ -153,9 +160,12 @@ def run_evaluate(
     find_variants(params.train.out_dir)  # fail fast, before loading the LM
     info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
     T = info.context_length
-    n_ctx = min(ev.tokens, info.n_tokens) // T
+    first = ev.first_token
+    n_ctx = min(ev.tokens, max(0, info.n_tokens - first)) // T
     if n_ctx == 0:
-        raise ConfigError(f"evaluate.tokens={ev.tokens} is less than one context ({T} tokens) of {store_url}")
+        raise ConfigError(
+            f"{store_url} holds no whole context from token {first} on ({info.n_tokens} tokens, evaluate.tokens={ev.tokens})"
+        )
     if n_ctx * T < ev.tokens:
         log.warning("evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens)
     lm = lm or load_model(params.model)
@@ -166,7 +176,7 @@ def run_evaluate(
     tokens = None
     for hook in hooks:
         open_store(store_url, hook=hook)
-        tokens, acts[hook], grads[hook] = read_rows(store_url, hook, 0, n_ctx * T)
+        tokens, acts[hook], grads[hook] = read_rows(store_url, hook, first, first + n_ctx * T)
     assert tokens is not None
     ids = torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T)
     rows = usable_rows(n_ctx * T, T)
@@ -182,7 +192,10 @@ def run_evaluate(
     edits = {e.name: Edit(e.block, sae_editor(e.sae, grads_t[e.hook])) for e in entries}
     edits |= {f"zero:{h}": Edit(blocks[h], zero_editor()) for h in hooks}
     stored = {blocks[h]: torch.from_numpy(acts[h]).view(n_ctx, T, d) for h in hooks}
-    spliced = splice_losses(lm, ids, edits, batch_size=ev.batch_size, stored_acts=stored)
+    spliced = splice_losses(
+        lm, ids, edits, batch_size=ev.batch_size, stored_acts=stored, mode=ev.splice,
+        edits_per_forward=ev.edits_per_forward,
+    )
     for block, err in spliced.act_rel_err.items():
         level = logging.WARNING if err > 0.02 else logging.INFO
         log.log(level, "block %d: live vs stored activation relative error %.2e", block, err)
@@ -190,8 +203,10 @@ def run_evaluate(
     steer: dict[str, SteerResult] = {}
     ctx_idx = pick_contexts(n_ctx, ev.steer_contexts, ev.seed)
     if ev.steer_latents > 0 and ctx_idx.size > 0:
-        ref = clean_reference(lm, ids[torch.from_numpy(ctx_idx)], ev.batch_size)
+        ref = clean_reference(lm, ids[torch.from_numpy(ctx_idx)], ev.batch_size, tuple(sorted(set(blocks.values()))))
         for e in entries:
+            if e.name.endswith(BETA0_SUFFIX):
+                continue
             steer[e.name] = steer_sae(
                 lm, e.block, ref, e.sae.W_dec, recon[e.name].freq, recon[e.name].mean_act,
                 n_latents=ev.steer_latents, scale=ev.steer_scale, seed=ev.seed, name=e.name,
@@ -229,9 +244,13 @@ def _entry_metrics(
         "ce_clean": ce_clean, "ce_spliced": ce_spliced, "ce_zero_ablation": ce_zero,
         "loss_recovered": loss_recovered(ce_clean, ce_spliced, ce_zero), "kl": kl,
     }
+    if rs.selection_shift is not None:
+        m["selection_shift"] = rs.selection_shift
     if st is not None:
-        m |= {f"steer_kl_{k}": v for k, v in distribution(st.kl).items()}
-        m |= {f"steer_logit_{k}": v for k, v in distribution(st.logit).items()}
+        for key, values in (("steer_kl", st.kl), ("steer_logit", st.logit)):
+            m |= {f"{key}_{k}": v for k, v in distribution(values).items()}
+            if len(values) >= 2:
+                m[f"{key}_ci_lo"], m[f"{key}_ci_hi"] = bootstrap_ci(values)
         m["steer_latents"] = float(len(st.latents))
     return {k: float(v) for k, v in m.items()}
 
@@ -250,7 +269,7 @@ def _settings(
         "store key": info.key,
         "store dataset": info.dataset,
         "store dtype": info.dtype,
-        "tokens evaluated": f"{n_ctx * T} ({n_ctx} contexts × {T}); FVU/L0 on {n_ctx * (T - 1)} non-first positions",
+        "tokens evaluated": f"{n_ctx * T} ({n_ctx} contexts × {T}) from token {params.evaluate.first_token}; FVU/L0 on {n_ctx * (T - 1)} non-first positions",
         "train caches": sorted({str(e.cfg.get("cache_key", e.cfg.get("key", "?")))[:16] for e in entries}),
         "train.out_dir": params.train.out_dir,
         "live vs stored activation rel. error": {str(b): float(f"{v:.3g}") for b, v in act_err.items()},

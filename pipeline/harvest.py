@@ -46,8 +46,14 @@ class BatchGrads(NamedTuple):
     """[B, T] next-token CE at each position (last position 0)."""
 
 
-def forward_backward(lm: LoadedModel, layers: Sequence[int], ids: torch.Tensor) -> BatchGrads:
-    """Activations and ∂(sum of next-token CE)/∂activation at ``layers`` for ``ids`` [B, T]."""
+def forward_backward(
+    lm: LoadedModel, layers: Sequence[int], ids: torch.Tensor, autocast: str = "none"
+) -> BatchGrads:
+    """Activations and ∂(sum of next-token CE)/∂activation at ``layers`` for ``ids`` [B, T].
+
+    ``autocast`` (``none`` | ``bfloat16`` | ``float16``) runs the model under
+    ``torch.autocast``; the CE is always computed in float32.
+    """
     captured: dict[int, torch.Tensor] = {}
     first = min(layers)
 
@@ -65,7 +71,9 @@ def forward_backward(lm: LoadedModel, layers: Sequence[int], ids: torch.Tensor) 
     with ExitStack() as stack, torch.enable_grad():
         for layer in layers:
             stack.enter_context(edit_block_output(lm.blocks[layer], capture(layer)))
-        logits = lm.model(input_ids=ids, use_cache=False).logits
+        amp = autocast != "none"
+        with torch.autocast(lm.device.type, dtype=getattr(torch, autocast) if amp else None, enabled=amp):
+            logits = lm.model(input_ids=ids, use_cache=False).logits
         ce = F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten().long(), reduction="none"
         ).view(ids.shape[0], -1)
@@ -83,7 +91,7 @@ def key_fields(params: Params) -> dict[str, Any]:
     _, _, revision = _pretrained_source(params.model)
     h, d = params.harvest, params.data
     n_ctx = h.tokens // d.context_length
-    return {
+    fields = {
         "model": model_identity(params.model),
         "model_revision": revision,
         "model_dtype": params.model.dtype,
@@ -97,6 +105,9 @@ def key_fields(params: Params) -> dict[str, Any]:
         "store_loss": h.store_loss,
         "n_tokens": n_ctx * d.context_length,
     }
+    if h.autocast != "none":  # only when set, so stores harvested before the option keep their keys
+        fields["autocast"] = h.autocast
+    return fields
 
 
 def store_key(params: Params) -> str:
@@ -113,9 +124,16 @@ def store_url(params: Params, key: str | None = None) -> str:
 
 
 def heldout_params(params: Params) -> Params:
-    """Params of the held-out harvest that evaluation reads (split, tokens and store swapped)."""
+    """Params of the held-out harvest that evaluation reads (split, tokens and store swapped).
+
+    The held-out store is always harvested without autocast: evaluation figures must not
+    depend on the speed knob of the training harvest.
+    """
+    ev = params.evaluate
     data = dataclasses.replace(params.data, split="heldout")
-    harvest = dataclasses.replace(params.harvest, tokens=params.evaluate.tokens, store=params.evaluate.store)
+    harvest = dataclasses.replace(
+        params.harvest, tokens=ev.harvest_tokens or ev.first_token + ev.tokens, store=ev.store, autocast="none"
+    )
     return dataclasses.replace(params, data=data, harvest=harvest)
 
 
@@ -252,7 +270,7 @@ def _harvest_shards(
             )
             for b in range(0, len(shard_ctx), params.harvest.batch_size):
                 ids = torch.from_numpy(shard_ctx[b : b + params.harvest.batch_size]).to(lm.device)
-                out = forward_backward(lm, layers, ids)
+                out = forward_backward(lm, layers, ids, params.harvest.autocast)
                 rows = slice(b * T, b * T + ids.numel())
                 for layer, hk in zip(layers, hooks, strict=True):
                     shard.acts[hk][rows] = out.acts[layer].flatten(0, 1).to("cpu", torch.float32).numpy()

@@ -7,7 +7,10 @@ position of a context (BOS / attention sink, excluded from training too):
   rows, so FVU = 1 for the constant predictor x̂ = x̄),
 - ``mse``  = Σ‖x − x̂‖² / (N·d) (per-element mean squared error),
 - ``l0``   = mean number of nonzero latents per token,
-- ``dead_frac`` = fraction of latents never nonzero on the evaluated rows.
+- ``dead_frac`` = fraction of latents never nonzero on the evaluated rows,
+- ``selection_shift`` (gradient-aware architectures only) = fraction of the selected
+  latents that are not in the plain top-k of the pre-activations, i.e. that the same SAE
+  encoded with β = 0 would not have selected.
 
 x are the stored activations (float16 in the default store, read as float32) and the g-SAE
 encoder receives the stored clean gradient of the same token.
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.saes.base import SAE
+from pipeline.saes.base import SAE, changed_selections
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ReconStats:
     """[n] tokens on which each latent is nonzero."""
     mean_act: np.ndarray
     """[n] mean nonzero value of each latent (0 for never-active latents)."""
+    selection_shift: float | None = None
+    """Fraction of selections the gradient changed (None for gradient-free architectures)."""
 
 
 def usable_rows(n_rows: int, context_length: int) -> np.ndarray:
@@ -56,7 +61,7 @@ def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 409
     x64 = torch.from_numpy(act).to(torch.float64)
     mean = x64.mean(dim=0)
     total_var = float(((x64 - mean) ** 2).sum())
-    sse, nonzero = 0.0, 0
+    sse, nonzero, changed, selected = 0.0, 0, 0, 0
     freq = torch.zeros(sae.d_sae, dtype=torch.float64)
     act_sum = torch.zeros(sae.d_sae, dtype=torch.float64)
     for start in range(0, n, chunk):
@@ -68,6 +73,9 @@ def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 409
         nonzero += int(active.sum())
         freq += active.sum(dim=0).double().cpu()
         act_sum += out.acts.clamp_min(0).sum(dim=0).double().cpu()
+        if sae.uses_grad:
+            changed += int(changed_selections(out.pre, out.indices))
+            selected += out.indices.numel()
     mean_act = torch.where(freq > 0, act_sum / freq.clamp_min(1), torch.zeros_like(act_sum))
     return ReconStats(
         fvu=sse / total_var if total_var > 0 else math.nan,
@@ -76,6 +84,7 @@ def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 409
         dead_frac=float((freq == 0).double().mean()),
         freq=freq.numpy(),
         mean_act=mean_act.numpy(),
+        selection_shift=changed / selected if sae.uses_grad else None,
     )
 
 

@@ -2,7 +2,7 @@
 
 Files (every one written atomically):
 
-- ``<train.curves_dir>/curves.csv``  variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr
+- ``<train.curves_dir>/curves.csv``  variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr, selection_shift (g-SAEs)
 - ``<evaluate.plots_dir>/variants.csv``  one row per evaluated entry: variant, series,
   architecture, k, seed and every metric (the source of the k and FVU plots)
 - ``<evaluate.plots_dir>/metrics_long.csv``  variant, series, architecture, k, seed, metric, value
@@ -31,7 +31,7 @@ from typing import Any
 from pipeline.fileio import atomic_write_text
 
 CURVES_FILE = "curves.csv"
-CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr")
+CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
 ID_COLUMNS = ("variant", "series", "architecture", "k", "seed")
 SUMMARY_KEYS = (
     "loss_recovered", "fvu", "kl", "l0", "dead_frac", "train_dead_frac", "ce_spliced", "steer_kl_median",

@@ -7,12 +7,17 @@ of two, c = 2^round(log2(√d / mean‖x‖)), so mean‖c·x‖ lies within a f
 payoff is that multiplying by c (and folding c into the saved weights, see
 :mod:`pipeline.saes.io`) is exact in floating point.
 
-Gradient scale γ (``grad_scale``): γ = 1 / mean‖g‖, so the scaled gradients have unit mean
-norm. With unit-norm decoder rows (d_i · γg) is then the cosine-like alignment of latent i
-with the loss gradient times the gradient's relative size at this token, and β is the
-relative weight of that term: s_i = z_i (1 + β |d_i · γ g|). β = 1 means a latent perfectly
-aligned with an average-sized gradient has its score doubled. (The scale saved in
-``cfg.json`` acts on raw activations, so it is c·γ there.)
+Gradient scale γ (``grad_scale``): γ = √d / mean‖g‖, so the scaled gradients have mean
+norm √d, like the scaled activations. This is what gives β a meaning that carries across
+models, layers and widths: for a unit-norm decoder row d_i in general position relative to
+g, d_i · γg is distributed like N(0, ‖γg‖²/d), so the gradient factor f_i = |d_i · γg| is
+≈ 0.8 on average at a typical token whatever d, n or the gradient's raw size (measured on
+SmolLM2 block 15: see docs/results.md). In s_i = z_i (1 + β f_i), β = 1 therefore weighs
+the gradient term like the encoder's own pre-activation, β ≪ 1 re-ranks only near-ties
+and β ≫ 1 lets the gradient dominate. (Before this choice γ was 1 / mean‖g‖, which made
+f ≈ 0.034 in d = 576 and β = 1 a 5 % re-ranking; the old β maps to the new one as
+β_new = β_old / √d.) The scale saved in ``cfg.json`` acts on raw activations, so it is c·γ
+there.
 
 b_dec is initialised in the scaled space at the geometric median (Weiszfeld iterations) or
 the mean of the sample, so z starts centred on the data.
@@ -47,9 +52,9 @@ def activation_scale(acts: np.ndarray | torch.Tensor) -> float:
 
 
 def gradient_scale(grads: np.ndarray | torch.Tensor) -> float:
-    """γ with mean‖γ·g‖ = 1: grads [N, d] (raw) → γ, rounded to float32."""
+    """γ with mean‖γ·g‖ = √d: grads [N, d] (raw) → γ, rounded to float32."""
     mean_norm = _mean_norm(grads, "gradient")
-    return 1.0 if mean_norm is None else float(np.float32(1.0 / mean_norm))
+    return 1.0 if mean_norm is None else float(np.float32(math.sqrt(grads.shape[1]) / mean_norm))
 
 
 def geometric_median(x: torch.Tensor, iters: int = 20, eps: float = 1e-8) -> torch.Tensor:

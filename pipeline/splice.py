@@ -12,19 +12,23 @@ positions 1..T−1:
   gradient is the stored clean gradient of the same token (float16 → float32).
 - :func:`zero_editor` replaces the activation by 0 (zero ablation).
 
-:func:`splice_losses` runs, for each batch of contexts, one clean forward and one forward
-per editor, and returns per editor the mean next-token CE over all T−1 predictions of
-every context (positions 0..T−2, the same set as the clean CE) and the mean per-token
-KL(p_clean ‖ p_edited) over the same positions (position 0 included: it is unchanged, so
-its KL is 0 — the mean is over exactly the predictions CE averages over).
+:func:`splice_losses` runs, for each batch of contexts, one clean forward (capturing the
+clean state at every edited block) and then, per editor, only the blocks after the edited
+one (:mod:`pipeline.suffix`), several editors stacked along the batch per forward. It
+returns per editor the mean next-token CE over all T−1 predictions of every context
+(positions 0..T−2, the same set as the clean CE) and the mean per-token KL(p_clean ‖
+p_edited) over the same positions (position 0 included: it is unchanged, so its KL is 0 —
+the mean is over exactly the predictions CE averages over). ``mode="full"`` reruns the
+whole model per editor instead (the reference the suffix path is tested against).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,6 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pipeline.models import LoadedModel, edit_block_output
+from pipeline.suffix import PrefixCapture, suffix_logits
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +125,8 @@ def splice_losses(
     *,
     batch_size: int = 8,
     stored_acts: Mapping[int, torch.Tensor] | None = None,
+    mode: Literal["suffix", "full"] = "suffix",
+    edits_per_forward: int = 4,
 ) -> SpliceResult:
     """Clean CE and, per edit, spliced CE and KL(p_clean ‖ p_edit) over contexts ``ids`` [n, T].
 
@@ -130,50 +137,77 @@ def splice_losses(
     n, t = ids.shape
     if t < 2:
         raise ValueError("contexts need at least 2 tokens")
-    ce_clean = 0.0
-    ce = dict.fromkeys(edits, 0.0)
-    kl = dict.fromkeys(edits, 0.0)
-    err_num: dict[int, float] = {}
-    err_den: dict[int, float] = {}
+    acc = _Accumulator(edits)
+    blocks = sorted({e.block for e in edits.values()} | set(stored_acts or {}))
     bar = tqdm(total=n, unit="ctx", desc="splice", leave=False)
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
         batch = ids[rows]
-        captures: list[tuple[int, HookFn]] = []
+        capture = PrefixCapture(lm, blocks)
+        with capture.active():
+            logp_clean = F.log_softmax(logits(lm, batch), dim=-1)
         for block, stored in (stored_acts or {}).items():
-            captures.append((block, _comparer(block, stored[rows], err_num, err_den)))
-        logp_clean = F.log_softmax(logits(lm, batch, captures), dim=-1)
-        ce_clean += float(next_token_ce(logp_clean, batch))
+            acc.compare(block, capture.states[block], stored[rows])
+        acc.ce_clean += float(next_token_ce(logp_clean, batch))
         p_clean = logp_clean[:, :-1].exp()
-        for name, edit in edits.items():
-            fn = edit.fn
-            logp = F.log_softmax(logits(lm, batch, [(edit.block, lambda h, fn=fn, rows=rows: fn(h, rows))]), dim=-1)
-            ce[name] += float(next_token_ce(logp, batch))
-            kl[name] += kl_sum(p_clean, logp_clean[:, :-1], logp[:, :-1])
+        for names, logp in _edited_logps(lm, batch, rows, edits, capture, mode, edits_per_forward):
+            for j, name in enumerate(names):
+                part = logp[j * len(batch) : (j + 1) * len(batch)]
+                acc.ce[name] += float(next_token_ce(part, batch))
+                acc.kl[name] += kl_sum(p_clean, logp_clean[:, :-1], part[:, :-1])
             del logp
         del logp_clean, p_clean
         bar.update(len(batch))
     bar.close()
-    preds = n * (t - 1)
-    rel = {b: (err_num[b] / err_den[b]) ** 0.5 if err_den[b] > 0 else 0.0 for b in err_num}
-    return SpliceResult(
-        ce_clean / preds,
-        {k: v / preds for k, v in ce.items()},
-        {k: v / preds for k, v in kl.items()},
-        preds,
-        rel,
-    )
+    return acc.result(n * (t - 1))
 
 
-def _comparer(
-    block: int, stored: torch.Tensor, num: dict[int, float], den: dict[int, float]
-) -> Callable[[torch.Tensor], None]:
-    """A read-only hook that accumulates ‖live − stored‖² and ‖stored‖² at positions 1..."""
+def _edited_logps(
+    lm: LoadedModel, batch: torch.Tensor, rows: slice, edits: Mapping[str, Edit], capture: PrefixCapture,
+    mode: str, per_forward: int,
+) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """(names, log-probabilities [len(names)·B, T, V]) of the edits, a few per forward."""
+    if mode == "full":
+        for name, edit in edits.items():
+            fn = edit.fn
+            hook = (edit.block, lambda h, fn=fn: fn(h, rows))
+            yield [name], F.log_softmax(logits(lm, batch, [hook]), dim=-1)
+        return
+    by_block: dict[int, list[str]] = {}
+    for name, edit in edits.items():
+        by_block.setdefault(edit.block, []).append(name)
+    for block, names in by_block.items():
+        clean = capture.states[block]
+        for i in range(0, len(names), max(1, per_forward)):
+            chunk = names[i : i + max(1, per_forward)]
+            states = torch.cat([edits[name].fn(clean, rows) for name in chunk])
+            out = suffix_logits(lm, block, states, batch.repeat(len(chunk), 1), capture.tails[block])
+            yield chunk, F.log_softmax(out, dim=-1)
 
-    def fn(hidden: torch.Tensor) -> None:
-        live = hidden[:, 1:].float()
-        ref = stored[:, 1:].to(live.device, torch.float32)
-        num[block] = num.get(block, 0.0) + float(((live - ref) ** 2).sum())
-        den[block] = den.get(block, 0.0) + float((ref**2).sum())
 
-    return fn
+class _Accumulator:
+    """Running sums of clean CE, per-edit CE and KL, and the live-vs-stored activation error."""
+
+    def __init__(self, edits: Mapping[str, Edit]) -> None:
+        self.ce_clean = 0.0
+        self.ce = dict.fromkeys(edits, 0.0)
+        self.kl = dict.fromkeys(edits, 0.0)
+        self.err_num: dict[int, float] = {}
+        self.err_den: dict[int, float] = {}
+
+    def compare(self, block: int, live: torch.Tensor, stored: torch.Tensor) -> None:
+        """Accumulate ‖live − stored‖² and ‖stored‖² at positions 1.."""
+        lv = live[:, 1:].float()
+        ref = stored[:, 1:].to(lv.device, torch.float32)
+        self.err_num[block] = self.err_num.get(block, 0.0) + float(((lv - ref) ** 2).sum())
+        self.err_den[block] = self.err_den.get(block, 0.0) + float((ref**2).sum())
+
+    def result(self, preds: int) -> SpliceResult:
+        rel = {b: (self.err_num[b] / d) ** 0.5 if (d := self.err_den[b]) > 0 else 0.0 for b in self.err_num}
+        return SpliceResult(
+            self.ce_clean / preds,
+            {k: v / preds for k, v in self.ce.items()},
+            {k: v / preds for k, v in self.kl.items()},
+            preds,
+            rel,
+        )

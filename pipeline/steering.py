@@ -11,13 +11,17 @@ SAE). Per latent, over all steered positions (1..T−1) of the N contexts:
   the most-affected token's log-probability (normalised logit: log-softmax removes the
   constant shift softmax ignores), and ``token`` = that token's id.
 
-All (latent, context) pairs are batched together, ``batch_size`` rows per forward.
+All (latent, context) pairs are batched together, ``batch_size`` rows per forward, and
+only the blocks after the steered one run (:mod:`pipeline.suffix`), from the clean state
+the reference pass recorded. :func:`bootstrap_ci` gives a confidence interval of the
+mean effect over latents (the latents are the sampled unit; contexts are fixed).
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +30,7 @@ from tqdm.auto import tqdm
 
 from pipeline.models import LoadedModel
 from pipeline.splice import keep_first, logits
+from pipeline.suffix import PrefixCapture, suffix_logits
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,10 @@ class CleanRef:
     """[N, T] token ids."""
     logp: torch.Tensor
     """[N, T, V] float32 log-probabilities of the unmodified model."""
+    states: dict[int, torch.Tensor]
+    """block → [N, T, d] clean output state of that block."""
+    tails: dict[int, Any]
+    """block → the non-hidden part of the block's output (see :class:`PrefixCapture`)."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +77,22 @@ def pick_latents(freq: np.ndarray, m: int, seed: int, name: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def clean_reference(lm: LoadedModel, ids: np.ndarray | torch.Tensor, batch_size: int = 8) -> CleanRef:
-    """Clean log-probabilities of the steering contexts ``ids`` [N, T]."""
+def clean_reference(
+    lm: LoadedModel, ids: np.ndarray | torch.Tensor, batch_size: int = 8, blocks: tuple[int, ...] = ()
+) -> CleanRef:
+    """Clean log-probabilities of the steering contexts ``ids`` [N, T] and the states at ``blocks``."""
     ids_t = torch.as_tensor(np.asarray(ids), dtype=torch.long)
-    parts = [F.log_softmax(logits(lm, ids_t[s : s + batch_size]), dim=-1).cpu() for s in range(0, len(ids_t), batch_size)]
-    return CleanRef(ids_t, torch.cat(parts))
+    parts: list[torch.Tensor] = []
+    states: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
+    tails: dict[int, Any] = {}
+    for s in range(0, len(ids_t), batch_size):
+        capture = PrefixCapture(lm, blocks)
+        with capture.active():
+            parts.append(F.log_softmax(logits(lm, ids_t[s : s + batch_size]), dim=-1).cpu())
+        for b in blocks:
+            states[b].append(capture.states[b])
+            tails[b] = capture.tails[b]
+    return CleanRef(ids_t, torch.cat(parts), {b: torch.cat(v) for b, v in states.items()}, tails)
 
 
 @torch.no_grad()
@@ -98,12 +118,7 @@ def steer_effects(
         lat = torch.tensor([p[0] for p in chunk])
         ctx = torch.tensor([p[1] for p in chunk])
         add = vectors[lat]  # [b, d]
-
-        def fn(hidden: torch.Tensor, add: torch.Tensor = add) -> torch.Tensor:
-            tail = hidden[:, 1:] + add.to(hidden.device, hidden.dtype)[:, None, :]
-            return keep_first(hidden, tail)
-
-        logp = F.log_softmax(logits(lm, ref.ids[ctx], [(block, fn)])[:, 1:], dim=-1).cpu()
+        logp = F.log_softmax(_steered_logits(lm, block, ref, ctx, add)[:, 1:], dim=-1).cpu()
         for row in range(len(chunk)):  # row by row: no [b, T, V] temporaries
             diff = logp[row] - ref.logp[int(ctx[row]), 1:]
             kl[lat[row]] += float(torch.einsum("tv,tv->t", logp[row].exp(), diff).double().sum())
@@ -116,6 +131,32 @@ def steer_effects(
     dlogp /= positions
     best = dlogp.abs().max(dim=1)
     return kl.numpy(), best.values.numpy(), best.indices.numpy()
+
+
+def _steered_logits(lm: LoadedModel, block: int, ref: CleanRef, ctx: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+    """Logits [b, T, V] of contexts ``ctx`` [b] with ``add`` [b, d] added at positions ≥ 1 of block ``block``."""
+    if block in ref.states:
+        clean = ref.states[block][ctx]
+        steered = keep_first(clean, clean[:, 1:] + add.to(clean.dtype)[:, None, :])
+        return suffix_logits(lm, block, steered, ref.ids[ctx], ref.tails[block])
+
+    def fn(hidden: torch.Tensor) -> torch.Tensor:
+        return keep_first(hidden, hidden[:, 1:] + add.to(hidden.device, hidden.dtype)[:, None, :])
+
+    return logits(lm, ref.ids[ctx], [(block, fn)])
+
+
+def bootstrap_ci(
+    values: np.ndarray, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (resampled with replacement, seeded)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng([seed, 0xB007])
+    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
 
 
 def steer_sae(

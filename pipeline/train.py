@@ -5,8 +5,8 @@ store's first), expands the grid, sets the input scales and b_dec from a sample
 (:mod:`pipeline.scaling`), trains all variants on one shuffled stream
 (:mod:`cache.reader`, :mod:`pipeline.trainer`) and writes, atomically:
 
-- ``<out_dir>/<variant>/sae.safetensors`` + ``cfg.json``   (DESIGN §3, raw-space weights)
-- ``<curves_dir>/curves.csv``     long format: variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr
+- ``<out_dir>/<variant>/sae_weights.safetensors`` + ``cfg.json``   (DESIGN §3, SAELens 6 layout)
+- ``<curves_dir>/curves.csv``     long format: variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr, selection_shift
 - ``<metrics_out>``               JSON variant → final figures
 - ``<metrics_out stem>.run.json`` wall time and device (run information, not a metric)
 
@@ -118,7 +118,11 @@ def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dic
     for row in curve:
         rows.setdefault(row["variant"], []).append(row)
     return {
-        name: {key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:]) for key in ("fvu", "loss", "l0")}
+        name: {
+            key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:])
+            for key in ("fvu", "loss", "l0", "selection_shift")
+            if key in rs[-1]
+        }
         for name, rs in rows.items()
     }
 
@@ -181,8 +185,9 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
 
     def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
         for name, s in stats.items():
-            logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f", step, tokens, name, s["fvu"], s["l0"],
-                        s["dead_frac"])
+            shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
+            logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s", step, tokens, name, s["fvu"], s["l0"],
+                        s["dead_frac"], shift)
 
     t0 = time.perf_counter()
     trainer.fit(
@@ -201,6 +206,8 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
         dead = trainer.dead_fraction(name)
         figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
                    "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs}
+        if "selection_shift" in final:
+            figures["selection_shift"] = final["selection_shift"]
         metrics[name] = figures
         sae_cfg = {
             "variant": name, "hook_name": hook, "hook_layer": _hook_layer(hook, cfg.layer), "model": info.model, "model_name": info.model,

@@ -14,6 +14,8 @@ its ``grad_scale``):
   min(dead_tokens, tokens seen).
 - lr = base · min(1, (step+1)/warmup_steps) · decay, decay falling linearly to 0 over the
   last ``decay_fraction`` of steps.
+- gradient-aware variants also log ``selection_shift``, the fraction of their selected
+  latents outside the plain top-k of z (what the gradient changed).
 - the decoder-gradient component parallel to each row is removed before Adam's step and
   the rows renormalised to unit norm after it.
 
@@ -41,13 +43,13 @@ from tqdm.auto import tqdm
 
 from pipeline.config import TrainConfig
 from pipeline.saes import get_sae_class
-from pipeline.saes.base import SAE
+from pipeline.saes.base import SAE, changed_selections
 from pipeline.sweep import VariantSpec
 
 logger = logging.getLogger(__name__)
 
 LogFn = Callable[[int, int, dict[str, dict[str, float]]], None]
-"""on_log(step, tokens_seen, {variant: {loss, fvu, l0, dead_frac, aux, lr}})."""
+"""on_log(step, tokens_seen, {variant: {loss, fvu, l0, dead_frac, aux, lr[, selection_shift]}})."""
 CheckpointFn = Callable[[int, "Trainer"], None]
 """on_checkpoint(step, trainer): persist ``trainer.state_dict()`` and the reader position."""
 
@@ -172,7 +174,10 @@ class Trainer:
             v.since_fired += x.shape[0]
             v.since_fired[fired] = 0
             l0 = float((values > 0).sum()) / x.shape[0]
-        return {"loss": float(loss.detach()), "fvu": float(fvu.detach()), "aux": float(aux.detach()), "l0": l0, "lr": lr}
+            stats = {"loss": float(loss.detach()), "fvu": float(fvu.detach()), "aux": float(aux.detach()), "l0": l0, "lr": lr}
+            if sae.uses_grad:
+                stats["selection_shift"] = float(changed_selections(z.detach(), indices)) / indices.numel()
+        return stats
 
     def train_step(self, act: torch.Tensor, grad: torch.Tensor) -> dict[str, dict[str, float]]:
         """One optimizer step of every variant on raw act [B, d], grad [B, d]."""

@@ -49,10 +49,13 @@ def setup_logging(verbose: bool) -> None:
 
 def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a params key (dotted, repeatable).")(fn)
-    return click.option("-p", "--params", "params_path", default="params.yaml", show_default=True, help="Params file.")(fn)
+    return click.option(
+        "-p", "--params", "params_path", multiple=True, default=("params.yaml",), show_default=True,
+        help="Params file; repeat to layer files (later ones override earlier ones key by key).",
+    )(fn)
 
 
-def _load(params_path: str, overrides: tuple[str, ...]) -> Any:
+def _load(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> Any:
     from pipeline.config import load_params
 
     return load_params(params_path, overrides)
@@ -82,7 +85,7 @@ def params_cmd() -> None:
 @_params_options
 @click.option("--heldout", is_flag=True, help="Harvest the held-out store evaluation reads (evaluate.tokens, evaluate.store).")
 @click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
-def harvest(params_path: str, overrides: tuple[str, ...], heldout: bool, overwrite: bool) -> None:
+def harvest(params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, overwrite: bool) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
     from pipeline.harvest import heldout_params, run_harvest, store_key
     from pipeline.storeref import record_store
@@ -112,7 +115,7 @@ def _check_architectures(architectures: tuple[str, ...]) -> None:
     help="Train only these registered architectures (overrides train.grid.architecture).",
 )
 @click.option("--dry-run", is_flag=True, help="List the variants the grid expands to and exit.")
-def train(params_path: str, overrides: tuple[str, ...], architectures: tuple[str, ...], dry_run: bool) -> None:
+def train(params_path: tuple[str, ...], overrides: tuple[str, ...], architectures: tuple[str, ...], dry_run: bool) -> None:
     """Stage 2: train every variant of train.grid on the cached harvest."""
     from pipeline.harvest import store_key, store_url
     from pipeline.sweep import expand_grid
@@ -135,7 +138,7 @@ def train(params_path: str, overrides: tuple[str, ...], architectures: tuple[str
 
 @cli.command()
 @_params_options
-def evaluate(params_path: str, overrides: tuple[str, ...]) -> None:
+def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Stage 3: held-out metrics, steering, plots and report for every trained variant."""
     from pipeline.evaluate import run_evaluate
     from pipeline.harvest import heldout_params, store_key, store_url
@@ -144,6 +147,18 @@ def evaluate(params_path: str, overrides: tuple[str, ...]) -> None:
     held = heldout_params(params)
     key = store_key(held)
     run_evaluate(params, store_url=store_url(held, key), expected_key=key if params.evaluate.store == "auto" else None)
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("-o", "--out", default="results.md", show_default=True, help="Markdown table (summary.json goes beside it).")
+@click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
+def summarize(runs: tuple[str, ...], out: str, plots_dir: str) -> None:
+    """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""
+    from pipeline.results import write_results
+
+    summary = write_results(runs, out, plots_dir)
+    click.echo(f"{len(summary)} groups → {out}")
 
 
 @cli.group()
@@ -173,6 +188,19 @@ def cache_verify(url: str) -> None:
     if not report.ok:
         raise PipelineError(f"{url}: {len(report.bad)} problem(s) in {report.checked} committed shards")
     click.echo(f"OK {url}: {report.checked} committed shards verified ({state})")
+
+
+@cli.command()
+@click.option("--format", "fmt", required=True, metavar="NAME", help="Target layout (e.g. sparsify).")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+def export(fmt: str, src: str, dest: str) -> None:
+    """Write the trained variant folder SRC to DEST in another library's layout (topk only)."""
+    from pipeline.saes.export import FORMATS, export_sae
+
+    if fmt not in FORMATS:  # checked here, not by click.Choice: the harvest must not import the SAEs
+        raise click.BadParameter(f"{fmt!r} is not one of {', '.join(sorted(FORMATS))}", param_hint="'--format'")
+    click.echo(export_sae(src, dest, fmt))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,3 +51,18 @@ def test_round_trip_through_dict():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_heldout_store_size_covers_the_evaluated_slice() -> None:
+    from pipeline.harvest import heldout_params
+
+    base = {"data": {"context_length": 16}, "harvest": {"tokens": 64, "tokens_per_shard": 64, "chunk_tokens": 16,
+                                                       "autocast": "bfloat16"}}
+    held = heldout_params(params_from_dict(base, ["evaluate.tokens=32", "evaluate.first_token=48"]))
+    assert held.harvest.tokens == 80 and held.data.split == "heldout"
+    assert held.harvest.autocast == "none"  # held-out stores are always float32
+    shared = heldout_params(params_from_dict(base, ["evaluate.tokens=32", "evaluate.harvest_tokens=128"]))
+    assert shared.harvest.tokens == 128
+    for bad in ("evaluate.first_token=8", "evaluate.harvest_tokens=40"):
+        with pytest.raises(ConfigError):
+            params_from_dict(base, ["evaluate.tokens=32", "evaluate.first_token=16", bad])

@@ -8,7 +8,14 @@ import torch
 
 from pipeline.config import ModelConfig
 from pipeline.models import load_model
-from pipeline.steering import clean_reference, pick_contexts, pick_latents, steer_effects, steer_sae
+from pipeline.steering import (
+    bootstrap_ci,
+    clean_reference,
+    pick_contexts,
+    pick_latents,
+    steer_effects,
+    steer_sae,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +69,25 @@ def test_steer_sae_alpha_and_no_alive(lm):
     np.testing.assert_allclose(res.alphas, 0.5 * mean_act[res.latents])
     empty = steer_sae(lm, 1, ref, W_dec, np.zeros(6), mean_act, n_latents=2, scale=1.0, seed=0, name="x")
     assert len(empty.latents) == 0 and len(empty.kl) == 0
+
+
+def test_suffix_steering_equals_full_forward(lm):
+    """Steering from the recorded clean state (suffix only) = hooking the full forward."""
+    ids = _ids(lm, n=3, t=12)
+    vecs = torch.randn(4, lm.d_model, generator=torch.Generator().manual_seed(4)) * 3
+    fast = steer_effects(lm, 1, clean_reference(lm, ids, batch_size=2, blocks=(1,)), vecs, batch_size=5)
+    full = steer_effects(lm, 1, clean_reference(lm, ids, batch_size=2), vecs, batch_size=5)
+    assert np.all(full[0] > 0)
+    np.testing.assert_allclose(fast[0], full[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fast[1], full[1], rtol=1e-4, atol=1e-6)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_samples():
+    rng = np.random.default_rng(0)
+    small, large = rng.exponential(size=16), rng.exponential(size=1024)
+    lo_s, hi_s = bootstrap_ci(small)
+    lo_l, hi_l = bootstrap_ci(large)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 3
+    assert bootstrap_ci(small) == bootstrap_ci(small)  # seeded
+    assert np.isnan(bootstrap_ci(np.array([1.0]))[0])

@@ -62,10 +62,16 @@ def test_run_train_writes_outputs(store: str, tmp_path: Path) -> None:
         assert cfg["hook_name"] == "model.layers.1" and cfg["cache_key"] == "k" * 64
         assert cfg["model"] == "tiny-test-model" and cfg["tokens_seen"] == 128 * 12
         assert cfg["d_in"] == 16 and cfg["d_sae"] == 64 and cfg["k"] == 4
-        assert cfg["grad_scale"] == cfg["train_act_scale"] * cfg["train_grad_scale"]
+        assert cfg["grad_scale"] == cfg["train_grad_scale"]  # unit-norm fold: c goes into b_enc, b_dec
         curve = (tmp_path / "metrics" / "curves" / "curves.csv").read_text().splitlines()
-        assert curve[0] == "variant,step,tokens,loss,fvu,aux,l0,dead_frac,lr"
-        assert sum(line.startswith(f"{name},") for line in curve) == 4
+        assert curve[0] == "variant,step,tokens,loss,fvu,aux,l0,dead_frac,lr,selection_shift"
+        rows = [line.split(",") for line in curve[1:] if line.startswith(f"{name},")]
+        assert len(rows) == 4
+        shifts = [row[9] for row in rows]
+        if name.startswith("gsae"):  # the gradient re-ranks a real share of the selections at β = 1
+            assert all(0.02 < float(v) <= 1 for v in shifts) and 0.02 < m["selection_shift"] <= 1
+        else:
+            assert shifts == [""] * 4 and "selection_shift" not in m
     assert not (tmp_path / "saes" / ".checkpoints").exists()
 
 
@@ -100,8 +106,8 @@ def test_resume_after_interruption_gives_identical_weights(store: str, tmp_path:
         run_train(run, store_url=store, expected_key=None)
     assert "resumed from" in caplog.text and "at step 4" in caplog.text
     for name in ("topk-k4-x4-s0", "gsae-k4-b1-x4-aug-s0"):
-        a = load_file(str(tmp_path / "ref" / "saes" / name / "sae.safetensors"))
-        b = load_file(str(tmp_path / "run" / "saes" / name / "sae.safetensors"))
+        a = load_file(str(tmp_path / "ref" / "saes" / name / "sae_weights.safetensors"))
+        b = load_file(str(tmp_path / "run" / "saes" / name / "sae_weights.safetensors"))
         for key in a:
             assert torch.equal(a[key], b[key]), (name, key)
     ca = (tmp_path / "ref" / "metrics" / "curves" / "curves.csv").read_text()

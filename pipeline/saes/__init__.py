@@ -2,7 +2,9 @@
 
 Adding a variant = one file that subclasses :class:`~pipeline.saes.base.SAE`, decorates the
 class with ``@register("name")`` and is imported below. The registry feeds the sweep
-(:mod:`pipeline.sweep`), the CLI choices and :func:`pipeline.saes.io.load_sae`.
+(:mod:`pipeline.sweep`), the CLI choices and :func:`pipeline.saes.io.load_sae`. Files:
+:mod:`pipeline.saes.io` (SAELens 6 layout), :mod:`pipeline.saes.saelens_plugin` (the ``gsae``
+architecture for SAELens; imports ``sae_lens``), :mod:`pipeline.saes.export` (sparsify).
 """
 
 from __future__ import annotations

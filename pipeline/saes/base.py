@@ -43,6 +43,18 @@ class SAEOutput(NamedTuple):
     pre: torch.Tensor
 
 
+def changed_selections(pre: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """How many of the selected latents are outside the plain top-k of the pre-activations.
+
+    pre [B, n] (z), indices [B, k] (the architecture's selection) → scalar int64 count.
+    Divided by ``indices.numel()`` this is ``selection_shift``: 0 when the gradient changed
+    no selection, 1 when it changed all of them.
+    """
+    k = indices.shape[-1]
+    plain = torch.zeros_like(pre, dtype=torch.bool).scatter_(1, torch.topk(pre, k, dim=-1, sorted=False).indices, True)
+    return (~plain.gather(1, indices)).sum()
+
+
 class SAE(nn.Module):
     """Sparse autoencoder with a TopK-style selection supplied by subclasses.
 

@@ -1,27 +1,46 @@
-"""Saving and loading trained SAEs in the DESIGN §3 format (SAELens-friendly).
+"""Saving and loading trained SAEs in the DESIGN §3 format: SAELens 6's layout.
 
-``<dir>/sae.safetensors`` holds ``W_enc`` [d, n], ``b_enc`` [n], ``W_dec`` [n, d],
-``b_dec`` [d] (float32) acting on **raw** activations; ``<dir>/cfg.json`` holds the
-architecture, sizes, ``k``, ``beta``, ``value_mode`` and ``grad_scale`` (g in the formula =
-raw gradient × grad_scale) plus provenance and training figures.
+A variant folder holds
 
-Scale folding. A trainer may fit the SAE on x_s = c·x (``act_scale`` c) with internal
-parameters (W_enc, b_enc, W_dec, b_dec) and gradient factor |W_dec (γ·g_raw)| (γ = the
-module's ``grad_scale``). Then for raw inputs
+- ``sae_weights.safetensors``: ``W_enc`` [d, n], ``b_enc`` [n], ``W_dec`` [n, d], ``b_dec``
+  [d] (float32) acting on **raw** activations, decoder rows of unit norm;
+- ``cfg.json``: SAELens 6's fields (``sae_lens_version``, ``architecture``, ``d_in``,
+  ``d_sae``, ``dtype``, ``device``, ``apply_b_dec_to_input``, ``normalize_activations``,
+  ``reshape_activations``, ``k``, ``rescale_acts_by_decoder_norm`` and ``metadata`` with
+  ``model_name``, ``hook_name`` in TransformerLens naming, ``hf_hook_name`` = our hook...)
+  plus ours: ``beta``, ``value_mode``, ``grad_scale`` (g in the formula = raw gradient ×
+  grad_scale), ``model``, ``hook_name`` (the block's module path), ``cache_key``,
+  provenance and training figures.
 
-    z  = (c x − b_dec) W_enc + b_enc = (x − b_dec/c)(c W_enc) + b_enc
-    x̂  = x̂_s / c = a (W_dec / c) + b_dec / c
-    W_dec γ g = (W_dec / c)(c γ g)
+``sae_lens.SAE.load_from_disk(folder)`` loads a ``topk`` folder as SAELens's ``TopKSAE``. A
+``gsae`` folder loads only after ``import pipeline.saes.saelens_plugin`` (which registers
+the architecture); without it SAELens raises ``KeyError: 'gsae'``. ``sae_lens_version`` is
+always written, so SAELens never applies its pre-6 migration (which would turn any
+architecture into ``topk``), and no ``activation_fn_str: topk`` is written either.
+Folders written before this layout (``sae.safetensors``) still load here.
 
-so the saved file has W_enc' = c W_enc, b_enc' = b_enc, W_dec' = W_dec / c, b_dec' = b_dec / c
-and grad_scale' = c γ. The decoder rows then have norm 1/c in raw space. When c is a power
-of two (see :mod:`pipeline.scaling`) every one of these rescalings is exact in floating
-point, so the saved model reproduces the trained one bit for bit on raw inputs.
+Scale folding (unit-norm decoder rows, exact). The trainer fits the SAE on x_s = c·x
+(``act_scale`` c, a power of two, see :mod:`pipeline.scaling`) with internal parameters
+(W_enc, b_enc, W_dec, b_dec), unit-norm W_dec rows and gradient factor |W_dec (γ g_raw)|
+(γ = the module's ``grad_scale``). Dividing every latent by c gives, for raw inputs,
+
+    z / c  = (x − b_dec/c) W_enc + b_enc/c
+    x̂_s/c  = (a/c) W_dec + b_dec/c
+    s / c  = z/c + β (z/c) ∘ |W_dec (γ g)|
+
+so the files hold W_enc' = W_enc, b_enc' = b_enc / c, W_dec' = W_dec (unit rows, as SAELens
+and sparsify users expect), b_dec' = b_dec / c and grad_scale' = γ: latent values are in
+raw-activation units (a' = a / c) and x̂ is the trained reconstruction / c. Scaling by a
+power of two commutes with every float rounding, so the top-k sets are identical and every
+value is exactly the trained one / c: the files reproduce the trained model bit for bit
+(tests/saes/test_format.py). Legacy ``sae.safetensors`` folders folded c the other way
+(W_enc·c, W_dec/c, grad_scale = c·γ); both are raw-space models and load the same way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,75 +53,138 @@ from pipeline.fileio import atomic_write, atomic_write_text
 from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE
 
-WEIGHTS = "sae.safetensors"
+logger = logging.getLogger(__name__)
+
+WEIGHTS = "sae_weights.safetensors"
+"""SAELens 6's weights file name (what :func:`save_sae` writes)."""
+LEGACY_WEIGHTS = "sae.safetensors"
+"""The weights file name of folders written before the SAELens layout (still loaded)."""
+WEIGHTS_NAMES = (WEIGHTS, LEGACY_WEIGHTS)
 CONFIG = "cfg.json"
+SAELENS_FORMAT_VERSION = "6.54.12"
+"""``sae_lens_version`` written to cfg.json: the SAELens release the layout was tested with."""
+
+_SAELENS_META = ("model_name", "context_size", "prepend_bos", "dataset_path")
+
+
+def weights_file(sae_dir: str | Path) -> Path | None:
+    """The weights file of a variant folder (SAELens name first, then the legacy one); None if absent."""
+    d = Path(sae_dir)
+    for name in WEIGHTS_NAMES:
+        if (d / name).is_file():
+            return d / name
+    return None
 
 
 def folded_state(sae: SAE, act_scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """Raw-space weights of an SAE trained on activations × ``act_scale`` (float32, CPU)."""
+    """Raw-space weights (unit decoder rows) of an SAE trained on activations × ``act_scale``.
+
+    float32 on CPU; exact when ``act_scale`` is a power of two (see the module docstring).
+    """
     c = float(act_scale)
     return {
-        "W_enc": (sae.W_enc.detach() * c).float().cpu().contiguous(),
-        "b_enc": sae.b_enc.detach().float().cpu().contiguous(),
-        "W_dec": (sae.W_dec.detach() / c).float().cpu().contiguous(),
+        "W_enc": sae.W_enc.detach().float().cpu().contiguous(),
+        "b_enc": (sae.b_enc.detach() / c).float().cpu().contiguous(),
+        "W_dec": sae.W_dec.detach().float().cpu().contiguous(),
         "b_dec": (sae.b_dec.detach() / c).float().cpu().contiguous(),
     }
 
 
+def transformer_lens_hook(hook: str) -> str:
+    """TransformerLens name of the residual stream after block ``hook`` (``model.layers.15`` →
+    ``blocks.15.hook_resid_post``); ``hook`` itself when it does not end in a block index."""
+    tail = hook.rpartition(".")[2]
+    return f"blocks.{tail}.hook_resid_post" if tail.isdigit() else hook
+
+
+def saelens_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
+    """SAELens 6's ``metadata`` block from our provenance fields (``hook_name``, ``model``...)."""
+    meta: dict[str, Any] = {
+        "sae_lens_version": SAELENS_FORMAT_VERSION,
+        "sae_lens_training_version": None,  # trained by this project, not by SAELens
+        "hook_head_index": None,
+    }
+    hook = cfg.get("hook_name")
+    if isinstance(hook, str):
+        meta["hook_name"] = transformer_lens_hook(hook)
+        meta["hf_hook_name"] = hook
+    if "model" in cfg:
+        meta["model_name"] = cfg["model"]
+    meta.update({k: cfg[k] for k in _SAELENS_META if cfg.get(k) is not None})
+    return meta
+
+
 def save_sae(sae: SAE, out_dir: str | Path, cfg: dict[str, Any], *, act_scale: float = 1.0) -> Path:
-    """Write ``sae.safetensors`` + ``cfg.json`` into ``out_dir`` (atomically, weights first).
+    """Write ``sae_weights.safetensors`` + ``cfg.json`` into ``out_dir`` (atomically, weights first).
 
     ``cfg`` adds provenance (``hook_name``, ``model``, ``cache_key``, training figures...);
-    the architecture fields and ``grad_scale`` are always taken from the module and
-    ``act_scale`` (they override same-named keys in ``cfg``).
+    the SAELens fields, the architecture fields and ``grad_scale`` are always taken from the
+    module and ``act_scale`` (they override same-named keys in ``cfg``). A legacy
+    ``sae.safetensors`` in ``out_dir`` is removed so the folder holds one model.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = folded_state(sae, act_scale)
-    hp = sae.hparams()
     full: dict[str, Any] = {
-        # SAELens-style fields
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
+        **cfg,
+        **sae.hparams(),
+        # SAELens 6 (SAEConfig / TopKSAEConfig fields; `metadata` holds the LLM-side ones)
+        "sae_lens_version": SAELENS_FORMAT_VERSION,
         "dtype": "float32",
         "device": "cpu",
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
-        "finetuning_scaling_factor": False,
-        "activation_fn_str": "topk",
-        "activation_fn_kwargs": {"k": sae.k},
-        "hook_head_index": None,
-        **cfg,
-        **hp,
-        "grad_scale": float(act_scale) * sae.grad_scale,
+        "reshape_activations": "none",
+        "rescale_acts_by_decoder_norm": False,
+        "metadata": saelens_metadata(cfg),
+        # ours: g in the formulas = raw gradient × grad_scale (see the scale folding above)
+        "grad_scale": sae.grad_scale,
         "train_act_scale": float(act_scale),
         "train_grad_scale": sae.grad_scale,
+        "decoder_rows": "unit",
     }
     if "model" in full:
         full.setdefault("model_name", full["model"])
     atomic_write(out / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_text(out / CONFIG, json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
+    (out / LEGACY_WEIGHTS).unlink(missing_ok=True)
     return out
+
+
+def read_cfg(sae_dir: str | Path) -> dict[str, Any]:
+    """The ``cfg.json`` of a variant folder, checked for the fields every loader needs."""
+    cfg_path = Path(sae_dir) / CONFIG
+    if not cfg_path.is_file():
+        raise SAEFormatError(f"{sae_dir}: missing {CONFIG} (not a trained SAE directory)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SAEFormatError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise SAEFormatError(f"{cfg_path}: not a JSON object")
+    missing = [k for k in ("architecture", "d_in", "d_sae", "k") if k not in cfg]
+    if missing:
+        raise SAEFormatError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
+    if cfg.get("apply_b_dec_to_input", True) is not True or cfg.get("normalize_activations", "none") not in (
+        None, "none", False,
+    ):
+        raise SAEFormatError(
+            f"{cfg_path}: only apply_b_dec_to_input=true and normalize_activations=none are supported"
+        )
+    return cfg
 
 
 def load_sae(sae_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SAE, dict[str, Any]]:
     """Rebuild an SAE acting on raw inputs from ``sae_dir``; ``SAEFormatError`` when unusable."""
     d = Path(sae_dir)
-    cfg_path, w_path = d / CONFIG, d / WEIGHTS
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise SAEFormatError(f"{d}: missing {p.name} (not a trained SAE directory)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SAEFormatError(f"{cfg_path}: not valid JSON ({exc})") from exc
-    missing = [k for k in ("architecture", "d_in", "d_sae", "k") if k not in cfg]
-    if missing:
-        raise SAEFormatError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
+    cfg = read_cfg(d)
+    w_path = weights_file(d)
+    if w_path is None:
+        raise SAEFormatError(f"{d}: missing {WEIGHTS} (not a trained SAE directory)")
     try:
         cls = get_sae_class(str(cfg["architecture"]))
     except Exception as exc:
-        raise SAEFormatError(f"{cfg_path}: {exc}") from exc
+        raise SAEFormatError(f"{d / CONFIG}: {exc}") from exc
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     try:
         state = load_file(str(w_path))
@@ -127,8 +209,10 @@ def load_sae(sae_dir: str | Path, device: str | torch.device = "cpu") -> tuple[S
             grad_scale=float(cfg.get("grad_scale", 1.0)),
         )
     except ValueError as exc:
-        raise SAEFormatError(f"{cfg_path}: {exc}") from exc
+        raise SAEFormatError(f"{d / CONFIG}: {exc}") from exc
     with torch.no_grad():
         for name in expected:
             getattr(sae, name).copy_(state[name].float())
+    if w_path.name == LEGACY_WEIGHTS:
+        logger.debug("%s: legacy weights file %s", d, LEGACY_WEIGHTS)
     return sae.to(device).eval(), cfg

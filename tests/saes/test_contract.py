@@ -65,14 +65,17 @@ def test_save_load_reproduces_on_raw_inputs(arch: str, tmp_path) -> None:
     save_sae(sae, tmp_path / "v", {"hook_name": "h", "model": "m", "cache_key": "abc"}, act_scale=c)
     loaded, cfg = load_sae(tmp_path / "v")
     assert cfg["architecture"] == arch and cfg["d_in"] == D and cfg["d_sae"] == N and cfg["k"] == K
-    assert cfg["grad_scale"] == c * sae.grad_scale and cfg["model_name"] == "m"
+    assert cfg["grad_scale"] == sae.grad_scale and cfg["model_name"] == "m"
     out = loaded(x_raw, g_raw)
+    # unit-norm fold: latents in raw units (trained / c), everything else bit-exact
     assert torch.equal(out.indices.sort(1).values, trained.indices.sort(1).values)
-    assert torch.equal(out.pre, trained.pre)
+    assert torch.equal(out.pre, trained.pre / c)
+    assert torch.equal(out.values, trained.values / c)
     assert torch.equal(out.x_hat, trained.x_hat / c)
 
     # the DESIGN §1 formulas applied by hand to the files reproduce the trained model
-    w = load_file(str(tmp_path / "v" / "sae.safetensors"))
+    w = load_file(str(tmp_path / "v" / "sae_weights.safetensors"))
+    assert torch.allclose(w["W_dec"].norm(dim=1), torch.ones(N), atol=1e-6)  # unit decoder rows
     cfg = json.loads((tmp_path / "v" / "cfg.json").read_text())
     x, gr = x_raw.double(), g_raw.double() * cfg["grad_scale"]
     z = (x - w["b_dec"].double()) @ w["W_enc"].double() + w["b_enc"].double()
@@ -189,11 +192,21 @@ def test_load_errors(tmp_path) -> None:
     with pytest.raises(SAEFormatError, match="missing cfg.json"):
         load_sae(tmp_path)
     save_sae(make("topk"), tmp_path / "v", {})
-    w = load_file(str(tmp_path / "v" / "sae.safetensors"))
+    w = load_file(str(tmp_path / "v" / "sae_weights.safetensors"))
     w["W_dec"] = w["W_dec"][:, :3].contiguous()
-    save_file(w, str(tmp_path / "v" / "sae.safetensors"))
+    save_file(w, str(tmp_path / "v" / "sae_weights.safetensors"))
     with pytest.raises(SAEFormatError, match=r"W_dec has shape \(64, 3\)"):
         load_sae(tmp_path / "v")
-    (tmp_path / "v" / "sae.safetensors").unlink()
-    with pytest.raises(SAEFormatError, match="missing sae.safetensors"):
+    (tmp_path / "v" / "sae_weights.safetensors").unlink()
+    with pytest.raises(SAEFormatError, match="missing sae_weights.safetensors"):
         load_sae(tmp_path / "v")
+
+
+def test_changed_selections_counts_what_left_the_plain_top_k() -> None:
+    from pipeline.saes.base import changed_selections
+
+    pre = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    same = torch.tensor([[1, 0], [3, 4]])
+    moved = torch.tensor([[0, 4], [0, 1]])  # one changed in row 0, two in row 1
+    assert int(changed_selections(pre, same)) == 0
+    assert int(changed_selections(pre, moved)) == 3
