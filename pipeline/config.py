@@ -167,9 +167,9 @@ class TrainConfig:
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     metrics_out: str = "metrics/train_metrics.json"
-    """Final training figures per variant (JSON: variant → fvu, l0, dead_frac, ...)."""
+    """Final training figures per variant (JSON: variant → fvu, l0, dead_frac, ...); wall time goes to ``<stem>.run.json`` beside it."""
     curves_dir: str = "metrics/train_curves"
-    """Training curves, one CSV per variant (``<curves_dir>/<variant>.csv``, DVC plots)."""
+    """Training curves: ``<curves_dir>/curves.csv``, long format (one row per variant and logged step)."""
     log_every: int = 10
     """Steps between curve points (means over the steps since the previous point)."""
     init_sample_tokens: int = 16384
@@ -198,7 +198,9 @@ class EvaluateConfig:
     """Tokens the held-out harvest (``gsae harvest --heldout``) takes; 0 = first_token + tokens.
     Runs that evaluate different slices of one held-out store set the same value here."""
     out: str = "metrics/evaluate.json"
-    """Metrics JSON (DESIGN §3)."""
+    """Metrics JSON (DESIGN §3): variant name → figures."""
+    summary: str = "metrics/summary.json"
+    """Compact metrics keyed by series and k (``topk-x8.k32.loss_recovered``), stable across grids: the DVC metric."""
     report: str = "reports/report.md"
     """Markdown report written by the stage."""
     plots_dir: str = "reports/plots"

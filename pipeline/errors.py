@@ -27,6 +27,10 @@ class CacheNotFound(PipelineError, FileNotFoundError):
     """No cache store exists at the given path or URL."""
 
 
+class CacheWriteError(PipelineError, OSError):
+    """A store could not be created or written (permissions, a missing bucket, a full disk)."""
+
+
 class CacheMismatch(PipelineError, ValueError):
     """A store exists but was written for different settings (another key)."""
 

@@ -43,7 +43,9 @@ from pipeline.config import Params
 from pipeline.errors import ConfigError, NothingToEvaluate, SAEFormatError
 from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats, usable_rows
 from pipeline.models import LoadedModel, load_model
-from pipeline.report import VariantResult, make_plots, write_metrics, write_plot_data, write_report
+from pipeline.plotdata import read_curves, write_plot_data, write_summary
+from pipeline.plots import make_plots
+from pipeline.report import VariantResult, write_metrics, write_report
 from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE
 from pipeline.saes.io import WEIGHTS, load_sae, weights_file
@@ -220,7 +222,7 @@ def run_evaluate(
         seed = _cfg_number(e.cfg, ("init_seed", "seed"))
         results.append(
             VariantResult(e.name, e.group, str(e.cfg["architecture"]), int(e.cfg["k"]),
-                          None if seed is None else int(seed), m, steer.get(e.name))
+                          None if seed is None else int(seed), m, steer.get(e.name), hook=e.hook)
         )
     elapsed = time.perf_counter() - t0
     settings = _settings(params, lm, info, store_url, entries, n_ctx, ctx_idx, spliced.act_rel_err, elapsed)
@@ -287,9 +289,10 @@ def _write_outputs(
 ) -> None:
     ev = params.evaluate
     write_plot_data(ev.plots_dir, results)
-    pngs = make_plots(ev.plots_dir, results)
+    pngs = make_plots(ev.plots_dir, results, read_curves(params.train.curves_dir))
     write_report(ev.report, results, settings, pngs)
     write_metrics(ev.out, metrics)
+    write_summary(ev.summary, results)
     bad = [n for n, m in metrics.items() if any(not math.isfinite(v) for v in m.values())]
     if bad:
         log.warning("non-finite metrics (written as null) for: %s", ", ".join(bad))

@@ -29,7 +29,7 @@ from cache.schema import LOSS_DEFINITION, content_key
 from cache.writer import ShardWriter, allocate, check_same_key
 from pipeline.config import Params, params_to_dict
 from pipeline.errors import ConfigError
-from pipeline.models import LoadedModel, _pretrained_source, edit_block_output, load_model
+from pipeline.models import LoadedModel, _pretrained_source, edit_block_output, load_model, model_identity
 from pipeline.text import iter_documents, pack_contexts, source_fingerprint
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def key_fields(params: Params) -> dict[str, Any]:
     h, d = params.harvest, params.data
     n_ctx = h.tokens // d.context_length
     fields = {
-        "model": params.model.name,
+        "model": model_identity(params.model),
         "model_revision": revision,
         "model_dtype": params.model.dtype,
         "dataset": source_fingerprint(d),

@@ -24,6 +24,8 @@ from torch import nn
 
 from pipeline.config import ModelConfig
 from pipeline.errors import ConfigError, ModelLoadError
+from pipeline.filehash import file_digests
+from pipeline.hub import cached_model, hub_access
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +97,20 @@ def smollm2_gguf() -> Path:
 
 
 def _fingerprint_dir(folder: Path) -> str:
-    """Revision of a local folder: hash of its config and the names/sizes of its files."""
+    """Revision of a local folder: hash of the relative names and contents of all its files.
+
+    Weights included, so overwriting them changes the cache key, and the same files at two
+    paths give the same key. Content hashes are memoised by path, size, mtime and inode
+    (:mod:`pipeline.filehash`), so a large model is hashed once, not on every call.
+    Hidden files and folders (``.git``, ``.cache``) are skipped.
+    """
+    files = sorted(
+        f for f in folder.rglob("*")
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+    )
     h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        if f.is_file():
-            h.update(f.name.encode())
-            h.update(str(f.stat().st_size).encode())
-            if f.suffix == ".json":
-                h.update(f.read_bytes())
+    for f, digest in zip(files, file_digests(files), strict=True):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + digest.encode() + b"\0")
     return "local-" + h.hexdigest()[:16]
 
 
@@ -119,6 +127,25 @@ def _pretrained_source(cfg: ModelConfig) -> tuple[str, dict[str, Any], str]:
     if cfg.name.startswith((".", "/", "~")) or cfg.name.count("/") > 1:
         raise ModelLoadError(f"model folder not found: {cfg.name}")
     return cfg.name, {"revision": cfg.revision} if cfg.revision else {}, cfg.revision or "main"
+
+
+def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """``local_files_only`` when the hub cannot be used but the model is cached; else fail now."""
+    why = hub_access("TRANSFORMERS_OFFLINE")
+    if why is None:
+        return {}
+    if cached_model(cfg.name, cfg.revision):
+        log.info("using the cached copy of %s (%s)", cfg.name, why)
+        return {"local_files_only": True}
+    raise ModelLoadError(f"model {cfg.name!r} is not a local folder nor in the local hub cache, and {why}")
+
+
+def model_identity(cfg: ModelConfig) -> str:
+    """The model's name inside a cache key: ``local`` for a folder (its content hash, the
+    revision, identifies it), so the same files at two paths give the same key."""
+    if cfg.name != SMOLLM2_ALIAS and Path(cfg.name).expanduser().is_dir():
+        return "local"
+    return cfg.name
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -143,6 +170,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, extra, revision = _pretrained_source(cfg)
+    if cfg.name != SMOLLM2_ALIAS and not Path(source).expanduser().exists():
+        extra = {**extra, **_hub_kwargs(cfg)}
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     kwargs = {"trust_remote_code": cfg.trust_remote_code, **extra}

@@ -1,27 +1,19 @@
-"""Outputs of the evaluate stage: metrics JSON, plot data (CSV for DVC), PNG plots, report.md.
+"""The evaluate stage's metrics JSON and report.md (plot data: :mod:`pipeline.plotdata`,
+PNGs: :mod:`pipeline.plots`).
 
-Every file is written atomically (temporary file in the same folder, then rename).
-Plot data lives in one sub-folder per plot with one CSV per *group* (architecture plus the
-hyper-parameters that are not k or seed, e.g. ``topk-x8``, ``gsae-b1-aug-x8``,
-``gsae-b1-aug-x8@beta0``), so a DVC directory plot draws one series per group:
-
-- ``loss_recovered_vs_k/<group>.csv``   k, loss_recovered, fvu, seed, variant
-- ``fvu_vs_loss_recovered/<group>.csv`` fvu, loss_recovered, k, seed, variant
-- ``steering/<group>.csv``              quantile, steer_kl, steer_logit, alpha, latent, token, k, variant
-  (one row per steered latent, sorted by steer_kl; quantile = (rank + 0.5) / rows)
-
-plus ``variants.csv`` at the top of the folder: one row per entry with every metric (long
-format, for tools that colour by a column).
+Every file is written atomically (temporary file in the same folder, then rename). A
+*group* (series) is the architecture plus the hyper-parameters that are not k or seed,
+e.g. ``topk-x8``, ``gsae-b1-aug-x8``, ``gsae-b1-aug-x8@beta0``. The report shows the CE
+baselines loss recovered is measured against (and warns when zero ablation does not hurt),
+a table of the known figures plus a ``selection_shift`` column when present, every other
+numeric figure in a second table, and the PNGs.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,14 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fileio import atomic_write, atomic_write_text
-
-PLOT_DIRS = ("loss_recovered_vs_k", "fvu_vs_loss_recovered", "steering")
-PNGS = {
-    "loss_recovered_vs_k": "loss_recovered_vs_k.png",
-    "fvu_vs_loss_recovered": "fvu_vs_loss_recovered.png",
-    "steering": "steering.png",
-}
+from pipeline.fileio import atomic_write_text
+from pipeline.plotdata import baselines
+from pipeline.plots import TITLES
 
 
 @dataclass
@@ -54,6 +41,8 @@ class VariantResult:
     """A :class:`pipeline.steering.SteerResult` or None when steering was skipped."""
     tokens: list[str] = field(default_factory=list)
     """Decoded most-affected token of each steered latent."""
+    hook: str = ""
+    """The SAE's hook (block) name."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -69,148 +58,12 @@ def write_metrics(path: str | Path, metrics: Mapping[str, Mapping[str, float]]) 
     return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
-def safe_name(text: str) -> str:
-    """A file-name-safe version of a group label."""
-    return re.sub(r"[^A-Za-z0-9._@=-]+", "_", text)
-
-
-def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c, "") for c in columns})
-    return buf.getvalue()
-
-
 def by_group(results: Sequence[VariantResult]) -> dict[str, list[VariantResult]]:
     """Results grouped by ``group``, in first-seen order, each sorted by (k, seed)."""
     groups: dict[str, list[VariantResult]] = defaultdict(list)
     for r in results:
         groups[r.group].append(r)
     return {g: sorted(rs, key=lambda r: (r.k, r.seed if r.seed is not None else -1)) for g, rs in groups.items()}
-
-
-def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> list[Path]:
-    """The CSVs of the three plots (stale CSVs in those folders are removed)."""
-    root = Path(plots_dir)
-    for sub in PLOT_DIRS:
-        for old in (root / sub).glob("*.csv"):
-            old.unlink()
-    keys = sorted({k for r in results for k in r.metrics})
-    table_rows = [
-        {"variant": r.name, "group": r.group, "architecture": r.architecture, "k": r.k,
-         "seed": "" if r.seed is None else r.seed, **r.metrics}
-        for r in results
-    ]
-    written = [atomic_write_text(root / "variants.csv", _csv(table_rows, ["variant", "group", "architecture", "k", "seed", *keys]))]
-    for group, rs in by_group(results).items():
-        fname = f"{safe_name(group)}.csv"
-        rows = [
-            {
-                "k": r.k,
-                "seed": "" if r.seed is None else r.seed,
-                "variant": r.name,
-                "loss_recovered": r.metrics.get("loss_recovered"),
-                "fvu": r.metrics.get("fvu"),
-            }
-            for r in rs
-        ]
-        written.append(atomic_write_text(root / "loss_recovered_vs_k" / fname, _csv(rows, ["k", "loss_recovered", "fvu", "seed", "variant"])))
-        written.append(atomic_write_text(root / "fvu_vs_loss_recovered" / fname, _csv(rows, ["fvu", "loss_recovered", "k", "seed", "variant"])))
-        steer_rows = []
-        for r in rs:
-            if r.steer is None:
-                continue
-            for j, lat in enumerate(r.steer.latents):
-                steer_rows.append(
-                    {
-                        "variant": r.name, "k": r.k, "latent": int(lat), "alpha": float(r.steer.alphas[j]),
-                        "steer_kl": float(r.steer.kl[j]), "steer_logit": float(r.steer.logit[j]),
-                        "token": int(r.steer.token[j]),
-                    }
-                )
-        if steer_rows:
-            steer_rows.sort(key=lambda row: row["steer_kl"])
-            for i, row in enumerate(steer_rows):
-                row["quantile"] = (i + 0.5) / len(steer_rows)
-            cols = ["quantile", "steer_kl", "steer_logit", "alpha", "latent", "token", "k", "variant"]
-            written.append(atomic_write_text(root / "steering" / fname, _csv(steer_rows, cols)))
-    return written
-
-
-# ----------------------------------------------------------------------------- plots
-
-
-def _save_png(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
-    return path
-
-
-def make_plots(plots_dir: str | Path, results: Sequence[VariantResult]) -> dict[str, Path]:
-    """The three PNG plots; returns plot id → path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    root = Path(plots_dir)
-    groups = by_group(results)
-    out: dict[str, Path] = {}
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for group, rs in groups.items():
-        ks = sorted({r.k for r in rs})
-        means = [np.nanmean([_f(r.metrics.get("loss_recovered")) for r in rs if r.k == k]) for k in ks]
-        style = "--" if group.endswith("@beta0") else "-"
-        line = ax.plot(ks, means, marker="o", linestyle=style, label=group)[0]
-        ax.scatter([r.k for r in rs], [_f(r.metrics.get("loss_recovered")) for r in rs], s=12, color=line.get_color(), alpha=0.5)
-    all_k = sorted({r.k for r in results})
-    if len(all_k) > 1:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(all_k, [str(k) for k in all_k])
-    ax.minorticks_off()
-    ax.set(xlabel="k (active latents)", ylabel="loss recovered", title="Loss recovered vs k")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    out["loss_recovered_vs_k"] = _save_png(fig, root / PNGS["loss_recovered_vs_k"])
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for group, rs in groups.items():
-        xs = [_f(r.metrics.get("fvu")) for r in rs]
-        ys = [_f(r.metrics.get("loss_recovered")) for r in rs]
-        ax.scatter(xs, ys, label=group)
-        for r, x, y in zip(rs, xs, ys, strict=True):
-            ax.annotate(f"k{r.k}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set(xlabel="FVU (centred)", ylabel="loss recovered", title="FVU vs loss recovered")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    out["fvu_vs_loss_recovered"] = _save_png(fig, root / PNGS["fvu_vs_loss_recovered"])
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    names, kls, logits = [], [], []
-    for group, rs in groups.items():
-        steered = [r.steer for r in rs if r.steer is not None and len(r.steer.kl)]
-        if steered:
-            names.append(group)
-            kls.append(np.concatenate([s.kl for s in steered]))
-            logits.append(np.concatenate([s.logit for s in steered]))
-    for ax, data, label in ((axes[0], kls, "KL(p_steered ‖ p_clean) per token"), (axes[1], logits, "max |Δ log p| (most-affected token)")):
-        if data:
-            ax.boxplot(data, showfliers=True)
-            ax.set_xticks(range(1, len(names) + 1), names, rotation=20, ha="right", fontsize=8)
-            if all(np.all(d > 0) for d in data):
-                ax.set_yscale("log")
-        else:
-            ax.text(0.5, 0.5, "no steering data", ha="center", va="center", transform=ax.transAxes)
-        ax.set(ylabel=label)
-        ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Steering effect per latent")
-    out["steering"] = _save_png(fig, root / PNGS["steering"])
-    return out
 
 
 def _f(value: Any) -> float:
@@ -230,26 +83,75 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 TABLE_COLUMNS = (
     ("variant", None), ("group", None), ("k", None), ("fvu", "fvu"), ("mse", "mse"), ("l0", "l0"),
-    ("dead", "dead_frac"), ("train dead", "train_dead_frac"), ("CE spliced", "ce_spliced"),
-    ("loss rec.", "loss_recovered"), ("KL", "kl"), ("steer KL (median)", "steer_kl_median"),
-    ("steer Δlogp (median)", "steer_logit_median"),
+    ("dead (held out)", "dead_frac"), ("dead (train)", "train_dead_frac"), ("CE spliced", "ce_spliced"),
+    ("loss rec.", "loss_recovered"), ("KL", "kl"), ("selection shift", "selection_shift"),
+    ("steer KL (median)", "steer_kl_median"), ("steer Δlogp (median)", "steer_logit_median"),
+)
+OPTIONAL_COLUMNS = {"selection_shift", "train_dead_frac"}
+"""Columns shown only when some entry has the figure."""
+BASELINE_KEYS = {"ce_clean", "ce_zero_ablation"}
+"""Shown once, in the baselines section, not per variant."""
+
+DEAD_LATENTS_NOTE = (
+    "Two dead-latent figures: **dead (train)** is the trainer's count at the end of training, a latent "
+    "not selected with a positive value during the last `train.dead_tokens` training tokens (the AuxK loss "
+    "revives such latents); **dead (held out)** is the fraction of latents never active on any evaluated "
+    "held-out token. With few held-out tokens the second can be larger: a latent that fires rarely can be alive "
+    "in training yet silent on a small evaluation set."
 )
 
 
-def table(results: Sequence[VariantResult]) -> str:
-    """Markdown table of every entry."""
-    head = "| " + " | ".join(c for c, _ in TABLE_COLUMNS) + " |"
-    sep = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
-    lines = [head, sep]
-    for r in sorted(results, key=lambda r: (r.group, r.k, r.seed if r.seed is not None else -1)):
-        cells = []
-        for col, key in TABLE_COLUMNS:
-            if key is None:
-                cells.append({"variant": f"`{r.name}`", "group": r.group, "k": str(r.k)}[col])
-            else:
-                cells.append(_fmt(r.metrics.get(key)))
-        lines.append("| " + " | ".join(cells) + " |")
+def _sorted(results: Sequence[VariantResult]) -> list[VariantResult]:
+    return sorted(results, key=lambda r: (r.group, r.k, r.seed if r.seed is not None else -1))
+
+
+def _markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def table(results: Sequence[VariantResult]) -> str:
+    """Markdown table of every entry (optional columns only when some entry has them)."""
+    present = {k for r in results for k in r.metrics}
+    cols = [(c, key) for c, key in TABLE_COLUMNS if key not in OPTIONAL_COLUMNS or key in present]
+    rows = []
+    for r in _sorted(results):
+        ids = {"variant": f"`{r.name}`", "group": r.group, "k": str(r.k)}
+        rows.append([ids[c] if key is None else _fmt(r.metrics.get(key)) for c, key in cols])
+    return _markdown([c for c, _ in cols], rows)
+
+
+def extra_table(results: Sequence[VariantResult]) -> str | None:
+    """Every other numeric figure (e.g. steering quantiles, confidence bounds), one column each."""
+    shown = {key for _, key in TABLE_COLUMNS if key} | BASELINE_KEYS
+    extra = sorted({k for r in results for k, v in r.metrics.items()
+                    if k not in shown and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if not extra:
+        return None
+    rows = [[f"`{r.name}`", *(_fmt(r.metrics.get(k)) for k in extra)] for r in _sorted(results)]
+    return _markdown(["variant", *extra], rows)
+
+
+def baseline_lines(results: Sequence[VariantResult]) -> list[str]:
+    """The clean and zero-ablation CE, with a warning when ablating the layer does not hurt."""
+    base = baselines(results)
+    clean = base.get("ce_clean")
+    lines = [f"- CE of the clean model: **{_fmt(clean)}** nats/token."]
+    for key, zero in base.items():
+        if not key.startswith("ce_zero_ablation"):
+            continue
+        where = f" (block {key.rpartition('_L')[2]})" if "_L" in key else ""
+        lines.append(f"- CE with the layer's output zeroed{where}: **{_fmt(zero)}** nats/token.")
+        if clean is not None and zero is not None and math.isfinite(clean) and math.isfinite(zero) and zero <= clean:
+            lines.append(
+                f"- **Warning**: zero ablation{where} does not raise CE above the clean model "
+                f"({_fmt(zero)} ≤ {_fmt(clean)}), so loss recovered (which divides by their difference) "
+                "is meaningless here."
+            )
+    lines.append("- Loss recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean): 1 is the clean model, "
+                 "0 is no better than zeroing the layer.")
+    return lines
 
 
 def _group_stats(rs: Sequence[VariantResult], key: str) -> tuple[float, float, int]:
@@ -305,11 +207,8 @@ def write_report(
 ) -> Path:
     """Render report.md (plots embedded by paths relative to the report's folder)."""
     report_dir = Path(path).resolve().parent
-    titles = {
-        "loss_recovered_vs_k": "Loss recovered vs k",
-        "fvu_vs_loss_recovered": "FVU vs loss recovered",
-        "steering": "Steering effect per latent",
-    }
+    titles = TITLES
+    extra = extra_table(results)
     parts = [
         "# g-SAE evaluation report",
         "",
@@ -319,14 +218,22 @@ def write_report(
         "",
         *reading(results),
         "",
+        "## Baselines",
+        "",
+        *baseline_lines(results),
+        "",
         "## Variants",
         "",
         table(results),
         "",
         "`<variant>@beta0` is the same g-SAE encoded with β = 0 (no gradient at inference).",
-        "FVU is centred (Σ‖x − x̂‖² / Σ‖x − x̄‖²); loss recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean);"
-        " KL is the mean per-token KL(p_clean ‖ p_spliced). Steering: see docs/steering.md.",
+        "FVU is centred (Σ‖x − x̂‖² / Σ‖x − x̄‖²); KL is the mean per-token KL(p_clean ‖ p_spliced);"
+        " selection shift (g-SAEs) is the fraction of selected latents that differ from the same SAE's"
+        " β = 0 selection. Steering: see docs/steering.md.",
         "",
+        DEAD_LATENTS_NOTE,
+        "",
+        *(["### Other figures", "", extra, ""] if extra else []),
         "## Plots",
         "",
     ]

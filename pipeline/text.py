@@ -29,6 +29,7 @@ import numpy as np
 from pipeline import corpora
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
+from pipeline.hub import hub_access
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ def _stream_dataset(cfg: DataConfig) -> Iterator[str]:
             extra: dict[str, Any] = {"sample_by": "document"} if builder == "text" else {}
             ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
         else:
+            why = hub_access("HF_DATASETS_OFFLINE")  # fail in seconds, not after 30 s of retries
+            if why is not None:
+                raise DataError(f"data.source {cfg.source!r} is not a local path, and {why} (hub datasets are streamed)")
             ds = datasets.load_dataset(
                 cfg.source, name=cfg.hf_config, split=cfg.hf_split, streaming=True, revision=cfg.revision
             )

@@ -6,8 +6,9 @@ store's first), expands the grid, sets the input scales and b_dec from a sample
 (:mod:`cache.reader`, :mod:`pipeline.trainer`) and writes, atomically:
 
 - ``<out_dir>/<variant>/sae_weights.safetensors`` + ``cfg.json``   (DESIGN §3, SAELens 6 layout)
-- ``<curves_dir>/<variant>.csv``  columns step, tokens, loss, fvu, aux, l0, dead_frac, lr
+- ``<curves_dir>/curves.csv``     long format: variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr, selection_shift
 - ``<metrics_out>``               JSON variant → final figures
+- ``<metrics_out stem>.run.json`` wall time and device (run information, not a metric)
 
 Checkpoints (``checkpoint_every`` > 0) go to ``<out_dir>/.checkpoints/state.pt`` and hold
 the trainer state plus the reader position; a rerun with the same settings resumes from
@@ -17,8 +18,6 @@ weights as an uninterrupted run. The folder is removed after a successful run.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from cache.schema import CacheInfo
 from pipeline.config import Params, TrainConfig, params_to_dict
 from pipeline.errors import ConfigError
 from pipeline.fileio import atomic_write_text
+from pipeline.plotdata import run_info_path, write_curves
 from pipeline.saes.io import save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
 from pipeline.sweep import VariantSpec, expand_grid
@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoints"
 CHECKPOINT_FILE = "state.pt"
-CURVE_FIELDS = ("step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
 # TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
 _NO_EFFECT = {"out_dir", "store", "prefetch", "checkpoint_every", "device", "metrics_out", "curves_dir", "log_every"}
 
@@ -107,21 +106,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 def _fingerprint(cfg: TrainConfig, info: CacheInfo, hook: str, specs: list[VariantSpec]) -> dict[str, Any]:
     train = {k: v for k, v in params_to_dict(cfg).items() if k not in _NO_EFFECT}
     return {"train": train, "key": info.key, "hook": hook, "variants": [s.name for s in specs]}
-
-
-def _write_curves(curves_dir: Path, curve: list[dict[str, Any]], names: list[str]) -> dict[str, str]:
-    paths = {}
-    for name in names:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CURVE_FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in curve:
-            if row["variant"] == name:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k in CURVE_FIELDS if (v := row.get(k)) is not None})
-        path = curves_dir / f"{name}.csv"
-        atomic_write_text(path, buf.getvalue())
-        paths[name] = str(path)
-    return paths
 
 
 def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict[str, float]]:
@@ -221,7 +205,7 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
         final = last.get(name, {})
         dead = trainer.dead_fraction(name)
         figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
-                   "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs, "seconds": seconds}
+                   "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs}
         if "selection_shift" in final:
             figures["selection_shift"] = final["selection_shift"]
         metrics[name] = figures
@@ -235,8 +219,11 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
             "exclude_first": cfg.exclude_first,
         }
         save_sae(v.sae, out_dir / name, sae_cfg, act_scale=trainer.act_scale)
-    curves = _write_curves(Path(cfg.curves_dir), trainer.curve, list(trainer.variants))
+    curves = write_curves(cfg.curves_dir, trainer.curve)
     atomic_write_text(cfg.metrics_out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    # Wall time is run information, not a result: outside the metrics so reruns diff clean.
+    run_info = {"seconds": round(seconds, 1), "device": str(device), "variants": len(specs)}
+    atomic_write_text(run_info_path(cfg.metrics_out), json.dumps(run_info, indent=2) + "\n")
     shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     logger.info("wrote %d SAE(s) to %s, curves %s, metrics %s", len(specs), out_dir, cfg.curves_dir, cfg.metrics_out)
     logger.debug("curve files: %s", curves)

@@ -18,6 +18,34 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger("gsae")
 
+NOISY_LOGGERS = (
+    "matplotlib", "PIL", "fsspec", "urllib3", "filelock", "httpx", "httpcore", "huggingface_hub",
+    "datasets", "asyncio", "numcodecs", "zarr", "dask", "distributed", "torch", "git", "h5py",
+)
+"""Third-party loggers kept at WARNING under ``-v`` (matplotlib alone logs thousands of font lines)."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gsae-pipeline")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+PROJECT_LOGGERS = ("pipeline", "cache", "stages", "gsae")
+
+
+def setup_logging(verbose: bool) -> None:
+    """INFO for everyone; DEBUG for the project's own loggers with ``-v``; noisy libraries at WARNING."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a params key (dotted, repeatable).")(fn)
@@ -34,13 +62,23 @@ def _load(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> Any:
 
 
 @click.group()
+@click.version_option(_version(), "--version", prog_name="gsae", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug-level logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug-level logging for the project's own loggers.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Harvest LM activations and gradients, train TopK / g-SAE variants, evaluate them."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
     ctx.obj = {"debug": debug}
+
+
+@cli.command("params")
+def params_cmd() -> None:
+    """List every params.yaml key with its default, type, docstring and the DVC stages it reruns."""
+    from pipeline.dvcspec import tracked_by
+    from pipeline.paramdoc import render
+
+    click.echo(render(tracked_by()), nl=False)
 
 
 @cli.command()
@@ -49,25 +87,31 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
 def harvest(params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, overwrite: bool) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
-    from pipeline.harvest import heldout_params, run_harvest
+    from pipeline.harvest import heldout_params, run_harvest, store_key
+    from pipeline.storeref import record_store
 
     params = _load(params_path, overrides)
     if heldout:
         params = heldout_params(params)
     url = run_harvest(params, overwrite=overwrite)
+    record_store(params, url, store_key(params))
     click.echo(url)
 
 
-def _architectures() -> list[str]:
+def _check_architectures(architectures: tuple[str, ...]) -> None:
+    """``-a`` values must be registered (checked lazily: the harvest never imports the SAEs)."""
     from pipeline.saes import REGISTRY
 
-    return sorted(REGISTRY)
+    unknown = sorted(set(architectures) - set(REGISTRY))
+    if unknown:
+        raise click.BadParameter(f"{unknown[0]!r} is not a registered architecture ({', '.join(sorted(REGISTRY))})",
+                                 param_hint="'-a'")
 
 
 @cli.command()
 @_params_options
 @click.option(
-    "-a", "--architecture", "architectures", multiple=True, type=click.Choice(_architectures()),
+    "-a", "--architecture", "architectures", multiple=True, metavar="NAME",
     help="Train only these registered architectures (overrides train.grid.architecture).",
 )
 @click.option("--dry-run", is_flag=True, help="List the variants the grid expands to and exit.")
@@ -78,6 +122,7 @@ def train(params_path: tuple[str, ...], overrides: tuple[str, ...], architecture
     from pipeline.train import run_train
 
     if architectures:
+        _check_architectures(architectures)
         overrides = (*overrides, f"train.grid.architecture=[{','.join(architectures)}]")
     params = _load(params_path, overrides)
     if dry_run:
@@ -145,20 +190,16 @@ def cache_verify(url: str) -> None:
     click.echo(f"OK {url}: {report.checked} committed shards verified ({state})")
 
 
-def _export_formats() -> list[str]:
-    from pipeline.saes.export import FORMATS
-
-    return sorted(FORMATS)
-
-
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(_export_formats()), required=True, help="Target layout.")
+@click.option("--format", "fmt", required=True, metavar="NAME", help="Target layout (e.g. sparsify).")
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
 def export(fmt: str, src: str, dest: str) -> None:
     """Write the trained variant folder SRC to DEST in another library's layout (topk only)."""
-    from pipeline.saes.export import export_sae
+    from pipeline.saes.export import FORMATS, export_sae
 
+    if fmt not in FORMATS:  # checked here, not by click.Choice: the harvest must not import the SAEs
+        raise click.BadParameter(f"{fmt!r} is not one of {', '.join(sorted(FORMATS))}", param_hint="'--format'")
     click.echo(export_sae(src, dest, fmt))
 
 

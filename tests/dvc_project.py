@@ -32,9 +32,11 @@ def make_project(tmp: Path, model_dir: Path) -> Path:
     for pkg in ("pipeline", "cache", "stages"):
         shutil.copytree(ROOT / pkg, repo / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(ROOT / "plot_templates", repo / "plot_templates")
     write_params(repo, tiny_params(model_dir))
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
+    (repo / ".dvcignore").write_text((ROOT / ".dvcignore").read_text())
     return repo
 
 

@@ -23,8 +23,17 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     assert {"topk-k4-x2-s0", "gsae-k4-b1-x2-aug-s0", "gsae-k4-b1-x2-aug-s0@beta0"} <= set(metrics)
     assert (repo / "reports" / "report.md").is_file()
 
-    shown = run(["dvc", "metrics", "show", "--json"], repo)
-    assert "topk-k4-x2-s0" in shown and "loss_recovered" in shown
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
+    flat = json.dumps(shown)
+    assert '"topk-x2"' in flat and '"k4"' in flat and "loss_recovered" in flat and "topk-k4-x2-s0" not in flat
+    assert "seconds" not in flat  # wall time is run information, not a metric
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo))["data"]
+    assert {"training_fvu", "loss_recovered_vs_k", "fvu_vs_loss_recovered", "steering_kl"} <= set(plots)
+    assert plots["training_fvu"][0]["content"]["encoding"]["color"]["field"] == "variant"
+    assert {row["variant"] for row in plots["training_fvu"][0]["content"]["data"]["values"]} == {
+        "topk-k4-x2-s0", "gsae-k4-b1-x2-aug-s0"}
+    assert any(p.endswith("training_curves.png") for p in plots)
+    assert (repo / "reports" / "plots" / "training_curves.png").stat().st_size > 1000
 
     params = tiny_params(tiny_llama)
     params["train"]["grid"]["k"] = [3]
@@ -36,3 +45,35 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
 
     assert _ran(run(["dvc", "repro", "train"], repo)) == set()
     assert _ran(run(["dvc", "repro", "--force", "--single-item", "train"], repo)) == {"train"}
+
+    # Two experiments with different k grids share the metric columns of the k they have in common.
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "k3"], repo)
+    run(["dvc", "exp", "run", "-n", "k34", "-S", "train.grid.k=[3,4]"], repo)
+    table = run(["dvc", "exp", "show", "--csv"], repo).splitlines()
+    header = table[0].split(",")
+    col = header.index("topk-x2.k3.loss_recovered")
+    k4 = header.index("topk-x2.k4.loss_recovered")
+    rows = {line.split(",")[0]: line.split(",") for line in table[1:]}
+    assert rows["k34"][col] and rows["k34"][k4]  # the experiment fills both k3 and k4
+    assert [r for name, r in rows.items() if name != "k34" and r[col]]  # the committed run fills k3 too
+
+
+def test_dvc_repro_with_custom_stores(tiny_llama, tmp_path):
+    """Stores outside the DVC outputs (a plain path and a new file:// URL) work in dvc repro."""
+    repo = make_project(tmp_path, tiny_llama)
+    params = tiny_params(tiny_llama)
+    train_store = tmp_path / "stores" / "train.zarr"
+    held_store = tmp_path / "stores" / "new" / "folder" / "heldout.zarr"
+    params["harvest"]["store"] = str(train_store)
+    params["evaluate"]["store"] = f"file://{held_store}"
+    write_params(repo, params)
+    out = run(["dvc", "repro"], repo)
+    assert _ran(out) == {"harvest", "harvest_heldout", "train", "evaluate"}
+    assert (train_store / "zarr.json").is_file() and (held_store / "zarr.json").is_file()
+    ref = json.loads((repo / "data" / "cache" / "train" / "store.json").read_text())
+    assert ref["store"] == str(train_store) and len(ref["key"]) == 64
+    held_ref = json.loads((repo / "data" / "cache" / "heldout" / "store.json").read_text())
+    assert held_ref["store"] == f"file://{held_store}"
+    assert "topk-k4-x2-s0" in json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert _ran(run(["dvc", "repro"], repo)) == set()

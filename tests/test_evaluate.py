@@ -32,6 +32,7 @@ def project(tiny_llama, tmp_path_factory):
         f"evaluate.store={root / 'heldout.zarr'}",
         "evaluate.tokens=256",
         f"evaluate.out={root / 'metrics' / 'evaluate.json'}",
+        f"evaluate.summary={root / 'metrics' / 'summary.json'}",
         f"evaluate.report={root / 'reports' / 'report.md'}",
         f"evaluate.plots_dir={root / 'reports' / 'plots'}",
         f"train.out_dir={root / 'saes'}",
@@ -92,18 +93,23 @@ def test_end_to_end(project):
     ce_clean = {m["ce_clean"] for m in metrics.values()}
     assert len(ce_clean) == 1
     plots = Path(params.evaluate.plots_dir)
-    for png in ("loss_recovered_vs_k.png", "fvu_vs_loss_recovered.png", "steering.png"):
+    for png in ("training_curves.png", "loss_recovered_vs_k.png", "fvu_vs_loss_recovered.png", "steering.png"):
         assert (plots / png).stat().st_size > 1000
-    assert len((plots / "variants.csv").read_text().strip().splitlines()) == 1 + len(names)
-    for sub in ("loss_recovered_vs_k", "fvu_vs_loss_recovered"):
-        assert (plots / sub / "topk-x2.csv").is_file()
-        assert (plots / sub / "gsae-b1-aug-x2@beta0.csv").is_file()
-    assert (plots / "steering" / "gsae-b1-aug-x2.csv").is_file()
-    steer_rows = (plots / "steering" / "topk-x2.csv").read_text().strip().splitlines()
-    assert len(steer_rows) == 1 + 2 * 3  # two k values, three latents each
+    variants = (plots / "variants.csv").read_text().strip().splitlines()
+    assert variants[0].startswith("variant,series,architecture,k,seed,") and len(variants) == 1 + len(names)
+    long = (plots / "metrics_long.csv").read_text().strip().splitlines()
+    assert long[0] == "variant,series,architecture,k,seed,metric,value"
+    assert len(long) == 1 + sum(len(m) for m in metrics.values())
+    steer = (plots / "steering.csv").read_text().strip().splitlines()
+    assert sum(",topk-x2,topk," in row for row in steer) == 2 * 3  # two k values, three latents each
+    summary = json.loads(Path(params.evaluate.summary).read_text())
+    assert set(summary) == {"topk-x2", "gsae-b1-aug-x2", "gsae-b1-aug-x2@beta0", "baseline"}
+    assert summary["topk-x2"]["k4"]["loss_recovered"] == pytest.approx(metrics["topk-k4-x2-s0"]["loss_recovered"])
+    assert summary["baseline"]["ce_clean"] == pytest.approx(metrics["topk-k4-x2-s0"]["ce_clean"])
     report = Path(params.evaluate.report).read_text()
-    assert "plots/loss_recovered_vs_k.png" in report
+    assert "plots/loss_recovered_vs_k.png" in report and "plots/training_curves.png" in report
     assert "topk-k4-x2-s0" in report and "## Settings" in report and "k = 4" in report and "k = 2" in report
+    assert "CE of the clean model" in report and "dead (train)" in report
     assert not list(plots.rglob("*.tmp"))
 
 

@@ -1,0 +1,84 @@
+"""Report, plot data and the compact metrics on synthetic results (no model)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+
+from pipeline.plotdata import summary, write_plot_data, write_summary
+from pipeline.plots import make_plots, steering_boxes
+from pipeline.report import VariantResult, table, write_report
+
+
+def _steer(seed: int) -> SimpleNamespace:
+    rng = np.random.default_rng(seed)
+    kl = np.sort(rng.uniform(1e-4, 1e-2, 4))
+    return SimpleNamespace(latents=np.arange(4), alphas=np.ones(4), kl=kl, logit=kl * 10, token=np.arange(4))
+
+
+def _results(ks: list[int], *, ce_zero: float = 5.0, extra: dict | None = None) -> list[VariantResult]:
+    out = []
+    for arch, group in (("topk", "topk-x8"), ("gsae", "gsae-b0.5-aug-x8")):
+        for k in ks:
+            for seed in (0, 1):
+                m = {"fvu": 0.2 + 0.01 * seed, "l0": float(k), "dead_frac": 0.1, "train_dead_frac": 0.0,
+                     "ce_clean": 3.0, "ce_spliced": 3.2, "ce_zero_ablation": ce_zero, "loss_recovered": 0.9 + 0.01 * seed,
+                     "kl": 0.1, "steer_kl_median": 0.001}
+                if arch == "gsae":
+                    m |= {"selection_shift": 0.05, **(extra or {})}
+                name = f"{arch}-k{k}-x8-s{seed}"
+                out.append(VariantResult(name, group, arch, k, seed, m, _steer(k + seed), hook="model.layers.15"))
+    return out
+
+
+def test_summary_keys_are_stable_across_grids(tmp_path):
+    a, b = summary(_results([16, 32])), summary(_results([32, 64]))
+    assert set(a) == {"topk-x8", "gsae-b0p5-aug-x8", "baseline"}  # dots would split DVC's keys
+    assert a["topk-x8"]["k32"].keys() == b["topk-x8"]["k32"].keys()
+    assert a["topk-x8"]["k32"]["loss_recovered"] == b["topk-x8"]["k32"]["loss_recovered"] == 0.905
+    assert a["topk-x8"]["k32"]["n_seeds"] == 2 and "selection_shift" in a["gsae-b0p5-aug-x8"]["k32"]
+    assert a["baseline"] == {"ce_clean": 3.0, "ce_zero_ablation": 5.0}
+    path = write_summary(tmp_path / "summary.json", _results([16]))
+    assert "seconds" not in path.read_text() and json.loads(path.read_text())["topk-x8"]["k16"]
+
+
+def test_plot_data_is_long_format(tmp_path):
+    results = _results([16, 32])
+    write_plot_data(tmp_path, results)
+    long = (tmp_path / "metrics_long.csv").read_text().splitlines()
+    assert long[0] == "variant,series,architecture,k,seed,metric,value"
+    assert len(long) == 1 + sum(len(r.metrics) for r in results)
+    steer = (tmp_path / "steering.csv").read_text().splitlines()
+    assert steer[0].startswith("variant,series,architecture,k,seed,quantile,steer_kl")
+    assert len(steer) == 1 + 4 * len(results)
+
+
+def test_steering_never_pools_values_of_k():
+    labels = [b[1] for b in steering_boxes(_results([16, 32]))]
+    assert labels == ["topk-x8\nk=16", "topk-x8\nk=32", "gsae-b0.5-aug-x8\nk=16", "gsae-b0.5-aug-x8\nk=32"]
+
+
+def test_report_baselines_dead_latents_and_extra_keys(tmp_path):
+    results = _results([16], extra={"steer_kl_ci_lo": 0.0005, "steer_kl_ci_hi": 0.002})
+    pngs = make_plots(tmp_path / "plots", results, [])
+    text = write_report(tmp_path / "report.md", results, {"wall time (s)": 1.0}, pngs).read_text()
+    assert "CE of the clean model: **3.0000**" in text and "zeroed: **5.0000**" in text
+    assert "Warning" not in text
+    assert "dead (train)" in text and "dead (held out)" in text and "Two dead-latent figures" in text
+    assert "| selection shift |" in text
+    assert "steer_kl_ci_hi" in text and "steer_kl_ci_lo" in text  # unknown figures rendered generically
+    assert "plots/steering.png" in text
+
+
+def test_report_warns_when_zero_ablation_does_not_hurt(tmp_path):
+    results = _results([16], ce_zero=2.9)
+    text = write_report(tmp_path / "report.md", results, {}, {}).read_text()
+    assert "**Warning**: zero ablation does not raise CE" in text
+
+
+def test_selection_shift_column_only_when_present():
+    plain = [r for r in _results([16]) if r.architecture == "topk"]
+    assert "selection shift" not in table(plain)
+    assert "selection shift" in table(_results([16]))
