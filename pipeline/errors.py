@@ -45,3 +45,19 @@ class SAEFormatError(PipelineError, ValueError):
 
 class NothingToEvaluate(PipelineError, FileNotFoundError):
     """``train.out_dir`` holds no trained SAE variant."""
+
+
+class CacheLocked(PipelineError, RuntimeError):
+    """Another live process holds the store's write lock."""
+
+
+class CacheWriteError(PipelineError, OSError):
+    """The store could not be written (disk full, read-only, permissions); it stays resumable."""
+
+
+class NonFiniteError(PipelineError, FloatingPointError):
+    """NaN or inf values where finite numbers are required (harvested data, a training loss)."""
+
+
+class OutputError(PipelineError, OSError):
+    """An output folder or file cannot be written."""
