@@ -177,6 +177,9 @@ class TrainConfig:
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(0.0 <= self.decay_fraction <= 1.0, "train.decay_fraction must be in [0, 1]")
         _check(self.shuffle_buffer_shards >= 1, "train.shuffle_buffer_shards must be >= 1")
+        _check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(self.dead_tokens > 0, f"train.dead_tokens must be positive, got {self.dead_tokens}")
+        _check(self.k_aux is None or self.k_aux >= 0, f"train.k_aux must be >= 0, got {self.k_aux}")
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,9 @@ def load_params(path: str | Path | None = "params.yaml", overrides: typing.Seque
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"params file {p} cannot be read: {exc}") from exc
+    _check(isinstance(raw, dict), f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     return params_from_dict(raw, overrides)
 
 
