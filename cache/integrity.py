@@ -26,7 +26,7 @@ import numpy as np
 import xxhash
 import zarr
 
-from cache.schema import CacheInfo
+from cache.schema import CacheInfo, attrs_digest
 from pipeline.errors import CacheCorrupt
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,9 @@ def open_array(url: str, group: zarr.Group, name: str) -> zarr.Array:
 
 def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
     """Check attributes against the arrays and the committed list against the layout."""
+    sealed = info.attrs.get("attrs_sha256")
+    if sealed is not None and sealed != attrs_digest(info.attrs):
+        raise corrupt(url, "attributes were edited after allocation (attrs_sha256 does not match)")
     if info.context_length < 1 or info.tokens_per_shard < 1 or info.d_model < 1:
         raise corrupt(url, "context_length, tokens_per_shard and d_model must be positive")
     if info.tokens_per_shard % info.context_length:

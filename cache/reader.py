@@ -198,6 +198,9 @@ class BatchReader:
         self._arrays = {name: open_array(url, group, path) for name, path in self._paths.items()}
         self._files = {name: _shard_file(url, arr) if direct_shards else None for name, arr in self._arrays.items()}
         self._checker = ShardChecker(url, self.info, group)
+        tokens = open_array(url, group, "tokens")
+        self._tokens = (tokens, _shard_file(url, tokens) if direct_shards else None)
+        self._tokens_ok: set[int] = set()
         self.read_workers = max(1, min(4, os.cpu_count() or 1))
 
     def _rows(self, shard: int) -> tuple[int, int]:
@@ -222,6 +225,19 @@ class BatchReader:
             out[:] = self._arrays[name][slice(*self._rows(shard))]
         self._checker.check(shard, self._paths[name], out)
 
+    def _check_tokens(self, shard: int) -> None:
+        """Read and check the ``tokens`` rows of ``shard`` once per reader (training does not use them,
+        but a damaged store is refused whichever of its arrays is damaged)."""
+        s0, s1 = self._rows(shard)
+        array, fast = self._tokens
+        rows = np.empty(s1 - s0, np.int32)
+        if fast is not None:
+            fast.read_into(shard, rows)
+        else:
+            rows[:] = array[s0:s1]
+        self._checker.check(shard, "tokens", rows)
+        self._tokens_ok.add(shard)
+
     def _load(self, epoch: int, index: int, shards: list[int], slot: _Slot) -> np.ndarray:
         """Read one buffer into ``slot``; returns its usable rows, shuffled."""
         tasks, usable, offset = [], [], 0
@@ -229,6 +245,8 @@ class BatchReader:
             s0, s1 = self._rows(s)
             for name, buf in (("act", slot.act), ("grad", slot.grad)):
                 tasks.append(dask.delayed(self._read_shard)(name, s, buf[offset : offset + s1 - s0]))
+            if s not in self._tokens_ok:
+                tasks.append(dask.delayed(self._check_tokens)(s))
             usable.append(_usable(s0, s1, self.info.context_length, self.exclude_first) + offset)
             offset += s1 - s0
         # one dask task per (array, shard file): chunk-aligned reads that decode in parallel

@@ -33,6 +33,15 @@ def grad_path(hook: str) -> str:
     return f"{hook}/grad"
 
 
+MUTABLE_ATTRS = frozenset({"n_tokens", "committed", "complete", "attrs_sha256"})
+"""Attributes the writer changes after allocation; every other one is covered by ``attrs_sha256``."""
+
+
+def attrs_digest(attrs: dict[str, Any]) -> str:
+    """SHA-256 of the attributes fixed at allocation (all but :data:`MUTABLE_ATTRS`)."""
+    return content_key({k: v for k, v in attrs.items() if k not in MUTABLE_ATTRS})
+
+
 _MISSING = object()
 
 

@@ -32,7 +32,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from cache.integrity import array_digest, legacy_digest, validate_layout
-from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path
+from cache.schema import CACHE_VERSION, CacheInfo, act_path, attrs_digest, grad_path
 from cache.store import open_group, read_attrs
 from pipeline.errors import CacheMismatch, CacheWriteError, NonFiniteError, PipelineError
 from pipeline.faults import fault_point
@@ -104,23 +104,22 @@ def allocate(
         fault_point("allocation")
         _create_arrays(group, hooks, d_model, total_tokens, tokens_per_shard, chunk_tokens, dtype,
                        _compressors(compressor, level), store_loss)
-        group.attrs.put(
-            {
-                **attrs,
-                "gsae_cache_version": CACHE_VERSION,
-                "hooks": list(hooks),
-                "d_model": d_model,
-                "dtype": dtype,
-                "tokens_per_shard": tokens_per_shard,
-                "chunk_tokens": min(chunk_tokens, tokens_per_shard),
-                "compressor": compressor,
-                "total_tokens": total_tokens,
-                "has_loss": store_loss,
-                "n_tokens": 0,
-                "committed": [],
-                "complete": False,
-            }
-        )
+        final = {
+            **attrs,
+            "gsae_cache_version": CACHE_VERSION,
+            "hooks": list(hooks),
+            "d_model": d_model,
+            "dtype": dtype,
+            "tokens_per_shard": tokens_per_shard,
+            "chunk_tokens": min(chunk_tokens, tokens_per_shard),
+            "compressor": compressor,
+            "total_tokens": total_tokens,
+            "has_loss": store_loss,
+            "n_tokens": 0,
+            "committed": [],
+            "complete": False,
+        }
+        group.attrs.put({**final, "attrs_sha256": attrs_digest(final)})
     return group
 
 
