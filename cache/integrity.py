@@ -76,6 +76,16 @@ def open_array(url: str, group: zarr.Group, name: str) -> zarr.Array:
     return arr
 
 
+def read_zarr_rows(url: str, array: zarr.Array, start: int, stop: int, shard: int) -> np.ndarray:
+    """Rows [start, stop) of ``array`` through zarr; a decode failure becomes ``CacheCorrupt``."""
+    try:
+        return np.asarray(array[start:stop])
+    except Exception as exc:  # zarr/numcodecs raise RuntimeError, ValueError, ... for damaged bytes
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise corrupt(url, f"does not decode ({type(exc).__name__}: {first}); {REPAIR_HINT}", array.path,
+                      shard) from exc
+
+
 def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
     """Check attributes against the arrays and the committed list against the layout."""
     sealed = info.attrs.get("attrs_sha256")

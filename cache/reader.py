@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import zarr
 
-from cache.integrity import ShardChecker, open_array, validate_layout
+from cache.integrity import ShardChecker, open_array, read_zarr_rows, validate_layout
 from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group, read_info
@@ -127,7 +127,7 @@ def read_rows(
         s0, s1 = info.shard_rows(shard)
         lo, hi = max(start, s0) - s0, min(stop, s1) - s0
         for slot, name in enumerate(("tokens", act_path(hook), grad_path(hook))):
-            rows = np.asarray(open_array(url, group, name)[s0:s1])
+            rows = read_zarr_rows(url, open_array(url, group, name), s0, s1, shard)
             checker.check(shard, name, rows)
             out[slot].append(rows[lo:hi])
     tokens, act, grad = (np.concatenate(parts) for parts in out)
@@ -222,7 +222,7 @@ class BatchReader:
         if fast is not None:
             fast.read_into(shard, out)
         else:
-            out[:] = self._arrays[name][slice(*self._rows(shard))]
+            out[:] = read_zarr_rows(self.url, self._arrays[name], *self._rows(shard), shard)
         self._checker.check(shard, self._paths[name], out)
 
     def _check_tokens(self, shard: int) -> None:
@@ -234,7 +234,7 @@ class BatchReader:
         if fast is not None:
             fast.read_into(shard, rows)
         else:
-            rows[:] = array[s0:s1]
+            rows[:] = read_zarr_rows(self.url, array, s0, s1, shard)
         self._checker.check(shard, "tokens", rows)
         self._tokens_ok.add(shard)
 
