@@ -37,7 +37,7 @@ from cache.integrity import ShardChecker, open_array, read_zarr_rows, validate_l
 from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group, read_info
-from pipeline.errors import CacheIncomplete, CacheMismatch
+from pipeline.errors import CacheIncomplete, CacheMismatch, ShardMissing
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,15 @@ def _shard_file(url: str, array: zarr.Array) -> ShardFile | None:
     return ShardFile(url, array, codec)
 
 
+def _read_fast(fast: ShardFile, shard: int, out: np.ndarray) -> None:
+    """Decode a whole shard; an absent shard file reads as fill values, as through zarr (a store written
+    before ``write_empty_chunks`` has no file for an all-fill shard): its commit digest then decides."""
+    try:
+        fast.read_into(shard, out)
+    except ShardMissing:
+        out[:] = fast.codec.fill_value
+
+
 class BatchReader:
     """Shuffled, epoch-cycling (act, grad) float32 batches [batch_size, d] from one hook."""
 
@@ -220,7 +229,7 @@ class BatchReader:
         """Rows of ``shard`` of array ``name`` ("act" or "grad") into ``out``, checked against its commit record."""
         fast = self._files[name]
         if fast is not None:
-            fast.read_into(shard, out)
+            _read_fast(fast, shard, out)
         else:
             out[:] = read_zarr_rows(self.url, self._arrays[name], *self._rows(shard), shard)
         self._checker.check(shard, self._paths[name], out)
@@ -232,7 +241,7 @@ class BatchReader:
         array, fast = self._tokens
         rows = np.empty(s1 - s0, np.int32)
         if fast is not None:
-            fast.read_into(shard, rows)
+            _read_fast(fast, shard, rows)
         else:
             rows[:] = read_zarr_rows(self.url, array, s0, s1, shard)
         self._checker.check(shard, "tokens", rows)

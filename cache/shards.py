@@ -25,7 +25,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from pipeline.errors import CacheCorrupt
+from pipeline.errors import CacheCorrupt, ShardMissing
 
 _EMPTY = np.uint64(2**64 - 1)  # offset and nbytes of an inner chunk that was never written
 _COMPRESSORS = {"zstd": numcodecs.Zstd, "blosc": numcodecs.Blosc, "gzip": numcodecs.GZip}
@@ -133,7 +133,7 @@ class ShardFile:
         try:
             blob = self.fs.cat_file(self.key(shard))
         except FileNotFoundError as exc:
-            raise CacheCorrupt(f"store {self.url}, array {self.path}, shard {shard}: shard file is missing") from exc
+            raise ShardMissing(f"store {self.url}, array {self.path}, shard {shard}: shard file is missing") from exc
         table = self.index(blob, shard)
         view = memoryview(blob)
         for j, (offset, nbytes) in enumerate(table):

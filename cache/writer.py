@@ -133,7 +133,7 @@ def _create_arrays(
         tail = shape[1:]
         group.create_array(
             path, shape=shape, chunks=(chunk, *tail), shards=(tokens_per_shard, *tail), dtype=dt,
-            compressors=comp, fill_value=0,
+            compressors=comp, fill_value=0, config={"write_empty_chunks": True},  # every committed shard has a file
         )
 
     create("tokens", (total_tokens,), "int32")

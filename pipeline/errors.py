@@ -61,3 +61,7 @@ class NonFiniteError(PipelineError, FloatingPointError):
 
 class OutputError(PipelineError, OSError):
     """An output folder or file cannot be written."""
+
+
+class ShardMissing(CacheCorrupt):
+    """A shard's file is absent (zarr reads that as fill values; the commit digest decides)."""
