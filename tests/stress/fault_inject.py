@@ -8,7 +8,8 @@ phase, resume, and compare with an uninterrupted run.
 Everything runs on a tiny Llama built in-process (tests/lm_factory.py) and the embedded
 python-docs text, in a temporary folder, each command a real ``python -m stages.cli``
 subprocess with one thread (bit-exact on one machine). Random kills land uniformly between
-the end of the interpreter start-up and the end of an uninterrupted run; phase kills use
+the command's first log line (the end of the interpreter start-up) and the time an
+uninterrupted run took from there to its exit; phase kills use
 ``GSAE_FAULT=<phase>[:N]`` (:mod:`pipeline.faults`): the process SIGKILLs itself at that
 point. After each kill the same command is rerun to completion, then:
 
@@ -32,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ logger = logging.getLogger("fault_inject")
 ROOT = Path(__file__).resolve().parents[2]
 HARVEST_PHASES = ("allocation", "shard_write:3", "commit:1", "commit:5", "finalize")
 TRAIN_PHASES = ("checkpoint_write:1", "checkpoint_write:4", "sae_write:1", "sae_write:2")
+# 2048 tokens = 8 shards of 256; training 80 steps of 128 tokens with a checkpoint every 10
 
 
 @dataclass
@@ -106,23 +109,44 @@ class Bench:
         return ["train", "-p", str(self.params), *sum((["-s", f"{k}={v}"] for k, v in sets.items()), [])]
 
     def run(self, args: list[str], fault: str | None = None, kill_after: float | None = None
-            ) -> tuple[int, str, bool]:
-        """(exit code, stderr, killed) of ``gsae ARGS``; SIGKILL after ``kill_after`` s or at ``fault``."""
+            ) -> tuple[int, str, bool, float]:
+        """(exit code, stderr, killed, seconds from the first log line to the exit) of ``gsae ARGS``.
+
+        ``kill_after``: SIGKILL that many seconds after the command's first log line (the end
+        of the interpreter start-up, so every random kill lands in real work); ``fault``: the
+        process kills itself at that phase (``GSAE_FAULT``).
+        """
         env = dict(self.env)
         if fault:
             env["GSAE_FAULT"] = fault
         proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *args], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        lines: list[str] = []
+        started = threading.Event()
+        t_start = [0.0]
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if not started.is_set() and line.startswith("INFO"):
+                    t_start[0] = time.perf_counter()
+                    started.set()
+                lines.append(line)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
         killed = False
-        if kill_after is not None:
+        if kill_after is not None and started.wait(timeout=300):
             try:
                 proc.wait(timeout=kill_after)
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed = True
-        _, err = proc.communicate()
-        code = proc.returncode
-        return code, err, killed or code == -signal.SIGKILL
+        proc.wait()
+        end = time.perf_counter()
+        reader.join(timeout=10)
+        work = end - t_start[0] if started.is_set() else 0.0
+        return proc.returncode, "".join(lines), killed or proc.returncode == -signal.SIGKILL, work
 
 
 def store_files(url: Path) -> dict[str, bytes]:
@@ -164,9 +188,9 @@ def harvest_trial(bench: Bench, ref: dict[str, bytes], how: str, fault: str | No
     store = bench.work / "trial.zarr"
     shutil.rmtree(store, ignore_errors=True)
     Path(f"{store}.lock").unlink(missing_ok=True)
-    code, err, killed = bench.run(bench.harvest_args(store), fault=fault, kill_after=delay)
+    _, _, killed, _ = bench.run(bench.harvest_args(store), fault=fault, kill_after=delay)
     at_kill = committed_tokens(store)
-    code, err, _ = bench.run(bench.harvest_args(store))
+    code, err, _, _ = bench.run(bench.harvest_args(store))
     if code != 0:
         return Trial("harvest", how, killed, False, at_kill, f"resume failed: {err.strip().splitlines()[-1:]}")
     m = re.search(r"resuming .* after (\d+) committed shards", err)
@@ -181,8 +205,8 @@ def train_trial(bench: Bench, store: Path, ref: dict[str, dict[str, Any]], how: 
                 delay: float | None) -> Trial:
     out = bench.work / "trial-train"
     shutil.rmtree(out, ignore_errors=True)
-    _, _, killed = bench.run(bench.train_args(store, out), fault=fault, kill_after=delay)
-    code, err, _ = bench.run(bench.train_args(store, out))
+    _, _, killed, _ = bench.run(bench.train_args(store, out), fault=fault, kill_after=delay)
+    code, err, _, _ = bench.run(bench.train_args(store, out))
     if code != 0:
         return Trial("train", how, killed, False, 0, f"resume failed: {err.strip().splitlines()[-1:]}")
     m = re.search(r"resumed from .* at step (\d+)", err)
@@ -190,45 +214,39 @@ def train_trial(bench: Bench, store: Path, ref: dict[str, dict[str, Any]], how: 
     return Trial("train", how, killed, identical, 0, f"resumed at step {m.group(1)}" if m else "from the start")
 
 
-def run(n_random: int, seed: int, work: Path, tokens: int = 4096, train_steps: int = 120,
-        harvest_phases: tuple[str, ...] = HARVEST_PHASES, train_phases: tuple[str, ...] = TRAIN_PHASES) -> Figures:
-    """Run the whole experiment in ``work``; returns the figures."""
+def run(n_random: int, seed: int, work: Path, tokens: int = 2048, train_steps: int = 80,
+        harvest_phases: tuple[str, ...] = HARVEST_PHASES, train_phases: tuple[str, ...] = TRAIN_PHASES,
+        progress: Path | None = None) -> Figures:
+    """Run the whole experiment in ``work``; returns the figures (each trial also appended to ``progress``)."""
     rng = random.Random(seed)
     bench = Bench(work, tokens, train_steps)
     figures = Figures()
     ref_store = work / "ref.zarr"
-    t0 = time.perf_counter()
-    code, err, _ = bench.run(bench.harvest_args(ref_store))
-    harvest_s = time.perf_counter() - t0
+    code, err, _, harvest_s = bench.run(bench.harvest_args(ref_store))
     if code != 0:
         raise RuntimeError(f"reference harvest failed: {err[-400:]}")
     ref_files = store_files(ref_store)
-    t0 = time.perf_counter()
-    code, err, _ = bench.run(bench.train_args(ref_store, work / "ref-train"))
-    train_s = time.perf_counter() - t0
+    code, err, _, train_s = bench.run(bench.train_args(ref_store, work / "ref-train"))
     if code != 0:
         raise RuntimeError(f"reference train failed: {err[-400:]}")
     ref_weights = weights(work / "ref-train")
-    startup = 0.0
-    if n_random:
-        t0 = time.perf_counter()
-        bench.run(["--help"])
-        startup = time.perf_counter() - t0
-    logger.info("uninterrupted: harvest %.1fs, train %.1fs, start-up %.1fs", harvest_s, train_s, startup)
+    logger.info("uninterrupted, from the first log line to the exit: harvest %.1fs, train %.1fs", harvest_s, train_s)
+    def record(trial: Trial) -> None:
+        figures.trials.append(trial)
+        logger.info("%d %s", len(figures.trials), trial)
+        if progress is not None:
+            with progress.open("a") as f:
+                f.write(json.dumps(asdict(trial)) + "\n")
+
     for phase in harvest_phases:
-        figures.trials.append(harvest_trial(bench, ref_files, phase, phase, None))
-        logger.info("%s", figures.trials[-1])
-    for i in range(n_random):
-        delay = rng.uniform(startup * 0.7, harvest_s)
-        figures.trials.append(harvest_trial(bench, ref_files, f"random {delay:.2f}s", None, delay))
-        logger.info("%d %s", i, figures.trials[-1])
+        record(harvest_trial(bench, ref_files, phase, phase, None))
     for phase in train_phases:
-        figures.trials.append(train_trial(bench, ref_store, ref_weights, phase, phase, None))
-        logger.info("%s", figures.trials[-1])
-    for i in range(n_random):
-        delay = rng.uniform(startup * 0.7, train_s)
-        figures.trials.append(train_trial(bench, ref_store, ref_weights, f"random {delay:.2f}s", None, delay))
-        logger.info("%d %s", i, figures.trials[-1])
+        record(train_trial(bench, ref_store, ref_weights, phase, phase, None))
+    for _ in range(n_random):  # alternate, so an interrupted run still has figures for both stages
+        delay = rng.uniform(0.0, harvest_s)
+        record(harvest_trial(bench, ref_files, f"random {delay:.2f}s", None, delay))
+        delay = rng.uniform(0.0, train_s)
+        record(train_trial(bench, ref_store, ref_weights, f"random {delay:.2f}s", None, delay))
     return figures
 
 
@@ -243,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     work = Path(tempfile.mkdtemp(prefix="gsae-faults-"))
     try:
-        figures = run(args.random, args.seed, work)
+        progress = args.out.with_suffix(".trials.jsonl") if args.out else None
+        if progress is not None:
+            progress.unlink(missing_ok=True)
+        figures = run(args.random, args.seed, work, progress=progress)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
