@@ -129,7 +129,18 @@ class StoreLock:
                 return
             self.owner["heartbeat"] = time.time()
             with contextlib.suppress(OSError):  # a full disk must not kill the harvest; the lock stays
-                self.fs.pipe_file(self.path, json.dumps(self.owner).encode())
+                self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Replace the lock's content; atomically on local disks, so a reader never sees half a file."""
+        blob = json.dumps(self.owner).encode()
+        if not self.local:
+            self.fs.pipe_file(self.path, blob)
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, self.path)
 
     def held(self) -> bool:
         """Whether the lock file still names this process."""
@@ -139,7 +150,12 @@ class StoreLock:
 
     def check(self) -> None:
         """``CacheLocked`` when another process broke this lock (then this writer must stop)."""
-        if not self.held():
+        for _ in range(3):
+            holder = self.holder()
+            if holder != {}:  # {} = unreadable for a moment (a non-local filesystem mid-rewrite): look again
+                break
+            time.sleep(0.05)
+        if holder != {} and not self.held():
             raise CacheLocked(f"store {self.url}: this writer's lock was broken by another process; stopping")
 
     def release(self) -> None:
