@@ -190,9 +190,10 @@ class ShardWriter:
         """Every array's rows of shard ``index`` in the store dtypes, checked for shape and finiteness."""
         start, stop = self.info.shard_rows(index)
         data: dict[str, np.ndarray] = {"tokens": np.asarray(tokens, dtype=np.int32)}
-        for hook in self.info.hooks:
-            data[act_path(hook)] = np.asarray(acts[hook], dtype=self.info.dtype)
-            data[grad_path(hook)] = np.asarray(grads[hook], dtype=self.info.dtype)
+        with np.errstate(over="ignore"):  # values beyond the storage dtype become inf: refused just below
+            for hook in self.info.hooks:
+                data[act_path(hook)] = np.asarray(acts[hook], dtype=self.info.dtype)
+                data[grad_path(hook)] = np.asarray(grads[hook], dtype=self.info.dtype)
         if "loss" in self.arrays:
             if loss is None:
                 raise PipelineError("store expects a loss array but none was given")
