@@ -154,9 +154,9 @@ class ShardChecker:
                 raise corrupt(self.url, f"data does not match its checksum (damaged or missing shard file); "
                                         f"{REPAIR_HINT}", array, shard)
             return
-        self._check_legacy(shard, array, record)
+        self._check_legacy(shard, array, record, rows)
 
-    def _check_legacy(self, shard: int, array: str, record: dict[str, Any]) -> None:
+    def _check_legacy(self, shard: int, array: str, record: dict[str, Any], rows: np.ndarray) -> None:
         with self._lock:
             if shard in self._legacy_ok:
                 return
@@ -165,7 +165,8 @@ class ShardChecker:
                 self._warned = True
             start, stop = self.info.shard_rows(shard)
             names = array_names(self.info)
-            data = [np.asarray(open_array(self.url, self.group, n)[start:stop]) for n in names]
+            data = [rows if n == array else read_zarr_rows(self.url, open_array(self.url, self.group, n), start, stop,
+                                                           shard) for n in names]
             if legacy_digest(data) != record["sha256"]:
                 raise corrupt(self.url, f"data does not match its checksum; {REPAIR_HINT}", array, shard)
             self._legacy_ok.add(shard)

@@ -157,3 +157,25 @@ def test_gsae_train_on_damaged_store_one_line(store, tmp_path, capsys):
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("gsae: error: store ") and f"{HOOK}/grad, shard 3" in lines[0]
     assert not (tmp_path / "saes" / "topk-k4-x2-s0").exists()
+
+
+def test_store_without_per_array_digests_is_checked_by_the_shard_sha256(store, caplog):
+    def strip(attrs: dict) -> None:
+        for record in attrs["committed"]:
+            record.pop("xxh3")
+
+    _attrs(store, strip)  # a store committed before the per-array digests existed
+    _consume(store)
+    assert "predates per-array checksums" in caplog.text
+    from cache.integrity import ShardChecker
+    from cache.store import open_group
+
+    info = open_store(str(store), hook=HOOK)
+    checker = ShardChecker(str(store), info, open_group(str(store)))
+    rows = read_rows(str(store), HOOK, 0, 128, info=info)[1].astype(np.float16)
+    rows[5, 3] += 1  # decodes fine, different value: only the SHA-256 can tell
+    with pytest.raises(CacheCorrupt, match=f"array {HOOK}/act, shard 0: data does not match its checksum"):
+        checker.check(0, act_path(HOOK), rows)
+    _flip(_shard(store, grad_path(HOOK), 7), 30)
+    with pytest.raises(CacheCorrupt, match=f"array {HOOK}/grad, shard 7"):
+        _consume(store)
