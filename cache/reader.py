@@ -33,10 +33,11 @@ import numpy as np
 import torch
 import zarr
 
+from cache.integrity import ShardChecker, open_array, read_zarr_rows, validate_layout
 from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group, read_info
-from pipeline.errors import CacheIncomplete, CacheMismatch
+from pipeline.errors import CacheIncomplete, CacheMismatch, ShardMissing
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +51,23 @@ def open_store(
     expected_key: str | None = None,
     expected_model: str | None = None,
     require_complete: bool = True,
+    expected_split: str | None = None,
 ) -> CacheInfo:
     """Validated info of the store at ``url``.
 
-    Raises ``CacheNotFound`` (nothing there), ``CacheCorrupt`` (not a g-SAE cache),
-    ``CacheIncomplete`` (``complete`` false and ``require_complete``) or ``CacheMismatch``
-    (other format version, ``hook`` not stored, other key or model than expected).
+    Raises ``CacheNotFound`` (nothing there), ``CacheCorrupt`` (not a g-SAE cache, or
+    attributes that do not match the arrays or the committed shards:
+    :func:`cache.integrity.validate_layout`), ``CacheIncomplete`` (``complete`` false and
+    ``require_complete``) or ``CacheMismatch`` (other format version, ``hook`` not stored,
+    other key, model or data split than expected).
     """
     info = read_info(url)
     if info.version != CACHE_VERSION:
         raise CacheMismatch(f"store {url} has cache format version {info.version}, this code reads {CACHE_VERSION}")
+    validate_layout(url, open_group(url, "r"), info)
+    split = info.dataset.get("split")
+    if expected_split is not None and split != expected_split:
+        raise CacheMismatch(f"store {url} holds {split!r}-split text, {expected_split!r} expected")
     if expected_key is not None and info.key != expected_key:
         raise CacheMismatch(
             f"store {url} holds a different harvest (key {info.key[:12]}…, expected {expected_key[:12]}…)"
@@ -99,16 +107,31 @@ def resolve_hook(info: CacheInfo, layer: int | None) -> str:
     raise CacheMismatch(f"store has no hook for layer {layer} (stored hooks: {', '.join(info.hooks)})")
 
 
-def read_rows(url: str, hook: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows [start, stop): tokens int32 [N], act float32 [N, d], grad float32 [N, d]."""
-    group = open_group(url, "r")
-    info = CacheInfo.from_attrs(dict(group.attrs))
+def read_rows(
+    url: str, hook: str, start: int, stop: int, info: CacheInfo | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows [start, stop): tokens int32 [N], act float32 [N, d], grad float32 [N, d].
+
+    Only committed shards are read, each whole and checked against its commit record, so
+    a missing or damaged shard raises ``CacheCorrupt`` instead of reading as zeros.
+    """
+    info = info if info is not None else open_store(url, hook=hook, require_complete=False)
     if stop > info.n_tokens:
         raise CacheIncomplete(f"store {url} has {info.n_tokens} committed tokens, rows up to {stop} requested")
-    tokens = np.asarray(group["tokens"][start:stop], dtype=np.int32)
-    act = np.asarray(group[act_path(hook)][start:stop], dtype=np.float32)
-    grad = np.asarray(group[grad_path(hook)][start:stop], dtype=np.float32)
-    return tokens, act, grad
+    group = open_group(url, "r")
+    checker = ShardChecker(url, info, group)
+    tps = info.tokens_per_shard
+    first, last = start // tps, -(-stop // tps)
+    out: list[list[np.ndarray]] = [[], [], []]
+    for shard in range(first, last):
+        s0, s1 = info.shard_rows(shard)
+        lo, hi = max(start, s0) - s0, min(stop, s1) - s0
+        for slot, name in enumerate(("tokens", act_path(hook), grad_path(hook))):
+            rows = read_zarr_rows(url, open_array(url, group, name), s0, s1, shard)
+            checker.check(shard, name, rows)
+            out[slot].append(rows[lo:hi])
+    tokens, act, grad = (np.concatenate(parts) for parts in out)
+    return tokens.astype(np.int32, copy=False), act.astype(np.float32), grad.astype(np.float32)
 
 
 def _usable(start: int, stop: int, context_length: int, exclude_first: bool) -> np.ndarray:
@@ -138,6 +161,15 @@ def _shard_file(url: str, array: zarr.Array) -> ShardFile | None:
         logger.info("%s: layout not handled by the fast shard reader; reading through zarr", array.path)
         return None
     return ShardFile(url, array, codec)
+
+
+def _read_fast(fast: ShardFile, shard: int, out: np.ndarray) -> None:
+    """Decode a whole shard; an absent shard file reads as fill values, as through zarr (a store written
+    before ``write_empty_chunks`` has no file for an all-fill shard): its commit digest then decides."""
+    try:
+        fast.read_into(shard, out)
+    except ShardMissing:
+        out[:] = fast.codec.fill_value
 
 
 class BatchReader:
@@ -171,8 +203,13 @@ class BatchReader:
         if self.tokens_per_epoch == 0:
             raise CacheIncomplete(f"store {url} has no usable tokens")
         group = open_group(url, "r")
-        self._arrays = {"act": group[act_path(hook)], "grad": group[grad_path(hook)]}
+        self._paths = {"act": act_path(hook), "grad": grad_path(hook)}
+        self._arrays = {name: open_array(url, group, path) for name, path in self._paths.items()}
         self._files = {name: _shard_file(url, arr) if direct_shards else None for name, arr in self._arrays.items()}
+        self._checker = ShardChecker(url, self.info, group)
+        tokens = open_array(url, group, "tokens")
+        self._tokens = (tokens, _shard_file(url, tokens) if direct_shards else None)
+        self._tokens_ok: set[int] = set()
         self.read_workers = max(1, min(4, os.cpu_count() or 1))
 
     def _rows(self, shard: int) -> tuple[int, int]:
@@ -189,12 +226,26 @@ class BatchReader:
         return divmod(batch_index * self.batch_size, self.tokens_per_epoch)
 
     def _read_shard(self, name: str, shard: int, out: np.ndarray) -> None:
-        """Rows of ``shard`` of array ``name`` ("act" or "grad") into ``out``."""
+        """Rows of ``shard`` of array ``name`` ("act" or "grad") into ``out``, checked against its commit record."""
         fast = self._files[name]
         if fast is not None:
-            fast.read_into(shard, out)
+            _read_fast(fast, shard, out)
         else:
-            out[:] = self._arrays[name][slice(*self._rows(shard))]
+            out[:] = read_zarr_rows(self.url, self._arrays[name], *self._rows(shard), shard)
+        self._checker.check(shard, self._paths[name], out)
+
+    def _check_tokens(self, shard: int) -> None:
+        """Read and check the ``tokens`` rows of ``shard`` once per reader (training does not use them,
+        but a damaged store is refused whichever of its arrays is damaged)."""
+        s0, s1 = self._rows(shard)
+        array, fast = self._tokens
+        rows = np.empty(s1 - s0, np.int32)
+        if fast is not None:
+            _read_fast(fast, shard, rows)
+        else:
+            rows[:] = read_zarr_rows(self.url, array, s0, s1, shard)
+        self._checker.check(shard, "tokens", rows)
+        self._tokens_ok.add(shard)
 
     def _load(self, epoch: int, index: int, shards: list[int], slot: _Slot) -> np.ndarray:
         """Read one buffer into ``slot``; returns its usable rows, shuffled."""
@@ -203,6 +254,8 @@ class BatchReader:
             s0, s1 = self._rows(s)
             for name, buf in (("act", slot.act), ("grad", slot.grad)):
                 tasks.append(dask.delayed(self._read_shard)(name, s, buf[offset : offset + s1 - s0]))
+            if s not in self._tokens_ok:
+                tasks.append(dask.delayed(self._check_tokens)(s))
             usable.append(_usable(s0, s1, self.info.context_length, self.exclude_first) + offset)
             offset += s1 - s0
         # one dask task per (array, shard file): chunk-aligned reads that decode in parallel

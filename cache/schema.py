@@ -33,6 +33,31 @@ def grad_path(hook: str) -> str:
     return f"{hook}/grad"
 
 
+MUTABLE_ATTRS = frozenset({"n_tokens", "committed", "complete", "attrs_sha256"})
+"""Attributes the writer changes after allocation; every other one is covered by ``attrs_sha256``."""
+
+
+def attrs_digest(attrs: dict[str, Any]) -> str:
+    """SHA-256 of the attributes fixed at allocation (all but :data:`MUTABLE_ATTRS`)."""
+    return content_key({k: v for k, v in attrs.items() if k not in MUTABLE_ATTRS})
+
+
+_MISSING = object()
+
+
+def _get(attrs: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    """``attrs[name]`` checked to be a JSON value of Python type ``kind`` (bool is not an int)."""
+    if name not in attrs:
+        if default is _MISSING:
+            raise KeyError(name)
+        return default
+    value = attrs[name]
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not ok:
+        raise TypeError(f"attribute {name!r} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
 def content_key(fields: dict[str, Any]) -> str:
     """Hex SHA-256 of everything that determines a store's contents (canonical JSON)."""
     blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
@@ -67,23 +92,27 @@ class CacheInfo:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> CacheInfo:
-        """Parse attributes; raises KeyError when a required one is missing."""
+        """Parse attributes strictly.
+
+        Raises ``KeyError`` when a required attribute is missing and ``TypeError`` when one
+        has the wrong JSON type (``complete: "false"`` is a string, not a boolean).
+        """
         return cls(
-            version=int(attrs["gsae_cache_version"]),
-            key=str(attrs["key"]),
-            model=str(attrs["model"]),
+            version=_get(attrs, "gsae_cache_version", int),
+            key=_get(attrs, "key", str),
+            model=_get(attrs, "model", str),
             model_revision=str(attrs["model_revision"]),
             tokenizer=str(attrs["tokenizer"]),
-            dataset=dict(attrs["dataset"]),
-            context_length=int(attrs["context_length"]),
-            hooks=tuple(attrs["hooks"]),
-            d_model=int(attrs["d_model"]),
-            dtype=str(attrs["dtype"]),
-            tokens_per_shard=int(attrs["tokens_per_shard"]),
-            n_tokens=int(attrs["n_tokens"]),
-            total_tokens=int(attrs["total_tokens"]),
-            complete=bool(attrs["complete"]),
-            committed=tuple(attrs.get("committed", ())),
+            dataset=_get(attrs, "dataset", dict),
+            context_length=_get(attrs, "context_length", int),
+            hooks=tuple(_get(attrs, "hooks", list)),
+            d_model=_get(attrs, "d_model", int),
+            dtype=_get(attrs, "dtype", str),
+            tokens_per_shard=_get(attrs, "tokens_per_shard", int),
+            n_tokens=_get(attrs, "n_tokens", int),
+            total_tokens=_get(attrs, "total_tokens", int),
+            complete=_get(attrs, "complete", bool),
+            committed=tuple(_get(attrs, "committed", list, ())),
             attrs=dict(attrs),
         )
 

@@ -25,7 +25,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from pipeline.errors import CacheCorrupt
+from pipeline.errors import CacheCorrupt, ShardMissing
 
 _EMPTY = np.uint64(2**64 - 1)  # offset and nbytes of an inner chunk that was never written
 _COMPRESSORS = {"zstd": numcodecs.Zstd, "blosc": numcodecs.Blosc, "gzip": numcodecs.GZip}
@@ -98,6 +98,7 @@ class ShardFile:
 
     def __init__(self, url: str, array: zarr.Array, codec: ShardCodec) -> None:
         self.fs, root = fsspec.core.url_to_fs(url)
+        self.url, self.path = url, array.path
         self.prefix = f"{root.rstrip('/')}/{array.path}"
         self.encode_key = array.metadata.encode_chunk_key
         self.codec = codec
@@ -112,10 +113,10 @@ class ShardFile:
         """The shard's ``[n_inner, 2]`` (offset, nbytes) table, CRC checked."""
         n = self.codec.index_nbytes
         if len(blob) < n:
-            raise CacheCorrupt(f"shard {shard} of {self.prefix} is truncated ({len(blob)} bytes)")
+            raise CacheCorrupt(f"store {self.url}, array {self.path}, shard {shard}: shard file truncated ({len(blob)} bytes)")
         table, crc = blob[-n:-4], blob[-4:]
         if google_crc32c.value(table).to_bytes(4, "little") != crc:
-            raise CacheCorrupt(f"shard {shard} of {self.prefix} has a bad index checksum")
+            raise CacheCorrupt(f"store {self.url}, array {self.path}, shard {shard}: bad index checksum")
         return np.frombuffer(table, dtype="<u8").reshape(self.codec.n_inner, 2)
 
     def read_into(self, shard: int, out: np.ndarray) -> None:
@@ -132,7 +133,7 @@ class ShardFile:
         try:
             blob = self.fs.cat_file(self.key(shard))
         except FileNotFoundError as exc:
-            raise CacheCorrupt(f"shard {shard} of {self.prefix} is missing") from exc
+            raise ShardMissing(f"store {self.url}, array {self.path}, shard {shard}: shard file is missing") from exc
         table = self.index(blob, shard)
         view = memoryview(blob)
         for j, (offset, nbytes) in enumerate(table):
@@ -157,6 +158,6 @@ class ShardFile:
             else:
                 self._decompressor.decode(data, out=target)
         except (RuntimeError, ValueError) as exc:
-            raise CacheCorrupt(f"shard {shard} of {self.prefix} does not decode: {exc}") from exc
+            raise CacheCorrupt(f"store {self.url}, array {self.path}, shard {shard}: does not decode ({exc})") from exc
         if not full:
             dest[:] = target[:rows]

@@ -7,9 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from cache.integrity import array_digest, open_array, validate_layout
 from cache.schema import CacheInfo
 from cache.store import open_group, read_info
 from cache.writer import array_order, shard_digest
+from pipeline.errors import CacheCorrupt, PipelineError
 
 
 def describe(url: str) -> dict[str, Any]:
@@ -50,44 +52,52 @@ def _store_bytes(url: str) -> int | None:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Outcome of checking every committed shard against its checksum."""
+    """Outcome of checking the layout and every committed shard against its checksums."""
 
     url: str
     checked: int
     bad: tuple[str, ...]
     complete: bool
+    bad_shards: tuple[int, ...] = ()
+    """Committed shards whose data does not check out (what a repair re-harvests)."""
 
     @property
     def ok(self) -> bool:
         return not self.bad
 
 
-def _check_shard(group: Any, info: CacheInfo, names: list[str], record: dict[str, Any]) -> str | None:
+def _check_shard(url: str, group: Any, info: CacheInfo, names: list[str], record: dict[str, Any]) -> str | None:
     index = int(record["index"])
     start, stop = info.shard_rows(index)
-    if list(record["rows"]) != [start, stop]:
-        return f"shard {index}: committed rows {record['rows']} do not match the layout [{start}, {stop})"
     try:
-        data = [np.asarray(group[name][start:stop]) for name in names]
+        data = [np.asarray(open_array(url, group, name)[start:stop]) for name in names]
+    except PipelineError as exc:
+        return str(exc)
     except Exception as exc:  # any decode failure means a damaged shard file
         return f"shard {index}: unreadable ({type(exc).__name__}: {str(exc)[:120]})"
     if shard_digest(data) != record["sha256"]:
-        return f"shard {index}: checksum mismatch"
+        digests = record.get("xxh3") or {}
+        arrays = [n for n, a in zip(names, data, strict=True) if digests.get(n) not in (None, array_digest(a))]
+        return f"shard {index}: checksum mismatch" + (f" in {', '.join(arrays)}" if arrays else "")
     return None
 
 
 def verify(url: str) -> VerifyReport:
-    """Re-read every committed shard and compare its SHA-256 with the committed one."""
+    """Validate the layout, then re-read every committed shard and compare its SHA-256 with the committed one."""
     info = read_info(url)
     group = open_group(url, "r")
     names = array_order(info.hooks, bool(info.attrs.get("has_loss")))
-    bad = []
-    if info.n_tokens != (info.shard_rows(len(info.committed) - 1)[1] if info.committed else 0):
-        bad.append(f"n_tokens {info.n_tokens} does not match the committed shards")
-    if info.complete and len(info.committed) != info.n_shards:
-        bad.append(f"marked complete with {len(info.committed)}/{info.n_shards} shards committed")
+    bad: list[str] = []
+    try:
+        validate_layout(url, group, info)
+    except CacheCorrupt as exc:
+        bad.append(str(exc))
+        if "array" in str(exc) or "commit record" in str(exc):
+            return VerifyReport(url, 0, tuple(bad), info.complete)
+    bad_shards = []
     for record in info.committed:
-        problem = _check_shard(group, info, names, record)
+        problem = _check_shard(url, group, info, names, record)
         if problem:
             bad.append(problem)
-    return VerifyReport(url, len(info.committed), tuple(bad), info.complete)
+            bad_shards.append(int(record["index"]))
+    return VerifyReport(url, len(info.committed), tuple(bad), info.complete, tuple(bad_shards))

@@ -2,28 +2,45 @@
 
 The protocol that makes a store trustworthy and resumable:
 
-1. ``allocate`` creates the group, its attributes (``complete=false``, ``n_tokens=0``)
-   and empty sharded arrays of the final shape.
-2. ``ShardWriter.write`` writes one whole shard of every array (each shard file is
-   written once), then *commits* it: appends ``{index, rows, sha256}`` to the
-   ``committed`` attribute and advances ``n_tokens``. A crash between the two leaves an
-   uncommitted shard that a resume simply rewrites.
-3. ``ShardWriter.finalize`` sets ``complete=true`` once every shard is committed.
+1. ``allocate`` first marks the location ``gsae_allocating`` (one atomic metadata
+   write), then creates the group (still marked) and empty sharded arrays of the final
+   shape, and only then writes the real attributes (``complete=false``, ``n_tokens=0``)
+   in one atomic metadata write. A kill at any instant leaves either the previous state
+   or a store marked ``gsae_allocating``, which a rerun re-allocates
+   (:func:`interrupted_allocation`).
+2. ``ShardWriter.write`` refuses non-finite values, writes one whole shard of every
+   array (each shard file is written once), then *commits* it: appends ``{index, rows,
+   sha256, xxh3}`` to the ``committed`` attribute and advances ``n_tokens``. ``xxh3``
+   holds one digest per array (checked by the reader, :mod:`cache.integrity`). A crash
+   between the two leaves an uncommitted shard that a resume simply rewrites.
+3. ``ShardWriter.finalize`` re-validates the layout, then sets ``complete=true`` once
+   every shard is committed.
+
+An ``OSError`` while writing (disk full, read-only store, permissions) becomes one
+``CacheWriteError`` line; whatever was committed stays committed and a rerun resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path
-from cache.store import open_group
-from pipeline.errors import CacheMismatch, PipelineError
+from cache.integrity import array_digest, legacy_digest, validate_layout
+from cache.schema import CACHE_VERSION, CacheInfo, act_path, attrs_digest, grad_path
+from cache.store import open_group, read_attrs
+from pipeline.errors import CacheMismatch, CacheWriteError, NonFiniteError, PipelineError
+from pipeline.faults import fault_point
+
+logger = logging.getLogger(__name__)
+
+ALLOCATING = "gsae_allocating"
+"""Attribute present only while a store is being allocated."""
 
 
 def _compressors(name: str, level: int) -> list[Any] | None:
@@ -34,12 +51,23 @@ def _compressors(name: str, level: int) -> list[Any] | None:
     return None
 
 
-def shard_digest(arrays: Sequence[np.ndarray]) -> str:
-    """SHA-256 over the raw bytes of a shard's arrays, in the store's fixed array order."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+shard_digest = legacy_digest
+"""SHA-256 over the raw bytes of a shard's arrays, in the store's fixed array order."""
+
+
+@contextmanager
+def writing(url: str, what: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``url`` into one resumable ``CacheWriteError`` line."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, PipelineError):
+            raise
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CacheWriteError(
+            f"cannot write store {url} ({what}): {reason}; committed shards are kept, "
+            "fix the cause and rerun to resume"
+        ) from exc
 
 
 def array_order(hooks: Sequence[str], with_loss: bool) -> list[str]:
@@ -66,21 +94,46 @@ def allocate(
     level: int = 3,
     store_loss: bool = False,
 ) -> zarr.Group:
-    """Create a fresh, empty store (overwriting whatever is at ``url``)."""
-    group = open_group(url, "w")
-    comp = _compressors(compressor, level)
+    """Create a fresh, empty store (overwriting whatever is at ``url``), atomically from the user's view."""
+    marker = {ALLOCATING: True, "key": attrs.get("key")}
+    with writing(url, "allocation"):
+        # the old store is unusable from here on; nothing there (or no readable group): the next line replaces it
+        with suppress(Exception):
+            open_group(url, "r+").attrs.put(marker)
+        group = zarr.open_group(store=url, mode="w", zarr_format=3, attributes=marker)
+        fault_point("allocation")
+        _create_arrays(group, hooks, d_model, total_tokens, tokens_per_shard, chunk_tokens, dtype,
+                       _compressors(compressor, level), store_loss)
+        final = {
+            **attrs,
+            "gsae_cache_version": CACHE_VERSION,
+            "hooks": list(hooks),
+            "d_model": d_model,
+            "dtype": dtype,
+            "tokens_per_shard": tokens_per_shard,
+            "chunk_tokens": min(chunk_tokens, tokens_per_shard),
+            "compressor": compressor,
+            "total_tokens": total_tokens,
+            "has_loss": store_loss,
+            "n_tokens": 0,
+            "committed": [],
+            "complete": False,
+        }
+        group.attrs.put({**final, "attrs_sha256": attrs_digest(final)})
+    return group
+
+
+def _create_arrays(
+    group: zarr.Group, hooks: Sequence[str], d_model: int, total_tokens: int, tokens_per_shard: int,
+    chunk_tokens: int, dtype: str, comp: list[Any] | None, store_loss: bool,
+) -> None:
     chunk = min(chunk_tokens, tokens_per_shard)
 
     def create(path: str, shape: tuple[int, ...], dt: str) -> None:
         tail = shape[1:]
         group.create_array(
-            path,
-            shape=shape,
-            chunks=(chunk, *tail),
-            shards=(tokens_per_shard, *tail),
-            dtype=dt,
-            compressors=comp,
-            fill_value=0,
+            path, shape=shape, chunks=(chunk, *tail), shards=(tokens_per_shard, *tail), dtype=dt,
+            compressors=comp, fill_value=0, config={"write_empty_chunks": True},  # every committed shard has a file
         )
 
     create("tokens", (total_tokens,), "int32")
@@ -89,31 +142,37 @@ def allocate(
         create(grad_path(hook), (total_tokens, d_model), dtype)
     if store_loss:
         create("loss", (total_tokens,), "float32")
-    group.attrs.update(
-        {
-            **attrs,
-            "gsae_cache_version": CACHE_VERSION,
-            "hooks": list(hooks),
-            "d_model": d_model,
-            "dtype": dtype,
-            "tokens_per_shard": tokens_per_shard,
-            "chunk_tokens": chunk,
-            "compressor": compressor,
-            "total_tokens": total_tokens,
-            "has_loss": store_loss,
-            "n_tokens": 0,
-            "committed": [],
-            "complete": False,
-        }
-    )
-    return group
+
+
+_OUR_ARRAYS = ("tokens", "loss")
+
+
+def interrupted_allocation(url: str) -> bool:
+    """Whether ``url`` holds a store whose allocation was interrupted (safe to allocate again).
+
+    True when the group is marked ``gsae_allocating``, or (stores from before the marker)
+    when it has no attributes at all and holds nothing but arrays of this format.
+    """
+    try:
+        attrs = read_attrs(url)
+    except PipelineError:
+        return False
+    if attrs.get(ALLOCATING):
+        return True
+    if attrs:
+        return False
+    group = open_group(url, "r")
+    for path, member in group.members(max_depth=None):
+        if isinstance(member, zarr.Array) and not (path in _OUR_ARRAYS or path.endswith(("/act", "/grad"))):
+            return False
+    return True
 
 
 class ShardWriter:
     """Writes and commits the shards of an allocated store, strictly in order."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, *, allow_nonfinite: bool = False) -> None:
+        self.url, self.allow_nonfinite = url, allow_nonfinite
         self.group = open_group(url, "r+")
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
         self.names = array_order(self.info.hooks, bool(self.info.attrs.get("has_loss")))
@@ -123,6 +182,28 @@ class ShardWriter:
     def next_shard(self) -> int:
         """Index of the first shard not yet committed."""
         return len(self.info.committed)
+
+    def _shard_data(
+        self, index: int, tokens: np.ndarray, acts: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
+        loss: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
+        """Every array's rows of shard ``index`` in the store dtypes, checked for shape and finiteness."""
+        start, stop = self.info.shard_rows(index)
+        data: dict[str, np.ndarray] = {"tokens": np.asarray(tokens, dtype=np.int32)}
+        with np.errstate(over="ignore"):  # values beyond the storage dtype become inf: refused just below
+            for hook in self.info.hooks:
+                data[act_path(hook)] = np.asarray(acts[hook], dtype=self.info.dtype)
+                data[grad_path(hook)] = np.asarray(grads[hook], dtype=self.info.dtype)
+        if "loss" in self.arrays:
+            if loss is None:
+                raise PipelineError("store expects a loss array but none was given")
+            data["loss"] = np.asarray(loss, dtype=np.float32)
+        for name in self.names:
+            if data[name].shape[0] != stop - start:
+                raise PipelineError(f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}")
+            if name != "tokens" and not self.allow_nonfinite:
+                _check_finite(name, data[name], start, self.info.dtype)
+        return data
 
     def write(
         self,
@@ -135,32 +216,81 @@ class ShardWriter:
         """Write every array's rows of shard ``index``, then commit it."""
         if index != self.next_shard:
             raise PipelineError(f"shard {index} written out of order (next is {self.next_shard})")
+        data = self._shard_data(index, tokens, acts, grads, loss)
         start, stop = self.info.shard_rows(index)
-        data: dict[str, np.ndarray] = {"tokens": np.asarray(tokens, dtype=np.int32)}
-        for hook in self.info.hooks:
-            data[act_path(hook)] = np.asarray(acts[hook], dtype=self.info.dtype)
-            data[grad_path(hook)] = np.asarray(grads[hook], dtype=self.info.dtype)
-        if "loss" in self.arrays:
-            if loss is None:
-                raise PipelineError("store expects a loss array but none was given")
-            data["loss"] = np.asarray(loss, dtype=np.float32)
-        for name in self.names:
-            if data[name].shape[0] != stop - start:
-                raise PipelineError(f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}")
-            self.arrays[name][start:stop] = data[name]
-        self._commit(index, start, stop, shard_digest([data[n] for n in self.names]))
+        with writing(self.url, f"shard {index}"):
+            for i, name in enumerate(self.names):
+                self.arrays[name][start:stop] = data[name]
+                if i == 0:
+                    fault_point("shard_write")
+            fault_point("commit")
+            self._commit(index, self._record(index, data))
 
-    def _commit(self, index: int, start: int, stop: int, digest: str) -> None:
-        committed = [*self.info.committed, {"index": index, "rows": [start, stop], "sha256": digest}]
-        self.group.attrs.update({"committed": committed, "n_tokens": stop})
+    def rewrite(
+        self,
+        index: int,
+        tokens: np.ndarray,
+        acts: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray],
+        loss: np.ndarray | None = None,
+    ) -> bool:
+        """Repair: write committed shard ``index`` again and replace its record.
+
+        Returns whether the new data matches the old record's SHA-256 (a deterministic harvest does).
+        """
+        if index >= self.next_shard:
+            raise PipelineError(f"shard {index} is not committed (next is {self.next_shard})")
+        data = self._shard_data(index, tokens, acts, grads, loss)
+        start, stop = self.info.shard_rows(index)
+        record = self._record(index, data)
+        same = record["sha256"] == self.info.committed[index].get("sha256")
+        committed = list(self.info.committed)
+        committed[index] = record
+        with writing(self.url, f"shard {index}"):
+            for name in self.names:
+                self.arrays[name][start:stop] = data[name]
+            self.group.attrs.update({"committed": committed})
+        self.info = CacheInfo.from_attrs(dict(self.group.attrs))
+        return same
+
+    def _record(self, index: int, data: dict[str, np.ndarray]) -> dict[str, Any]:
+        start, stop = self.info.shard_rows(index)
+        return {
+            "index": index,
+            "rows": [start, stop],
+            "sha256": shard_digest([data[n] for n in self.names]),
+            "xxh3": {n: array_digest(data[n]) for n in self.names},
+        }
+
+    def _commit(self, index: int, record: dict[str, Any]) -> None:
+        committed = [*self.info.committed, record]
+        self.group.attrs.update({"committed": committed, "n_tokens": record["rows"][1]})
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
 
     def finalize(self) -> None:
-        """Mark the store complete; refuses while shards are missing."""
+        """Mark the store complete; refuses while shards are missing or the layout does not check out."""
         if self.next_shard != self.info.n_shards:
             raise PipelineError(f"cannot finalize: {self.next_shard} of {self.info.n_shards} shards committed")
-        self.group.attrs.update({"complete": True})
+        validate_layout(self.url, self.group, self.info)
+        fault_point("finalize")
+        with writing(self.url, "finalize"):
+            self.group.attrs.update({"complete": True})
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
+
+
+def _check_finite(name: str, values: np.ndarray, start: int, dtype: str) -> None:
+    """``NonFiniteError`` naming the array and token rows when ``values`` hold NaN or inf."""
+    bad = ~np.isfinite(values)
+    if values.ndim > 1:
+        bad = bad.any(axis=tuple(range(1, values.ndim)))
+    if not bad.any():
+        return
+    rows = np.nonzero(bad)[0]
+    hint = " (values beyond the float16 range: set harvest.dtype: float32)" if dtype == "float16" else ""
+    raise NonFiniteError(
+        f"{name}: {len(rows)} token(s) with NaN/inf in rows [{start + rows[0]}, {start + rows[-1] + 1}); "
+        f"not committed{hint}"
+    )
 
 
 def check_same_key(url: str, key: str) -> CacheInfo:

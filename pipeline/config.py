@@ -183,6 +183,9 @@ class TrainConfig:
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(0.0 <= self.decay_fraction <= 1.0, "train.decay_fraction must be in [0, 1]")
         _check(self.shuffle_buffer_shards >= 1, "train.shuffle_buffer_shards must be >= 1")
+        _check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(self.dead_tokens > 0, f"train.dead_tokens must be positive, got {self.dead_tokens}")
+        _check(self.k_aux is None or self.k_aux >= 0, f"train.k_aux must be >= 0, got {self.k_aux}")
 
 
 @dataclass(frozen=True)
@@ -373,6 +376,8 @@ def _read_yaml(p: Path) -> dict[str, Any]:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"params file {p} cannot be read: {exc}") from exc
     _check(isinstance(raw, dict), f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
     return raw
 

@@ -28,7 +28,7 @@ class CacheNotFound(PipelineError, FileNotFoundError):
 
 
 class CacheWriteError(PipelineError, OSError):
-    """A store could not be created or written (permissions, a missing bucket, a full disk)."""
+    """A store could not be created or written (permissions, a missing bucket, a full disk); it stays resumable."""
 
 
 class CacheMismatch(PipelineError, ValueError):
@@ -53,3 +53,19 @@ class NothingToEvaluate(PipelineError, FileNotFoundError):
 
 class ExportError(PipelineError, ValueError):
     """A trained SAE cannot be written in the requested external format."""
+
+
+class CacheLocked(PipelineError, RuntimeError):
+    """Another live process holds the store's write lock."""
+
+
+class NonFiniteError(PipelineError, FloatingPointError):
+    """NaN or inf values where finite numbers are required (harvested data, a training loss)."""
+
+
+class OutputError(PipelineError, OSError):
+    """An output folder or file cannot be written."""
+
+
+class ShardMissing(CacheCorrupt):
+    """A shard's file is absent (zarr reads that as fill values; the commit digest decides)."""

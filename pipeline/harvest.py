@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cache import store as cache_store
+from cache.lock import StoreLock
 from cache.schema import LOSS_DEFINITION, content_key
-from cache.writer import ShardWriter, allocate, check_same_key
+from cache.writer import ShardWriter, allocate, check_same_key, interrupted_allocation
 from pipeline.config import Params, params_to_dict
-from pipeline.errors import ConfigError
+from pipeline.errors import CacheCorrupt, ConfigError
 from pipeline.models import LoadedModel, _pretrained_source, edit_block_output, load_model, model_identity
 from pipeline.text import iter_documents, pack_contexts, source_fingerprint
 
@@ -208,41 +209,123 @@ def _store_attrs(params: Params, lm: LoadedModel, key: str, fields: dict[str, An
     }
 
 
+def clean_debris(url: str) -> int:
+    """Remove ``*.partial`` temp files a killed writer left inside a local store; returns how many."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" not in protocols:
+        return 0
+    debris = [p for p in fs.glob(f"{root.rstrip('/')}/**/*.partial") if fs.isfile(p)]
+    for path in debris:
+        fs.rm_file(path)
+    if debris:
+        log.info("removed %d partial file(s) left by an interrupted write in %s", len(debris), url)
+    return len(debris)
+
+
 def run_harvest(
     params: Params,
     *,
     overwrite: bool = False,
     lm: LoadedModel | None = None,
     on_commit: Callable[[int], None] | None = None,
+    repair: bool = False,
+    break_lock: bool = False,
 ) -> str:
-    """Harvest (or resume, or skip) the store the params describe; returns its URL."""
+    """Harvest (or resume, or skip, or with ``repair`` re-harvest damaged shards of) the store; returns its URL.
+
+    The store's write lock (:mod:`cache.lock`) is held throughout.
+    """
     fields = key_fields(params)
     key = content_key(fields)
     url = store_url(params, key)
-    existing = None if overwrite or not cache_store.exists(url) else check_same_key(url, key)
-    if existing is not None and existing.complete:
-        log.info("%s is complete for these params: nothing to do", url)
-        return url
-    lm = lm or load_model(params.model)
-    hooks = _validate(params, lm)
     T = params.data.context_length
-    n_ctx = fields["n_tokens"] // T
-    contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, T, n_ctx)
-    if existing is None:
-        h = params.harvest
-        allocate(
-            url, _store_attrs(params, lm, key, fields),
-            hooks=hooks, d_model=lm.d_model, total_tokens=n_ctx * T, tokens_per_shard=h.tokens_per_shard,
-            chunk_tokens=h.chunk_tokens, dtype=h.dtype, compressor=h.compressor, level=h.compression_level,
-            store_loss=h.store_loss,
-        )
-    else:
-        log.info("resuming %s after %d committed shards", url, len(existing.committed))
-    writer = ShardWriter(url)
-    _harvest_shards(params, lm, hooks, contexts, writer, on_commit)
-    writer.finalize()
+    if params.harvest.tokens % T:
+        log.warning("harvest.tokens %d is not a multiple of data.context_length %d: harvesting %d tokens (%d contexts)",
+                    params.harvest.tokens, T, fields["n_tokens"], fields["n_tokens"] // T)
+    with StoreLock(url, break_lock=break_lock) as lock:
+        fresh = overwrite or not cache_store.exists(url)
+        if not fresh and interrupted_allocation(url):
+            log.warning("%s: its allocation was interrupted; allocating it again", url)
+            fresh = True
+        existing = None if fresh else check_same_key(url, key)
+        if existing is not None and not repair and existing.complete:
+            log.info("%s is complete for these params: nothing to do", url)
+            return url
+        if existing is not None:
+            clean_debris(url)
+        elif repair:
+            raise CacheCorrupt(f"store {url} cannot be repaired (nothing usable there); harvest it again")
+        lm = lm or load_model(params.model)
+        hooks = _validate(params, lm)
+        n_ctx = fields["n_tokens"] // T
+        contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, T, n_ctx)
+        if existing is None:
+            h = params.harvest
+            allocate(
+                url, _store_attrs(params, lm, key, fields),
+                hooks=hooks, d_model=lm.d_model, total_tokens=n_ctx * T, tokens_per_shard=h.tokens_per_shard,
+                chunk_tokens=h.chunk_tokens, dtype=h.dtype, compressor=h.compressor, level=h.compression_level,
+                store_loss=h.store_loss,
+            )
+        else:
+            log.info("resuming %s after %d committed shards", url, len(existing.committed))
+        writer = ShardWriter(url)
+        if repair:
+            _repair_shards(params, lm, hooks, contexts, writer)
+        _harvest_shards(params, lm, hooks, contexts, writer, on_commit, lock)
+        if not writer.info.complete:
+            writer.finalize()
     log.info("harvest complete: %s (%d tokens)", url, writer.info.n_tokens)
     return url
+
+
+def _repair_shards(params: Params, lm: LoadedModel, hooks: list[str], contexts: np.ndarray, writer: ShardWriter) -> None:
+    """Re-harvest the committed shards that fail verification, in place."""
+    from cache.verify import verify
+
+    report = verify(writer.url)
+    if report.bad and not report.bad_shards:
+        raise CacheCorrupt(f"store {writer.url} cannot be repaired shard by shard ({report.bad[0]}); "
+                           "rerun with --overwrite")
+    if not report.bad_shards:
+        log.info("%s: every committed shard checks out; nothing to repair", writer.url)
+    for index in report.bad_shards:
+        shard = _compute_shard(params, lm, hooks, contexts, writer, index, None)
+        same = writer.rewrite(index, shard.tokens, shard.acts, shard.grads, shard.loss)
+        log.info("repaired shard %d of %s%s", index, writer.url,
+                 "" if same else " (new data differs from the original checksum: harvest not bit-reproducible here)")
+
+
+def _compute_shard(
+    params: Params, lm: LoadedModel, hooks: list[str], contexts: np.ndarray, writer: ShardWriter, index: int,
+    bar: Any,
+) -> _Shard:
+    """Run the LM over the contexts of shard ``index`` and collect its rows."""
+    info, layers = writer.info, list(params.harvest.layers)
+    T, dtype = params.data.context_length, np.dtype(params.harvest.dtype)
+    ctx_per_shard = info.tokens_per_shard // T
+    shard_ctx = contexts[index * ctx_per_shard : (index + 1) * ctx_per_shard]
+    n = shard_ctx.size
+    shard = _Shard(
+        index, shard_ctx.reshape(-1).copy(),
+        {hk: np.empty((n, info.d_model), dtype) for hk in hooks},
+        {hk: np.empty((n, info.d_model), dtype) for hk in hooks},
+        np.empty(n, np.float32),
+    )
+    for b in range(0, len(shard_ctx), params.harvest.batch_size):
+        ids = torch.from_numpy(shard_ctx[b : b + params.harvest.batch_size]).to(lm.device)
+        out = forward_backward(lm, layers, ids, params.harvest.autocast)
+        rows = slice(b * T, b * T + ids.numel())
+        for layer, hk in zip(layers, hooks, strict=True):
+            shard.acts[hk][rows] = out.acts[layer].flatten(0, 1).to("cpu", torch.float32).numpy()
+            shard.grads[hk][rows] = out.grads[layer].flatten(0, 1).to("cpu", torch.float32).numpy()
+        shard.loss[rows] = out.loss.flatten().cpu().numpy()
+        if bar is not None:
+            bar.update(ids.numel())
+    return shard
 
 
 def _harvest_shards(
@@ -252,31 +335,16 @@ def _harvest_shards(
     contexts: np.ndarray,
     writer: ShardWriter,
     on_commit: Callable[[int], None] | None,
+    lock: StoreLock | None = None,
 ) -> None:
-    info, layers = writer.info, list(params.harvest.layers)
-    T, dtype = params.data.context_length, np.dtype(params.harvest.dtype)
-    ctx_per_shard = info.tokens_per_shard // T
+    info = writer.info
     bg = _BackgroundWriter(writer, on_commit)
     bar = tqdm(total=info.total_tokens, initial=info.n_tokens, unit="tok", unit_scale=True, desc="harvest")
     try:
         for index in range(writer.next_shard, info.n_shards):
-            shard_ctx = contexts[index * ctx_per_shard : (index + 1) * ctx_per_shard]
-            n = shard_ctx.size
-            shard = _Shard(
-                index, shard_ctx.reshape(-1).copy(),
-                {hk: np.empty((n, info.d_model), dtype) for hk in hooks},
-                {hk: np.empty((n, info.d_model), dtype) for hk in hooks},
-                np.empty(n, np.float32),
-            )
-            for b in range(0, len(shard_ctx), params.harvest.batch_size):
-                ids = torch.from_numpy(shard_ctx[b : b + params.harvest.batch_size]).to(lm.device)
-                out = forward_backward(lm, layers, ids, params.harvest.autocast)
-                rows = slice(b * T, b * T + ids.numel())
-                for layer, hk in zip(layers, hooks, strict=True):
-                    shard.acts[hk][rows] = out.acts[layer].flatten(0, 1).to("cpu", torch.float32).numpy()
-                    shard.grads[hk][rows] = out.grads[layer].flatten(0, 1).to("cpu", torch.float32).numpy()
-                shard.loss[rows] = out.loss.flatten().cpu().numpy()
-                bar.update(ids.numel())
+            shard = _compute_shard(params, lm, hooks, contexts, writer, index, bar)
+            if lock is not None:
+                lock.check()
             bg.put(shard)
     except BaseException:
         bg.queue.put(None)

@@ -76,9 +76,12 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(spec)
+        device = torch.device(spec)
     except RuntimeError as exc:
         raise ConfigError(f"bad device {spec!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"model.device is {spec!r} but CUDA is not available here (use auto or cpu)")
+    return device
 
 
 def smollm2_gguf() -> Path:

@@ -10,10 +10,14 @@ store's first), expands the grid, sets the input scales and b_dec from a sample
 - ``<metrics_out>``               JSON variant → final figures
 - ``<metrics_out stem>.run.json`` wall time and device (run information, not a metric)
 
-Checkpoints (``checkpoint_every`` > 0) go to ``<out_dir>/.checkpoints/state.pt`` and hold
-the trainer state plus the reader position; a rerun with the same settings resumes from
-it, regenerating the deterministic batch stream from that batch, and ends with the same
-weights as an uninterrupted run. The folder is removed after a successful run.
+Checkpoints (``checkpoint_every`` > 0) go to ``<out_dir>/.checkpoints/`` (pickle-free,
+fingerprint checked first: :mod:`pipeline.checkpoint`) and hold the trainer state plus
+the reader position; a rerun with the same settings resumes from it, regenerating the
+deterministic batch stream from that batch, and ends with the same weights as an
+uninterrupted run. The folder is removed after a successful run.
+
+Before the first step the output folders are checked for writability; a non-finite
+training loss stops the run with one line; the variants are written all or none.
 """
 
 from __future__ import annotations
@@ -21,9 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,10 @@ import torch
 
 from cache.reader import BatchReader, open_store, read_rows, resolve_hook
 from cache.schema import CacheInfo
+from pipeline.checkpoint import load_checkpoint, save_checkpoint, write_all_or_none
 from pipeline.config import Params, TrainConfig, params_to_dict
-from pipeline.errors import ConfigError
-from pipeline.fileio import atomic_write_text
+from pipeline.errors import CacheMismatch, ConfigError, NonFiniteError
+from pipeline.fileio import atomic_write_text, check_writable, dumps_json
 from pipeline.plotdata import run_info_path, write_curves
 from pipeline.saes.io import save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
@@ -45,7 +48,6 @@ from pipeline.trainer import Trainer, tune_allocator
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoints"
-CHECKPOINT_FILE = "state.pt"
 # TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
 _NO_EFFECT = {"out_dir", "store", "prefetch", "checkpoint_every", "device", "metrics_out", "curves_dir", "log_every"}
 
@@ -54,7 +56,13 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device: bad device {name!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but CUDA is not available here (use auto or cpu)")
+    return device
 
 
 def sample_tokens(
@@ -67,7 +75,7 @@ def sample_tokens(
     for shard in rng.permutation(n_shards):
         start, stop = info.shard_rows(int(shard))
         stop = min(stop, info.n_tokens)
-        _, a, g = read_rows(url, hook, start, stop)
+        _, a, g = read_rows(url, hook, start, stop, info=info)
         if exclude_first:
             keep = np.arange(start, stop) % info.context_length != 0
             a, g = a[keep], g[keep]
@@ -91,21 +99,18 @@ def _hook_layer(hook: str, layer: int | None) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fingerprint(cfg: TrainConfig, info: CacheInfo, hook: str, specs: list[VariantSpec]) -> dict[str, Any]:
     train = {k: v for k, v in params_to_dict(cfg).items() if k not in _NO_EFFECT}
     return {"train": train, "key": info.key, "hook": hook, "variants": [s.name for s in specs]}
+
+
+def _check_finite_loss(step: int, stats: dict[str, dict[str, float]]) -> None:
+    """``NonFiniteError`` when a variant's logged loss is NaN or inf."""
+    for name, s in stats.items():
+        loss = s.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteError(f"variant {name}: training loss is {loss} at step {step} (diverged or non-finite "
+                                 "inputs); stopping, nothing written")
 
 
 def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict[str, float]]:
@@ -127,15 +132,32 @@ def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dic
     }
 
 
-def run_train(params: Params, *, store_url: str, expected_key: str | None) -> dict[str, Any]:
+def check_store_matches(params: Params, info: CacheInfo, url: str) -> None:
+    """``CacheMismatch`` when an explicitly given store holds another model or not the layer the params say."""
+    layer = params.train.layer if params.train.layer is not None else params.harvest.layers[0]
+    if info.model != params.model.name:
+        raise CacheMismatch(f"store {url} holds model {info.model!r}, params say {params.model.name!r}; "
+                            "fix model.name or pass --allow-other-store")
+    stored = info.attrs.get("layers")
+    if isinstance(stored, list) and layer not in stored:
+        raise CacheMismatch(f"store {url} holds layers {stored}, params train layer {layer}; "
+                            "fix train.layer / harvest.layers or pass --allow-other-store")
+
+
+def run_train(
+    params: Params, *, store_url: str, expected_key: str | None, check_params: bool = False
+) -> dict[str, Any]:
     """Train every variant of ``params.train.grid`` on the store at ``store_url``.
 
     Returns the metrics dict written to ``train.metrics_out`` (variant → final figures).
-    Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``.
+    Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``;
+    ``check_params`` also refuses a store of another model or layer than the params say.
     """
     cfg = params.train
     tune_allocator()
     info = open_store(store_url, expected_key=expected_key)
+    if check_params:
+        check_store_matches(params, info, store_url)
     hook = resolve_hook(info, cfg.layer)
     d = info.d_model
     specs = expand_grid(cfg.grid)
@@ -145,17 +167,15 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
     device = resolve_device(cfg.device)
     total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
     out_dir = Path(cfg.out_dir)
-    ckpt_path = out_dir / CHECKPOINT_DIR / CHECKPOINT_FILE
+    check_writable(out_dir, "train.out_dir")
+    check_writable(cfg.curves_dir, "train.curves_dir")
+    check_writable(Path(cfg.metrics_out).parent, "the folder of train.metrics_out")
+    ckpt_path = out_dir / CHECKPOINT_DIR
     fingerprint = _fingerprint(cfg, info, hook, specs)
     logger.info("training %d variant(s) on %s [%s], %d steps of %d tokens", len(specs), store_url, hook,
                 total_steps, cfg.batch_size)
 
-    state = None
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != fingerprint:
-            logger.warning("ignoring checkpoint %s: it was made with other settings", ckpt_path)
-            state = None
+    state = load_checkpoint(ckpt_path, fingerprint)
 
     if state is None:
         act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
@@ -176,14 +196,12 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
 
     def on_checkpoint(step: int, tr: Trainer) -> None:
         epoch, offset = reader.position(step)
-        _atomic_torch_save(
-            {"fingerprint": fingerprint, "trainer": tr.state_dict(),
-             "reader": {"batch_index": step, "epoch": epoch, "offset": offset}},
-            ckpt_path,
-        )
+        save_checkpoint(ckpt_path, fingerprint, step, {"trainer": tr.state_dict(),
+                        "reader": {"batch_index": step, "epoch": epoch, "offset": offset}})
         logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
 
     def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
+        _check_finite_loss(step, stats)
         for name, s in stats.items():
             shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
             logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s", step, tokens, name, s["fvu"], s["l0"],
@@ -201,7 +219,11 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
     epochs = trainer.tokens / reader.tokens_per_epoch
     last = _final_figures(trainer.curve)
     metrics: dict[str, Any] = {}
+    writes = []
     for name, v in trainer.variants.items():
+        if not all(torch.isfinite(p).all() for p in v.sae.parameters()):
+            raise NonFiniteError(f"variant {name}: weights are NaN/inf after {trainer.step} steps (training diverged); "
+                                 "nothing written")
         final = last.get(name, {})
         dead = trainer.dead_fraction(name)
         figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
@@ -218,9 +240,10 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
             "tokens_seen": trainer.tokens, "dead_frac": dead, "final_fvu": final.get("fvu"),
             "exclude_first": cfg.exclude_first,
         }
-        save_sae(v.sae, out_dir / name, sae_cfg, act_scale=trainer.act_scale)
+        writes.append((name, lambda folder, sae=v.sae, c=sae_cfg: save_sae(sae, folder, c, act_scale=trainer.act_scale)))
+    write_all_or_none(out_dir, writes)
     curves = write_curves(cfg.curves_dir, trainer.curve)
-    atomic_write_text(cfg.metrics_out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(cfg.metrics_out, dumps_json(metrics, indent=2, sort_keys=True) + "\n")
     # Wall time is run information, not a result: outside the metrics so reruns diff clean.
     run_info = {"seconds": round(seconds, 1), "device": str(device), "variants": len(specs)}
     atomic_write_text(run_info_path(cfg.metrics_out), json.dumps(run_info, indent=2) + "\n")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from pipeline.errors import PipelineError
+from pipeline.errors import CacheMismatch, PipelineError
 
 log = logging.getLogger("gsae")
 
@@ -69,6 +70,9 @@ def _load(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> Any:
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Harvest LM activations and gradients, train TopK / g-SAE variants, evaluate them."""
     setup_logging(verbose)
+    if not verbose:  # `datasets` logs raw parser errors itself; ours is the one line that matters
+        os.environ.setdefault("DATASETS_VERBOSITY", "critical")
+        logging.getLogger("datasets").setLevel(logging.CRITICAL)
     ctx.obj = {"debug": debug}
 
 
@@ -85,15 +89,21 @@ def params_cmd() -> None:
 @_params_options
 @click.option("--heldout", is_flag=True, help="Harvest the held-out store evaluation reads (evaluate.tokens, evaluate.store).")
 @click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
-def harvest(params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, overwrite: bool) -> None:
+@click.option("--repair", is_flag=True, help="Re-harvest only the committed shards that fail verification.")
+@click.option("--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it.")
+def harvest(
+    params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, overwrite: bool, repair: bool, break_lock: bool
+) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
     from pipeline.harvest import heldout_params, run_harvest, store_key
     from pipeline.storeref import record_store
 
+    if overwrite and repair:
+        raise click.UsageError("--overwrite and --repair exclude each other")
     params = _load(params_path, overrides)
     if heldout:
         params = heldout_params(params)
-    url = run_harvest(params, overwrite=overwrite)
+    url = run_harvest(params, overwrite=overwrite, repair=repair, break_lock=break_lock)
     record_store(params, url, store_key(params))
     click.echo(url)
 
@@ -115,7 +125,12 @@ def _check_architectures(architectures: tuple[str, ...]) -> None:
     help="Train only these registered architectures (overrides train.grid.architecture).",
 )
 @click.option("--dry-run", is_flag=True, help="List the variants the grid expands to and exit.")
-def train(params_path: tuple[str, ...], overrides: tuple[str, ...], architectures: tuple[str, ...], dry_run: bool) -> None:
+@click.option("--allow-other-store", is_flag=True,
+              help="Train from an explicit train.store even if its model or layer differ from the params.")
+def train(
+    params_path: tuple[str, ...], overrides: tuple[str, ...], architectures: tuple[str, ...], dry_run: bool,
+    allow_other_store: bool,
+) -> None:
     """Stage 2: train every variant of train.grid on the cached harvest."""
     from pipeline.harvest import store_key, store_url
     from pipeline.sweep import expand_grid
@@ -133,20 +148,28 @@ def train(params_path: tuple[str, ...], overrides: tuple[str, ...], architecture
         key = store_key(params)
         run_train(params, store_url=store_url(params, key), expected_key=key)
     else:
-        run_train(params, store_url=params.train.store, expected_key=None)
+        run_train(params, store_url=params.train.store, expected_key=None, check_params=not allow_other_store)
 
 
 @cli.command()
 @_params_options
-def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+@click.option("--allow-train-split", is_flag=True, help="Evaluate on a store harvested from the train split.")
+def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_train_split: bool) -> None:
     """Stage 3: held-out metrics, steering, plots and report for every trained variant."""
+    from cache.reader import open_store
     from pipeline.evaluate import run_evaluate
     from pipeline.harvest import heldout_params, store_key, store_url
 
     params = _load(params_path, overrides)
     held = heldout_params(params)
     key = store_key(held)
-    run_evaluate(params, store_url=store_url(held, key), expected_key=key if params.evaluate.store == "auto" else None)
+    url = store_url(held, key)
+    expected_key = key if params.evaluate.store == "auto" else None
+    info = open_store(url, expected_key=expected_key)
+    if not allow_train_split and info.dataset.get("split") != "heldout":
+        raise CacheMismatch(f"store {url} holds {info.dataset.get('split')!r}-split text, not held-out text; "
+                            "evaluate on a --heldout harvest (or pass --allow-train-split)")
+    run_evaluate(params, store_url=url, expected_key=expected_key)
 
 
 @cli.command()
@@ -203,14 +226,32 @@ def export(fmt: str, src: str, dest: str) -> None:
     click.echo(export_sae(src, dest, fmt))
 
 
+@cache.command("repair")
+@_params_options
+@click.option("--heldout", is_flag=True, help="Repair the held-out store (evaluate.store).")
+@click.option("--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it.")
+def cache_repair(params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, break_lock: bool) -> None:
+    """Re-harvest only the damaged shards of the store the params describe (= gsae harvest --repair)."""
+    from pipeline.harvest import heldout_params, run_harvest
+
+    params = _load(params_path, overrides)
+    if heldout:
+        params = heldout_params(params)
+    click.echo(run_harvest(params, repair=True, break_lock=break_lock))
+
+
+_RESUME_HINT = "committed shards and checkpoints are kept; rerun the same command to resume"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors unless --debug."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="gsae", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("gsae: aborted", err=True)
+    except click.exceptions.Abort as exc:
+        interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+        click.echo(f"gsae: interrupted ({_RESUME_HINT})" if interrupted else "gsae: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -218,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("gsae: interrupted (committed shards are kept; rerun to resume)", err=True)
+        click.echo(f"gsae: interrupted ({_RESUME_HINT})", err=True)
         sys.exit(130)
     except Exception as exc:
         if debug:

@@ -95,9 +95,9 @@ def test_resume_after_interruption_gives_identical_weights(store: str, tmp_path:
     monkeypatch.setattr(Trainer, "train_step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         run_train(run, store_url=store, expected_key=None)
-    ckpt = tmp_path / "run" / "saes" / ".checkpoints" / "state.pt"
+    ckpt = tmp_path / "run" / "saes" / ".checkpoints" / "state-4.pt"
     assert ckpt.is_file()
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     assert state["trainer"]["step"] == 4 and state["reader"]["batch_index"] == 4
     assert not (tmp_path / "run" / "saes" / "topk-k4-x4-s0").exists()  # nothing marked done
 
