@@ -18,7 +18,7 @@ def test_file_url_store_is_created_with_its_parents(tmp_path):
 def test_write_failure_is_a_write_error(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(CacheWriteError, match="cannot (create|write) the cache store"):
+    with pytest.raises(CacheWriteError, match=r"cannot (create|write) (the cache )?store"):
         open_group(str(blocker / "store.zarr"), "w")
     with pytest.raises(CacheWriteError):
         open_group(f"file://{blocker}/store.zarr", "w")
