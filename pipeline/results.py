@@ -235,7 +235,7 @@ def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None
 
 
 def write_results(run_dirs: Sequence[str | Path], out_md: str | Path, plots_dir: str | Path) -> dict[str, Any]:
-    """Aggregate ``run_dirs`` into ``out_md`` (+ ``summary.json`` beside it) and the Pareto PNGs."""
+    """Aggregate ``run_dirs`` into ``out_md`` (+ the same name with ``.json``: the numbers) and the plots."""
     summary = summarize(load_rows(run_dirs))
     sweep = beta_sweep_plot(summary, plots_dir)
     pngs = ([sweep] if sweep else []) + (pareto_plots(summary, plots_dir) if len({e["k"] for e in summary.values()}) > 1 else [])
@@ -250,5 +250,5 @@ def write_results(run_dirs: Sequence[str | Path], out_md: str | Path, plots_dir:
         + "\n" + "".join(f"![{p.stem}]({p})\n" for p in rel)
     )
     atomic_write_text(md, text)
-    atomic_write_text(md.with_name("summary.json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(md.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

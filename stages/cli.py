@@ -174,7 +174,7 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_tra
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True)
-@click.option("-o", "--out", default="results.md", show_default=True, help="Markdown table (summary.json goes beside it).")
+@click.option("-o", "--out", default="results.md", show_default=True, help="Markdown table (the numbers go to the same name with .json).")
 @click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
 def summarize(runs: tuple[str, ...], out: str, plots_dir: str) -> None:
     """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""

@@ -54,7 +54,7 @@ def test_write_results_table_and_plots(tmp_path):
     text = out.read_text()
     assert "| 8 | gsae sel β=1 | 3 | 0.9310 ± 0.0210 |" in text
     assert "+0.0110 ± 0.0010 (n=3)" in text
-    assert json.loads((out.parent / "summary.json").read_text())["k8 topk"]["k"] == 8
+    assert json.loads((out.parent / "results.json").read_text())["k8 topk"]["k"] == 8
     for name in ("loss_recovered_vs_l0.png", "fvu_vs_l0.png"):
         assert (tmp_path / "res" / "plots" / name).stat().st_size > 5000
 
