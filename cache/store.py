@@ -13,7 +13,7 @@ from pipeline.errors import CacheCorrupt, CacheNotFound, CacheWriteError, Pipeli
 Mode = Literal["r", "r+", "a", "w"]
 
 
-def _local(url: str) -> str:
+def local_url(url: str) -> str:
     """``file://`` URLs as plain paths: zarr's fsspec store does not create parent folders."""
     return url[len("file://"):] if url.startswith("file://") else url
 
@@ -26,7 +26,7 @@ def open_group(url: str, mode: Mode = "r") -> zarr.Group:
     ``CacheWriteError``: the location cannot be written when ``mode`` writes.
     """
     try:
-        return zarr.open_group(store=_local(url), mode=mode, zarr_format=3)
+        return zarr.open_group(store=local_url(url), mode=mode, zarr_format=3)
     except PipelineError:
         raise
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:

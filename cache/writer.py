@@ -33,7 +33,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from cache.integrity import array_digest, legacy_digest, validate_layout
 from cache.schema import CACHE_VERSION, CacheInfo, act_path, attrs_digest, grad_path
-from cache.store import open_group, read_attrs
+from cache.store import local_url, open_group, read_attrs
 from pipeline.errors import CacheMismatch, CacheWriteError, NonFiniteError, PipelineError
 from pipeline.faults import fault_point
 
@@ -100,7 +100,7 @@ def allocate(
         # the old store is unusable from here on; nothing there (or no readable group): the next line replaces it
         with suppress(Exception):
             open_group(url, "r+").attrs.put(marker)
-        group = zarr.open_group(store=url, mode="w", zarr_format=3, attributes=marker)
+        group = zarr.open_group(store=local_url(url), mode="w", zarr_format=3, attributes=marker)
         fault_point("allocation")
         _create_arrays(group, hooks, d_model, total_tokens, tokens_per_shard, chunk_tokens, dtype,
                        _compressors(compressor, level), store_loss)

@@ -20,7 +20,7 @@ def tiny_params(model_dir: Path) -> dict:
     params["data"].update(context_length=32)
     params["harvest"].update(layers=[1], tokens=1024, tokens_per_shard=256, chunk_tokens=128, batch_size=4)
     params["train"].update(tokens=2048, batch_size=128, dead_tokens=1024, warmup_steps=2)
-    params["train"]["grid"].update(k=[4], expansion=[2])
+    params["train"]["grid"].update(k=[4], expansion=[2], seed=[0])
     params["evaluate"].update(tokens=256, steer_latents=2, steer_contexts=2)
     return params
 

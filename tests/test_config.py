@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_project_params_load():
     p = load_params(ROOT / "params.yaml")
     assert p.model.name == "smollm2-135m" and p.harvest.layers == (15,)
-    assert set(p.train.grid.architecture) == {"topk", "gsae"} and len(p.train.grid.k) >= 2
+    grid = p.train.grid  # the default run compares TopK with the experiment's g-SAE over three seeds
+    assert set(grid.architecture) == {"topk", "gsae"} and len(grid.seed) >= 3 and grid.value_mode == ("selection",)
 
 
 def test_overrides_parse_yaml_values():

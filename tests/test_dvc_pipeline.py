@@ -20,7 +20,7 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     out = run(["dvc", "repro"], repo)
     assert _ran(out) == {"harvest", "harvest_heldout", "train", "evaluate"}
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
-    assert {"topk-k4-x2-s0", "gsae-k4-b1-x2-aug-s0", "gsae-k4-b1-x2-aug-s0@beta0"} <= set(metrics)
+    assert {"topk-k4-x2-s0", "gsae-k4-b0.3-x2-sel-s0", "gsae-k4-b0.3-x2-sel-s0@beta0"} <= set(metrics)
     assert (repo / "reports" / "report.md").is_file()
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
@@ -31,7 +31,7 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     assert {"training_fvu", "loss_recovered_vs_k", "fvu_vs_loss_recovered", "steering_kl"} <= set(plots)
     assert plots["training_fvu"][0]["content"]["encoding"]["color"]["field"] == "variant"
     assert {row["variant"] for row in plots["training_fvu"][0]["content"]["data"]["values"]} == {
-        "topk-k4-x2-s0", "gsae-k4-b1-x2-aug-s0"}
+        "topk-k4-x2-s0", "gsae-k4-b0.3-x2-sel-s0"}
     assert any(p.endswith("training_curves.png") for p in plots)
     assert (repo / "reports" / "plots" / "training_curves.png").stat().st_size > 1000
 

@@ -18,21 +18,26 @@ def _variant(run: Path, name: str, arch: str, k: int, seed: int, beta: float = 0
     (folder / "cfg.json").write_text(json.dumps(cfg))
 
 
-def _run(tmp_path: Path) -> Path:
+def _run(tmp_path: Path, ks: tuple[int, ...] = (8,)) -> Path:
     run = tmp_path / "run"
     metrics = {}
     lr_topk = {0: 0.90, 1: 0.92, 2: 0.94}
-    for seed, lr in lr_topk.items():
-        _variant(run, f"topk-k8-s{seed}", "topk", 8, seed)
-        metrics[f"topk-k8-s{seed}"] = {"loss_recovered": lr, "l0": 8.0, "fvu": 0.2, "kl": 0.5}
-        _variant(run, f"gsae-k8-b1-sel-s{seed}", "gsae", 8, seed, beta=1.0)
-        # g-SAE beats TopK by 0.01 + 0.001·seed on every seed: a small but consistent paired gain
-        metrics[f"gsae-k8-b1-sel-s{seed}"] = {"loss_recovered": lr + 0.01 + 0.001 * seed, "l0": 8.0, "fvu": 0.25,
-                                              "kl": 0.4, "selection_shift": 0.3}
-        metrics[f"gsae-k8-b1-sel-s{seed}@beta0"] = {"loss_recovered": lr - 0.02, "l0": 8.0, "fvu": 0.3, "kl": 0.6,
-                                                    "selection_shift": 0.0}
+    for k in ks:
+        _seeds(run, metrics, lr_topk, k)
     (run / "evaluate.json").write_text(json.dumps(metrics))
     return run
+
+
+def _seeds(run: Path, metrics: dict, lr_topk: dict, k: int) -> None:
+    for seed, lr in lr_topk.items():
+        _variant(run, f"topk-k{k}-s{seed}", "topk", k, seed)
+        metrics[f"topk-k{k}-s{seed}"] = {"loss_recovered": lr, "l0": float(k), "fvu": 0.2, "kl": 0.5}
+        _variant(run, f"gsae-k{k}-b1-sel-s{seed}", "gsae", k, seed, beta=1.0)
+        # g-SAE beats TopK by 0.01 + 0.001·seed on every seed: a small but consistent paired gain
+        metrics[f"gsae-k{k}-b1-sel-s{seed}"] = {"loss_recovered": lr + 0.01 + 0.001 * seed, "l0": float(k),
+                                                "fvu": 0.25, "kl": 0.4, "selection_shift": 0.3}
+        metrics[f"gsae-k{k}-b1-sel-s{seed}@beta0"] = {"loss_recovered": lr - 0.02, "l0": float(k), "fvu": 0.3,
+                                                      "kl": 0.6, "selection_shift": 0.0}
 
 
 def test_means_sds_and_paired_deltas(tmp_path):
@@ -48,7 +53,7 @@ def test_means_sds_and_paired_deltas(tmp_path):
 
 
 def test_write_results_table_and_plots(tmp_path):
-    run = _run(tmp_path)
+    run = _run(tmp_path, ks=(8, 16))
     out = tmp_path / "res" / "results.md"
     write_results([run], out, tmp_path / "res" / "plots")
     text = out.read_text()
