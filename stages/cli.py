@@ -173,14 +173,21 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_tra
 
 
 @cli.command()
-@click.argument("runs", nargs=-1, required=True)
+@click.argument("runs", nargs=-1)
 @click.option("-o", "--out", default="results.md", show_default=True, help="Markdown table (the numbers go to the same name with .json).")
 @click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
-def summarize(runs: tuple[str, ...], out: str, plots_dir: str) -> None:
+@click.option("--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ...")
+@click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")
+def summarize(runs: tuple[str, ...], out: str, plots_dir: str, eval_json: str | None, saes_dir: str | None) -> None:
     """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""
     from pipeline.results import write_results
 
-    summary = write_results(runs, out, plots_dir)
+    if (eval_json is None) != (saes_dir is None):
+        raise click.UsageError("--evaluate and --saes go together")
+    pairs = [(eval_json, saes_dir)] if eval_json and saes_dir else []
+    if not runs and not pairs:
+        raise click.UsageError("give run folders or --evaluate/--saes")
+    summary = write_results(runs, out, plots_dir, pairs)
     click.echo(f"{len(summary)} groups → {out}")
 
 

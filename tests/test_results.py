@@ -67,3 +67,9 @@ def test_write_results_table_and_plots(tmp_path):
 def test_missing_evaluation_is_a_clear_error(tmp_path):
     with pytest.raises(NothingToEvaluate, match="evaluate.json not found"):
         load_rows([tmp_path])
+
+
+def test_explicit_metrics_and_sae_folder_pair_reads_like_a_run(tmp_path):
+    run = _run(tmp_path)
+    as_pair = load_rows([], pairs=[(run / "evaluate.json", run / "saes")])
+    assert summarize(as_pair) == summarize(load_rows([run]))
