@@ -9,22 +9,17 @@ cross-field checks. Nothing else in the project reads params.yaml.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-import yaml
-
-from pipeline.errors import ConfigError
+from pipeline.configio import apply_override, build, check, deep_copy, merge, read_yaml
 
 Split = Literal["train", "heldout"]
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
+_check = check  # cross-field checks below raise ConfigError
 
 
 @dataclass(frozen=True)
@@ -272,85 +267,12 @@ class Params:
 # --------------------------------------------------------------------------- loading
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        errors = []
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin is Literal:
-        _check(value in typing.get_args(tp), f"{key} must be one of {list(typing.get_args(tp))}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        (item_tp, _) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{key} must be a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}")
-        return value
-    if tp is bool:
-        _check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
-        return value
-    if tp is str:
-        _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), f"{key} must be a string, got {value!r}")
-        return str(value)
-    raise ConfigError(f"{key}: unsupported type {tp}")
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
-    if raw is None:
-        raw = {}
-    _check(isinstance(raw, dict), f"{prefix or 'params'} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    where = f"{prefix}." if prefix else ""
-    _check(not unknown, f"unknown params key '{where}{unknown[0] if unknown else ''}' (known: {', '.join(sorted(names))})")
-    kwargs = {name: _coerce(value, hints[name], f"{where}{name}") for name, value in raw.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - guarded by the checks above
-        raise ConfigError(str(exc)) from exc
-
-
-def _apply_override(raw: dict[str, Any], item: str) -> None:
-    key, sep, text = item.partition("=")
-    _check(bool(sep) and bool(key.strip()), f"override must look like KEY=VALUE, got {item!r}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
-    node = raw
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        _check(isinstance(child, dict), f"override {key!r}: '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def params_from_dict(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> Params:
     """Build ``Params`` from a plain mapping plus dotted ``KEY=VALUE`` overrides."""
-    raw = _deep_copy(raw)
+    raw = deep_copy(raw)
     for item in overrides:
-        _apply_override(raw, item)
-    return _build(Params, raw, "")
+        apply_override(raw, item)
+    return build(Params, raw, "")
 
 
 def load_params(
@@ -365,32 +287,8 @@ def load_params(
     paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     raw: dict[str, Any] = {}
     for item in paths:
-        raw = _merge(raw, _read_yaml(Path(item)))
+        raw = merge(raw, read_yaml(Path(item)))
     return params_from_dict(raw, overrides)
-
-
-def _read_yaml(p: Path) -> dict[str, Any]:
-    if not p.is_file():
-        raise ConfigError(f"params file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"params file {p} cannot be read: {exc}") from exc
-    _check(isinstance(raw, dict), f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
-    return raw
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``top`` merged in (mappings recursively, everything else replaced)."""
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def params_to_dict(params: Any) -> Any:
@@ -400,11 +298,3 @@ def params_to_dict(params: Any) -> Any:
     if isinstance(params, tuple):
         return [params_to_dict(v) for v in params]
     return params
-
-
-def _deep_copy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deep_copy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deep_copy(v) for v in raw]
-    return raw

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ModelConfig
+from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.filehash import file_digests
 from pipeline.hub import cached_model, hub_access
@@ -70,18 +71,6 @@ class LoadedModel:
             raise ConfigError(f"layer {layer} out of range: {self.name} has blocks 0..{self.n_layers - 1}")
         return f"{self.block_path}.{layer}"
 
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as exc:
-        raise ConfigError(f"bad device {spec!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"model.device is {spec!r} but CUDA is not available here (use auto or cpu)")
-    return device
 
 
 def smollm2_gguf() -> Path:
@@ -175,7 +164,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     source, extra, revision = _pretrained_source(cfg)
     if cfg.name != SMOLLM2_ALIAS and not Path(source).expanduser().exists():
         extra = {**extra, **_hub_kwargs(cfg)}
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "model.device")
     dtype = getattr(torch, cfg.dtype)
     kwargs = {"trust_remote_code": cfg.trust_remote_code, **extra}
     try:

@@ -37,6 +37,7 @@ from cache.reader import BatchReader, open_store, read_rows, resolve_hook
 from cache.schema import CacheInfo
 from pipeline.checkpoint import load_checkpoint, save_checkpoint, write_all_or_none
 from pipeline.config import Params, TrainConfig, params_to_dict
+from pipeline.devices import resolve_device
 from pipeline.errors import CacheMismatch, ConfigError, NonFiniteError
 from pipeline.fileio import atomic_write_text, check_writable, dumps_json
 from pipeline.plotdata import run_info_path, write_curves
@@ -51,18 +52,6 @@ CHECKPOINT_DIR = ".checkpoints"
 # TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
 _NO_EFFECT = {"out_dir", "store", "prefetch", "checkpoint_every", "device", "metrics_out", "curves_dir", "log_every"}
 
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device: bad device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but CUDA is not available here (use auto or cpu)")
-    return device
 
 
 def sample_tokens(
@@ -164,7 +153,7 @@ def run_train(
     for spec in specs:
         if spec.k > spec.d_sae(d):
             raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "train.device")
     total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
     out_dir = Path(cfg.out_dir)
     check_writable(out_dir, "train.out_dir")

@@ -22,8 +22,15 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_overrides(model_dir: Path, store: str, *, tokens: int = 1024, layers: str = "[1,3]") -> list[str]:
-    """``-s`` overrides for a fast harvest of python-docs through a tiny model."""
+    """``-s`` overrides for a fast harvest of python-docs through a tiny model.
+
+    ``harvest.cache_root`` points into the test's temporary folders, so nothing a harvest
+    writes beside a custom store (the DVC pointer ``store.json``) lands in the repository.
+    """
+    local = "://" not in store and store != "auto"
+    root = (Path(store).parent if local else model_dir.parent) / "cache_root"
     return [
+        f"harvest.cache_root={root}",
         f"model.name={model_dir}",
         "model.device=cpu",
         "data.context_length=32",

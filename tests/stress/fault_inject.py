@@ -95,7 +95,7 @@ class Bench:
     def harvest_args(self, store: Path) -> list[str]:
         sets = {"model.name": self.model, "model.device": "cpu", "data.context_length": 32, "harvest.layers": "[1,3]",
                 "harvest.tokens": self.tokens, "harvest.store": store, "harvest.tokens_per_shard": 256,
-                "harvest.chunk_tokens": 128, "harvest.batch_size": 4}
+                "harvest.chunk_tokens": 128, "harvest.batch_size": 4, "harvest.cache_root": self.work / "cache_root"}
         return ["harvest", "-p", str(self.params), *sum((["-s", f"{k}={v}"] for k, v in sets.items()), [])]
 
     def train_args(self, store: Path, out: Path) -> list[str]:
