@@ -143,23 +143,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _variant_step(self, v: Variant, x: torch.Tensor, g: torch.Tensor, lr_factor: float) -> dict[str, float]:
+    def _variant_step(self, v: Variant, x: torch.Tensor, g: torch.Tensor, lr_factor: float) -> dict[str, Any]:
         sae = v.sae
         z = sae.encode_pre(x)
         indices, values = sae.select(z, g if sae.uses_grad else None)
         x_hat = sae.decode_sparse(indices, values)
         fvu = batch_fvu(x, x_hat)
-        loss = fvu
-        dead = v.since_fired >= self.cfg.dead_tokens
-        n_dead = int(dead.sum())
-        aux = torch.zeros((), device=x.device)
-        if n_dead > 0 and self.k_aux > 0 and self.cfg.aux_coef > 0:
-            k = min(self.k_aux, n_dead)
-            top = torch.topk(z.masked_fill(~dead, float("-inf")), k, dim=-1, sorted=False)
-            e = (x - x_hat).detach()
-            e_hat = sae.decode_sparse(top.indices, torch.relu(top.values), bias=False)
-            aux = torch.nan_to_num(batch_fvu(e, e_hat), nan=0.0)
-            loss = loss + self.cfg.aux_coef * aux
+        aux = self._aux_loss(v, z, (x - x_hat).detach())
+        loss = fvu + self.cfg.aux_coef * aux if aux is not None else fvu
         v.opt.zero_grad(set_to_none=True)
         loss.backward()
         sae.remove_parallel_grad_()
@@ -169,20 +160,51 @@ class Trainer:
         v.opt.step()
         sae.normalize_decoder_()
         with torch.no_grad():
-            fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)
-            fired[indices[values > 0]] = True
-            v.since_fired += x.shape[0]
-            v.since_fired[fired] = 0
-            l0 = float((values > 0).sum()) / x.shape[0]
-            stats = {"loss": float(loss.detach()), "fvu": float(fvu.detach()), "aux": float(aux.detach()), "l0": l0, "lr": lr}
+            fires = (values > 0).flatten()
+            self._update_dead_counters(v, indices.flatten(), fires, x.shape[0])
+            # float64 tensors on the device: no host sync per step; summed they equal the
+            # Python-float sums of earlier versions bit for bit.
+            stats: dict[str, Any] = {
+                "loss": loss.detach().double(), "fvu": fvu.detach().double(),
+                "aux": aux.detach().double() if aux is not None else torch.zeros((), dtype=torch.float64, device=x.device),
+                "l0": fires.sum().double() / x.shape[0], "lr": lr,
+            }
             if sae.uses_grad:
-                stats["selection_shift"] = float(changed_selections(z.detach(), indices)) / indices.numel()
+                stats["selection_shift"] = changed_selections(z.detach(), indices).double() / indices.numel()
         return stats
 
-    def train_step(self, act: torch.Tensor, grad: torch.Tensor) -> dict[str, dict[str, float]]:
-        """One optimizer step of every variant on raw act [B, d], grad [B, d]."""
-        x = act.to(self.device, torch.float32) * self.act_scale
-        g = grad.to(self.device, torch.float32)
+    def _aux_loss(self, v: Variant, z: torch.Tensor, residual: torch.Tensor) -> torch.Tensor | None:
+        """AuxK loss of the dead latents, or None when no latent can be dead yet.
+
+        Without a host sync: the top ``k_aux`` of z over dead latents only (the others
+        masked to −inf, which ReLU turns into zero weights), zeroed when none is dead.
+        No latent can be dead before ``dead_tokens`` tokens were seen, so the topk is
+        skipped until then.
+        """
+        if self.k_aux <= 0 or self.cfg.aux_coef <= 0 or self.tokens < self.cfg.dead_tokens:
+            return None
+        dead = v.since_fired >= self.cfg.dead_tokens
+        top = torch.topk(z.masked_fill(~dead, float("-inf")), min(self.k_aux, v.sae.d_sae), dim=-1, sorted=False)
+        e_hat = v.sae.decode_sparse(top.indices, torch.relu(top.values), bias=False)
+        return torch.nan_to_num(batch_fvu(residual, e_hat), nan=0.0) * dead.any()
+
+    @staticmethod
+    def _update_dead_counters(v: Variant, indices: torch.Tensor, fires: torch.Tensor, n_tokens: int) -> None:
+        """Reset the counter of every latent selected with a positive value; age the others."""
+        hits = torch.zeros(v.sae.d_sae, dtype=torch.int32, device=indices.device)
+        hits.index_add_(0, indices, fires.to(torch.int32))
+        v.since_fired += n_tokens
+        v.since_fired.masked_fill_(hits > 0, 0)
+
+    def train_step(self, act: torch.Tensor, grad: torch.Tensor) -> dict[str, dict[str, Any]]:
+        """One optimizer step of every variant on raw act [B, d], grad [B, d].
+
+        Returns the step's statistics per variant as 0-d float64 tensors on the trainer's
+        device (``lr`` is a float); reading one with ``float()`` waits for the device.
+        """
+        # Copy in the stored dtype (half the bytes of float32), convert on the device.
+        x = act.to(self.device, non_blocking=True).float() * self.act_scale
+        g = grad.to(self.device, non_blocking=True).float()
         factor = self.lr_factor(self.step)
         out = {}
         for name, v in self.variants.items():
@@ -209,7 +231,7 @@ class Trainer:
         for name, v in self.variants.items():
             if v.count == 0:
                 continue
-            stats = {key: val / v.count for key, val in v.sums.items()}
+            stats = {key: float(val) / v.count for key, val in v.sums.items()}
             stats["dead_frac"] = self.dead_fraction(name)
             out[name] = stats
             self.curve.append({"variant": name, "step": self.step, "tokens": self.tokens, **stats})
@@ -267,7 +289,7 @@ class Trainer:
                     "model": v.sae.state_dict(),
                     "opt": v.opt.state_dict(),
                     "since_fired": v.since_fired.clone(),
-                    "sums": dict(v.sums),
+                    "sums": {key: float(val) for key, val in v.sums.items()},
                     "count": v.count,
                 }
                 for name, v in self.variants.items()

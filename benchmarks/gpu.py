@@ -1,0 +1,378 @@
+"""GPU benchmarks in one process: matmul ceiling, harvest MFU, trainer and reader throughput.
+
+    python benchmarks/gpu.py [--parts peak,harvest,train,reader,e2e] [--json out.json] [--smoke]
+
+- ``peak``: the ceilings measured here (bf16 and float32/tf32 matrix products).
+- ``harvest``: tokens/s and model-FLOP utilisation of the harvest's forward + activation
+  backward (``pipeline.harvest.forward_backward``) for randomly initialised models of the
+  SmolLM2-135M, Llama-3.2-1B and Llama-3.1-8B shapes, at float32, bf16 autocast and bf16
+  weights; and ``run_harvest`` (copies, fp16, zstd, shard commits) against that bare loop.
+- ``train``: trainer tokens/s from host float16 batches (what the reader yields), the
+  g-SAE / TopK step ratio, 8 variants in one pass, float32 vs tf32 matmuls, the trainer of
+  the previous commit (``.gpu/old_trainer.py`` when present) side by side, and wider SAEs
+  for the scaling estimates (memory per variant).
+- ``reader``: ``BatchReader`` steady tokens/s on this host and the trainer fed by it.
+- ``e2e``: ``gsae harvest / train / evaluate`` commands on CUDA, timed.
+
+Weights are random: throughput does not depend on them (no data-dependent control flow in
+these models). FLOPs are counted from the shapes (see :func:`harvest_flops`). ``--smoke``
+shrinks everything so the script can be checked on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import GridConfig, TrainConfig, params_from_dict  # noqa: E402
+from pipeline.harvest import forward_backward, run_harvest  # noqa: E402
+from pipeline.models import LoadedModel, find_blocks, load_model  # noqa: E402
+from pipeline.sweep import expand_grid  # noqa: E402
+from pipeline.text import iter_documents, pack_contexts  # noqa: E402
+from pipeline.trainer import Trainer  # noqa: E402
+
+log = logging.getLogger("gpu-bench")
+RESULTS: dict[str, Any] = {}
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, dev: torch.device, reps: int, warmup: int = 2) -> float:
+    """Median wall seconds of ``fn()`` over ``reps`` runs (device synchronised)."""
+    for _ in range(warmup):
+        fn()
+    sync(dev)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync(dev)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def record(section: str, name: str, **values: Any) -> None:
+    RESULTS.setdefault(section, {})[name] = values
+    print(f"[{section}] {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()), flush=True)
+
+
+# ---------------------------------------------------------------------------------- peak
+
+
+def part_peak(dev: torch.device, smoke: bool) -> None:
+    n = 512 if smoke else 8192
+    for name, dtype, tf32 in (("bf16", torch.bfloat16, False), ("fp32", torch.float32, False), ("tf32", torch.float32, True)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+        t = median_time(lambda a=a, b=b: a @ b, dev, reps=3 if smoke else 10)
+        record("peak", name, tflops=2 * n**3 / t / 1e12)
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+# ---------------------------------------------------------------------------------- harvest
+
+
+def arch_configs(smoke: bool) -> dict[str, Any]:
+    from transformers import AutoConfig, LlamaConfig
+
+    smol = AutoConfig.from_pretrained(ROOT / ".gpu" / "smollm2")
+    if smoke:
+        smol.num_hidden_layers, smol.hidden_size, smol.intermediate_size = 4, 64, 128
+        smol.num_attention_heads, smol.num_key_value_heads = 4, 2
+        return {"smollm2-135m": smol}
+    common = {"num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}
+    return {
+        "smollm2-135m": smol,
+        "llama-1b": LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, tie_word_embeddings=True, **common),
+        "llama-8b": LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, tie_word_embeddings=False, **common),
+    }
+
+
+def harvest_flops(cfg: Any, layer: int, T: int) -> float:
+    """Matmul FLOPs per token of one forward + the activation backward from the loss to ``layer``.
+
+    Forward: 2·(params of the blocks' linear layers + the LM head) + causal attention
+    4·d·(T+1)/2 per block. Backward (input gradients only; weights are frozen): the same
+    for the blocks above ``layer`` and the head, attention counted twice (both operands of
+    QKᵀ and of AV are activations).
+    """
+    d, ff, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    hd = d // cfg.num_attention_heads
+    block = d * cfg.num_attention_heads * hd * 2 + 2 * d * cfg.num_key_value_heads * hd + 3 * d * ff
+    attn = 4 * d * (T + 1) / 2
+    above = L - 1 - layer
+    fwd = 2 * (L * block + d * V) + L * attn
+    bwd = 2 * (above * block + d * V) + above * 2 * attn
+    return float(fwd + bwd)
+
+
+def random_lm(cfg: Any, dev: torch.device, dtype: torch.dtype, name: str) -> LoadedModel:
+    from transformers import AutoModelForCausalLM
+
+    with torch.device(dev):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.requires_grad_(False).eval()
+    path, blocks = find_blocks(model)
+    return LoadedModel(model, None, name, "random", "-", blocks, path, dev)
+
+
+def bare_rate(lm: LoadedModel, layer: int, ids: torch.Tensor, batch: int, autocast: str, reps: int) -> float:
+    dev = lm.device
+
+    def run() -> None:
+        for b in range(0, ids.shape[0], batch):
+            out = forward_backward(lm, [layer], ids[b : b + batch], autocast)
+            del out
+
+    return ids.numel() / median_time(run, dev, reps=reps, warmup=1)
+
+
+def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float) -> None:
+    T = 32 if smoke else 128
+    for name, cfg in arch_configs(smoke).items():
+        layer = cfg.num_hidden_layers // 2
+        batch_tokens = 1024 if smoke else {"smollm2-135m": 32768, "llama-1b": 32768, "llama-8b": 16384}[name]
+        modes = [("fp32", torch.float32, "none"), ("autocast-bf16", torch.float32, "bfloat16"), ("bf16-weights", torch.bfloat16, "none")]
+        if name == "llama-8b":
+            modes = modes[2:]
+        flops = harvest_flops(cfg, layer, T)
+        for mode, dtype, amp in modes:
+            lm = random_lm(cfg, dev, dtype, name)
+            g = torch.Generator(device="cpu").manual_seed(0)
+            ids = torch.randint(0, cfg.vocab_size, (4 * batch_tokens // T, T), generator=g).to(dev)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            rate = bare_rate(lm, layer, ids, batch_tokens // T, amp, reps=2 if smoke else 3)
+            mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0
+            record("harvest", f"{name}/{mode}", tok_s=rate, layer=layer, T=T, batch_tokens=batch_tokens,
+                   tflops=rate * flops / 1e12, mfu_vs_bf16_peak=rate * flops / peak_bf16 if peak_bf16 else 0.0,
+                   peak_mem_gib=mem)
+            del lm, ids
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    harvest_pipeline_ratio(dev, smoke)
+
+
+def smollm2_folder(dev: torch.device, smoke: bool, where: Path) -> Path:
+    """A saved random SmolLM2-shaped model with the real tokenizer (what ``load_model`` reads)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = arch_configs(smoke)["smollm2-135m"]
+    folder = where / "smollm2-random"
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(ROOT / ".gpu" / "smollm2").save_pretrained(folder)
+    return folder
+
+
+def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
+    """``run_harvest`` vs the bare loop on the same contexts (SmolLM2 shape, block 15)."""
+    tokens = 8192 if smoke else 524288
+    batch = 8 if smoke else 256
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = smollm2_folder(dev, smoke, Path(tmp))
+        layer = 2 if smoke else 15
+        for autocast in ("none", "bfloat16"):
+            params = params_from_dict({}, [
+                f"model.name={folder}", f"model.device={dev}", f"harvest.layers=[{layer}]",
+                "data.source=python-docstrings", f"harvest.tokens={tokens}", f"harvest.batch_size={batch}",
+                f"harvest.store={tmp}/h-{autocast}.zarr", f"harvest.tokens_per_shard={tokens // 8}",
+                f"harvest.chunk_tokens={tokens // 32}", f"harvest.autocast={autocast}",
+            ])
+            lm = load_model(params.model)
+            contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, 128, tokens // 128)
+            ids = torch.from_numpy(contexts).to(dev)
+            bare1 = bare_rate(lm, layer, ids, batch, autocast, reps=1)
+            t = time.perf_counter()
+            run_harvest(params, lm=lm)
+            harvest = contexts.size / (time.perf_counter() - t)
+            bare2 = bare_rate(lm, layer, ids, batch, autocast, reps=1)
+            bare = (bare1 + bare2) / 2
+            record("harvest_pipeline", f"smollm2/{autocast}", bare_tok_s=bare, harvest_tok_s=harvest, ratio=harvest / bare,
+                   tokens=int(contexts.size), batch=batch)
+            del lm
+
+
+# ---------------------------------------------------------------------------------- train
+
+
+def old_trainer_class() -> type | None:
+    path = ROOT / ".gpu" / "old_trainer.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("old_trainer", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["old_trainer"] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod.Trainer
+
+
+def host_batches(d: int, B: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [((torch.randn(B, d, generator=g) * 4).half(), (torch.randn(B, d, generator=g) * 0.01).half()) for _ in range(n)]
+
+
+def trainer_rate(cls: type, grid: GridConfig, d: int, B: int, steps: int, dev: torch.device, batches) -> tuple[float, float]:
+    cfg = TrainConfig(batch_size=B, grid=grid, warmup_steps=1, dead_tokens=10**9)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    tr = cls(expand_grid(grid), d, cfg, total_steps=steps + 3, act_scale=0.25, grad_scale=100.0, device=dev)
+    for i in range(3):
+        tr.train_step(*batches[i % len(batches)])
+    sync(dev)
+    t = time.perf_counter()
+    for i in range(steps):
+        tr.train_step(*batches[i % len(batches)])
+    tr.flush_log()  # the trainer's statistics reach the host once per log interval
+    sync(dev)
+    rate = steps * B / (time.perf_counter() - t)
+    mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0
+    return rate, mem
+
+
+def part_train(dev: torch.device, smoke: bool) -> None:
+    d, B, steps = (64, 256, 5) if smoke else (576, 4096, 50)
+    batches = host_batches(d, B, 4)
+    old = old_trainer_class()
+    topk = GridConfig(architecture=("topk",), k=(32,), expansion=(8,))
+    gsae = GridConfig(architecture=("gsae",), k=(32,), expansion=(8,), beta=(0.3,), value_mode=("selection",))
+    eight = GridConfig(architecture=("topk",), k=(32,), expansion=(8,), seed=tuple(range(8)))
+    for precision in ("highest", "high"):
+        torch.set_float32_matmul_precision(precision)
+        for label, grid in (("topk", topk), ("gsae", gsae), ("topk-x8variants", eight)):
+            n = steps // 4 if "x8" in label else steps
+            rate, mem = trainer_rate(Trainer, grid, d, B, n, dev, batches)
+            values = {"tok_s": rate, "peak_mem_gib": mem}
+            if old is not None:
+                values["old_tok_s"] = trainer_rate(old, grid, d, B, n, dev, batches)[0]
+                values["new_over_old"] = rate / values["old_tok_s"]
+            record("train", f"d{d}-n{8 * d}-k32-B{B}/{label}/{precision}", **values)
+        t, g = (RESULTS["train"][f"d{d}-n{8 * d}-k32-B{B}/{x}/{precision}"]["tok_s"] for x in ("topk", "gsae"))
+        record("train", f"gsae_over_topk_step_time/{precision}", ratio=t / g)
+    torch.set_float32_matmul_precision("highest")
+    for d_big, mult in (() if smoke else ((2048, 16), (4096, 16))):
+        big = host_batches(d_big, B, 2)
+        for arch, grid in (("topk", GridConfig(architecture=("topk",), k=(64,), expansion=(mult,))),
+                           ("gsae", GridConfig(architecture=("gsae",), k=(64,), expansion=(mult,), beta=(0.3,), value_mode=("selection",)))):
+            for precision in ("highest", "high"):
+                torch.set_float32_matmul_precision(precision)
+                rate, mem = trainer_rate(Trainer, grid, d_big, B, 20, dev, big)
+                record("train_wide", f"d{d_big}-n{mult * d_big}-k64-B{B}/{arch}/{precision}", tok_s=rate, peak_mem_gib=mem)
+        del big
+    torch.set_float32_matmul_precision("highest")
+
+
+# ---------------------------------------------------------------------------------- reader
+
+
+def part_reader(dev: torch.device, smoke: bool) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train as bench_train  # benchmarks/train.py: synthetic store of SmolLM2 width
+
+    from cache.reader import BatchReader
+
+    shards, B = (4, 1024) if smoke else (32, 4096)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = bench_train.build(f"{tmp}/r.zarr", shards)
+        for direct in (True, False):
+            r = BatchReader(url, bench_train.HOOK, batch_size=B, seed=0, shuffle_buffer_shards=4, prefetch=2, direct_shards=direct)
+            n_batches = shards * bench_train.SHARD // B - 2
+            it = r.batches(0, n_batches)
+            next(it)
+            t = time.perf_counter()
+            n = sum(a.shape[0] for a, _ in it)
+            record("reader", f"direct={direct}", tok_s=n / (time.perf_counter() - t), threads=os.cpu_count())
+        grid = GridConfig(architecture=("topk",), k=(32,), expansion=(8,))
+        steps = shards * bench_train.SHARD // B - 2
+        cfg = TrainConfig(batch_size=B, grid=grid, warmup_steps=1, dead_tokens=10**9)
+        tr = Trainer(expand_grid(grid), bench_train.D, cfg, total_steps=steps, act_scale=0.25, grad_scale=100.0, device=dev)
+        r = BatchReader(url, bench_train.HOOK, batch_size=B, seed=0, shuffle_buffer_shards=4, prefetch=2)
+        t = time.perf_counter()
+        tr.fit(r.batches(0, steps), log_every=50, progress=False)
+        sync(dev)
+        record("reader", "trainer_fed_by_reader/topk", tok_s=steps * B / (time.perf_counter() - t))
+
+
+# ---------------------------------------------------------------------------------- e2e
+
+
+def part_e2e(dev: torch.device, smoke: bool) -> None:
+    """The stage commands on this device: harvest, held-out harvest, train (8 variants), evaluate."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = smollm2_folder(dev, smoke, Path(tmp))
+        layer = 2 if smoke else 15
+        tokens = 16384 if smoke else 1048576
+        common = [
+            f"model.name={folder}", f"model.device={dev}", f"harvest.layers=[{layer}]", "data.source=python-docstrings",
+            f"harvest.cache_root={tmp}/cache", f"harvest.tokens={tokens}", f"harvest.batch_size={16 if smoke else 256}",
+            f"harvest.tokens_per_shard={tokens // 8}", f"harvest.chunk_tokens={tokens // 32}", "harvest.autocast=bfloat16",
+            f"train.out_dir={tmp}/saes", f"train.tokens={tokens}", f"train.batch_size={1024 if smoke else 4096}",
+            "train.grid.architecture=[topk,gsae]", "train.grid.k=[16,32,64,128]", "train.grid.seed=[0]",
+            f"evaluate.tokens={4096 if smoke else 65536}", f"evaluate.out={tmp}/evaluate.json", f"evaluate.summary={tmp}/summary.json",
+            f"evaluate.report={tmp}/report.md", f"evaluate.plots_dir={tmp}/plots", f"evaluate.batch_size={8 if smoke else 64}",
+        ]
+        gsae = [sys.executable, "-c", "from stages.cli import main; main()"]
+        for stage in (["harvest"], ["harvest", "--heldout"], ["train"], ["evaluate"]):
+            t = time.perf_counter()
+            sets = [arg for item in common for arg in ("-s", item)]
+            res = subprocess.run([*gsae, *stage, "-p", str(ROOT / "params.yaml"), *sets], cwd=tmp, capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            if res.returncode != 0:
+                print(res.stdout[-3000:], res.stderr[-3000:])
+            record("e2e", " ".join(stage), wall_s=wall, rc=res.returncode)
+        if Path(f"{tmp}/evaluate.json").exists():
+            RESULTS["e2e"]["evaluate_json"] = json.loads(Path(f"{tmp}/evaluate.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", default="peak,harvest,train,reader,e2e")
+    ap.add_argument("--json", default=None, help="Write every figure to this JSON file.")
+    ap.add_argument("--smoke", action="store_true", help="Tiny sizes, to check the script on a CPU.")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    RESULTS["env"] = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__,
+                      "cpus": os.cpu_count(), "numpy": np.__version__}
+    print(RESULTS["env"], flush=True)
+    parts = args.parts.split(",")
+    try:
+        if "peak" in parts:
+            part_peak(dev, args.smoke)
+        peak_bf16 = RESULTS.get("peak", {}).get("bf16", {}).get("tflops", 0.0) * 1e12
+        for name, fn in (("harvest", lambda: part_harvest(dev, args.smoke, peak_bf16)), ("train", lambda: part_train(dev, args.smoke)),
+                         ("reader", lambda: part_reader(dev, args.smoke)), ("e2e", lambda: part_e2e(dev, args.smoke))):
+            if name in parts:
+                try:
+                    fn()
+                except Exception as exc:  # one part failing must not lose the others' figures
+                    log.exception("part %s failed", name)
+                    RESULTS.setdefault("errors", {})[name] = repr(exc)
+    finally:
+        if args.json:
+            Path(args.json).write_text(json.dumps(RESULTS, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
