@@ -1,12 +1,12 @@
 """GPU benchmarks in one process: matmul ceiling, harvest MFU, trainer and reader throughput.
 
-    python benchmarks/gpu.py [--parts peak,harvest,train,reader,e2e] [--json out.json] [--smoke]
+    python benchmarks/gpu.py [--parts peak,harvest,hpipe,train,reader,e2e] [--json out.json] [--smoke]
 
 - ``peak``: the ceilings measured here (bf16 and float32/tf32 matrix products).
 - ``harvest``: tokens/s and model-FLOP utilisation of the harvest's forward + activation
   backward (``pipeline.harvest.forward_backward``) for randomly initialised models of the
   SmolLM2-135M, Llama-3.2-1B and Llama-3.1-8B shapes, at float32, bf16 autocast and bf16
-  weights; and ``run_harvest`` (copies, fp16, zstd, shard commits) against that bare loop.
+  weights; ``hpipe``: ``run_harvest`` (copies, fp16, zstd, shard commits) against that bare loop.
 - ``train``: trainer tokens/s from host float16 batches (what the reader yields), the
   g-SAE / TopK step ratio, 8 variants in one pass, float32 vs tf32 matmuls, the trainer of
   the previous commit (``.gpu/old_trainer.py`` when present) side by side, and wider SAEs
@@ -169,7 +169,6 @@ def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float) -> None:
             del lm, ids
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    harvest_pipeline_ratio(dev, smoke)
 
 
 def smollm2_folder(dev: torch.device, smoke: bool, where: Path) -> Path:
@@ -347,7 +346,7 @@ def part_e2e(dev: torch.device, smoke: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default="peak,harvest,train,reader,e2e")
+    ap.add_argument("--parts", default="peak,harvest,hpipe,train,reader,e2e")
     ap.add_argument("--json", default=None, help="Write every figure to this JSON file.")
     ap.add_argument("--smoke", action="store_true", help="Tiny sizes, to check the script on a CPU.")
     args = ap.parse_args()
@@ -361,7 +360,8 @@ def main() -> None:
         if "peak" in parts:
             part_peak(dev, args.smoke)
         peak_bf16 = RESULTS.get("peak", {}).get("bf16", {}).get("tflops", 0.0) * 1e12
-        for name, fn in (("harvest", lambda: part_harvest(dev, args.smoke, peak_bf16)), ("train", lambda: part_train(dev, args.smoke)),
+        for name, fn in (("harvest", lambda: part_harvest(dev, args.smoke, peak_bf16)), ("hpipe", lambda: harvest_pipeline_ratio(dev, args.smoke)),
+                         ("train", lambda: part_train(dev, args.smoke)),
                          ("reader", lambda: part_reader(dev, args.smoke)), ("e2e", lambda: part_e2e(dev, args.smoke))):
             if name in parts:
                 try:
