@@ -191,11 +191,11 @@ def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = smollm2_folder(dev, smoke, Path(tmp))
         layer = 2 if smoke else 15
-        for autocast in ("none", "bfloat16"):
-            params = params_from_dict({}, [
+        for autocast, comp in (("none", "zstd"), ("bfloat16", "zstd"), ("bfloat16", "blosc"), ("bfloat16", "none")):
+            params = params_from_dict({}, [f"harvest.compressor={comp}",
                 f"model.name={folder}", f"model.device={dev}", f"harvest.layers=[{layer}]",
                 "data.source=python-docstrings", f"harvest.tokens={tokens}", f"harvest.batch_size={batch}",
-                f"harvest.store={tmp}/h-{autocast}.zarr", f"harvest.tokens_per_shard={tokens // 8}",
+                f"harvest.store={tmp}/h-{autocast}-{comp}.zarr", f"harvest.tokens_per_shard={tokens // 8}",
                 f"harvest.chunk_tokens={tokens // 32}", f"harvest.autocast={autocast}",
             ])
             lm = load_model(params.model)
@@ -207,9 +207,59 @@ def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
             harvest = contexts.size / (time.perf_counter() - t)
             bare2 = bare_rate(lm, layer, ids, batch, autocast, reps=1)
             bare = (bare1 + bare2) / 2
-            record("harvest_pipeline", f"smollm2/{autocast}", bare_tok_s=bare, harvest_tok_s=harvest, ratio=harvest / bare,
+            record("harvest_pipeline", f"smollm2/{autocast}/{comp}", bare_tok_s=bare, harvest_tok_s=harvest, ratio=harvest / bare,
                    tokens=int(contexts.size), batch=batch)
             del lm
+
+
+def part_writer(dev: torch.device, smoke: bool) -> None:
+    """Where a shard write spends its time on this host: zarr write per compressor, raw zstd, digests."""
+    import concurrent.futures
+    import hashlib
+
+    import numcodecs
+    import xxhash
+
+    from cache.writer import ShardWriter, allocate
+
+    d, shard = 576, 8192 if smoke else 65536
+    rng = np.random.default_rng(0)
+    act = (rng.normal(size=(shard, d)) * 4).astype(np.float16)
+    grad = (rng.normal(size=(shard, d)) * 0.01).astype(np.float16)
+    attrs = {"key": "b", "model": "s", "model_revision": "-", "tokenizer": "-", "dataset": {"source": "s"},
+             "context_length": 128, "loss": "-"}
+    mb = 2 * act.nbytes / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        import zarr
+
+        for comp, conc in (("zstd", None), ("zstd", 64), ("blosc", None), ("none", None)):
+            url = f"{tmp}/{comp}-{conc}.zarr"
+            cfg = {"async.concurrency": conc, "threading.max_workers": os.cpu_count()} if conc else {}
+            allocate(url, attrs, hooks=["h"], d_model=d, total_tokens=4 * shard, tokens_per_shard=shard,
+                     chunk_tokens=shard // 32, dtype="float16", compressor=comp, level=3)
+            w = ShardWriter(url)
+            times = []
+            with zarr.config.set(cfg):
+                for i in range(3):
+                    t = time.perf_counter()
+                    w.write(i, np.zeros(shard, np.int32), {"h": act}, {"h": grad}, np.zeros(shard, np.float32))
+                    times.append(time.perf_counter() - t)
+            record("writer", f"shard_write/{comp}/concurrency={conc}", mb_s=mb / statistics.median(times), tok_s=shard / statistics.median(times))
+    z = numcodecs.Zstd(level=3)
+    chunks = np.array_split(np.concatenate([act.view(np.uint8).ravel(), grad.view(np.uint8).ravel()]), 64)
+    t = time.perf_counter()
+    for c in chunks:
+        z.encode(c)
+    record("writer", "zstd3_1thread", mb_s=mb / (time.perf_counter() - t))
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+        t = time.perf_counter()
+        list(pool.map(z.encode, chunks))
+        record("writer", f"zstd3_{os.cpu_count()}threads", mb_s=mb / (time.perf_counter() - t))
+    for name, fn in (("sha256", lambda b: hashlib.sha256(b).digest()), ("xxh3", lambda b: xxhash.xxh3_64(b).digest())):
+        t = time.perf_counter()
+        fn(act.tobytes())
+        fn(grad.tobytes())
+        record("writer", name, mb_s=mb / (time.perf_counter() - t))
 
 
 # ---------------------------------------------------------------------------------- train
@@ -361,6 +411,7 @@ def main() -> None:
             part_peak(dev, args.smoke)
         peak_bf16 = RESULTS.get("peak", {}).get("bf16", {}).get("tflops", 0.0) * 1e12
         for name, fn in (("harvest", lambda: part_harvest(dev, args.smoke, peak_bf16)), ("hpipe", lambda: harvest_pipeline_ratio(dev, args.smoke)),
+                         ("writer", lambda: part_writer(dev, args.smoke)),
                          ("train", lambda: part_train(dev, args.smoke)),
                          ("reader", lambda: part_reader(dev, args.smoke)), ("e2e", lambda: part_e2e(dev, args.smoke))):
             if name in parts:

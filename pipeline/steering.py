@@ -137,7 +137,7 @@ def _steered_logits(lm: LoadedModel, block: int, ref: CleanRef, ctx: torch.Tenso
     """Logits [b, T, V] of contexts ``ctx`` [b] with ``add`` [b, d] added at positions ≥ 1 of block ``block``."""
     if block in ref.states:
         clean = ref.states[block][ctx]
-        steered = keep_first(clean, clean[:, 1:] + add.to(clean.dtype)[:, None, :])
+        steered = keep_first(clean, clean[:, 1:] + add.to(clean.device, clean.dtype)[:, None, :])
         return suffix_logits(lm, block, steered, ref.ids[ctx], ref.tails[block])
 
     def fn(hidden: torch.Tensor) -> torch.Tensor:
