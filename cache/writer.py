@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -218,13 +219,17 @@ class ShardWriter:
             raise PipelineError(f"shard {index} written out of order (next is {self.next_shard})")
         data = self._shard_data(index, tokens, acts, grads, loss)
         start, stop = self.info.shard_rows(index)
-        with writing(self.url, f"shard {index}"):
-            for i, name in enumerate(self.names):
-                self.arrays[name][start:stop] = data[name]
-                if i == 0:
-                    fault_point("shard_write")
+        with writing(self.url, f"shard {index}"), ThreadPoolExecutor(len(self.names)) as pool:
+            # The digests and the other arrays' encoding overlap (hashing and compression
+            # release the GIL): one shard write used to run them one after the other.
+            record = pool.submit(self._record, index, data)
+            self.arrays[self.names[0]][start:stop] = data[self.names[0]]
+            fault_point("shard_write")
+            rest = [pool.submit(self.arrays[name].__setitem__, slice(start, stop), data[name]) for name in self.names[1:]]
+            for future in rest:
+                future.result()
             fault_point("commit")
-            self._commit(index, self._record(index, data))
+            self._commit(index, record.result())
 
     def rewrite(
         self,
