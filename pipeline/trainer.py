@@ -177,7 +177,7 @@ class Trainer:
             l0 = float((values > 0).sum()) / x.shape[0]
             stats = {"loss": float(loss.detach()), "fvu": float(fvu.detach()), "aux": float(aux.detach()), "l0": l0, "lr": lr}
             if sae.uses_grad:
-                stats["selection_shift"] = float(torch.div(*sae.selection_changes(z.detach(), indices, values)))
+                stats["selection_shift"] = float(sae.selection_shift(z.detach(), indices, values))
         return stats
 
     def train_step(self, act: torch.Tensor, grad: torch.Tensor) -> dict[str, dict[str, float]]:

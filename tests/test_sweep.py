@@ -68,3 +68,15 @@ def test_every_architecture_takes_exactly_the_grid_keys_of_its_hparams() -> None
     assert [s.name for s in specs] == ["batchtopk-k8-x8-s0", "gbatchtopk-k8-b0-x8-sel-s0", "gbatchtopk-k8-b2-x8-sel-s0"]
     assert specs[2].hparams == GBatchTopKHParams(k=8, beta=2.0, value_mode="selection")
     assert specs[2].hparams.threshold_decay == 0.99  # not a grid key: the dataclass default
+
+
+def test_one_naming_home_for_variants_series_and_labels() -> None:
+    from pipeline.naming import series_name, table_label
+
+    cfg = {"architecture": "gbatchtopk", "k": 32, "beta": 0.5, "value_mode": "selection", "threshold_decay": 0.99,
+           "d_in": 576, "d_sae": 4608, "hook_name": "model.layers.15"}
+    assert series_name(cfg, beta0=True, with_layer=True) == "gbatchtopk-b0.5-sel-x8-L15@beta0"
+    assert series_name({**cfg, "architecture": "batchtopk"}, beta0=False, with_layer=False) == "batchtopk-x8"
+    assert table_label("gsae", {"beta": 0.3, "value_mode": "selection"}) == "gsae sel β=0.3"
+    assert table_label("topk", {"beta": 0.3, "value_mode": "selection"}, with_grad=True) == "topk"
+    assert table_label("gbatchtopk", {"beta": 1.0, "value_mode": "augmented"}, with_grad=False) == "gbatchtopk aug β=1 @β0"

@@ -1,9 +1,10 @@
 """The SAE base class shared by every architecture (DESIGN §1).
 
-Shapes: ``B`` tokens, ``d`` = ``d_in`` (model width), ``n`` = ``d_sae`` latents, ``k`` active.
+Shapes: ``B`` tokens, ``d`` = ``d_in`` (model width), ``n`` = ``d_sae`` latents, ``k`` active
+(per token, or on average for batch-level selections: then ``m`` ≥ every token's count).
 
     z     = (x − b_dec) W_enc + b_enc                 # encode_pre, [B, n]
-    S, a  = select(z, g)                              # architecture-specific, [B, k] each
+    S, a  = select(z, g)                              # architecture-specific, [B, m] each
     x̂     = a W_dec + b_dec                           # decode, [B, d]
 
 Parameters: ``W_enc`` [d, n], ``b_enc`` [n], ``W_dec`` [n, d] (rows = dictionary
@@ -172,6 +173,11 @@ class SAE(nn.Module):
         is the reference and every one of the k slots counts as selected.
         """
         return changed_selections(z, indices), torch.tensor(indices.numel(), device=indices.device)
+
+    def selection_shift(self, z: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``selection_shift`` of one batch as a float64 scalar tensor (changed / selected)."""
+        changed, selected = self.selection_changes(z, indices, values)
+        return changed.double() / selected
 
     def inference_state(self, act_scale: float = 1.0) -> dict[str, Any]:
         """Statistics learned for inference (beyond the weights), in raw-activation units,

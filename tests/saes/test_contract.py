@@ -233,3 +233,25 @@ def test_changed_selections_counts_what_left_the_plain_top_k() -> None:
     moved = torch.tensor([[0, 4], [0, 1]])  # one changed in row 0, two in row 1
     assert int(changed_selections(pre, same)) == 0
     assert int(changed_selections(pre, moved)) == 3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_hparams_are_a_documented_frozen_dataclass(arch: str) -> None:
+    """Each architecture's hparams: frozen, one docstring per field, rebuilt from its own cfg.json."""
+    import dataclasses
+
+    from pipeline.paramdoc import _attribute_docs
+    from pipeline.saes.io import hparams_from_cfg
+
+    cls = get_sae_class(arch)
+    hp_cls = cls.hparams_class
+    assert dataclasses.is_dataclass(hp_cls) and hp_cls.__dataclass_params__.frozen
+    docs: dict[str, str] = {}
+    for klass in reversed(hp_cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs |= _attribute_docs(klass)
+    assert {f.name for f in dataclasses.fields(hp_cls)} <= {n for n, d in docs.items() if d}
+    sae = make(arch)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sae.hp.k = 3  # type: ignore[misc]
+    assert hparams_from_cfg(cls, sae.hparams()) == sae.hp
