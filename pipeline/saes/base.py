@@ -118,6 +118,12 @@ class SAE(nn.Module):
                 return getattr(hp, name)
             raise
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        hp = self.__dict__.get("hp")
+        if hp is not None and name in {f.name for f in fields(hp)}:
+            raise AttributeError(f"{name} is a frozen hyper-parameter of {self.architecture}: use with_hparams({name}=...)")
+        super().__setattr__(name, value)
+
     def with_hparams(self, **changes: Any) -> SAE:
         """A copy (same weights, buffers and ``grad_scale``) with some hyper-parameters replaced."""
         twin = copy.deepcopy(self)

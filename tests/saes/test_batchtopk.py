@@ -67,7 +67,7 @@ def test_threshold_is_a_running_average_of_batch_minima() -> None:
     for step in range(3):
         x, _ = batch(step)
         out = sae(x)
-        minima.append(float(out.pre[out.acts != 0].min()))
+        minima.append(float(out.pre.detach()[out.acts != 0].min()))
     # bias-corrected EMA with decay 0.5: weights 1, 2, 4 over the three minima
     expect = (minima[0] + 2 * minima[1] + 4 * minima[2]) / 7
     assert float(sae.threshold) == pytest.approx(expect, rel=1e-6)

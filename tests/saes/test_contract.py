@@ -255,3 +255,12 @@ def test_hparams_are_a_documented_frozen_dataclass(arch: str) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         sae.hp.k = 3  # type: ignore[misc]
     assert hparams_from_cfg(cls, sae.hparams()) == sae.hp
+
+
+def test_hyperparameters_are_read_only_attributes() -> None:
+    sae = make("gsae", beta=2.0)
+    assert sae.beta == 2.0 and sae.k == K
+    with pytest.raises(AttributeError, match="with_hparams"):
+        sae.beta = 0.0
+    twin = sae.with_hparams(beta=0.0)
+    assert twin.beta == 0.0 and sae.beta == 2.0 and torch.equal(twin.W_dec, sae.W_dec)
