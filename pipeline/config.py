@@ -104,10 +104,10 @@ class HarvestConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """Sweep grid: every combination of these lists is one variant (topk ignores beta/value_mode)."""
+    """Sweep grid: every combination of these lists is one variant; an architecture varies only the keys its registered hyper-parameters read (topk and batchtopk ignore beta/value_mode)."""
 
     architecture: tuple[str, ...] = ("topk", "gsae")
-    """Registered SAE architectures."""
+    """Registered SAE architectures (``pipeline.saes.REGISTRY``; an unknown name is refused with the list)."""
     k: tuple[int, ...] = (32,)
     """Active latents per token."""
     beta: tuple[float, ...] = (1.0,)
@@ -115,8 +115,8 @@ class GridConfig:
     factor |d_i · γg| is ≈ 0.8 and β = 1 weighs the gradient like the pre-activation itself."""
     expansion: tuple[int, ...] = (8,)
     """Dictionary width as a multiple of d_model."""
-    value_mode: tuple[Literal["augmented", "selection"], ...] = ("augmented",)
-    """What the g-SAE decoder receives at the selected latents."""
+    value_mode: tuple[str, ...] = ("augmented",)
+    """What a gradient-aware decoder receives at the selected latents: ``augmented`` (ReLU(s_i)) or ``selection`` (ReLU(z_i)); checked by the architectures that read it."""
     lr: tuple[float, ...] = (4e-4,)
     """Adam learning rates."""
     seed: tuple[int, ...] = (0,)

@@ -26,7 +26,6 @@ Splicing runs only the blocks after the hook per variant (``evaluate.splice``).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -43,10 +42,10 @@ from pipeline.config import Params
 from pipeline.errors import ConfigError, NothingToEvaluate, SAEFormatError
 from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats, usable_rows
 from pipeline.models import LoadedModel, load_model
+from pipeline.naming import BETA0_SUFFIX, series_name
 from pipeline.plotdata import read_curves, write_plot_data, write_summary
 from pipeline.plots import make_plots
 from pipeline.report import VariantResult, write_metrics, write_report
-from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE
 from pipeline.saes.io import WEIGHTS, load_sae, weights_file
 from pipeline.splice import Edit, sae_editor, splice_losses, zero_editor
@@ -54,8 +53,6 @@ from pipeline.steering import SteerResult, bootstrap_ci, clean_reference, pick_c
 
 log = logging.getLogger(__name__)
 
-BETA0_SUFFIX = "@beta0"
-MODE_ABBREV = {"augmented": "aug", "selection": "sel"}
 TRAIN_DEAD_KEYS = ("train_dead_frac", "dead_frac", "dead_fraction", "final_dead_frac")
 
 
@@ -94,22 +91,6 @@ def hook_block(lm: LoadedModel, hook: str) -> int:
     return block
 
 
-def group_label(cfg: dict[str, Any], *, beta0: bool, with_layer: bool) -> str:
-    """Series label: architecture + the hyper-parameters other than k and seed."""
-    arch = str(cfg["architecture"])
-    parts = [arch]
-    hp = get_sae_class(arch).grid_hparams
-    if "beta" in hp:
-        parts.append(f"b{float(cfg.get('beta', 0.0)):g}")
-    if "value_mode" in hp:
-        mode = str(cfg.get("value_mode", ""))
-        parts.append(MODE_ABBREV.get(mode, mode))
-    parts.append(f"x{int(cfg['d_sae']) / int(cfg['d_in']):g}")
-    if with_layer:
-        parts.append(f"L{str(cfg['hook_name']).rpartition('.')[2]}")
-    return "-".join(parts) + (BETA0_SUFFIX if beta0 else "")
-
-
 def _cfg_number(cfg: dict[str, Any], keys: tuple[str, ...]) -> float | None:
     for key in keys:
         value = cfg.get(key)
@@ -141,12 +122,11 @@ def load_entries(params: Params, lm: LoadedModel, info: CacheInfo) -> list[Entry
     with_layer = len({x[3] for x in loaded}) > 1
     entries = []
     for name, sae, cfg, hook, block in loaded:
-        entries.append(Entry(name, group_label(cfg, beta0=False, with_layer=with_layer), sae, cfg, hook, block))
-        if sae.uses_grad and sae.beta != 0.0:
-            twin = copy.deepcopy(sae)
-            twin.beta = 0.0
+        entries.append(Entry(name, series_name(cfg, beta0=False, with_layer=with_layer), sae, cfg, hook, block))
+        twin = sae.gradient_free_twin()
+        if twin is not None:
             entries.append(
-                Entry(name + BETA0_SUFFIX, group_label(cfg, beta0=True, with_layer=with_layer), twin, cfg, hook, block)
+                Entry(name + BETA0_SUFFIX, series_name(cfg, beta0=True, with_layer=with_layer), twin, cfg, hook, block)
             )
     return entries
 

@@ -9,8 +9,8 @@ position of a context (BOS / attention sink, excluded from training too):
 - ``l0``   = mean number of nonzero latents per token,
 - ``dead_frac`` = fraction of latents never nonzero on the evaluated rows,
 - ``selection_shift`` (gradient-aware architectures only) = fraction of the selected
-  latents that are not in the plain top-k of the pre-activations, i.e. that the same SAE
-  encoded with β = 0 would not have selected.
+  latents that the same SAE encoded with β = 0 would not have selected (the plain top-k of
+  the pre-activations for the g-SAE; :meth:`~pipeline.saes.base.SAE.selection_changes`).
 
 x are the stored activations (float16 in the default store, read as float32) and the g-SAE
 encoder receives the stored clean gradient of the same token.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.saes.base import SAE, changed_selections
+from pipeline.saes.base import SAE
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 409
         freq += active.sum(dim=0).double().cpu()
         act_sum += out.acts.clamp_min(0).sum(dim=0).double().cpu()
         if sae.uses_grad:
-            changed += int(changed_selections(out.pre, out.indices))
-            selected += out.indices.numel()
+            moved, chosen = sae.selection_changes(out.pre, out.indices, out.values)
+            changed, selected = changed + int(moved), selected + int(chosen)
     mean_act = torch.where(freq > 0, act_sum / freq.clamp_min(1), torch.zeros_like(act_sum))
     return ReconStats(
         fvu=sse / total_var if total_var > 0 else math.nan,
@@ -84,7 +84,7 @@ def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 409
         dead_frac=float((freq == 0).double().mean()),
         freq=freq.numpy(),
         mean_act=mean_act.numpy(),
-        selection_shift=changed / selected if sae.uses_grad else None,
+        selection_shift=(changed / selected if selected else 0.0) if sae.uses_grad else None,
     )
 
 

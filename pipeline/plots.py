@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.fileio import atomic_write
+from pipeline.naming import BETA0_SUFFIX
 
 PNGS = {
     "training_curves": "training_curves.png",
@@ -53,12 +54,12 @@ def _f(value: Any) -> float:
 def _colours(series: Sequence[str]) -> dict[str, Any]:
     """One colour per series; a β = 0 twin takes its parent's colour."""
     cmap = _pyplot().get_cmap("tab10")
-    bases = list(dict.fromkeys(s.removesuffix("@beta0") for s in series))
-    return {s: cmap(bases.index(s.removesuffix("@beta0")) % 10) for s in series}
+    bases = list(dict.fromkeys(s.removesuffix(BETA0_SUFFIX) for s in series))
+    return {s: cmap(bases.index(s.removesuffix(BETA0_SUFFIX)) % 10) for s in series}
 
 
 def _style(series: str) -> str:
-    return "--" if series.endswith("@beta0") else "-"
+    return "--" if series.endswith(BETA0_SUFFIX) else "-"
 
 
 def _groups(results: Sequence[Any]) -> dict[str, list[Any]]:
@@ -127,7 +128,7 @@ def fvu_vs_loss_recovered(path: Path, results: Sequence[Any]) -> Path:
     for group, rs in groups.items():
         xs = [_f(r.metrics.get("fvu")) for r in rs]
         ys = [_f(r.metrics.get("loss_recovered")) for r in rs]
-        marker = "x" if group.endswith("@beta0") else "o"
+        marker = "x" if group.endswith(BETA0_SUFFIX) else "o"
         ax.scatter(xs, ys, label=group, color=colours[group], marker=marker)
         for r, x, y in zip(rs, xs, ys, strict=True):
             ax.annotate(f"k{r.k}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -163,7 +164,7 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
             for patch, b in zip(art["boxes"], boxes, strict=True):
                 patch.set_facecolor(colours[b[0]])
                 patch.set_alpha(0.45)
-                if b[0].endswith("@beta0"):
+                if b[0].endswith(BETA0_SUFFIX):
                     patch.set_hatch("//")
             ax.set_xticks(range(1, len(boxes) + 1), [b[1] for b in boxes], rotation=30, ha="right", fontsize=7)
             if all(np.all(d > 0) for d in data):

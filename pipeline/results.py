@@ -23,8 +23,8 @@ import numpy as np
 
 from pipeline.errors import NothingToEvaluate
 from pipeline.fileio import atomic_write_text
+from pipeline.naming import base_variant, grid_hparams, table_label
 
-BETA0_SUFFIX = "@beta0"
 COLUMNS = (
     ("loss_recovered", "loss rec.", 4), ("ce_spliced", "CE spliced", 4), ("kl", "KL", 4), ("fvu", "FVU", 4),
     ("l0", "L0", 1), ("dead_frac", "dead (held-out)", 4), ("train_dead_frac", "dead (train)", 4),
@@ -45,10 +45,8 @@ class Group:
 
     @property
     def label(self) -> str:
-        if self.architecture == "topk":
-            return "topk"
-        mode = {"augmented": "aug", "selection": "sel"}.get(self.value_mode, self.value_mode)
-        return f"{self.architecture} {mode} β={self.beta:g}" + ("" if self.with_grad else " @β0")
+        hp = {"beta": self.beta, "value_mode": self.value_mode}
+        return table_label(self.architecture, hp, with_grad=self.with_grad)
 
 
 @dataclass(frozen=True)
@@ -69,12 +67,13 @@ def load_rows(run_dirs: Iterable[str | Path], pairs: Iterable[tuple[str | Path, 
         if not path.is_file():
             raise NothingToEvaluate(f"{path} not found: evaluate the run first")
         for name, metrics in json.loads(path.read_text()).items():
-            base = name.removesuffix(BETA0_SUFFIX)
+            base, with_grad = base_variant(name)
             cfg = json.loads((saes / base / "cfg.json").read_text())
             arch = str(cfg["architecture"])
+            read = grid_hparams(arch)
             group = Group(
-                arch, int(cfg["k"]), float(cfg.get("beta", 0.0)) if arch != "topk" else 0.0,
-                str(cfg.get("value_mode", "")) if arch != "topk" else "", not name.endswith(BETA0_SUFFIX),
+                arch, int(cfg["k"]), float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
+                str(cfg.get("value_mode", "")) if "value_mode" in read else "", with_grad,
             )
             seed = int(cfg.get("training", {}).get("init_seed", cfg.get("seed", 0)))
             rows.append(Row(group, seed, {k: float(v) for k, v in metrics.items() if v is not None}))
@@ -198,18 +197,18 @@ def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None
     import matplotlib.pyplot as plt
 
     entries = list(summary.values())
-    families: dict[tuple[int, str, bool], list[dict[str, Any]]] = {}
+    families: dict[tuple[int, str, str, bool], list[dict[str, Any]]] = {}
     for e in entries:
-        if e["architecture"] != "topk":
-            families.setdefault((e["k"], e["value_mode"], e["with_grad"]), []).append(e)
+        if "beta" in grid_hparams(e["architecture"]):
+            families.setdefault((e["k"], e["architecture"], e["value_mode"], e["with_grad"]), []).append(e)
     if not any(len({e["beta"] for e in fam}) > 1 for fam in families.values()):
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     keys = (("loss_recovered", "loss recovered"), ("dead_frac", "dead latents (held-out)"), ("selection_shift", "selection shift"))
     colors = plt.get_cmap("tab10")
-    for i, ((k, mode, grad), fam) in enumerate(sorted(families.items())):
+    for i, ((k, arch, mode, grad), fam) in enumerate(sorted(families.items())):
         fam = sorted(fam, key=lambda e: e["beta"])
-        label = f"k={k} {mode}" + ("" if grad else " @β0 (no gradient at inference)")
+        label = f"k={k} {arch} {mode}" + ("" if grad else " @β0 (no gradient at inference)")
         for ax, (key, _) in zip(axes, keys, strict=True):
             pts = [(e["beta"], *e[key]) for e in fam if key in e]
             if pts and not (key == "selection_shift" and not grad):

@@ -1,8 +1,10 @@
-"""Expanding the train grid (``train.grid``) into named variant specs.
+"""Expanding the train grid (``train.grid``) into named variant specs, from the SAE registry.
 
-Every combination of the grid's lists is one variant, except that an architecture only
-varies the hyperparameters it reads (``SAE.grid_hparams``): ``topk`` ignores ``beta`` and
-``value_mode`` (fixed to 0 / ``selection``), so its duplicates collapse. Names are
+Each architecture varies exactly the grid keys that are fields of its registered hparams
+dataclass (:mod:`pipeline.saes`): ``topk`` and ``batchtopk`` read ``k``; ``gsae`` and
+``gbatchtopk`` also ``beta`` and ``value_mode``. Other hparams fields keep their defaults,
+and the hparams dataclass validates the values. ``expansion``, ``lr`` and ``seed`` apply to
+every architecture. Duplicates collapse; names (:mod:`pipeline.naming`) are
 deterministic and readable::
 
     topk-k32-x8-s0            gsae-k32-b1-x8-aug-s0       gsae-k32-b0.5-x8-sel-lr0.001-s0
@@ -12,14 +14,15 @@ deterministic and readable::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.config import GridConfig
 from pipeline.errors import ConfigError
-from pipeline.saes import REGISTRY, get_sae_class
-
-MODE_ABBREV = {"augmented": "aug", "selection": "sel"}
+from pipeline.naming import variant_name
+from pipeline.saes import REGISTRY, KHParams, get_sae_class
 
 
 @dataclass(frozen=True)
@@ -27,33 +30,55 @@ class VariantSpec:
     """One SAE to train."""
 
     architecture: str
-    k: int
-    beta: float
+    """Registered architecture name."""
+    hparams: KHParams
+    """The architecture's hyper-parameters (an instance of its registered hparams class)."""
     expansion: int
-    value_mode: str
+    """Dictionary width as a multiple of the model width."""
     lr: float
+    """Adam learning rate."""
     seed: int
+    """Initialisation seed."""
     show_lr: bool = False
     """Whether ``lr`` is part of the name (several lrs in the grid)."""
 
     @property
     def name(self) -> str:
         """Deterministic directory name of the variant."""
-        hp = get_sae_class(self.architecture).grid_hparams
-        parts = [self.architecture, f"k{self.k}"]
-        if "beta" in hp:
-            parts.append(f"b{self.beta:g}")
-        parts.append(f"x{self.expansion}")
-        if "value_mode" in hp:
-            parts.append(MODE_ABBREV.get(self.value_mode, self.value_mode))
-        if self.show_lr:
-            parts.append(f"lr{self.lr:g}")
-        parts.append(f"s{self.seed}")
-        return "-".join(parts)
+        hp = {f.name: getattr(self.hparams, f.name) for f in dataclasses.fields(self.hparams)}
+        return variant_name(
+            self.architecture, hp, expansion=self.expansion, lr=self.lr, seed=self.seed, show_lr=self.show_lr
+        )
+
+    @property
+    def k(self) -> int:
+        """Active latents per token."""
+        return self.hparams.k
 
     def d_sae(self, d_in: int) -> int:
         """Dictionary width for model width ``d_in``."""
         return self.expansion * d_in
+
+
+TRAINER_KEYS = ("expansion", "lr", "seed")
+"""Grid keys every architecture takes (the rest are hparams fields)."""
+
+
+def _combinations(arch: str, grid: GridConfig) -> list[dict[str, Any]]:
+    """Grid values ``arch`` reads, one mapping per combination, in the grid keys' order."""
+    cls = get_sae_class(arch).hparams_class
+    read = {f.name for f in dataclasses.fields(cls)} | set(TRAINER_KEYS)
+    keys = [f.name for f in dataclasses.fields(GridConfig) if f.name in read]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(getattr(grid, k) for k in keys))]
+
+
+def _spec(arch: str, values: dict[str, Any], show_lr: bool) -> VariantSpec:
+    cls = get_sae_class(arch).hparams_class
+    try:
+        hp = cls(**{k: v for k, v in values.items() if k not in TRAINER_KEYS})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"train.grid ({arch}): {exc}") from None
+    return VariantSpec(arch, hp, values["expansion"], float(values["lr"]), values["seed"], show_lr)
 
 
 def expand_grid(grid: GridConfig) -> list[VariantSpec]:
@@ -68,28 +93,15 @@ def expand_grid(grid: GridConfig) -> list[VariantSpec]:
             raise ConfigError(f"train.grid.{name} must list at least one value")
         if any(v <= 0 for v in values):
             raise ConfigError(f"train.grid.{name} values must be positive, got {list(values)}")
-    if any(b < 0 for b in grid.beta):
-        raise ConfigError(f"train.grid.beta values must be >= 0, got {list(grid.beta)}")
-    for vm in grid.value_mode:
-        if vm not in MODE_ABBREV:
-            raise ConfigError(f"train.grid.value_mode: unknown mode {vm!r} (augmented | selection)")
+    for arch in grid.architecture:
+        for key in get_sae_class(arch).grid_hparams:
+            if not getattr(grid, key):
+                raise ConfigError(f"train.grid.{key} must list at least one value ({arch} reads it)")
     show_lr = len(set(grid.lr)) > 1
     specs: dict[VariantSpec, None] = {}
-    for arch, k, beta, exp, vm, lr, seed in itertools.product(
-        grid.architecture, grid.k, grid.beta or (0.0,), grid.expansion, grid.value_mode or ("selection",), grid.lr, grid.seed
-    ):
-        hp = get_sae_class(arch).grid_hparams
-        spec = VariantSpec(
-            architecture=arch,
-            k=k,
-            beta=float(beta) if "beta" in hp else 0.0,
-            expansion=exp,
-            value_mode=vm if "value_mode" in hp else "selection",
-            lr=float(lr),
-            seed=seed,
-            show_lr=show_lr,
-        )
-        specs.setdefault(spec, None)
+    for arch in grid.architecture:
+        for values in _combinations(arch, grid):
+            specs.setdefault(_spec(arch, values, show_lr), None)
     out = list(specs)
     names = [s.name for s in out]
     dup = {n for n in names if names.count(n) > 1}

@@ -15,7 +15,8 @@ its ``grad_scale``):
 - lr = base · min(1, (step+1)/warmup_steps) · decay, decay falling linearly to 0 over the
   last ``decay_fraction`` of steps.
 - gradient-aware variants also log ``selection_shift``, the fraction of their selected
-  latents outside the plain top-k of z (what the gradient changed).
+  latents outside their own β = 0 selection of z (what the gradient changed;
+  :meth:`~pipeline.saes.base.SAE.selection_changes`).
 - the decoder-gradient component parallel to each row is removed before Adam's step and
   the rows renormalised to unit norm after it.
 
@@ -43,7 +44,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import TrainConfig
 from pipeline.saes import get_sae_class
-from pipeline.saes.base import SAE, changed_selections
+from pipeline.saes.base import SAE
 from pipeline.sweep import VariantSpec
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Trainer:
         for spec in specs:
             gen = torch.Generator().manual_seed(spec.seed)
             cls = get_sae_class(spec.architecture)
-            sae = cls(d_in, spec.d_sae(d_in), spec.k, beta=spec.beta, value_mode=spec.value_mode, grad_scale=grad_scale)
+            sae = cls.from_hparams(d_in, spec.d_sae(d_in), spec.hparams, grad_scale=grad_scale)
             sae.reset_parameters(gen)
             if b_dec is not None:
                 with torch.no_grad():
@@ -170,7 +171,7 @@ class Trainer:
                 "l0": fires.sum().double() / x.shape[0], "lr": lr,
             }
             if sae.uses_grad:
-                stats["selection_shift"] = changed_selections(z.detach(), indices).double() / indices.numel()
+                stats["selection_shift"] = sae.selection_shift(z.detach(), indices, values)
         return stats
 
     def _aux_loss(self, v: Variant, z: torch.Tensor, residual: torch.Tensor) -> torch.Tensor | None:

@@ -221,11 +221,12 @@ def cache_verify(url: str) -> None:
 
 
 @cli.command()
-@click.option("--format", "fmt", required=True, metavar="NAME", help="Target layout (e.g. sparsify).")
+@click.option("--format", "fmt", required=True, metavar="NAME",
+              help="Target layout: sparsify (topk variants) or saelens (batchtopk variants, as JumpReLU).")
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
 def export(fmt: str, src: str, dest: str) -> None:
-    """Write the trained variant folder SRC to DEST in another library's layout (topk only)."""
+    """Write the trained variant folder SRC to DEST in another library's layout."""
     from pipeline.saes.export import FORMATS, export_sae
 
     if fmt not in FORMATS:  # checked here, not by click.Choice: the harvest must not import the SAEs

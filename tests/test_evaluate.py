@@ -148,3 +148,37 @@ def test_cli(project, tmp_path, capsys):
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("gsae: error: no trained SAE variants")
+
+
+def test_batch_level_architectures_train_and_evaluate(project, tmp_path):
+    """batchtopk / gbatchtopk from the grid, evaluated with their thresholds (and stored gradients)."""
+    _, url, key, overrides = project
+    params = params_from_dict({}, [
+        *overrides,
+        f"train.out_dir={tmp_path / 'saes'}",
+        f"train.metrics_out={tmp_path / 'train.json'}",
+        f"train.curves_dir={tmp_path / 'curves'}",
+        f"evaluate.out={tmp_path / 'evaluate.json'}",
+        f"evaluate.summary={tmp_path / 'summary.json'}",
+        f"evaluate.report={tmp_path / 'report.md'}",
+        f"evaluate.plots_dir={tmp_path / 'plots'}",
+        "evaluate.steer_latents=2",
+        "train.grid.architecture=[batchtopk,gbatchtopk]",
+        "train.grid.k=[4]",
+        "train.grid.beta=[4.0]",
+        "train.grid.value_mode=[selection]",
+    ])
+    run_train(params, store_url=params.harvest.store, expected_key=None)
+    metrics = run_evaluate(params, store_url=url, expected_key=key)
+    twin = "gbatchtopk-k4-b4-x2-sel-s0@beta0"
+    assert set(metrics) == {"batchtopk-k4-x2-s0", "gbatchtopk-k4-b4-x2-sel-s0", twin}
+    for name, m in metrics.items():
+        assert 1 < m["l0"] < 10, (name, m["l0"])  # a learned threshold: about k per token, not exactly
+        assert m["kl"] > 0 and np.isfinite(m["loss_recovered"])
+    assert "selection_shift" not in metrics["batchtopk-k4-x2-s0"]
+    assert 0 < metrics["gbatchtopk-k4-b4-x2-sel-s0"]["selection_shift"] < 1 and metrics[twin]["selection_shift"] == 0.0
+    cfg = json.loads((tmp_path / "saes" / "batchtopk-k4-x2-s0" / "cfg.json").read_text())
+    assert cfg["architecture"] == "batchtopk" and cfg["threshold"] > 0
+    assert set(json.loads(Path(params.evaluate.summary).read_text())) == {
+        "batchtopk-x2", "gbatchtopk-b4-sel-x2", "gbatchtopk-b4-sel-x2@beta0", "baseline",
+    }

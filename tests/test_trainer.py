@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -155,3 +156,31 @@ def test_auxk_active_only_with_dead_latents_and_loss_falls() -> None:
     for v in tr.variants.values():
         assert torch.allclose(v.sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
     assert 0.0 <= tr.dead_fraction("topk-k2-x8-s0") <= 1.0
+
+
+def test_batch_level_architectures_train_learn_a_threshold_and_resume_identically() -> None:
+    """batchtopk / gbatchtopk from the grid: L0 = k per token on average, θ in the state dict."""
+    cfg = TrainConfig(
+        warmup_steps=1, decay_fraction=0.0,
+        grid=GridConfig(architecture=("batchtopk", "gbatchtopk"), k=(3,), expansion=(4,), beta=(20.0,),
+                        value_mode=("selection",), lr=(1e-2,)),
+    )
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(32, 8, generator=g) * 2, torch.randn(32, 8, generator=g)) for _ in range(12)]
+    tr = Trainer(expand_grid(cfg.grid), 8, cfg, total_steps=12, grad_scale=3.0)
+    stats = [tr.train_step(*b) for b in batches[:6]]
+    state = copy.deepcopy(tr.state_dict())
+    assert all(s["batchtopk-k3-x4-s0"]["l0"] == 3.0 for s in stats)  # k·B kept over the batch
+    assert all("selection_shift" not in s["batchtopk-k3-x4-s0"] for s in stats)
+    assert all(0.0 < s["gbatchtopk-k3-b20-x4-sel-s0"]["selection_shift"] < 1.0 for s in stats)
+    for v in tr.variants.values():
+        assert torch.isfinite(v.sae.threshold) and "threshold" in state["variants"][v.spec.name]["model"]
+    for b in batches[6:]:
+        tr.train_step(*b)
+    again = Trainer(expand_grid(cfg.grid), 8, cfg, total_steps=12, grad_scale=3.0)
+    again.load_state_dict(state)
+    for b in batches[6:]:
+        again.train_step(*b)
+    for name, v in tr.variants.items():
+        for key, value in v.sae.state_dict().items():
+            assert torch.equal(value, again.variants[name].sae.state_dict()[key]), (name, key)

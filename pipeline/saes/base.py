@@ -1,9 +1,10 @@
 """The SAE base class shared by every architecture (DESIGN §1).
 
-Shapes: ``B`` tokens, ``d`` = ``d_in`` (model width), ``n`` = ``d_sae`` latents, ``k`` active.
+Shapes: ``B`` tokens, ``d`` = ``d_in`` (model width), ``n`` = ``d_sae`` latents, ``k`` active
+(per token, or on average for batch-level selections: then ``m`` ≥ every token's count).
 
     z     = (x − b_dec) W_enc + b_enc                 # encode_pre, [B, n]
-    S, a  = select(z, g)                              # architecture-specific, [B, k] each
+    S, a  = select(z, g)                              # architecture-specific, [B, m] each
     x̂     = a W_dec + b_dec                           # decode, [B, d]
 
 Parameters: ``W_enc`` [d, n], ``b_enc`` [n], ``W_dec`` [n, d] (rows = dictionary
@@ -18,8 +19,10 @@ normalisation; a loaded SAE carries the value from ``cfg.json``.
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
-from typing import ClassVar, NamedTuple
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -55,40 +58,84 @@ def changed_selections(pre: torch.Tensor, indices: torch.Tensor) -> torch.Tensor
     return (~plain.gather(1, indices)).sum()
 
 
-class SAE(nn.Module):
-    """Sparse autoencoder with a TopK-style selection supplied by subclasses.
+@dataclass(frozen=True)
+class KHParams:
+    """Hyper-parameters of a TopK-style architecture (every architecture registers its own
+    frozen dataclass; field names double as ``train.grid`` keys, see :mod:`pipeline.sweep`)."""
 
-    Subclasses set ``architecture`` (the registry name), ``uses_grad`` (whether ``select``
-    needs the loss gradient) and ``grid_hparams`` (which of ``beta`` / ``value_mode`` the
-    architecture reads; the sweep fixes the others to their defaults and dedupes).
+    k: int
+    """Active latents per token (for batch-level selection: on average)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+
+
+class SAE(nn.Module):
+    """Sparse autoencoder whose selection of active latents is supplied by subclasses.
+
+    Subclasses are registered with :func:`pipeline.saes.register`, which sets
+    ``architecture`` (the registry name), ``hparams_class`` (the architecture's frozen
+    hyper-parameter dataclass, a :class:`KHParams`) and ``grid_hparams`` (its fields that
+    ``train.grid`` varies besides ``k``). ``uses_grad`` says whether ``select`` reads the
+    loss gradient. Hyper-parameters are read as attributes (``sae.k``, ``sae.beta``) and
+    live, frozen, in ``sae.hp``; ``grad_scale`` is a plain attribute the trainer sets.
     """
 
     architecture: ClassVar[str] = ""
+    hparams_class: ClassVar[type[KHParams]] = KHParams
     uses_grad: ClassVar[bool] = False
     grid_hparams: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(
-        self,
-        d_in: int,
-        d_sae: int,
-        k: int,
-        *,
-        beta: float = 0.0,
-        value_mode: str = "selection",
-        grad_scale: float = 1.0,
-    ) -> None:
+    def __init__(self, d_in: int, d_sae: int, *args: Any, grad_scale: float = 1.0, **hparams: Any) -> None:
         super().__init__()
-        if not 0 < k <= d_sae:
-            raise ValueError(f"k must be in [1, d_sae={d_sae}], got {k}")
-        self.d_in, self.d_sae, self.k = d_in, d_sae, k
-        self.beta = float(beta)
-        self.value_mode = value_mode
+        hp = self.hparams_class(*args, **hparams)
+        if hp.k > d_sae:
+            raise ValueError(f"k must be in [1, d_sae={d_sae}], got {hp.k}")
+        self.hp = hp
+        self.d_in, self.d_sae = d_in, d_sae
         self.grad_scale = float(grad_scale)
         self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.reset_parameters()
+
+    @classmethod
+    def from_hparams(cls, d_in: int, d_sae: int, hp: KHParams, *, grad_scale: float = 1.0) -> SAE:
+        """Build from an instance of ``hparams_class``."""
+        if not isinstance(hp, cls.hparams_class):
+            raise TypeError(f"{cls.architecture} expects {cls.hparams_class.__name__}, got {type(hp).__name__}")
+        return cls(d_in, d_sae, grad_scale=grad_scale, **{f.name: getattr(hp, f.name) for f in fields(hp)})
+
+    def __getattr__(self, name: str) -> Any:
+        # hyper-parameters read as attributes (sae.k, sae.beta); nn.Module's lookup first
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            hp = self.__dict__.get("hp")
+            if hp is not None and name in {f.name for f in fields(hp)}:
+                return getattr(hp, name)
+            raise
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        hp = self.__dict__.get("hp")
+        if hp is not None and name in {f.name for f in fields(hp)}:
+            raise AttributeError(f"{name} is a frozen hyper-parameter of {self.architecture}: use with_hparams({name}=...)")
+        super().__setattr__(name, value)
+
+    def with_hparams(self, **changes: Any) -> SAE:
+        """A copy (same weights, buffers and ``grad_scale``) with some hyper-parameters replaced."""
+        twin = copy.deepcopy(self)
+        twin.hp = replace(self.hp, **changes)
+        return twin
+
+    def gradient_free_twin(self) -> SAE | None:
+        """The same SAE selecting without the gradient (β = 0), or None when that is itself
+        (gradient-free architectures, β = 0 already): evaluated as ``<variant>@beta0``."""
+        if not self.uses_grad or getattr(self.hp, "beta", 0.0) == 0.0:
+            return None
+        return self.with_hparams(beta=0.0)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Random unit-norm decoder rows, encoder tied to the decoder's transpose, zero biases."""
@@ -117,7 +164,34 @@ class SAE(nn.Module):
 
     @abstractmethod
     def select(self, z: torch.Tensor, grad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Choose the active latents: z [B, n], grad [B, d] | None → (indices [B, k], values [B, k])."""
+        """Choose the active latents: z [B, n], grad [B, d] | None → (indices [B, m], values [B, m]).
+
+        m = k for per-token selections; batch-level ones pad rows to the batch's largest
+        count with distinct unselected latents of value 0.
+        """
+
+    def selection_changes(
+        self, z: torch.Tensor, indices: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(changed, selected) counts: selections outside what the same SAE selects at β = 0.
+
+        ``changed / selected`` is ``selection_shift``. Per-token top-k: the plain top-k of z
+        is the reference and every one of the k slots counts as selected.
+        """
+        return changed_selections(z, indices), torch.tensor(indices.numel(), device=indices.device)
+
+    def selection_shift(self, z: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``selection_shift`` of one batch as a float64 scalar tensor (changed / selected)."""
+        changed, selected = self.selection_changes(z, indices, values)
+        return changed.double() / selected
+
+    def inference_state(self, act_scale: float = 1.0) -> dict[str, Any]:
+        """Statistics learned for inference (beyond the weights), in raw-activation units,
+        written to cfg.json; the inverse is :meth:`load_inference_state`. None here."""
+        return {}
+
+    def load_inference_state(self, cfg: dict[str, Any]) -> None:
+        """Restore :meth:`inference_state` from a cfg.json mapping (ValueError when unusable)."""
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """x̂ = a W_dec + b_dec: dense code [B, n] → [B, d]."""
@@ -134,7 +208,7 @@ class SAE(nn.Module):
 
     def forward(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> SAEOutput:
         """Encode, select, decode: x [B, d], grad [B, d] (raw gradients) → :class:`SAEOutput`."""
-        if self.uses_grad and grad is None and self.beta != 0.0:
+        if self.uses_grad and grad is None and getattr(self.hp, "beta", 0.0) != 0.0:
             raise ValueError(f"{self.architecture} SAE needs the loss gradient (grad=None given)")
         z = self.encode_pre(x)
         indices, values = self.select(z, grad)
@@ -158,16 +232,16 @@ class SAE(nn.Module):
         self.W_dec.grad.sub_(parallel * w)
 
     def hparams(self) -> dict[str, object]:
-        """Constructor arguments (what ``cfg.json`` records to rebuild the module)."""
+        """What ``cfg.json`` records to rebuild the module: architecture, shapes, the
+        architecture's hyper-parameters and ``grad_scale``."""
         return {
             "architecture": self.architecture,
             "d_in": self.d_in,
             "d_sae": self.d_sae,
-            "k": self.k,
-            "beta": self.beta,
-            "value_mode": self.value_mode,
+            **{f.name: getattr(self.hp, f.name) for f in fields(self.hp)},
             "grad_scale": self.grad_scale,
         }
 
     def extra_repr(self) -> str:
-        return f"d_in={self.d_in}, d_sae={self.d_sae}, k={self.k}, beta={self.beta}, value_mode={self.value_mode}"
+        hp = ", ".join(f"{f.name}={getattr(self.hp, f.name)}" for f in fields(self.hp))
+        return f"d_in={self.d_in}, d_sae={self.d_sae}, {hp}"

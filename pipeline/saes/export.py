@@ -1,5 +1,14 @@
 """Export a trained variant folder to other SAE libraries' layouts (``gsae export``).
 
+``saelens`` (SAELens 6, ``sae_lens.SAE.load_from_disk(dest)``), for ``batchtopk`` variants:
+SAELens runs a BatchTopK SAE at inference as a JumpReLU SAE whose every threshold is θ,
+and so does this export: ``dest`` receives ``sae_weights.safetensors`` (the variant's
+four tensors + ``threshold`` [n] filled with θ, raw units) and a ``cfg.json`` with
+``architecture: jumprelu`` (a_i = ReLU(z_i) · [z_i > θ] is exactly our threshold
+inference). ``topk`` folders need no export (they load in SAELens as they are), ``gsae``
+ones load through :mod:`pipeline.saes.saelens_plugin`, and ``gbatchtopk`` is refused: its
+threshold is on the gradient-aware score, which no SAELens architecture computes.
+
 ``sparsify`` (EleutherAI sparsify 1.3, ``SparseCoder.load_from_disk(dest)``): ``dest``
 receives
 
@@ -25,11 +34,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 
 from pipeline.errors import ExportError
 from pipeline.fileio import atomic_write, atomic_write_text
-from pipeline.saes.io import CONFIG, WEIGHTS, load_sae, weights_file
+from pipeline.saes.io import CONFIG, WEIGHTS, load_sae, read_cfg, weights_file
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
 SOURCE = "gsae_source.json"
@@ -42,13 +52,10 @@ def export_sparsify(src: str | Path, dest: str | Path) -> Path:
     arch = str(cfg["architecture"])
     if arch != "topk":
         raise ExportError(
-            f"{src_dir}: architecture {arch!r} cannot be exported to sparsify (only topk: sparsify has no "
-            "gradient-aware selection and would run it as a plain TopK SAE)"
+            f"{src_dir}: architecture {arch!r} cannot be exported to sparsify (only topk: sparsify's "
+            "activation is a per-token top-k, it would run this SAE as a plain TopK SAE)"
         )
-    if out.exists() and out.resolve() == src_dir.resolve():
-        raise ExportError(f"{out}: export into the variant folder itself would overwrite its {CONFIG}")
-    if out.is_dir() and (out / WEIGHTS).is_file():
-        raise ExportError(f"{out}: holds a trained variant ({WEIGHTS}); export to another folder")
+    _check_dest(src_dir, out)
     d_in, d_sae = sae.d_in, sae.d_sae
     state = {
         "encoder.weight": sae.W_enc.detach().T.float().contiguous(),
@@ -78,7 +85,41 @@ def export_sparsify(src: str | Path, dest: str | Path) -> Path:
     return out
 
 
-FORMATS = {"sparsify": export_sparsify}
+def _check_dest(src_dir: Path, out: Path) -> None:
+    if out.exists() and out.resolve() == src_dir.resolve():
+        raise ExportError(f"{out}: export into the variant folder itself would overwrite its {CONFIG}")
+    if out.is_dir() and (out / WEIGHTS).is_file():
+        raise ExportError(f"{out}: holds a trained variant ({WEIGHTS}); export to another folder")
+
+
+SAELENS_ADVICE = {
+    "topk": "it loads in SAELens as it is: sae_lens.SAE.load_from_disk(folder)",
+    "gsae": "it loads in SAELens as it is after `import pipeline.saes.saelens_plugin`",
+}
+
+
+def export_saelens(src: str | Path, dest: str | Path) -> Path:
+    """Write the BatchTopK variant in ``src`` to ``dest`` as a SAELens JumpReLU SAE; returns ``dest``."""
+    src_dir, out = Path(src), Path(dest)
+    arch = str(read_cfg(src_dir)["architecture"])
+    if arch != "batchtopk":
+        why = SAELENS_ADVICE.get(arch, "no SAELens architecture selects latents as it does")
+        raise ExportError(f"{src_dir}: architecture {arch!r} is not exported to saelens (only batchtopk): {why}")
+    sae, cfg = load_sae(src_dir)
+    if cfg.get("threshold") is None:
+        raise ExportError(f"{src_dir}: no inference threshold in {CONFIG} (the SAE was never trained)")
+    _check_dest(src_dir, out)
+    state = {name: getattr(sae, name).detach().float().contiguous() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    state["threshold"] = torch.full((sae.d_sae,), float(cfg["threshold"]), dtype=torch.float32)
+    keep = ("sae_lens_version", "d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
+            "reshape_activations", "metadata", "model_name", "hook_name", "cache_key", "threshold")
+    saelens_cfg = {key: cfg[key] for key in keep if key in cfg} | {"architecture": "jumprelu", "source_variant": src_dir.name}
+    atomic_write(out / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write_text(out / CONFIG, json.dumps(saelens_cfg, indent=2, sort_keys=True, default=str) + "\n")
+    return out
+
+
+FORMATS = {"saelens": export_saelens, "sparsify": export_sparsify}
 
 
 def export_sae(src: str | Path, dest: str | Path, fmt: str) -> Path:

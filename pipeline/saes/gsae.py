@@ -18,41 +18,66 @@ for bit (s is z itself, not z + 0).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from pipeline.saes import register
-from pipeline.saes.base import SAE
+from pipeline.saes.base import SAE, KHParams
 
-VALUE_MODES = ("augmented", "selection")
+ValueMode = Literal["augmented", "selection"]
+VALUE_MODES: tuple[str, ...] = ("augmented", "selection")
 
 
-@register("gsae")
-class GSAE(SAE):
-    """Gradient-aware selection; reads ``beta`` and ``value_mode``."""
+@dataclass(frozen=True)
+class GSAEHParams(KHParams):
+    """g-SAE hyper-parameters: ``k`` plus the gradient weight and the value mode."""
 
-    uses_grad = True
-    grid_hparams = ("beta", "value_mode")
+    beta: float = 0.0
+    """Gradient weight β in s = z + β z ∘ |W_dec g| (0 = plain TopK)."""
+    value_mode: ValueMode = "augmented"
+    """What the decoder receives at the selected latents: ReLU(s_i) or ReLU(z_i)."""
 
-    def __init__(self, d_in: int, d_sae: int, k: int, **kwargs: object) -> None:
-        kwargs.setdefault("value_mode", "augmented")
-        super().__init__(d_in, d_sae, k, **kwargs)  # type: ignore[arg-type]
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.value_mode not in VALUE_MODES:
             raise ValueError(f"value_mode must be one of {VALUE_MODES}, got {self.value_mode!r}")
-        if self.beta < 0:
+        if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        object.__setattr__(self, "beta", float(self.beta))
+
+
+class GradientScoring:
+    """The g-SAE score and values, shared by every gradient-aware architecture (a mixin of
+    :class:`~pipeline.saes.base.SAE` subclasses whose hparams are :class:`GSAEHParams`)."""
+
+    architecture: str
+    hp: GSAEHParams
 
     def scores(self, z: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
-        """Selection scores s = z + β z ∘ |W_dec g|: z [B, n], grad [B, d] → [B, n]."""
-        if self.beta == 0.0:
+        """Selection scores s = z + β z ∘ |W_dec g|: z [B, n], grad [B, d] → [B, n] (z itself at β = 0)."""
+        if self.hp.beta == 0.0:
             return z
         if grad is None:
-            raise ValueError("gsae SAE needs the loss gradient (grad=None given)")
-        return z + self.beta * z * self.grad_factor(grad)
+            raise ValueError(f"{self.architecture} SAE needs the loss gradient (grad=None given)")
+        return z + self.hp.beta * z * self.grad_factor(grad)  # type: ignore[attr-defined]
+
+    def values_at(self, z: torch.Tensor, s: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """What the decoder receives at ``indices`` [B, m]: ReLU(s_i) (augmented) or ReLU(z_i)."""
+        return torch.relu((s if self.hp.value_mode == "augmented" else z).gather(1, indices))
+
+
+@register("gsae", GSAEHParams)
+class GSAE(GradientScoring, SAE):
+    """Gradient-aware per-token top-k; reads ``beta`` and ``value_mode``."""
+
+    uses_grad = True
 
     def select(self, z: torch.Tensor, grad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """z [B, n], grad [B, d] → indices [B, k] (top k of s), values [B, k] per value_mode."""
         s = self.scores(z, grad)
         top = torch.topk(s, self.k, dim=-1, sorted=False)
-        if self.value_mode == "augmented":
+        if self.hp.value_mode == "augmented":
             return top.indices, torch.relu(top.values)
         return top.indices, torch.relu(z.gather(1, top.indices))

@@ -8,9 +8,14 @@ A variant folder holds
   ``d_sae``, ``dtype``, ``device``, ``apply_b_dec_to_input``, ``normalize_activations``,
   ``reshape_activations``, ``k``, ``rescale_acts_by_decoder_norm`` and ``metadata`` with
   ``model_name``, ``hook_name`` in TransformerLens naming, ``hf_hook_name`` = our hook...)
-  plus ours: ``beta``, ``value_mode``, ``grad_scale`` (g in the formula = raw gradient ×
-  grad_scale), ``model``, ``hook_name`` (the block's module path), ``cache_key``,
-  provenance and training figures.
+  plus ours: the architecture's registered hyper-parameters (``k``; ``beta`` and
+  ``value_mode`` for the gradient-aware ones; ``threshold_decay`` for BatchTopK...), with
+  ``beta`` = 0 and ``value_mode`` = ``selection`` recorded for architectures that have
+  none (the DESIGN §3 keys, values under which the §1 formulas reduce to their own),
+  statistics learned for inference (BatchTopK's ``threshold``, raw units, see
+  :meth:`~pipeline.saes.base.SAE.inference_state`), ``grad_scale`` (g in the formula = raw
+  gradient × grad_scale), ``model``, ``hook_name`` (the block's module path),
+  ``cache_key``, provenance and training figures.
 
 ``sae_lens.SAE.load_from_disk(folder)`` loads a ``topk`` folder as SAELens's ``TopKSAE``. A
 ``gsae`` folder loads only after ``import pipeline.saes.saelens_plugin`` (which registers
@@ -39,6 +44,7 @@ value is exactly the trained one / c: the files reproduce the trained model bit 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -51,7 +57,7 @@ from safetensors.torch import load_file, save_file
 from pipeline.errors import SAEFormatError
 from pipeline.fileio import atomic_write, atomic_write_text
 from pipeline.saes import get_sae_class
-from pipeline.saes.base import SAE
+from pipeline.saes.base import SAE, KHParams
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +69,9 @@ WEIGHTS_NAMES = (WEIGHTS, LEGACY_WEIGHTS)
 CONFIG = "cfg.json"
 SAELENS_FORMAT_VERSION = "6.54.12"
 """``sae_lens_version`` written to cfg.json: the SAELens release the layout was tested with."""
+
+NEUTRAL_HPARAMS: dict[str, Any] = {"beta": 0.0, "value_mode": "selection"}
+"""DESIGN §3 cfg.json keys written for every architecture; these values where it has no such field."""
 
 _SAELENS_META = ("model_name", "context_size", "prepend_bos", "dataset_path")
 
@@ -127,7 +136,9 @@ def save_sae(sae: SAE, out_dir: str | Path, cfg: dict[str, Any], *, act_scale: f
     state = folded_state(sae, act_scale)
     full: dict[str, Any] = {
         **cfg,
+        **NEUTRAL_HPARAMS,
         **sae.hparams(),
+        **sae.inference_state(act_scale),
         # SAELens 6 (SAEConfig / TopKSAEConfig fields; `metadata` holds the LLM-side ones)
         "sae_lens_version": SAELENS_FORMAT_VERSION,
         "dtype": "float32",
@@ -174,6 +185,17 @@ def read_cfg(sae_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def hparams_from_cfg(cls: type[SAE], cfg: dict[str, Any]) -> KHParams:
+    """The architecture's hparams from cfg.json: its fields present there (numbers as the field
+    types), the dataclass defaults for the others (older folders lack newer fields)."""
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(cls.hparams_class):
+        if f.name in cfg:
+            value = cfg[f.name]
+            kw[f.name] = int(value) if f.name == "k" else float(value) if isinstance(value, (int, float)) else value
+    return cls.hparams_class(**kw)
+
+
 def load_sae(sae_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SAE, dict[str, Any]]:
     """Rebuild an SAE acting on raw inputs from ``sae_dir``; ``SAEFormatError`` when unusable."""
     d = Path(sae_dir)
@@ -200,15 +222,9 @@ def load_sae(sae_dir: str | Path, device: str | torch.device = "cpu") -> tuple[S
                 f"(d_in={d_in}, d_sae={d_sae} in cfg.json)"
             )
     try:
-        sae = cls(
-            d_in,
-            d_sae,
-            int(cfg["k"]),
-            beta=float(cfg.get("beta", 0.0)),
-            value_mode=str(cfg.get("value_mode", "selection")),
-            grad_scale=float(cfg.get("grad_scale", 1.0)),
-        )
-    except ValueError as exc:
+        sae = cls.from_hparams(d_in, d_sae, hparams_from_cfg(cls, cfg), grad_scale=float(cfg.get("grad_scale", 1.0)))
+        sae.load_inference_state(cfg)
+    except (TypeError, ValueError) as exc:
         raise SAEFormatError(f"{d / CONFIG}: {exc}") from exc
     with torch.no_grad():
         for name in expected:

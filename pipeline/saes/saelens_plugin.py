@@ -31,8 +31,9 @@ from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
 from sae_lens.saes.sae import SAE, SAEConfig
 from torch import nn
 
+from pipeline.saes.gsae import VALUE_MODES
+
 ARCHITECTURE = "gsae"
-VALUE_MODES = ("augmented", "selection")
 
 
 @dataclass

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from pipeline.saes import register
-from pipeline.saes.base import SAE
+from pipeline.saes.base import SAE, KHParams
 
 
-@register("topk")
+@dataclass(frozen=True)
+class TopKHParams(KHParams):
+    """TopK reads only ``k``."""
+
+
+@register("topk", TopKHParams)
 class TopKSAE(SAE):
-    """Plain TopK; ``beta``/``value_mode`` are ignored (recorded as 0 / ``selection``)."""
+    """Plain per-token TopK."""
 
     uses_grad = False
-    grid_hparams = ()
 
     def select(self, z: torch.Tensor, grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z [B, n] → indices [B, k] of the k largest z_i, values ReLU(z_i) [B, k]."""

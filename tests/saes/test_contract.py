@@ -47,13 +47,28 @@ ARCHS = sorted(REGISTRY)
 def test_shapes(arch: str) -> None:
     sae = make(arch)
     x, g = data()
-    out = sae(x, g)
+    out = sae(x, g)  # training mode: the selection may be batch-level
     assert out.x_hat.shape == (B, D) and out.acts.shape == (B, N) and out.pre.shape == (B, N)
-    assert out.indices.shape == (B, K) and out.values.shape == (B, K)
-    assert ((out.acts != 0).sum(dim=1) <= K).all()
+    assert out.indices.shape[0] == B and out.values.shape == out.indices.shape
+    assert ((out.acts != 0).sum(dim=1) <= out.indices.shape[1]).all()
+    assert (out.acts != 0).sum(dim=1).float().mean() <= K  # k active per token, on average
     assert torch.equal(out.acts.gather(1, out.indices), out.values)
     assert torch.allclose(out.x_hat, sae.decode(out.acts), atol=1e-5)
     assert sae.W_enc.shape == (D, N) and sae.W_dec.shape == (N, D)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_inference_is_token_by_token(arch: str) -> None:
+    """After training (one pass here) an SAE in eval mode encodes each token on its own."""
+    sae = make(arch)
+    x, g = data(seed=7)
+    sae(x, g)
+    sae.eval()
+    whole = sae(x, g)
+    for t in range(0, B, 5):
+        one = sae(x[t : t + 1], g[t : t + 1])
+        assert torch.equal(one.acts[0] != 0, whole.acts[t] != 0)
+        assert torch.allclose(one.acts[0], whole.acts[t], atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -61,6 +76,9 @@ def test_save_load_reproduces_on_raw_inputs(arch: str, tmp_path) -> None:
     c = 2.0**-3  # activation scale used in training (a power of two, as pipeline.scaling gives)
     sae = make(arch, grad_scale=float(np.float32(3.7)))
     x_raw, g_raw = data(scale=8.0)
+    x_fit, g_fit = data(seed=11, scale=8.0)
+    sae(x_fit * c, g_fit)  # a training pass (sets what an architecture learns for inference, e.g. a threshold)
+    sae.eval()
     trained = sae(x_raw * c, g_raw)  # the model as trained: scaled activations, raw grads × γ inside
     save_sae(sae, tmp_path / "v", {"hook_name": "h", "model": "m", "cache_key": "abc"}, act_scale=c)
     loaded, cfg = load_sae(tmp_path / "v")
@@ -79,11 +97,16 @@ def test_save_load_reproduces_on_raw_inputs(arch: str, tmp_path) -> None:
     cfg = json.loads((tmp_path / "v" / "cfg.json").read_text())
     x, gr = x_raw.double(), g_raw.double() * cfg["grad_scale"]
     z = (x - w["b_dec"].double()) @ w["W_enc"].double() + w["b_enc"].double()
-    s = z + cfg["beta"] * z * (gr @ w["W_dec"].double().T).abs() if cfg["architecture"] == "gsae" else z
-    idx = s.topk(K, dim=1).indices
-    vals = (s if cfg["value_mode"] == "augmented" else z).gather(1, idx).relu()
-    x_hat = torch.zeros_like(z).scatter(1, idx, vals) @ w["W_dec"].double() + w["b_dec"].double()
-    assert torch.equal(idx.sort(1).values, trained.indices.sort(1).values)
+    s = z + cfg["beta"] * z * (gr @ w["W_dec"].double().T).abs()  # β = 0 recorded for gradient-free ones
+    if cfg.get("threshold") is not None:  # threshold inference (BatchTopK): s_i > θ fires
+        picked = s > cfg["threshold"]
+    else:
+        idx = s.topk(K, dim=1).indices
+        assert torch.equal(idx.sort(1).values, trained.indices.sort(1).values)
+        picked = torch.zeros_like(s, dtype=torch.bool).scatter(1, idx, True)
+    vals = (s if cfg["value_mode"] == "augmented" else z).relu() * picked
+    x_hat = vals @ w["W_dec"].double() + w["b_dec"].double()
+    assert torch.equal(vals > 0, trained.acts != 0)
     assert torch.allclose(x_hat, (trained.x_hat / c).double(), rtol=1e-5, atol=1e-5)
 
 
@@ -210,3 +233,34 @@ def test_changed_selections_counts_what_left_the_plain_top_k() -> None:
     moved = torch.tensor([[0, 4], [0, 1]])  # one changed in row 0, two in row 1
     assert int(changed_selections(pre, same)) == 0
     assert int(changed_selections(pre, moved)) == 3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_hparams_are_a_documented_frozen_dataclass(arch: str) -> None:
+    """Each architecture's hparams: frozen, one docstring per field, rebuilt from its own cfg.json."""
+    import dataclasses
+
+    from pipeline.paramdoc import _attribute_docs
+    from pipeline.saes.io import hparams_from_cfg
+
+    cls = get_sae_class(arch)
+    hp_cls = cls.hparams_class
+    assert dataclasses.is_dataclass(hp_cls) and hp_cls.__dataclass_params__.frozen
+    docs: dict[str, str] = {}
+    for klass in reversed(hp_cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs |= _attribute_docs(klass)
+    assert {f.name for f in dataclasses.fields(hp_cls)} <= {n for n, d in docs.items() if d}
+    sae = make(arch)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sae.hp.k = 3  # type: ignore[misc]
+    assert hparams_from_cfg(cls, sae.hparams()) == sae.hp
+
+
+def test_hyperparameters_are_read_only_attributes() -> None:
+    sae = make("gsae", beta=2.0)
+    assert sae.beta == 2.0 and sae.k == K
+    with pytest.raises(AttributeError, match="with_hparams"):
+        sae.beta = 0.0
+    twin = sae.with_hparams(beta=0.0)
+    assert twin.beta == 0.0 and sae.beta == 2.0 and torch.equal(twin.W_dec, sae.W_dec)

@@ -118,3 +118,40 @@ def test_every_registered_architecture_loads_as_itself_or_is_refused(arch: str, 
         out = ours(x, g)
         acts = sl.encode(x, g) if ours.uses_grad else sl.encode(x)
     assert (acts - out.acts).abs().max().item() <= TOL * float(x.norm(dim=1).mean())
+
+
+def test_batchtopk_exports_as_saelens_jumprelu_with_equal_encode(tmp_path: Path, capsys) -> None:
+    """SAELens runs BatchTopK at inference as JumpReLU with θ everywhere: the export gives our code."""
+    from sae_lens.saes.jumprelu_sae import JumpReLUSAE
+
+    from tests.clirun import run_cli
+
+    sae = make("batchtopk")
+    for seed in range(4):  # training passes: the threshold
+        sae(data(seed=20 + seed, scale=4.0 * 2.0**-2)[0])
+    save_sae(sae, tmp_path / "v", {"hook_name": "model.layers.3", "model": "m"}, act_scale=2.0**-2)
+    code, out, err = run_cli(["export", "--format", "saelens", str(tmp_path / "v"), str(tmp_path / "sl")], capsys)
+    assert code == 0, err
+    sl = SAE.load_from_disk(tmp_path / "sl")
+    ours, cfg = load_sae(tmp_path / "v")
+    assert type(sl) is JumpReLUSAE and torch.equal(sl.threshold, torch.full((64,), cfg["threshold"]))
+    x, _ = data(scale=4.0)
+    with torch.no_grad():
+        ref, acts = ours(x), sl.encode(x)
+        x_hat = sl.decode(ref.acts)
+    agree = (acts != 0) == (ref.acts != 0)
+    assert agree.all(dim=1).float().mean() >= 0.95  # the same latents fire (up to near-ties at θ)
+    assert (ref.acts != 0).sum(1).float().mean() > 1
+    assert (acts - ref.acts)[agree].abs().max().item() <= TOL * float(x.norm(dim=1).mean())
+    assert (x_hat - ref.x_hat).abs().max().item() <= TOL * float(x.norm(dim=1).mean())
+
+
+@pytest.mark.parametrize("arch", ["topk", "gsae", "gbatchtopk"])
+def test_saelens_export_refuses_other_architectures(arch: str, tmp_path: Path) -> None:
+    from pipeline.errors import ExportError
+    from pipeline.saes.export import export_sae
+
+    save_sae(make(arch), tmp_path / "v", {"hook_name": "model.layers.3"})
+    with pytest.raises(ExportError, match=f"'{arch}' is not exported to saelens"):
+        export_sae(tmp_path / "v", tmp_path / "out", "saelens")
+    assert not (tmp_path / "out").exists()
