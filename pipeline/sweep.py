@@ -7,7 +7,8 @@ deterministic and readable::
 
     topk-k32-x8-s0            gsae-k32-b1-x8-aug-s0       gsae-k32-b0.5-x8-sel-lr0.001-s0
 
-``lr`` enters the name only when the grid lists several learning rates.
+``lr`` enters the name only when the grid lists several learning rates, the block
+(``L3``) only when ``train.grid.layer`` lists blocks (several layers in one run).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class VariantSpec:
     seed: int
     show_lr: bool = False
     """Whether ``lr`` is part of the name (several lrs in the grid)."""
+    layer: int | None = None
+    """Block trained on (``train.grid.layer``); ``None`` = the run's one layer (not in the name)."""
 
     @property
     def name(self) -> str:
@@ -48,6 +51,8 @@ class VariantSpec:
             parts.append(MODE_ABBREV.get(self.value_mode, self.value_mode))
         if self.show_lr:
             parts.append(f"lr{self.lr:g}")
+        if self.layer is not None:
+            parts.append(f"L{self.layer}")
         parts.append(f"s{self.seed}")
         return "-".join(parts)
 
@@ -75,8 +80,10 @@ def expand_grid(grid: GridConfig) -> list[VariantSpec]:
             raise ConfigError(f"train.grid.value_mode: unknown mode {vm!r} (augmented | selection)")
     show_lr = len(set(grid.lr)) > 1
     specs: dict[VariantSpec, None] = {}
-    for arch, k, beta, exp, vm, lr, seed in itertools.product(
-        grid.architecture, grid.k, grid.beta or (0.0,), grid.expansion, grid.value_mode or ("selection",), grid.lr, grid.seed
+    # layer outermost: a layer's variants are contiguous, in the single-layer order.
+    for layer, arch, k, beta, exp, vm, lr, seed in itertools.product(
+        grid.layer or (None,), grid.architecture, grid.k, grid.beta or (0.0,), grid.expansion,
+        grid.value_mode or ("selection",), grid.lr, grid.seed,
     ):
         hp = get_sae_class(arch).grid_hparams
         spec = VariantSpec(
@@ -88,6 +95,7 @@ def expand_grid(grid: GridConfig) -> list[VariantSpec]:
             lr=float(lr),
             seed=seed,
             show_lr=show_lr,
+            layer=layer,
         )
         specs.setdefault(spec, None)
     out = list(specs)
