@@ -90,8 +90,9 @@ def setup(mode: str, device: torch.device) -> tuple[Dist, torch.device]:
     if owns:
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     ctx = Dist(tdist.get_rank(), tdist.get_world_size(), local, mode, owns)
-    logger.info("rank %d of %d (%s, train.parallel=%s) on %s", ctx.rank, ctx.world, tdist.get_backend(), mode,
-                device)
+    logger.info(
+        "rank %d of %d (%s, train.parallel=%s) on %s", ctx.rank, ctx.world, tdist.get_backend(), mode, device
+    )
     return ctx, device
 
 
@@ -106,8 +107,10 @@ def my_share(ctx: Dist, specs: Sequence[T]) -> list[T]:
     if not ctx.split_variants:
         return list(specs)
     if len(specs) < ctx.world:
-        raise ConfigError(f"train.parallel=variants: {ctx.world} processes but only {len(specs)} variant(s); "
-                          "start fewer processes or use train.parallel=data")
+        raise ConfigError(
+            f"train.parallel=variants: {ctx.world} processes but only {len(specs)} variant(s); "
+            "start fewer processes or use train.parallel=data"
+        )
     return list(specs[ctx.rank :: ctx.world])
 
 
@@ -202,13 +205,17 @@ class DataParallel:
         self.global_rows = 0
         self._denoms: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
-    def split(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def split(
+        self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's contiguous rows of each global batch (sizes differ by at most one)."""
         try:
             for act, grad in batches:
                 n = act.shape[0]
                 if n < self.ctx.world:
-                    raise ConfigError(f"train.parallel=data: a batch of {n} rows cannot feed {self.ctx.world} processes")
+                    raise ConfigError(
+                        f"train.parallel=data: a batch of {n} rows cannot feed {self.ctx.world} processes"
+                    )
                 lo, hi = n * self.ctx.rank // self.ctx.world, n * (self.ctx.rank + 1) // self.ctx.world
                 self.global_rows = n
                 yield act[lo:hi], grad[lo:hi]
@@ -245,7 +252,9 @@ class DataParallel:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def after_step(self, since_fired: torch.Tensor, stats: dict[str, float], local_rows: int) -> dict[str, float]:
+    def after_step(
+        self, since_fired: torch.Tensor, stats: dict[str, float], local_rows: int
+    ) -> dict[str, float]:
         """Global dead-latent counters and global-batch statistics after a variant's step."""
         # A latent fired on some rank has 0 there; elsewhere every rank holds old + its rows.
         _all_reduce(since_fired, tdist.ReduceOp.MIN)
@@ -259,8 +268,15 @@ class DataParallel:
 
     def check_same_weights(self, modules: dict[str, torch.nn.Module]) -> None:
         """``RuntimeError`` unless every rank holds bit-identical parameters."""
-        sums = {name: [float(p.detach().double().abs().sum()) + float(p.detach().double().sum())
-                       for p in m.parameters()] for name, m in sorted(modules.items())}
+        sums = {
+            name: [
+                float(p.detach().double().abs().sum()) + float(p.detach().double().sum())
+                for p in m.parameters()
+            ]
+            for name, m in sorted(modules.items())
+        }
         seen = gather(self.ctx, sums)
         if any(s != seen[0] for s in seen):
-            raise RuntimeError("train.parallel=data: the ranks' weights diverged (a nondeterministic collective?)")
+            raise RuntimeError(
+                "train.parallel=data: the ranks' weights diverged (a nondeterministic collective?)"
+            )
