@@ -11,7 +11,10 @@ training runs in one process exactly as before.
   one's numbers are those of a one-process run, bit for bit on CPU at equal thread count.
   At the end each rank stages its own SAE folders, rank 0 moves them into place once all
   ranks succeeded, and rank 0 merges the gathered curve rows and metrics into the files a
-  one-process run writes. Checkpoints: one folder per rank (``rank<r>-of-<N>``).
+  one-process run writes. Checkpoints: one folder per rank (``rank<r>-of-<N>``, the
+  fingerprint names the rank's variants). Ranks never wait for each other before the end:
+  each resumes its own variants from its own last checkpoint (or from the start), which
+  gives the same numbers because variants do not interact. Resuming needs the same N.
 - ``data``: every rank trains every variant on its contiguous slice of each global batch
   (every rank reads the global batch, then keeps its rows). Per-rank losses are the rank's
   share of the global-batch loss: the FVU denominators (Σ‖x − x̄‖² of x and of the AuxK
@@ -138,7 +141,7 @@ def barrier(ctx: Dist) -> None:
 
 
 def agree_on_resume(ctx: Dist, state: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``state`` when every rank found a checkpoint of the same step, else ``None`` everywhere."""
+    """``state`` when every rank read a checkpoint of the same step, else ``None`` everywhere (``data`` mode)."""
     steps = gather(ctx, None if state is None else int(state["trainer"]["step"]))
     if len(set(steps)) == 1:
         return state

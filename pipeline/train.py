@@ -272,7 +272,9 @@ def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int |
         logger.info("training %d variant(s) on %s [%s], %d steps of %d tokens", len(specs), store_url, hook,
                     total_steps, cfg.batch_size)
 
-    state = distributed.agree_on_resume(ctx, load_checkpoint(ckpt_read, fingerprint))
+    state = load_checkpoint(ckpt_read, fingerprint)
+    if ctx.split_rows:
+        state = distributed.agree_on_resume(ctx, state)
     if state is None:
         act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
         c, gamma = activation_scale(act), gradient_scale(grad)
@@ -300,8 +302,6 @@ def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int |
             save_checkpoint(ckpt_write, fingerprint, step, {"trainer": tr.state_dict(),
                             "reader": {"batch_index": step, "epoch": epoch, "offset": offset}})
             logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
-        if ctx.split_variants:  # no rank runs ahead of a checkpoint another rank has not finished
-            distributed.barrier(ctx)
 
     def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
         _check_finite_loss(step, stats)

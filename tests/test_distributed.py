@@ -4,7 +4,8 @@
 - ``train.parallel=data``: the weights match one process within float rounding
   (measured max abs diff ~3e-6 on parameters of magnitude up to ~500, the bound below
   leaves an order of magnitude); metrics and curves agree to the same relative bound.
-- a run killed at a checkpoint resumes under torchrun and ends with the same files.
+Both torchrun runs are killed at a checkpoint and resumed under torchrun (which covers
+the uninterrupted path up to the kill, and resuming).
 - ``train.grid.layer``: several blocks of one store in one run, names and hooks per layer.
 
 Each torchrun launch gets its own free loopback port. The one-process reference runs in
@@ -127,32 +128,50 @@ def output_files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def test_variants_mode_is_bit_identical_to_one_process(store, tmp_path, monkeypatch) -> None:
-    raw = raw_params(store, **LAYER_GRID)
-    ref = output_files(one_process(raw, tmp_path / "one", monkeypatch))
-    raw["train"]["parallel"] = "variants"
-    two = tmp_path / "two"
-    torchrun(raw, two)
-    got = output_files(two)
-    assert len([k for k in ref if k.endswith("sae_weights.safetensors")]) == 4
-    assert sorted(got) == sorted(ref)
-    for name in ref:
-        assert got[name] == ref[name], name
-    info = json.loads((two / "metrics" / "train_metrics.run.json").read_text())
-    assert info["processes"] == 2 and info["parallel"] == "variants"
-    assert not (two / "saes" / ".checkpoints").exists() and not list((two / "saes").glob(".rank*"))
+def crash_then_resume(raw: dict, folder: Path) -> subprocess.CompletedProcess[str]:
+    """A torchrun run killed at a checkpoint, then the same command again (returned)."""
+    # Each rank that writes checkpoints dies writing its second one (after step 8's state
+    # file, before its index): what is left on disk is the checkpoint of step 4, or none.
+    crashed = torchrun(raw, folder, env={"GSAE_FAULT": "checkpoint_write:2"}, check=False)
+    assert crashed.returncode != 0
+    indexes = list((folder / "saes" / ".checkpoints").rglob("state.json"))
+    assert indexes and all(json.loads(p.read_text())["step"] == 4 for p in indexes)
+    assert not (folder / "metrics" / "train_metrics.json").exists()
+    resumed = torchrun(raw, folder)
+    assert "resumed from" in resumed.stderr and "at step 4" in resumed.stderr
+    assert not (folder / "saes" / ".checkpoints").exists() and not list((folder / "saes").glob(".rank*"))
+    return resumed
 
 
 def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k] - b[k]).abs().max() / a[k].abs().max()) for k in a)
 
 
-def test_data_mode_matches_one_process_within_float_tolerance(store, tmp_path, monkeypatch) -> None:
+def test_variants_mode_killed_and_resumed_is_bit_identical_to_one_process(
+    store, tmp_path, monkeypatch
+) -> None:
+    raw = raw_params(store, **LAYER_GRID)  # 4 variants over 2 layers: each rank trains one per layer
+    ref = output_files(one_process(raw, tmp_path / "one", monkeypatch))
+    raw["train"]["parallel"] = "variants"
+    two = tmp_path / "two"
+    crash_then_resume(raw, two)
+    got = output_files(two)
+    assert len([k for k in ref if k.endswith("sae_weights.safetensors")]) == 4
+    assert sorted(got) == sorted(ref)
+    for name in ref:  # SAE weights, cfg.json, curves.csv, train_metrics.json
+        assert got[name] == ref[name], name
+    info = json.loads((two / "metrics" / "train_metrics.run.json").read_text())
+    assert info["processes"] == 2 and info["parallel"] == "variants"
+
+
+def test_data_mode_killed_and_resumed_matches_one_process_within_float_tolerance(
+    store, tmp_path, monkeypatch
+) -> None:
     raw = raw_params(store)
     one = one_process(raw, tmp_path / "one", monkeypatch)
     raw["train"]["parallel"] = "data"
     two = tmp_path / "two"
-    torchrun(raw, two)
+    crash_then_resume(raw, two)
     for name in ("topk-k4-x4-s0", "gsae-k4-b1-x4-aug-s0"):
         a = load_file(str(one / "saes" / name / "sae_weights.safetensors"))
         b = load_file(str(two / "saes" / name / "sae_weights.safetensors"))
@@ -168,25 +187,6 @@ def test_data_mode_matches_one_process_within_float_tolerance(store, tmp_path, m
     ca = (one / "metrics" / "curves" / "curves.csv").read_text().splitlines()
     cb = (two / "metrics" / "curves" / "curves.csv").read_text().splitlines()
     assert len(ca) == len(cb) and [r.split(",")[:3] for r in ca] == [r.split(",")[:3] for r in cb]
-
-
-@pytest.mark.parametrize("mode", ["variants", "data"])
-def test_resume_under_torchrun(store, tmp_path, monkeypatch, mode) -> None:
-    raw = raw_params(store, parallel=mode)
-    done = tmp_path / "done"
-    torchrun(raw, done)
-    run = tmp_path / "run"
-    # every rank that writes checkpoints dies writing its second one (after step 8's state file,
-    # before its index): the checkpoints on disk are those of step 4
-    crashed = torchrun(raw, run, env={"GSAE_FAULT": "checkpoint_write:2"}, check=False)
-    assert crashed.returncode != 0
-    indexes = sorted((run / "saes" / ".checkpoints").rglob("state.json"))
-    assert len(indexes) == (2 if mode == "variants" else 1)
-    assert all(json.loads(p.read_text())["step"] == 4 for p in indexes)
-    assert not (run / "metrics" / "train_metrics.json").exists()
-    resumed = torchrun(raw, run)
-    assert "resumed from" in resumed.stderr and "at step 4" in resumed.stderr
-    assert output_files(run) == output_files(done)
 
 
 def test_layer_grid_trains_each_block_of_the_store(store, tmp_path, monkeypatch) -> None:
