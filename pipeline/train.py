@@ -196,13 +196,13 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
     total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
     out_dir = Path(cfg.out_dir)
     mine = distributed.my_share(ctx, specs)
-    t0 = time.perf_counter()
     trained: list[tuple[Trainer, str, int | None]] = []
-    epoch_tokens = 1
+    epoch_tokens, seconds = 1, 0.0
     for layer, group in _group_by_layer(mine).items():
-        trainer, hook, epoch_tokens = _train_layer(cfg, info, store_url, layer, group, total_steps, device, ctx)
+        trainer, hook, epoch_tokens, fit_seconds = _train_layer(cfg, info, store_url, layer, group, total_steps,
+                                                                device, ctx)
         trained.append((trainer, hook, layer))
-    seconds = time.perf_counter() - t0
+        seconds += fit_seconds
 
     metrics: dict[str, Any] = {}
     writes = []
@@ -258,8 +258,8 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
 
 
 def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int | None, specs: list[VariantSpec],
-                 total_steps: int, device: torch.device, ctx: distributed.Dist) -> tuple[Trainer, str, int]:
-    """Train ``specs`` (all on one layer; ``None`` = train.layer) → (trainer, hook, tokens per epoch)."""
+                 total_steps: int, device: torch.device, ctx: distributed.Dist) -> tuple[Trainer, str, int, float]:
+    """Train ``specs`` (all on one layer; ``None`` = train.layer) → (trainer, hook, tokens per epoch, fit seconds)."""
     hook = resolve_hook(info, cfg.layer if layer is None else layer)
     base = Path(cfg.out_dir) / CHECKPOINT_DIR
     ckpt_write = distributed.checkpoint_folder(ctx, base)
@@ -312,16 +312,18 @@ def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int |
             logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s", step, tokens, name, s["fvu"], s["l0"],
                         s["dead_frac"], shift)
 
+    t0 = time.perf_counter()
     batches = reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step)
     trainer.fit(
         batches if parallel is None else parallel.split(batches),
         log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_log=on_log, on_checkpoint=on_checkpoint,
         progress=ctx.main,
     )
+    seconds = time.perf_counter() - t0
     if trainer.step < total_steps:
         raise RuntimeError(f"training stopped at step {trainer.step} of {total_steps}")
     if parallel is not None:
         parallel.check_same_weights({n: v.sae for n, v in trainer.variants.items()})
     if layer is not None and cfg.checkpoint_every > 0:
         on_checkpoint(trainer.step, trainer)  # a finished layer is not retrained after a crash in a later one
-    return trainer, hook, reader.tokens_per_epoch
+    return trainer, hook, reader.tokens_per_epoch, seconds
