@@ -276,9 +276,11 @@ def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int |
     if ctx.split_rows:
         state = distributed.agree_on_resume(ctx, state)
     if state is None:
-        act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
-        c, gamma = activation_scale(act), gradient_scale(grad)
-        b_dec = init_b_dec(act * c, cfg.b_dec_init)
+        c, gamma, b_dec = 1.0, 1.0, None
+        if ctx.main or not ctx.split_rows:
+            act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
+            c, gamma = activation_scale(act), gradient_scale(grad)
+            b_dec = init_b_dec(act * c, cfg.b_dec_init)
         if ctx.split_rows:  # every rank starts from rank 0's numbers
             c, gamma, b_dec = distributed.from_main(ctx, (c, gamma, b_dec))
     else:

@@ -15,6 +15,7 @@ this process with one torch thread, as torchrun's workers do (OMP_NUM_THREADS=1)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -26,8 +27,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from pipeline import distributed
 from pipeline.config import params_from_dict
+from pipeline.errors import ConfigError
 from pipeline.train import run_train
+from pipeline.trainer import Trainer
 from tests._stores import build_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -216,3 +220,51 @@ def test_layer_grid_trains_each_block_of_the_store(store, tmp_path, monkeypatch)
         r.split(",")[0] for r in (one / "metrics" / "curves" / "curves.csv").read_text().splitlines()[1:]
     ]
     assert set(curve_variants) == set(names)
+
+
+def test_layer_grid_resume_does_not_retrain_a_finished_layer(store, tmp_path, monkeypatch, caplog) -> None:
+    raw = raw_params(store, **LAYER_GRID)
+    ref = output_files(one_process(raw, tmp_path / "ref", monkeypatch))
+    real_step = Trainer.train_step
+    layers_started: list[str] = []
+
+    def crash_in_layer_2(self: Trainer, act: torch.Tensor, grad: torch.Tensor):
+        if self.step == 0:
+            layers_started.append(next(iter(self.variants)))
+        if "L2" in next(iter(self.variants)) and self.step == 6:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_step(self, act, grad)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_in_layer_2)
+    with pytest.raises(KeyboardInterrupt):
+        one_process(raw, tmp_path / "run", monkeypatch)
+    assert layers_started == ["topk-k4-x4-L1-s0", "topk-k4-x4-L2-s0"]
+    ckpts = tmp_path / "run" / "saes" / ".checkpoints"
+    assert json.loads((ckpts / "L1" / "state.json").read_text())["step"] == 12  # layer 1 finished
+    assert json.loads((ckpts / "L2" / "state.json").read_text())["step"] == 4
+    layers_started.clear()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+        monkeypatch.chdir(tmp_path / "run")
+        p = params_from_dict(raw)
+        run_train(p, store_url=p.train.store, expected_key=None)
+        monkeypatch.undo()
+    assert "at step 12" in caplog.text and "at step 4" in caplog.text
+    assert output_files(tmp_path / "run") == ref
+
+
+def test_config_checks_and_variant_shares() -> None:
+    base = raw_params("unused")
+    with pytest.raises(ConfigError, match="not both"):
+        params_from_dict({**base, "train": {**base["train"], "layer": 1, **LAYER_GRID}})
+    grid = {**LAYER_GRID["grid"], "layer": [1, 7]}
+    with pytest.raises(ConfigError, match="subset of harvest.layers"):
+        params_from_dict({**base, "train": {**base["train"], "grid": grid}})
+    with pytest.raises(ConfigError, match="train.parallel"):
+        params_from_dict({**base, "train": {**base["train"], "parallel": "model"}})
+    specs = list("abcde")
+    shares = [distributed.my_share(distributed.Dist(r, 2, mode="variants"), specs) for r in range(2)]
+    assert shares == [["a", "c", "e"], ["b", "d"]]
+    assert distributed.my_share(distributed.Dist(1, 2, mode="data"), specs) == specs
+    with pytest.raises(ConfigError, match="only 5 variant"):
+        distributed.my_share(distributed.Dist(0, 6, mode="variants"), specs)
