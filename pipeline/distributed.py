@@ -265,8 +265,17 @@ class DataParallel:
         since_fired[since_fired > 0] += self.global_rows - fewest
         share = local_rows / self.global_rows
         keys = [k for k in (*_SUMMED, *_ROW_MEANS) if k in stats]
-        vals = [stats[k] * (share if k in _ROW_MEANS else 1.0) for k in keys]
-        total = _all_reduce(torch.tensor(vals, dtype=torch.float64, device=since_fired.device)).tolist()
+        dev = since_fired.device
+        vals = torch.stack(
+            [
+                torch.as_tensor(stats[k], dtype=torch.float64, device=dev)
+                * (share if k in _ROW_MEANS else 1.0)
+                for k in keys
+            ]
+        )
+        _all_reduce(vals)
+        # floats in, floats out; 0-d tensors (no host sync per step) in, tensors out
+        total = list(vals.unbind()) if isinstance(stats[keys[0]], torch.Tensor) else vals.tolist()
         return {**stats, **dict(zip(keys, total, strict=True))}
 
     def check_same_weights(self, modules: dict[str, torch.nn.Module]) -> None:
