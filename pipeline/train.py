@@ -178,6 +178,8 @@ def run_train(
     for spec in specs:
         if spec.k > spec.d_sae(d):
             raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
+    for layer in {s.layer for s in specs}:  # every hook exists before any layer trains
+        resolve_hook(info, cfg.layer if layer is None else layer)
     device = resolve_device(cfg.device, "train.device")
     out_dir = Path(cfg.out_dir)
     check_writable(out_dir, "train.out_dir")
