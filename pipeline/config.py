@@ -121,6 +121,9 @@ class GridConfig:
     """Adam learning rates."""
     seed: tuple[int, ...] = (0,)
     """Initialisation seeds."""
+    layer: tuple[int, ...] = ()
+    """Blocks to train SAEs for in one run (each of harvest.layers); empty = the one block of
+    train.layer. When set, variant names carry ``L<layer>`` (``topk-k32-x8-L3-s0``)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,10 @@ class TrainConfig:
     """Steps between curve points (means over the steps since the previous point)."""
     init_sample_tokens: int = 16384
     """Tokens sampled (from seeded random shards) to set the input scales and init b_dec."""
+    parallel: Literal["variants", "data"] = "variants"
+    """Under ``torchrun`` (ignored in one process): ``variants`` = each process trains every
+    N-th variant on the whole batch stream (outputs bit-identical to one process on CPU);
+    ``data`` = each process trains all variants on its rows of each batch, gradients summed."""
 
     def __post_init__(self) -> None:
         _check(self.tokens > 0, "train.tokens must be positive")
@@ -262,6 +269,13 @@ class Params:
             layer is None or layer in self.harvest.layers,
             f"train.layer {layer} is not among harvest.layers {list(self.harvest.layers)}",
         )
+        grid_layers = self.train.grid.layer
+        _check(layer is None or not grid_layers, "set train.layer or train.grid.layer, not both")
+        _check(
+            set(grid_layers) <= set(self.harvest.layers),
+            f"train.grid.layer {list(grid_layers)} is not a subset of harvest.layers {list(self.harvest.layers)}",
+        )
+        _check(len(set(grid_layers)) == len(grid_layers), "train.grid.layer has duplicates")
 
 
 # --------------------------------------------------------------------------- loading

@@ -10,7 +10,9 @@ Runtime-only keys change how fast or where a stage runs, never what it writes (b
 provenance records such as the store attributes or cfg.json's ``training`` copy, and
 float differences between devices of the kind documented in README "Reproducibility"):
 ``model.device``, ``harvest.batch_size``, ``train.device``, ``train.prefetch``,
-``train.checkpoint_every`` (a resumed run ends bit-identical), ``evaluate.batch_size``,
+``train.checkpoint_every`` (a resumed run ends bit-identical), ``train.parallel`` (only read
+under torchrun; ``variants`` is bit-identical to one process, ``data`` equal up to float
+rounding, docs/scaling.md), ``evaluate.batch_size``,
 ``evaluate.splice`` and ``evaluate.edits_per_forward`` (the suffix splice gives the full
 recomputation's figures up to float rounding, tests/test_suffix.py).
 They stay in params.yaml, read by the commands, tracked by no stage.
@@ -38,6 +40,7 @@ RUNTIME_ONLY = frozenset(
         "train.device",
         "train.prefetch",
         "train.checkpoint_every",
+        "train.parallel",
         "evaluate.batch_size",
         "evaluate.splice",
         "evaluate.edits_per_forward",
@@ -62,13 +65,14 @@ _HELDOUT_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {
 }
 """The same for the held-out store (``heldout_params`` swaps split, tokens and store)."""
 
-_GRID = {f"train.grid.{k}" for k in ("architecture", "k", "beta", "expansion", "value_mode", "lr", "seed")}
+_GRID = {f"train.grid.{k}" for k in ("architecture", "k", "beta", "expansion", "value_mode", "lr", "seed", "layer")}
 _TRAIN = _GRID | {
     f"train.{k}"
     for k in (
         "tokens", "out_dir", "store", "layer", "batch_size", "warmup_steps", "decay_fraction", "k_aux",
         "aux_coef", "dead_tokens", "b_dec_init", "exclude_first", "shuffle_buffer_shards", "prefetch",
         "checkpoint_every", "seed", "device", "metrics_out", "curves_dir", "log_every", "init_sample_tokens",
+        "parallel",
     )
 }
 _EVALUATE = {

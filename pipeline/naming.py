@@ -46,14 +46,19 @@ def grid_hparams(architecture: str) -> tuple[str, ...]:
 
 
 def variant_name(
-    architecture: str, hparams: Mapping[str, Any], *, expansion: int, lr: float, seed: int, show_lr: bool
+    architecture: str, hparams: Mapping[str, Any], *, expansion: int, lr: float, seed: int, show_lr: bool,
+    layer: int | None = None,
 ) -> str:
-    """Directory name of one trained variant: ``gsae-k32-b1-x8-aug-s0`` (``lr`` only if ``show_lr``)."""
+    """Directory name of one trained variant: ``gsae-k32-b1-x8-aug[-L15]-s0`` (``lr`` only if
+    ``show_lr``; the block only when the grid lists several, ``train.grid.layer``)."""
     read = {"k", *grid_hparams(architecture)}
-    values = {**{k: v for k, v in hparams.items() if k in read}, "expansion": expansion, "seed": seed}
+    values = {**{k: v for k, v in hparams.items() if k in read}, "expansion": expansion}
     if show_lr:
         values["lr"] = lr
-    return "-".join([architecture, *(_part(key, values[key]) for key in GRID_KEYS if key in values)])
+    parts = [architecture, *(_part(key, values[key]) for key in GRID_KEYS if key in values)]
+    if layer is not None:
+        parts.append(f"L{layer}")
+    return "-".join([*parts, _part("seed", seed)])
 
 
 def series_name(cfg: Mapping[str, Any], *, beta0: bool, with_layer: bool) -> str:

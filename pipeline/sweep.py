@@ -9,7 +9,8 @@ deterministic and readable::
 
     topk-k32-x8-s0            gsae-k32-b1-x8-aug-s0       gsae-k32-b0.5-x8-sel-lr0.001-s0
 
-``lr`` enters the name only when the grid lists several learning rates.
+``lr`` enters the name only when the grid lists several learning rates, the block
+(``L3``) only when ``train.grid.layer`` lists blocks (several layers in one run).
 """
 
 from __future__ import annotations
@@ -41,13 +42,16 @@ class VariantSpec:
     """Initialisation seed."""
     show_lr: bool = False
     """Whether ``lr`` is part of the name (several lrs in the grid)."""
+    layer: int | None = None
+    """Block trained on (``train.grid.layer``); ``None`` = the run's one layer (not in the name)."""
 
     @property
     def name(self) -> str:
         """Deterministic directory name of the variant."""
         hp = {f.name: getattr(self.hparams, f.name) for f in dataclasses.fields(self.hparams)}
         return variant_name(
-            self.architecture, hp, expansion=self.expansion, lr=self.lr, seed=self.seed, show_lr=self.show_lr
+            self.architecture, hp, expansion=self.expansion, lr=self.lr, seed=self.seed, show_lr=self.show_lr,
+            layer=self.layer,
         )
 
     @property
@@ -72,13 +76,13 @@ def _combinations(arch: str, grid: GridConfig) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(getattr(grid, k) for k in keys))]
 
 
-def _spec(arch: str, values: dict[str, Any], show_lr: bool) -> VariantSpec:
+def _spec(arch: str, values: dict[str, Any], show_lr: bool, layer: int | None = None) -> VariantSpec:
     cls = get_sae_class(arch).hparams_class
     try:
         hp = cls(**{k: v for k, v in values.items() if k not in TRAINER_KEYS})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"train.grid ({arch}): {exc}") from None
-    return VariantSpec(arch, hp, values["expansion"], float(values["lr"]), values["seed"], show_lr)
+    return VariantSpec(arch, hp, values["expansion"], float(values["lr"]), values["seed"], show_lr, layer)
 
 
 def expand_grid(grid: GridConfig) -> list[VariantSpec]:
@@ -99,9 +103,11 @@ def expand_grid(grid: GridConfig) -> list[VariantSpec]:
                 raise ConfigError(f"train.grid.{key} must list at least one value ({arch} reads it)")
     show_lr = len(set(grid.lr)) > 1
     specs: dict[VariantSpec, None] = {}
-    for arch in grid.architecture:
-        for values in _combinations(arch, grid):
-            specs.setdefault(_spec(arch, values, show_lr), None)
+    # layer outermost: a layer's variants are contiguous, in the single-layer order.
+    for layer in grid.layer or (None,):
+        for arch in grid.architecture:
+            for values in _combinations(arch, grid):
+                specs.setdefault(_spec(arch, values, show_lr, layer), None)
     out = list(specs)
     names = [s.name for s in out]
     dup = {n for n in names if names.count(n) > 1}

@@ -1,7 +1,8 @@
 """The train stage as a library call: cache → every variant of the grid → SAE files + curves.
 
 ``run_train`` validates the store, picks the hook (the one for ``train.layer``, else the
-store's first), expands the grid, sets the input scales and b_dec from a sample
+store's first; with ``train.grid.layer`` one hook per listed block, trained one after the
+other, each with its own scales, stream and checkpoint folder ``L<layer>``), expands the grid, sets the input scales and b_dec from a sample
 (:mod:`pipeline.scaling`), trains all variants on one shuffled stream
 (:mod:`cache.reader`, :mod:`pipeline.trainer`) and writes, atomically:
 
@@ -16,6 +17,9 @@ the reader position; a rerun with the same settings resumes from it, regeneratin
 deterministic batch stream from that batch, and ends with the same weights as an
 uninterrupted run. The folder is removed after a successful run.
 
+Under torchrun the processes split the variants or the rows of each batch
+(``train.parallel``, :mod:`pipeline.distributed`); the files are those of one process.
+
 Before the first step the output folders are checked for writability; a non-finite
 training loss stops the run with one line; the variants are written all or none.
 """
@@ -27,6 +31,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,8 @@ import torch
 
 from cache.reader import BatchReader, open_store, read_rows, resolve_hook
 from cache.schema import CacheInfo
-from pipeline.checkpoint import load_checkpoint, save_checkpoint, write_all_or_none
+from pipeline import distributed
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import Params, TrainConfig, params_to_dict
 from pipeline.devices import resolve_device
 from pipeline.errors import CacheMismatch, ConfigError, NonFiniteError
@@ -50,7 +56,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoints"
 # TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
-_NO_EFFECT = {"out_dir", "store", "prefetch", "checkpoint_every", "device", "metrics_out", "curves_dir", "log_every"}
+_NO_EFFECT = {"out_dir", "store", "prefetch", "checkpoint_every", "device", "metrics_out", "curves_dir", "log_every",
+              "parallel"}
 
 
 
@@ -124,13 +131,30 @@ def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dic
 def check_store_matches(params: Params, info: CacheInfo, url: str) -> None:
     """``CacheMismatch`` when an explicitly given store holds another model or not the layer the params say."""
     layer = params.train.layer if params.train.layer is not None else params.harvest.layers[0]
+    layers = params.train.grid.layer or (layer,)
     if info.model != params.model.name:
         raise CacheMismatch(f"store {url} holds model {info.model!r}, params say {params.model.name!r}; "
                             "fix model.name or pass --allow-other-store")
     stored = info.attrs.get("layers")
-    if isinstance(stored, list) and layer not in stored:
-        raise CacheMismatch(f"store {url} holds layers {stored}, params train layer {layer}; "
+    missing = [lay for lay in layers if isinstance(stored, list) and lay not in stored]
+    if missing:
+        raise CacheMismatch(f"store {url} holds layers {stored}, params train layer {missing[0]}; "
                             "fix train.layer / harvest.layers or pass --allow-other-store")
+
+
+def _group_by_layer(specs: list[VariantSpec]) -> dict[int | None, list[VariantSpec]]:
+    """Specs per ``spec.layer`` in grid order (``None``: the run's one layer)."""
+    groups: dict[int | None, list[VariantSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.layer, []).append(spec)
+    return groups
+
+
+def _curve_order(specs: list[VariantSpec]) -> Callable[[dict[str, Any]], tuple[int, int, int]]:
+    """Sort key giving one process's curve order: layer, then step, then grid order."""
+    layers = list(_group_by_layer(specs))
+    pos = {s.name: (layers.index(s.layer), i) for i, s in enumerate(specs)}
+    return lambda row: (pos[row["variant"]][0], int(row["step"]), pos[row["variant"]][1])
 
 
 def run_train(
@@ -141,41 +165,134 @@ def run_train(
     Returns the metrics dict written to ``train.metrics_out`` (variant → final figures).
     Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``;
     ``check_params`` also refuses a store of another model or layer than the params say.
+    Under torchrun (``WORLD_SIZE`` > 1) the processes share the work per ``train.parallel``
+    (:mod:`pipeline.distributed`); rank 0 writes the curves and metrics.
     """
     cfg = params.train
     tune_allocator()
     info = open_store(store_url, expected_key=expected_key)
     if check_params:
         check_store_matches(params, info, store_url)
-    hook = resolve_hook(info, cfg.layer)
     d = info.d_model
     specs = expand_grid(cfg.grid)
     for spec in specs:
         if spec.k > spec.d_sae(d):
             raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
+    for layer in {s.layer for s in specs}:  # every hook exists before any layer trains
+        resolve_hook(info, cfg.layer if layer is None else layer)
     device = resolve_device(cfg.device, "train.device")
-    total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
     out_dir = Path(cfg.out_dir)
     check_writable(out_dir, "train.out_dir")
     check_writable(cfg.curves_dir, "train.curves_dir")
     check_writable(Path(cfg.metrics_out).parent, "the folder of train.metrics_out")
-    ckpt_path = out_dir / CHECKPOINT_DIR
+    ctx, device = distributed.setup(cfg.parallel, device)
+    try:
+        return _run(cfg, info, store_url, specs, device, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantSpec], device: torch.device,
+         ctx: distributed.Dist) -> dict[str, Any]:
+    """Train this process's share of ``specs``, layer by layer; write the outputs."""
+    total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
+    out_dir = Path(cfg.out_dir)
+    mine = distributed.my_share(ctx, specs)
+    trained: list[tuple[Trainer, str, int | None]] = []
+    epoch_tokens, seconds = 1, 0.0
+    for layer, group in _group_by_layer(mine).items():
+        trainer, hook, epoch_tokens, fit_seconds = _train_layer(cfg, info, store_url, layer, group, total_steps,
+                                                                device, ctx)
+        trained.append((trainer, hook, layer))
+        seconds += fit_seconds
+
+    metrics: dict[str, Any] = {}
+    writes = []
+    curve: list[dict[str, Any]] = []
+    for trainer, hook, layer in trained:
+        epochs = trainer.tokens / epoch_tokens
+        last = _final_figures(trainer.curve)
+        curve += trainer.curve
+        for name, v in trainer.variants.items():
+            if not all(torch.isfinite(p).all() for p in v.sae.parameters()):
+                raise NonFiniteError(f"variant {name}: weights are NaN/inf after {trainer.step} steps (training "
+                                     "diverged); nothing written")
+            final = last.get(name, {})
+            dead = trainer.dead_fraction(name)
+            figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
+                       "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs}
+            if "selection_shift" in final:
+                figures["selection_shift"] = final["selection_shift"]
+            metrics[name] = figures
+            # train.parallel is left out: the files do not depend on the process layout.
+            training = {k: val for k, val in params_to_dict(cfg).items() if k != "parallel"}
+            sae_cfg = {
+                "variant": name, "hook_name": hook, "hook_layer": _hook_layer(hook, cfg.layer if layer is None else layer),
+                "model": info.model, "model_name": info.model,
+                "model_revision": info.model_revision, "cache_key": info.key, "cache_store": store_url,
+                "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
+                "prepend_bos": True, "expansion": v.spec.expansion,
+                "training": {**training, "grid": None, "lr": v.spec.lr, "init_seed": v.spec.seed},
+                "tokens_seen": trainer.tokens, "dead_frac": dead, "final_fvu": final.get("fvu"),
+                "exclude_first": cfg.exclude_first,
+            }
+            writes.append((name, lambda folder, sae=v.sae, c=sae_cfg, s=trainer.act_scale: save_sae(sae, folder, c,
+                                                                                                   act_scale=s)))
+    if ctx.split_variants:  # rank 0 merges every rank's rows and figures
+        metrics = {k: val for part in distributed.gather(ctx, metrics) for k, val in part.items()}
+        curve = [row for part in distributed.gather(ctx, curve) for row in part]
+    curve.sort(key=_curve_order(specs))
+    distributed.write_variants(ctx, out_dir, writes)
+    if ctx.main:
+        curves = write_curves(cfg.curves_dir, curve)
+        atomic_write_text(cfg.metrics_out, dumps_json(metrics, indent=2, sort_keys=True) + "\n")
+        # Wall time is run information, not a result: outside the metrics so reruns diff clean.
+        run_info: dict[str, Any] = {"seconds": round(seconds, 1), "device": str(device), "variants": len(specs)}
+        if ctx.active:
+            run_info.update(processes=ctx.world, parallel=ctx.mode)
+        atomic_write_text(run_info_path(cfg.metrics_out), json.dumps(run_info, indent=2) + "\n")
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+        logger.info("wrote %d SAE(s) to %s, curves %s, metrics %s", len(specs), out_dir, cfg.curves_dir,
+                    cfg.metrics_out)
+        logger.debug("curve files: %s", curves)
+    distributed.barrier(ctx)
+    return metrics
+
+
+def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int | None, specs: list[VariantSpec],
+                 total_steps: int, device: torch.device, ctx: distributed.Dist) -> tuple[Trainer, str, int, float]:
+    """Train ``specs`` (all on one layer; ``None`` = train.layer) → (trainer, hook, tokens per epoch, fit seconds)."""
+    hook = resolve_hook(info, cfg.layer if layer is None else layer)
+    base = Path(cfg.out_dir) / CHECKPOINT_DIR
+    ckpt_write = distributed.checkpoint_folder(ctx, base)
+    ckpt_read = distributed.read_folder(ctx, base)
+    if layer is not None:  # several layers in one run: one checkpoint per layer
+        ckpt_read = ckpt_read / f"L{layer}"
+        ckpt_write = None if ckpt_write is None else ckpt_write / f"L{layer}"
     fingerprint = _fingerprint(cfg, info, hook, specs)
-    logger.info("training %d variant(s) on %s [%s], %d steps of %d tokens", len(specs), store_url, hook,
-                total_steps, cfg.batch_size)
+    if ctx.main or ctx.split_variants:
+        logger.info("training %d variant(s) on %s [%s], %d steps of %d tokens", len(specs), store_url, hook,
+                    total_steps, cfg.batch_size)
 
-    state = load_checkpoint(ckpt_path, fingerprint)
-
+    state = load_checkpoint(ckpt_read, fingerprint)
+    if ctx.split_rows:
+        state = distributed.agree_on_resume(ctx, state)
     if state is None:
-        act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
-        c, gamma = activation_scale(act), gradient_scale(grad)
-        b_dec = init_b_dec(act * c, cfg.b_dec_init)
+        c, gamma, b_dec = 1.0, 1.0, None
+        if ctx.main or not ctx.split_rows:
+            act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
+            c, gamma = activation_scale(act), gradient_scale(grad)
+            b_dec = init_b_dec(act * c, cfg.b_dec_init)
+        if ctx.split_rows:  # every rank starts from rank 0's numbers
+            c, gamma, b_dec = distributed.from_main(ctx, (c, gamma, b_dec))
     else:
         c, gamma, b_dec = state["trainer"]["act_scale"], state["trainer"]["grad_scale"], None
-    trainer = Trainer(specs, d, cfg, total_steps=total_steps, act_scale=c, grad_scale=gamma, b_dec=b_dec, device=device)
+    parallel = distributed.DataParallel(ctx) if ctx.split_rows else None
+    trainer = Trainer(specs, info.d_model, cfg, total_steps=total_steps, act_scale=c, grad_scale=gamma, b_dec=b_dec,
+                      device=device, parallel=parallel)
     if state is not None:
         trainer.load_state_dict(state["trainer"])
-        logger.info("resumed from %s at step %d", ckpt_path, trainer.step)
+        logger.info("resumed from %s at step %d", ckpt_read, trainer.step)
     logger.info("act_scale=%g grad_scale=%g (per raw gradient, before act-scale folding)", c, gamma)
 
     reader = BatchReader(
@@ -184,59 +301,33 @@ def run_train(
     )
 
     def on_checkpoint(step: int, tr: Trainer) -> None:
-        epoch, offset = reader.position(step)
-        save_checkpoint(ckpt_path, fingerprint, step, {"trainer": tr.state_dict(),
-                        "reader": {"batch_index": step, "epoch": epoch, "offset": offset}})
-        logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
+        if ckpt_write is not None:
+            epoch, offset = reader.position(step)
+            save_checkpoint(ckpt_write, fingerprint, step, {"trainer": tr.state_dict(),
+                            "reader": {"batch_index": step, "epoch": epoch, "offset": offset}})
+            logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
 
     def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
         _check_finite_loss(step, stats)
+        if not (ctx.main or ctx.split_variants):
+            return
         for name, s in stats.items():
             shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
             logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s", step, tokens, name, s["fvu"], s["l0"],
                         s["dead_frac"], shift)
 
     t0 = time.perf_counter()
+    batches = reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step)
     trainer.fit(
-        reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step),
+        batches if parallel is None else parallel.split(batches),
         log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_log=on_log, on_checkpoint=on_checkpoint,
+        progress=ctx.main,
     )
     seconds = time.perf_counter() - t0
     if trainer.step < total_steps:
         raise RuntimeError(f"training stopped at step {trainer.step} of {total_steps}")
-
-    epochs = trainer.tokens / reader.tokens_per_epoch
-    last = _final_figures(trainer.curve)
-    metrics: dict[str, Any] = {}
-    writes = []
-    for name, v in trainer.variants.items():
-        if not all(torch.isfinite(p).all() for p in v.sae.parameters()):
-            raise NonFiniteError(f"variant {name}: weights are NaN/inf after {trainer.step} steps (training diverged); "
-                                 "nothing written")
-        final = last.get(name, {})
-        dead = trainer.dead_fraction(name)
-        figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
-                   "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs}
-        if "selection_shift" in final:
-            figures["selection_shift"] = final["selection_shift"]
-        metrics[name] = figures
-        sae_cfg = {
-            "variant": name, "hook_name": hook, "hook_layer": _hook_layer(hook, cfg.layer), "model": info.model, "model_name": info.model,
-            "model_revision": info.model_revision, "cache_key": info.key, "cache_store": store_url,
-            "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
-            "prepend_bos": True, "expansion": v.spec.expansion,
-            "training": {**params_to_dict(cfg), "grid": None, "lr": v.spec.lr, "init_seed": v.spec.seed},
-            "tokens_seen": trainer.tokens, "dead_frac": dead, "final_fvu": final.get("fvu"),
-            "exclude_first": cfg.exclude_first,
-        }
-        writes.append((name, lambda folder, sae=v.sae, c=sae_cfg: save_sae(sae, folder, c, act_scale=trainer.act_scale)))
-    write_all_or_none(out_dir, writes)
-    curves = write_curves(cfg.curves_dir, trainer.curve)
-    atomic_write_text(cfg.metrics_out, dumps_json(metrics, indent=2, sort_keys=True) + "\n")
-    # Wall time is run information, not a result: outside the metrics so reruns diff clean.
-    run_info = {"seconds": round(seconds, 1), "device": str(device), "variants": len(specs)}
-    atomic_write_text(run_info_path(cfg.metrics_out), json.dumps(run_info, indent=2) + "\n")
-    shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
-    logger.info("wrote %d SAE(s) to %s, curves %s, metrics %s", len(specs), out_dir, cfg.curves_dir, cfg.metrics_out)
-    logger.debug("curve files: %s", curves)
-    return metrics
+    if parallel is not None:
+        parallel.check_same_weights({n: v.sae for n, v in trainer.variants.items()})
+    if layer is not None and cfg.checkpoint_every > 0:
+        on_checkpoint(trainer.step, trainer)  # a finished layer is not retrained after a crash in a later one
+    return trainer, hook, reader.tokens_per_epoch, seconds

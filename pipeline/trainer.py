@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.config import TrainConfig
+from pipeline.distributed import DataParallel
 from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE
 from pipeline.sweep import VariantSpec
@@ -111,8 +112,12 @@ class Trainer:
         grad_scale: float = 1.0,
         b_dec: torch.Tensor | None = None,
         device: str | torch.device = "cpu",
+        parallel: DataParallel | None = None,
     ) -> None:
         self.cfg, self.d_in, self.total_steps = cfg, d_in, total_steps
+        # data-parallel hooks (pipeline.distributed): global-batch FVU, gradient and counter sums
+        self.parallel = parallel
+        self._fvu = batch_fvu if parallel is None else parallel.fvu
         self.act_scale, self.grad_scale = float(act_scale), float(grad_scale)
         self.device = torch.device(device)
         self.k_aux = cfg.k_aux if cfg.k_aux is not None else d_in // 2
@@ -149,11 +154,13 @@ class Trainer:
         z = sae.encode_pre(x)
         indices, values = sae.select(z, g if sae.uses_grad else None)
         x_hat = sae.decode_sparse(indices, values)
-        fvu = batch_fvu(x, x_hat)
+        fvu = self._fvu(x, x_hat)
         aux = self._aux_loss(v, z, (x - x_hat).detach())
         loss = fvu + self.cfg.aux_coef * aux if aux is not None else fvu
         v.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.parallel is not None:
+            self.parallel.all_reduce_grads(sae)
         sae.remove_parallel_grad_()
         lr = v.spec.lr * lr_factor
         for group in v.opt.param_groups:
@@ -187,7 +194,7 @@ class Trainer:
         dead = v.since_fired >= self.cfg.dead_tokens
         top = torch.topk(z.masked_fill(~dead, float("-inf")), min(self.k_aux, v.sae.d_sae), dim=-1, sorted=False)
         e_hat = v.sae.decode_sparse(top.indices, torch.relu(top.values), bias=False)
-        return torch.nan_to_num(batch_fvu(residual, e_hat), nan=0.0) * dead.any()
+        return torch.nan_to_num(self._fvu(residual, e_hat), nan=0.0) * dead.any()
 
     @staticmethod
     def _update_dead_counters(v: Variant, indices: torch.Tensor, fires: torch.Tensor, n_tokens: int) -> None:
@@ -210,12 +217,14 @@ class Trainer:
         out = {}
         for name, v in self.variants.items():
             stats = self._variant_step(v, x, g, factor)
+            if self.parallel is not None:
+                stats = self.parallel.after_step(v.since_fired, stats, x.shape[0])
             for key, val in stats.items():
                 v.sums[key] = v.sums.get(key, 0.0) + val
             v.count += 1
             out[name] = stats
         self.step += 1
-        self.tokens += x.shape[0]
+        self.tokens += x.shape[0] if self.parallel is None else self.parallel.global_rows
         return out
 
     # ------------------------------------------------------------------ loop
