@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,15 +33,12 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from cache.integrity import array_digest, legacy_digest, validate_layout
-from cache.schema import CACHE_VERSION, CacheInfo, act_path, attrs_digest, grad_path
+from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, grad_path
 from cache.store import local_url, open_group, read_attrs
 from pipeline.errors import CacheMismatch, CacheWriteError, NonFiniteError, PipelineError
 from pipeline.faults import fault_point
 
 logger = logging.getLogger(__name__)
-
-ALLOCATING = "gsae_allocating"
-"""Attribute present only while a store is being allocated."""
 
 
 def _compressors(name: str, level: int) -> list[Any] | None:
@@ -70,19 +68,9 @@ def writing(url: str, what: str) -> Iterator[None]:
         ) from exc
 
 
-def array_order(hooks: Sequence[str], with_loss: bool) -> list[str]:
-    """The fixed order of array paths used for checksums."""
-    names = ["tokens"]
-    for hook in hooks:
-        names += [act_path(hook), grad_path(hook)]
-    if with_loss:
-        names.append("loss")
-    return names
-
-
 def allocate(
     url: str,
-    attrs: Mapping[str, Any],
+    provenance: Provenance | Mapping[str, Any],
     *,
     hooks: Sequence[str],
     d_model: int,
@@ -94,54 +82,36 @@ def allocate(
     level: int = 3,
     store_loss: bool = False,
 ) -> zarr.Group:
-    """Create a fresh, empty store (overwriting whatever is at ``url``), atomically from the user's view."""
-    marker = {ALLOCATING: True, "key": attrs.get("key")}
+    """Create a fresh, empty store (overwriting whatever is at ``url``), atomically from the user's view.
+
+    ``provenance`` may be given as its attributes (parsed strictly).
+    """
+    if not isinstance(provenance, Provenance):
+        provenance = Provenance.from_attrs(provenance)
+    layout = Layout(tuple(hooks), d_model, dtype, tokens_per_shard, total_tokens,
+                    chunk_tokens=min(chunk_tokens, tokens_per_shard), compressor=compressor, has_loss=store_loss)
+    marker = {ALLOCATING: True, "key": provenance.key}
     with writing(url, "allocation"):
         # the old store is unusable from here on; nothing there (or no readable group): the next line replaces it
         with suppress(Exception):
             open_group(url, "r+").attrs.put(marker)
         group = zarr.open_group(store=local_url(url), mode="w", zarr_format=3, attributes=marker)
         fault_point("allocation")
-        _create_arrays(group, hooks, d_model, total_tokens, tokens_per_shard, chunk_tokens, dtype,
-                       _compressors(compressor, level), store_loss)
-        final = {
-            **attrs,
-            "gsae_cache_version": CACHE_VERSION,
-            "hooks": list(hooks),
-            "d_model": d_model,
-            "dtype": dtype,
-            "tokens_per_shard": tokens_per_shard,
-            "chunk_tokens": min(chunk_tokens, tokens_per_shard),
-            "compressor": compressor,
-            "total_tokens": total_tokens,
-            "has_loss": store_loss,
-            "n_tokens": 0,
-            "committed": [],
-            "complete": False,
-        }
-        group.attrs.put({**final, "attrs_sha256": attrs_digest(final)})
+        _create_arrays(group, layout, _compressors(compressor, level))
+        group.attrs.put(CacheInfo.allocated(provenance, layout).to_attrs())
     return group
 
 
-def _create_arrays(
-    group: zarr.Group, hooks: Sequence[str], d_model: int, total_tokens: int, tokens_per_shard: int,
-    chunk_tokens: int, dtype: str, comp: list[Any] | None, store_loss: bool,
-) -> None:
-    chunk = min(chunk_tokens, tokens_per_shard)
-
-    def create(path: str, shape: tuple[int, ...], dt: str) -> None:
+def _create_arrays(group: zarr.Group, layout: Layout, comp: list[Any] | None) -> None:
+    chunk = layout.chunk_tokens or layout.tokens_per_shard
+    for path in layout.array_names:
+        shape = (layout.total_tokens,) if path in ("tokens", "loss") else (layout.total_tokens, layout.d_model)
+        dt = {"tokens": "int32", "loss": "float32"}.get(path, layout.dtype)
         tail = shape[1:]
         group.create_array(
-            path, shape=shape, chunks=(chunk, *tail), shards=(tokens_per_shard, *tail), dtype=dt,
+            path, shape=shape, chunks=(chunk, *tail), shards=(layout.tokens_per_shard, *tail), dtype=dt,
             compressors=comp, fill_value=0, config={"write_empty_chunks": True},  # every committed shard has a file
         )
-
-    create("tokens", (total_tokens,), "int32")
-    for hook in hooks:
-        create(act_path(hook), (total_tokens, d_model), dtype)
-        create(grad_path(hook), (total_tokens, d_model), dtype)
-    if store_loss:
-        create("loss", (total_tokens,), "float32")
 
 
 _OUR_ARRAYS = ("tokens", "loss")
@@ -175,7 +145,7 @@ class ShardWriter:
         self.url, self.allow_nonfinite = url, allow_nonfinite
         self.group = open_group(url, "r+")
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
-        self.names = array_order(self.info.hooks, bool(self.info.attrs.get("has_loss")))
+        self.names = self.info.array_names
         self.arrays = {name: self.group[name] for name in self.names}
 
     @property
@@ -249,7 +219,7 @@ class ShardWriter:
         with writing(self.url, f"shard {index}"):
             for name in self.names:
                 self.arrays[name][start:stop] = data[name]
-            self.group.attrs.update({"committed": committed})
+            self.group.attrs.update(replace(self.info, committed=tuple(committed)).progress_attrs())
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
         return same
 
@@ -263,8 +233,7 @@ class ShardWriter:
         }
 
     def _commit(self, index: int, record: dict[str, Any]) -> None:
-        committed = [*self.info.committed, record]
-        self.group.attrs.update({"committed": committed, "n_tokens": record["rows"][1]})
+        self.group.attrs.update(self.info.with_commit(record).progress_attrs())
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
 
     def finalize(self) -> None:
@@ -274,7 +243,7 @@ class ShardWriter:
         validate_layout(self.url, self.group, self.info)
         fault_point("finalize")
         with writing(self.url, "finalize"):
-            self.group.attrs.update({"complete": True})
+            self.group.attrs.update(replace(self.info, complete=True).progress_attrs())
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
 
 

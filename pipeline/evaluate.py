@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from cache.reader import open_store, read_rows
-from cache.schema import CacheInfo
+from cache.schema import CacheInfo, block_index, usable_rows
 from pipeline.config import Params
 from pipeline.errors import ConfigError, NothingToEvaluate, SAEFormatError
-from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats, usable_rows
+from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats
 from pipeline.models import LoadedModel, load_model
 from pipeline.plotdata import read_curves, write_plot_data, write_summary
 from pipeline.plots import make_plots
@@ -83,12 +83,11 @@ def find_variants(out_dir: str | Path) -> list[Path]:
 
 def hook_block(lm: LoadedModel, hook: str) -> int:
     """Block index of ``hook`` (``model.layers.15`` → 15), checked against the model's block path."""
-    prefix, _, tail = hook.rpartition(".")
-    if not tail.isdigit():
+    block = block_index(hook)
+    if block is None:
         raise SAEFormatError(f"hook_name {hook!r} does not end in a block index")
-    if prefix != lm.block_path:
+    if hook.rpartition(".")[0] != lm.block_path:
         raise ConfigError(f"hook {hook!r} is not a block of {lm.name} (its blocks are {lm.block_path}.N)")
-    block = int(tail)
     if block >= lm.n_layers:
         raise ConfigError(f"hook {hook!r}: {lm.name} has blocks 0..{lm.n_layers - 1}")
     return block
@@ -179,7 +178,7 @@ def run_evaluate(
         tokens, acts[hook], grads[hook] = read_rows(store_url, hook, first, first + n_ctx * T)
     assert tokens is not None
     ids = torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T)
-    rows = usable_rows(n_ctx * T, T)
+    rows = usable_rows(0, n_ctx * T, T)
 
     recon: dict[str, ReconStats] = {}
     for e in entries:

@@ -27,6 +27,7 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +35,17 @@ import numpy as np
 import torch
 
 from cache.reader import BatchReader, open_store, read_rows, resolve_hook
-from cache.schema import CacheInfo
+from cache.schema import CacheInfo, usable_rows
 from pipeline.checkpoint import load_checkpoint, save_checkpoint, write_all_or_none
 from pipeline.config import Params, TrainConfig, params_to_dict
 from pipeline.devices import resolve_device
-from pipeline.errors import CacheMismatch, ConfigError, NonFiniteError
+from pipeline.errors import ConfigError, NonFiniteError
 from pipeline.fileio import atomic_write_text, check_writable, dumps_json
 from pipeline.plotdata import run_info_path, write_curves
 from pipeline.saes.io import save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
 from pipeline.sweep import VariantSpec, expand_grid
-from pipeline.trainer import Trainer, tune_allocator
+from pipeline.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +59,15 @@ def sample_tokens(
     url: str, hook: str, info: CacheInfo, n: int, seed: int, exclude_first: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n`` usable rows (act, grad) float32 [n, d] from shards in a seeded random order."""
-    n_shards = -(-info.n_tokens // info.tokens_per_shard)
     rng = np.random.default_rng([seed, 0xC0FFEE])
     acts, grads, have = [], [], 0
-    for shard in rng.permutation(n_shards):
-        start, stop = info.shard_rows(int(shard))
-        stop = min(stop, info.n_tokens)
+    for shard in rng.permutation(info.committed_shards):
+        start, stop = info.committed_rows(int(shard))
         _, a, g = read_rows(url, hook, start, stop, info=info)
-        if exclude_first:
-            keep = np.arange(start, stop) % info.context_length != 0
-            a, g = a[keep], g[keep]
-        acts.append(a)
-        grads.append(g)
-        have += len(a)
+        keep = usable_rows(start, stop, info.context_length, exclude_first)
+        acts.append(a[keep])
+        grads.append(g[keep])
+        have += len(keep)
         if have >= n:
             break
     act, grad = np.concatenate(acts), np.concatenate(grads)
@@ -78,14 +75,6 @@ def sample_tokens(
         pick = np.sort(rng.choice(len(act), n, replace=False))
         act, grad = act[pick], grad[pick]
     return act, grad
-
-
-def _hook_layer(hook: str, layer: int | None) -> int | None:
-    """Block index of ``hook`` (``train.layer``, else the hook name's trailing integer)."""
-    if layer is not None:
-        return layer
-    tail = hook.rsplit(".", 1)[-1]
-    return int(tail) if tail.isdigit() else None
 
 
 def _fingerprint(cfg: TrainConfig, info: CacheInfo, hook: str, specs: list[VariantSpec]) -> dict[str, Any]:
@@ -121,91 +110,117 @@ def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dic
     }
 
 
-def check_store_matches(params: Params, info: CacheInfo, url: str) -> None:
-    """``CacheMismatch`` when an explicitly given store holds another model or not the layer the params say."""
-    layer = params.train.layer if params.train.layer is not None else params.harvest.layers[0]
-    if info.model != params.model.name:
-        raise CacheMismatch(f"store {url} holds model {info.model!r}, params say {params.model.name!r}; "
-                            "fix model.name or pass --allow-other-store")
-    stored = info.attrs.get("layers")
-    if isinstance(stored, list) and layer not in stored:
-        raise CacheMismatch(f"store {url} holds layers {stored}, params train layer {layer}; "
-                            "fix train.layer / harvest.layers or pass --allow-other-store")
+@dataclass(frozen=True)
+class _Plan:
+    """What a training run reads and where it writes, checked before the first step."""
+
+    store_url: str
+    info: CacheInfo
+    hook: str
+    specs: list[VariantSpec]
+    device: torch.device
+    total_steps: int
+    out_dir: Path
+    fingerprint: dict[str, Any]
 
 
-def run_train(
-    params: Params, *, store_url: str, expected_key: str | None, check_params: bool = False
-) -> dict[str, Any]:
-    """Train every variant of ``params.train.grid`` on the store at ``store_url``.
-
-    Returns the metrics dict written to ``train.metrics_out`` (variant → final figures).
-    Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``;
-    ``check_params`` also refuses a store of another model or layer than the params say.
-    """
+def _plan(params: Params, store_url: str, expected_key: str | None) -> _Plan:
+    """Open the store, pick the hook, expand the grid, check the outputs can be written."""
     cfg = params.train
-    tune_allocator()
     info = open_store(store_url, expected_key=expected_key)
-    if check_params:
-        check_store_matches(params, info, store_url)
     hook = resolve_hook(info, cfg.layer)
-    d = info.d_model
     specs = expand_grid(cfg.grid)
     for spec in specs:
-        if spec.k > spec.d_sae(d):
-            raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
+        if spec.k > spec.d_sae(info.d_model):
+            raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(info.d_model)}")
     device = resolve_device(cfg.device, "train.device")
-    total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
     out_dir = Path(cfg.out_dir)
     check_writable(out_dir, "train.out_dir")
     check_writable(cfg.curves_dir, "train.curves_dir")
     check_writable(Path(cfg.metrics_out).parent, "the folder of train.metrics_out")
-    ckpt_path = out_dir / CHECKPOINT_DIR
-    fingerprint = _fingerprint(cfg, info, hook, specs)
-    logger.info("training %d variant(s) on %s [%s], %d steps of %d tokens", len(specs), store_url, hook,
-                total_steps, cfg.batch_size)
+    total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
+    return _Plan(store_url, info, hook, specs, device, total_steps, out_dir, _fingerprint(cfg, info, hook, specs))
 
-    state = load_checkpoint(ckpt_path, fingerprint)
 
+def _make_trainer(cfg: TrainConfig, plan: _Plan) -> Trainer:
+    """A trainer resumed from the checkpoint, or fresh with scales and b_dec set from a sample."""
+    state = load_checkpoint(plan.out_dir / CHECKPOINT_DIR, plan.fingerprint)
     if state is None:
-        act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
+        act, grad = sample_tokens(plan.store_url, plan.hook, plan.info, cfg.init_sample_tokens, cfg.seed,
+                                  cfg.exclude_first)
         c, gamma = activation_scale(act), gradient_scale(grad)
         b_dec = init_b_dec(act * c, cfg.b_dec_init)
     else:
         c, gamma, b_dec = state["trainer"]["act_scale"], state["trainer"]["grad_scale"], None
-    trainer = Trainer(specs, d, cfg, total_steps=total_steps, act_scale=c, grad_scale=gamma, b_dec=b_dec, device=device)
+    trainer = Trainer(plan.specs, plan.info.d_model, cfg, total_steps=plan.total_steps, act_scale=c,
+                      grad_scale=gamma, b_dec=b_dec, device=plan.device)
     if state is not None:
         trainer.load_state_dict(state["trainer"])
-        logger.info("resumed from %s at step %d", ckpt_path, trainer.step)
+        logger.info("resumed from %s at step %d", plan.out_dir / CHECKPOINT_DIR, trainer.step)
     logger.info("act_scale=%g grad_scale=%g (per raw gradient, before act-scale folding)", c, gamma)
+    return trainer
 
+
+def _log_stats(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
+    _check_finite_loss(step, stats)
+    for name, s in stats.items():
+        shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
+        logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s", step, tokens, name, s["fvu"], s["l0"],
+                    s["dead_frac"], shift)
+
+
+def _fit(cfg: TrainConfig, plan: _Plan, trainer: Trainer) -> BatchReader:
+    """Train to ``plan.total_steps`` on the shuffled stream, checkpointing as asked; returns the reader."""
     reader = BatchReader(
-        store_url, hook, batch_size=cfg.batch_size, seed=cfg.seed, shuffle_buffer_shards=cfg.shuffle_buffer_shards,
-        exclude_first=cfg.exclude_first, prefetch=cfg.prefetch, info=info,
+        plan.store_url, plan.hook, batch_size=cfg.batch_size, seed=cfg.seed,
+        shuffle_buffer_shards=cfg.shuffle_buffer_shards, exclude_first=cfg.exclude_first, prefetch=cfg.prefetch,
+        info=plan.info,
     )
+    ckpt_path = plan.out_dir / CHECKPOINT_DIR
 
     def on_checkpoint(step: int, tr: Trainer) -> None:
         epoch, offset = reader.position(step)
-        save_checkpoint(ckpt_path, fingerprint, step, {"trainer": tr.state_dict(),
+        save_checkpoint(ckpt_path, plan.fingerprint, step, {"trainer": tr.state_dict(),
                         "reader": {"batch_index": step, "epoch": epoch, "offset": offset}})
         logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
 
-    def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
-        _check_finite_loss(step, stats)
-        for name, s in stats.items():
-            shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
-            logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s", step, tokens, name, s["fvu"], s["l0"],
-                        s["dead_frac"], shift)
-
-    t0 = time.perf_counter()
     trainer.fit(
-        reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step),
-        log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_log=on_log, on_checkpoint=on_checkpoint,
+        reader.batches(start_batch=trainer.step, n_batches=plan.total_steps - trainer.step),
+        log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_log=_log_stats,
+        on_checkpoint=on_checkpoint,
     )
-    seconds = time.perf_counter() - t0
-    if trainer.step < total_steps:
-        raise RuntimeError(f"training stopped at step {trainer.step} of {total_steps}")
+    if trainer.step < plan.total_steps:
+        raise RuntimeError(f"training stopped at step {trainer.step} of {plan.total_steps}")
+    return reader
 
-    epochs = trainer.tokens / reader.tokens_per_epoch
+
+def _variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs: float) -> dict[str, Any]:
+    """The metrics entry of one variant."""
+    figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"),
+               "dead_frac": trainer.dead_fraction(name), "tokens": trainer.tokens, "steps": trainer.step,
+               "epochs": epochs}
+    if "selection_shift" in final:
+        figures["selection_shift"] = final["selection_shift"]
+    return figures
+
+
+def _sae_provenance(cfg: TrainConfig, plan: _Plan, trainer: Trainer, name: str, final: dict[str, float]) -> dict[str, Any]:
+    """What ``cfg.json`` records beside the SAE's own settings: store, hook, training run."""
+    info, spec = plan.info, trainer.variants[name].spec
+    return {
+        "variant": name, "hook_name": plan.hook, "hook_layer": cfg.layer if cfg.layer is not None
+        else info.layer_of(plan.hook), "model": info.model, "model_name": info.model,
+        "model_revision": info.model_revision, "cache_key": info.key, "cache_store": plan.store_url,
+        "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
+        "prepend_bos": True, "expansion": spec.expansion,
+        "training": {**params_to_dict(cfg), "grid": None, "lr": spec.lr, "init_seed": spec.seed},
+        "tokens_seen": trainer.tokens, "dead_frac": trainer.dead_fraction(name), "final_fvu": final.get("fvu"),
+        "exclude_first": cfg.exclude_first,
+    }
+
+
+def _write_outputs(cfg: TrainConfig, plan: _Plan, trainer: Trainer, epochs: float, seconds: float) -> dict[str, Any]:
+    """Every SAE (all or none), the curves, the metrics and the run information; returns the metrics."""
     last = _final_figures(trainer.curve)
     metrics: dict[str, Any] = {}
     writes = []
@@ -214,29 +229,36 @@ def run_train(
             raise NonFiniteError(f"variant {name}: weights are NaN/inf after {trainer.step} steps (training diverged); "
                                  "nothing written")
         final = last.get(name, {})
-        dead = trainer.dead_fraction(name)
-        figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
-                   "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs}
-        if "selection_shift" in final:
-            figures["selection_shift"] = final["selection_shift"]
-        metrics[name] = figures
-        sae_cfg = {
-            "variant": name, "hook_name": hook, "hook_layer": _hook_layer(hook, cfg.layer), "model": info.model, "model_name": info.model,
-            "model_revision": info.model_revision, "cache_key": info.key, "cache_store": store_url,
-            "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
-            "prepend_bos": True, "expansion": v.spec.expansion,
-            "training": {**params_to_dict(cfg), "grid": None, "lr": v.spec.lr, "init_seed": v.spec.seed},
-            "tokens_seen": trainer.tokens, "dead_frac": dead, "final_fvu": final.get("fvu"),
-            "exclude_first": cfg.exclude_first,
-        }
+        metrics[name] = _variant_figures(trainer, name, final, epochs)
+        sae_cfg = _sae_provenance(cfg, plan, trainer, name, final)
         writes.append((name, lambda folder, sae=v.sae, c=sae_cfg: save_sae(sae, folder, c, act_scale=trainer.act_scale)))
-    write_all_or_none(out_dir, writes)
+    write_all_or_none(plan.out_dir, writes)
     curves = write_curves(cfg.curves_dir, trainer.curve)
     atomic_write_text(cfg.metrics_out, dumps_json(metrics, indent=2, sort_keys=True) + "\n")
     # Wall time is run information, not a result: outside the metrics so reruns diff clean.
-    run_info = {"seconds": round(seconds, 1), "device": str(device), "variants": len(specs)}
+    run_info = {"seconds": round(seconds, 1), "device": str(plan.device), "variants": len(plan.specs)}
     atomic_write_text(run_info_path(cfg.metrics_out), json.dumps(run_info, indent=2) + "\n")
-    shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
-    logger.info("wrote %d SAE(s) to %s, curves %s, metrics %s", len(specs), out_dir, cfg.curves_dir, cfg.metrics_out)
     logger.debug("curve files: %s", curves)
+    return metrics
+
+
+def run_train(params: Params, *, store_url: str, expected_key: str | None) -> dict[str, Any]:
+    """Train every variant of ``params.train.grid`` on the store at ``store_url``.
+
+    Returns the metrics dict written to ``train.metrics_out`` (variant → final figures).
+    Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``.
+    Which store to train on is :mod:`pipeline.stores`' decision.
+    """
+    cfg = params.train
+    plan = _plan(params, store_url, expected_key)
+    logger.info("training %d variant(s) on %s [%s], %d steps of %d tokens", len(plan.specs), store_url, plan.hook,
+                plan.total_steps, cfg.batch_size)
+    trainer = _make_trainer(cfg, plan)
+    t0 = time.perf_counter()
+    reader = _fit(cfg, plan, trainer)
+    seconds = time.perf_counter() - t0
+    metrics = _write_outputs(cfg, plan, trainer, trainer.tokens / reader.tokens_per_epoch, seconds)
+    shutil.rmtree(plan.out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    logger.info("wrote %d SAE(s) to %s, curves %s, metrics %s", len(plan.specs), plan.out_dir, cfg.curves_dir,
+                cfg.metrics_out)
     return metrics

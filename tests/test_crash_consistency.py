@@ -142,7 +142,7 @@ def test_nonfinite_values_are_not_committed(tmp_path):
     with pytest.raises(NonFiniteError, match=r"model.layers.1/act: 128 token\(s\).*rows \[128, 256\).*float32"):
         w.write(1, np.zeros(128, np.int32), acts, grads)
     info = read_info(url)
-    assert info.n_tokens == 128 and not info.complete
+    assert info.committed_tokens == 128 and not info.complete
 
 
 class _Evil:

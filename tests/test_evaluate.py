@@ -12,7 +12,8 @@ from cache.writer import ShardWriter, allocate
 from pipeline.config import params_from_dict
 from pipeline.errors import CacheIncomplete, CacheMismatch, NothingToEvaluate, PipelineError
 from pipeline.evaluate import run_evaluate
-from pipeline.harvest import heldout_params, run_harvest, store_key, store_url
+from pipeline.harvest import run_harvest
+from pipeline.stores import heldout_params, store_key, store_url
 from pipeline.train import run_train
 from tests.conftest import tiny_overrides
 

@@ -77,7 +77,7 @@ def test_refuses_incomplete_store(tmp_path) -> None:
         open_store(url)
     with pytest.raises(CacheIncomplete):
         BatchReader(url, HOOK, batch_size=8)
-    assert open_store(url, require_complete=False).n_tokens == 256
+    assert open_store(url, require_complete=False).committed_tokens == 256
 
 
 def test_refuses_missing_hook_other_key_model_version(store: str, tmp_path) -> None:
