@@ -160,10 +160,10 @@ def run_evaluate(
     info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
     T = info.context_length
     first = ev.first_token
-    n_ctx = min(ev.tokens, max(0, info.n_tokens - first)) // T
+    n_ctx = min(ev.tokens, max(0, info.committed_tokens - first)) // T
     if n_ctx == 0:
         raise ConfigError(
-            f"{store_url} holds no whole context from token {first} on ({info.n_tokens} tokens, evaluate.tokens={ev.tokens})"
+            f"{store_url} holds no whole context from token {first} on ({info.committed_tokens} tokens, evaluate.tokens={ev.tokens})"
         )
     if n_ctx * T < ev.tokens:
         log.warning("evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens)

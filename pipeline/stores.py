@@ -178,8 +178,9 @@ def evaluate_store(params: Params, *, allow_train_split: bool = False) -> StoreR
 
 
 def _settings_of_params(params: Params) -> dict[str, Any]:
-    harvest = {k: v for k, v in params_to_dict(params.harvest).items() if k not in _NOT_STORED}
-    dataset = {k: v for k, v in dataclasses.asdict(params.data).items() if k in _DATASET_SETTINGS}
+    harvest = {f.name: params_to_dict(getattr(params.harvest, f.name))
+               for f in dataclasses.fields(params.harvest) if f.name not in _NOT_STORED}
+    dataset = {name: getattr(params.data, name) for name in _DATASET_SETTINGS}
     return {"model": params.model.name, "model_dtype": params.model.dtype,
             "context_length": params.data.context_length, "dataset": dataset, "harvest": harvest}
 
