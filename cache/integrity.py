@@ -36,7 +36,7 @@ REPAIR_HINT = "run `gsae harvest --repair` with the params that made it"
 
 def array_digest(a: np.ndarray) -> str:
     """XXH3-64 (hex) of an array's raw bytes (made C-contiguous first)."""
-    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(a))
+    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(a).data)
 
 
 def corrupt(url: str, what: str, array: str | None = None, shard: int | None = None) -> CacheCorrupt:

@@ -2,7 +2,7 @@
 
 Stream order (deterministic given ``seed``): the stream is the concatenation of epochs.
 In epoch e the shard order is a permutation drawn from ``(seed, e)``; consecutive groups of
-``shuffle_buffer_shards`` shards form buffers; a buffer is read by a dask graph of one task
+``shuffle_buffer_shards`` shards form buffers; a buffer is read by a thread pool, one task
 per (array, shard file), so reads are aligned to the store's chunks and decode in parallel
 (see :mod:`cache.shards`); rows that start a context (row r with r % context_length == 0)
 are dropped when ``exclude_first``, and the remaining rows are
@@ -20,6 +20,7 @@ are allocated once and reused, so memory does not grow with the size of the cach
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -28,7 +29,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 import torch
 import zarr
@@ -231,17 +231,20 @@ class BatchReader:
 
     def _load(self, epoch: int, index: int, shards: list[int], slot: _Slot) -> np.ndarray:
         """Read one buffer into ``slot``; returns its usable rows, shuffled."""
-        tasks, usable, offset = [], [], 0
+        tasks: list[Callable[[], None]] = []
+        usable, offset = [], 0
         for s in shards:
             s0, s1 = self._rows(s)
             for name, buf in (("act", slot.act), ("grad", slot.grad)):
-                tasks.append(dask.delayed(self._read_shard)(name, s, buf[offset : offset + s1 - s0]))
+                tasks.append(functools.partial(self._read_shard, name, s, buf[offset : offset + s1 - s0]))
             if s not in self._tokens_ok:
-                tasks.append(dask.delayed(self._check_tokens)(s))
+                tasks.append(functools.partial(self._check_tokens, s))
             usable.append(usable_rows(s0, s1, self.info.context_length, self.exclude_first) + offset)
             offset += s1 - s0
-        # one dask task per (array, shard file): chunk-aligned reads that decode in parallel
-        dask.compute(*tasks, scheduler="threads", num_workers=self.read_workers)
+        # one task per (array, shard file): whole-shard reads that decode in parallel (zstd releases the GIL)
+        with ThreadPoolExecutor(self.read_workers, thread_name_prefix="gsae-read") as pool:
+            for done in [pool.submit(task) for task in tasks]:
+                done.result()
         rows = np.concatenate(usable)
         return rows[np.random.default_rng([self.seed, epoch, index]).permutation(len(rows))]
 

@@ -61,7 +61,7 @@ class ShardCodec:
 
 def shard_codec(array: zarr.Array) -> ShardCodec | None:
     """The :class:`ShardCodec` of ``array``, or ``None`` when its layout is not the one handled here."""
-    meta = array.metadata.to_dict()
+    meta: dict[str, Any] = dict(array.metadata.to_dict())
     codecs = meta.get("codecs") or []
     if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
         return None

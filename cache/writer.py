@@ -32,7 +32,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from cache.integrity import array_digest, legacy_digest, validate_layout
+from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
 from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, grad_path
 from cache.store import local_url, open_group, read_attrs
 from pipeline.errors import CacheMismatch, CacheWriteError, NonFiniteError, PipelineError
@@ -90,7 +90,7 @@ def allocate(
         provenance = Provenance.from_attrs(provenance)
     layout = Layout(tuple(hooks), d_model, dtype, tokens_per_shard, total_tokens,
                     chunk_tokens=min(chunk_tokens, tokens_per_shard), compressor=compressor, has_loss=store_loss)
-    marker = {ALLOCATING: True, "key": provenance.key}
+    marker: dict[str, Any] = {ALLOCATING: True, "key": provenance.key}
     with writing(url, "allocation"):
         # the old store is unusable from here on; nothing there (or no readable group): the next line replaces it
         with suppress(Exception):
@@ -102,6 +102,9 @@ def allocate(
     return group
 
 
+_WRITE_EMPTY_CHUNKS: Any = {"write_empty_chunks": True}  # every committed shard has a file (zarr types it as a full config)
+
+
 def _create_arrays(group: zarr.Group, layout: Layout, comp: list[Any] | None) -> None:
     chunk = layout.chunk_tokens or layout.tokens_per_shard
     for path in layout.array_names:
@@ -110,7 +113,7 @@ def _create_arrays(group: zarr.Group, layout: Layout, comp: list[Any] | None) ->
         tail = shape[1:]
         group.create_array(
             path, shape=shape, chunks=(chunk, *tail), shards=(layout.tokens_per_shard, *tail), dtype=dt,
-            compressors=comp, fill_value=0, config={"write_empty_chunks": True},  # every committed shard has a file
+            compressors=comp, fill_value=0, config=_WRITE_EMPTY_CHUNKS,
         )
 
 
@@ -146,7 +149,7 @@ class ShardWriter:
         self.group = open_group(url, "r+")
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
         self.names = self.info.array_names
-        self.arrays = {name: self.group[name] for name in self.names}
+        self.arrays: dict[str, zarr.Array] = {name: open_array(url, self.group, name) for name in self.names}
 
     @property
     def next_shard(self) -> int:

@@ -49,7 +49,8 @@ class LoadedModel:
 
     @property
     def d_model(self) -> int:
-        return int(self.model.config.hidden_size)
+        cfg: Any = self.model.config
+        return int(cfg.hidden_size)
 
     @property
     def n_layers(self) -> int:
@@ -178,7 +179,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         raise ModelLoadError(f"cannot load model {cfg.name!r}: {first}") from exc
     model.requires_grad_(False)
     model.eval()
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to() for a model argument
     path, blocks = find_blocks(model)
     log.info("loaded %s (%d blocks at %s, d=%d) on %s", cfg.name, len(blocks), path, model.config.hidden_size, device)
     tok_name = cfg.name if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name)
