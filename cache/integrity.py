@@ -26,8 +26,8 @@ import numpy as np
 import xxhash
 import zarr
 
+from cache.errors import CacheCorrupt
 from cache.schema import CacheInfo, attrs_digest
-from pipeline.errors import CacheCorrupt
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import fsspec
 
-from pipeline.errors import CacheLocked, CacheWriteError
+from cache.errors import CacheLocked, CacheWriteError
 
 logger = logging.getLogger(__name__)
 

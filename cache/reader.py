@@ -33,11 +33,11 @@ import numpy as np
 import torch
 import zarr
 
+from cache.errors import CacheIncomplete, CacheMismatch, ShardMissing
 from cache.integrity import ShardChecker, open_array, read_zarr_rows, validate_layout
 from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path, usable_rows
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group, read_info
-from pipeline.errors import CacheIncomplete, CacheMismatch, ShardMissing
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from pipeline.errors import CacheCorrupt, ShardMissing
+from cache.errors import CacheCorrupt, ShardMissing
 
 _EMPTY = np.uint64(2**64 - 1)  # offset and nbytes of an inner chunk that was never written
 _COMPRESSORS = {"zstd": numcodecs.Zstd, "blosc": numcodecs.Blosc, "gzip": numcodecs.GZip}

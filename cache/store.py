@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import zarr
 
+from cache.errors import CacheCorrupt, CacheNotFound, CacheWriteError, PipelineError
 from cache.schema import ALLOCATING, CacheInfo
-from pipeline.errors import CacheCorrupt, CacheNotFound, CacheWriteError, PipelineError
 
 Mode = Literal["r", "r+", "a", "w"]
 

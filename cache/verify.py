@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from cache.errors import CacheCorrupt, PipelineError
 from cache.integrity import array_digest, open_array, validate_layout
 from cache.schema import CacheInfo
 from cache.store import open_group, read_info
 from cache.writer import shard_digest
-from pipeline.errors import CacheCorrupt, PipelineError
 
 
 def describe(url: str) -> dict[str, Any]:

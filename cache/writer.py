@@ -32,10 +32,10 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from cache.errors import CacheMismatch, CacheUsageError, CacheWriteError, NonFiniteError, PipelineError
 from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
 from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, grad_path
 from cache.store import local_url, open_group, read_attrs
-from pipeline.errors import CacheMismatch, CacheWriteError, NonFiniteError, PipelineError
 from pipeline.faults import fault_point
 
 logger = logging.getLogger(__name__)
@@ -169,11 +169,11 @@ class ShardWriter:
                 data[grad_path(hook)] = np.asarray(grads[hook], dtype=self.info.dtype)
         if "loss" in self.arrays:
             if loss is None:
-                raise PipelineError("store expects a loss array but none was given")
+                raise CacheUsageError("store expects a loss array but none was given")
             data["loss"] = np.asarray(loss, dtype=np.float32)
         for name in self.names:
             if data[name].shape[0] != stop - start:
-                raise PipelineError(f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}")
+                raise CacheUsageError(f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}")
             if name != "tokens" and not self.allow_nonfinite:
                 _check_finite(name, data[name], start, self.info.dtype)
         return data
@@ -188,7 +188,7 @@ class ShardWriter:
     ) -> None:
         """Write every array's rows of shard ``index``, then commit it."""
         if index != self.next_shard:
-            raise PipelineError(f"shard {index} written out of order (next is {self.next_shard})")
+            raise CacheUsageError(f"shard {index} written out of order (next is {self.next_shard})")
         data = self._shard_data(index, tokens, acts, grads, loss)
         start, stop = self.info.shard_rows(index)
         with writing(self.url, f"shard {index}"):
@@ -212,7 +212,7 @@ class ShardWriter:
         Returns whether the new data matches the old record's SHA-256 (a deterministic harvest does).
         """
         if index >= self.next_shard:
-            raise PipelineError(f"shard {index} is not committed (next is {self.next_shard})")
+            raise CacheUsageError(f"shard {index} is not committed (next is {self.next_shard})")
         data = self._shard_data(index, tokens, acts, grads, loss)
         start, stop = self.info.shard_rows(index)
         record = self._record(index, data)
@@ -242,7 +242,7 @@ class ShardWriter:
     def finalize(self) -> None:
         """Mark the store complete; refuses while shards are missing or the layout does not check out."""
         if self.next_shard != self.info.n_shards:
-            raise PipelineError(f"cannot finalize: {self.next_shard} of {self.info.n_shards} shards committed")
+            raise CacheUsageError(f"cannot finalize: {self.next_shard} of {self.info.n_shards} shards committed")
         validate_layout(self.url, self.group, self.info)
         fault_point("finalize")
         with writing(self.url, "finalize"):
