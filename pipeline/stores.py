@@ -44,7 +44,15 @@ STORE_REF = "store.json"
 """The pointer file inside :func:`stage_dir`."""
 _NOT_STORED = ("store", "cache_root", "batch_size")
 """Harvest fields that do not change a store's contents (where it lives, how fast it was made)."""
-_DATASET_SETTINGS = ("source", "split", "heldout_fraction", "revision", "text_column", "hf_split", "hf_config")
+_DATASET_SETTINGS = (
+    "source",
+    "split",
+    "heldout_fraction",
+    "revision",
+    "text_column",
+    "hf_split",
+    "hf_config",
+)
 
 
 def key_fields(params: Params) -> dict[str, Any]:
@@ -99,7 +107,10 @@ def heldout_params(params: Params) -> Params:
     ev = params.evaluate
     data = dataclasses.replace(params.data, split="heldout")
     harvest = dataclasses.replace(
-        params.harvest, tokens=ev.harvest_tokens or ev.first_token + ev.tokens, store=ev.store, autocast="none"
+        params.harvest,
+        tokens=ev.harvest_tokens or ev.first_token + ev.tokens,
+        store=ev.store,
+        autocast="none",
     )
     return dataclasses.replace(params, data=data, harvest=harvest)
 
@@ -172,22 +183,37 @@ def evaluate_store(params: Params, *, allow_train_split: bool = False) -> StoreR
         ref = StoreRef(held.harvest.store, None, open_store(held.harvest.store))
     split = ref.info.dataset.get("split")
     if not allow_train_split and split != "heldout":
-        raise CacheMismatch(f"store {ref.url} holds {split!r}-split text, not held-out text; "
-                            "evaluate on a --heldout harvest (or pass --allow-train-split)")
+        raise CacheMismatch(
+            f"store {ref.url} holds {split!r}-split text, not held-out text; "
+            "evaluate on a --heldout harvest (or pass --allow-train-split)"
+        )
     return ref
 
 
 def _settings_of_params(params: Params) -> dict[str, Any]:
-    harvest = {f.name: params_to_dict(getattr(params.harvest, f.name))
-               for f in dataclasses.fields(params.harvest) if f.name not in _NOT_STORED}
+    harvest = {
+        f.name: params_to_dict(getattr(params.harvest, f.name))
+        for f in dataclasses.fields(params.harvest)
+        if f.name not in _NOT_STORED
+    }
     dataset = {name: getattr(params.data, name) for name in _DATASET_SETTINGS}
-    return {"model": params.model.name, "model_dtype": params.model.dtype,
-            "context_length": params.data.context_length, "dataset": dataset, "harvest": harvest}
+    return {
+        "model": params.model.name,
+        "model_dtype": params.model.dtype,
+        "context_length": params.data.context_length,
+        "dataset": dataset,
+        "harvest": harvest,
+    }
 
 
 def _settings_of_store(info: CacheInfo) -> dict[str, Any]:
-    return {"model": info.model, "model_dtype": info.model_dtype, "context_length": info.context_length,
-            "dataset": info.dataset, "harvest": info.harvest or {}}
+    return {
+        "model": info.model,
+        "model_dtype": info.model_dtype,
+        "context_length": info.context_length,
+        "dataset": info.dataset,
+        "harvest": info.harvest or {},
+    }
 
 
 def _differences(want: dict[str, Any], have: dict[str, Any], prefix: str = "") -> list[str]:
@@ -207,16 +233,22 @@ def check_settings(params: Params, info: CacheInfo, url: str) -> None:
     """``CacheMismatch`` when the store was harvested with other settings than ``params`` say."""
     diff = _differences(_settings_of_params(params), _settings_of_store(info))
     if diff:
-        raise CacheMismatch(f"store {url} was harvested with other settings ({'; '.join(diff[:3])}); "
-                            "rerun gsae harvest (or dvc repro)")
+        raise CacheMismatch(
+            f"store {url} was harvested with other settings ({'; '.join(diff[:3])}); "
+            "rerun gsae harvest (or dvc repro)"
+        )
 
 
 def check_store_matches(params: Params, info: CacheInfo, url: str) -> None:
     """``CacheMismatch`` when an explicitly given store holds another model or not the layer the params say."""
     layer = params.train.layer if params.train.layer is not None else params.harvest.layers[0]
     if info.model != params.model.name:
-        raise CacheMismatch(f"store {url} holds model {info.model!r}, params say {params.model.name!r}; "
-                            "fix model.name or pass --allow-other-store")
+        raise CacheMismatch(
+            f"store {url} holds model {info.model!r}, params say {params.model.name!r}; "
+            "fix model.name or pass --allow-other-store"
+        )
     if info.layers is not None and layer not in info.layers:
-        raise CacheMismatch(f"store {url} holds layers {list(info.layers)}, params train layer {layer}; "
-                            "fix train.layer / harvest.layers or pass --allow-other-store")
+        raise CacheMismatch(
+            f"store {url} holds layers {list(info.layers)}, params train layer {layer}; "
+            "fix train.layer / harvest.layers or pass --allow-other-store"
+        )
