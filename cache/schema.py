@@ -264,25 +264,78 @@ class CacheInfo:
         """This info after committing ``record`` (the next shard)."""
         return replace(self, committed=(*self.committed, record), committed_tokens=int(record["rows"][1]))
 
-    # flat read access: callers say info.hooks, info.model, ...
-    key = property(lambda self: self.provenance.key)
-    model = property(lambda self: self.provenance.model)
-    model_revision = property(lambda self: self.provenance.model_revision)
-    model_dtype = property(lambda self: self.provenance.model_dtype)
-    tokenizer = property(lambda self: self.provenance.tokenizer)
-    dataset = property(lambda self: self.provenance.dataset)
-    context_length = property(lambda self: self.provenance.context_length)
-    layers = property(lambda self: self.provenance.layers)
-    loss = property(lambda self: self.provenance.loss)
-    harvest = property(lambda self: self.provenance.harvest)
-    hooks = property(lambda self: self.layout.hooks)
-    d_model = property(lambda self: self.layout.d_model)
-    dtype = property(lambda self: self.layout.dtype)
-    tokens_per_shard = property(lambda self: self.layout.tokens_per_shard)
-    total_tokens = property(lambda self: self.layout.total_tokens)
-    has_loss = property(lambda self: self.layout.has_loss)
-    n_shards = property(lambda self: self.layout.n_shards)
-    array_names = property(lambda self: self.layout.array_names)
+    # flat read access (info.hooks, info.model, ...): the parts above own the values
+    @property
+    def key(self) -> str:
+        return self.provenance.key
+
+    @property
+    def model(self) -> str:
+        return self.provenance.model
+
+    @property
+    def model_revision(self) -> str:
+        return self.provenance.model_revision
+
+    @property
+    def model_dtype(self) -> str | None:
+        return self.provenance.model_dtype
+
+    @property
+    def tokenizer(self) -> str:
+        return self.provenance.tokenizer
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return self.provenance.dataset
+
+    @property
+    def context_length(self) -> int:
+        return self.provenance.context_length
+
+    @property
+    def layers(self) -> tuple[int, ...] | None:
+        return self.provenance.layers
+
+    @property
+    def loss(self) -> str | None:
+        return self.provenance.loss
+
+    @property
+    def harvest(self) -> dict[str, Any] | None:
+        return self.provenance.harvest
+
+    @property
+    def hooks(self) -> tuple[str, ...]:
+        return self.layout.hooks
+
+    @property
+    def d_model(self) -> int:
+        return self.layout.d_model
+
+    @property
+    def dtype(self) -> str:
+        return self.layout.dtype
+
+    @property
+    def tokens_per_shard(self) -> int:
+        return self.layout.tokens_per_shard
+
+    @property
+    def total_tokens(self) -> int:
+        return self.layout.total_tokens
+
+    @property
+    def has_loss(self) -> bool:
+        return self.layout.has_loss
+
+    @property
+    def n_shards(self) -> int:
+        return self.layout.n_shards
+
+    @property
+    def array_names(self) -> list[str]:
+        return self.layout.array_names
 
     def shard_rows(self, index: int) -> tuple[int, int]:
         """[start, stop) token rows of shard ``index`` in the finished store."""
