@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint bench
+.PHONY: setup repro test lint bench test-floors
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# every dependency at its pyproject.toml floor, in a fresh venv (slow: a full install)
+test-floors:
+	PYTHON=$(PYTHON) .ci/test-floors
 
 bench: setup
 	$(BIN)/python benchmarks/harvest.py

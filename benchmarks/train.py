@@ -31,7 +31,8 @@ from cache.reader import BatchReader  # noqa: E402
 from cache.writer import ShardWriter, allocate  # noqa: E402
 from pipeline.config import GridConfig, TrainConfig  # noqa: E402
 from pipeline.sweep import expand_grid  # noqa: E402
-from pipeline.trainer import Trainer, tune_allocator  # noqa: E402
+from pipeline.trainer import Trainer  # noqa: E402
+from stages.allocator import tune_allocator  # noqa: E402
 
 D, T, SHARD, CHUNK, HOOK = 576, 128, 8192, 2048, "model.layers.15"
 logger = logging.getLogger("bench")
@@ -150,7 +151,7 @@ def main() -> None:
         rss_child(args.rss_child)
         return
     logging.basicConfig(level=logging.WARNING)
-    print(f"glibc allocator tuned (as run_train does): {tune_allocator()}")
+    print(f"glibc allocator tuned (as gsae train does): {tune_allocator()}")
     steps = 2 if args.quick else 3
     batch = 2048
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,8 +26,8 @@ import numpy as np
 import xxhash
 import zarr
 
+from cache.errors import CacheCorrupt
 from cache.schema import CacheInfo, attrs_digest
-from pipeline.errors import CacheCorrupt
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +36,7 @@ REPAIR_HINT = "run `gsae harvest --repair` with the params that made it"
 
 def array_digest(a: np.ndarray) -> str:
     """XXH3-64 (hex) of an array's raw bytes (made C-contiguous first)."""
-    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(a))
-
-
-def array_names(info: CacheInfo) -> list[str]:
-    """The store's array paths in the fixed checksum order (tokens, act/grad per hook, loss)."""
-    names = ["tokens"]
-    for hook in info.hooks:
-        names += [f"{hook}/act", f"{hook}/grad"]
-    if info.attrs.get("has_loss"):
-        names.append("loss")
-    return names
+    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(a).data)
 
 
 def corrupt(url: str, what: str, array: str | None = None, shard: int | None = None) -> CacheCorrupt:
@@ -88,8 +78,7 @@ def read_zarr_rows(url: str, array: zarr.Array, start: int, stop: int, shard: in
 
 def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
     """Check attributes against the arrays and the committed list against the layout."""
-    sealed = info.attrs.get("attrs_sha256")
-    if sealed is not None and sealed != attrs_digest(info.attrs):
+    if info.attrs_sha256 is not None and info.attrs_sha256 != attrs_digest(info.attrs):
         raise corrupt(url, "attributes were edited after allocation (attrs_sha256 does not match)")
     if info.context_length < 1 or info.tokens_per_shard < 1 or info.d_model < 1:
         raise corrupt(url, "context_length, tokens_per_shard and d_model must be positive")
@@ -98,7 +87,7 @@ def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
                            f"context_length {info.context_length}")
     if not info.hooks or not all(isinstance(h, str) and h for h in info.hooks):
         raise corrupt(url, "attribute 'hooks' must list hook names")
-    for name in array_names(info):
+    for name in info.array_names:
         arr = open_array(url, group, name)
         shape, dtype = _expected(info, name)
         if tuple(arr.shape) != shape:
@@ -124,8 +113,8 @@ def _validate_committed(url: str, info: CacheInfo) -> None:
         if not isinstance(record.get("sha256"), str):
             raise corrupt(url, "commit record has no checksum", shard=i)
         end = stop
-    if info.n_tokens != end:
-        raise corrupt(url, f"n_tokens {info.n_tokens} does not match the committed shards ({end} rows)")
+    if info.committed_tokens != end:
+        raise corrupt(url, f"n_tokens {info.committed_tokens} does not match the committed shards ({end} rows)")
     if info.complete and len(info.committed) != info.n_shards:
         raise corrupt(url, f"marked complete with {len(info.committed)} of {info.n_shards} shards committed")
 
@@ -164,7 +153,7 @@ class ShardChecker:
                 logger.warning("store %s predates per-array checksums: checking whole shards (slower)", self.url)
                 self._warned = True
             start, stop = self.info.shard_rows(shard)
-            names = array_names(self.info)
+            names = self.info.array_names
             data = [rows if n == array else read_zarr_rows(self.url, open_array(self.url, self.group, n), start, stop,
                                                            shard) for n in names]
             if legacy_digest(data) != record["sha256"]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import fsspec
 
-from pipeline.errors import CacheLocked, CacheWriteError
+from cache.errors import CacheLocked, CacheWriteError
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,7 @@ class StoreLock:
     def held(self) -> bool:
         """Whether the lock file still names this process."""
         holder = self.holder()
-        return bool(holder) and holder.get("pid") == self.owner["pid"] and holder.get("host") == self.owner["host"] \
-            and holder.get("started") == self.owner["started"]
+        return holder is not None and all(holder.get(k) == self.owner[k] for k in ("pid", "host", "started"))
 
     def check(self) -> None:
         """``CacheLocked`` when another process broke this lock (then this writer must stop)."""

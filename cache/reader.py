@@ -2,7 +2,7 @@
 
 Stream order (deterministic given ``seed``): the stream is the concatenation of epochs.
 In epoch e the shard order is a permutation drawn from ``(seed, e)``; consecutive groups of
-``shuffle_buffer_shards`` shards form buffers; a buffer is read by a dask graph of one task
+``shuffle_buffer_shards`` shards form buffers; a buffer is read by a thread pool, one task
 per (array, shard file), so reads are aligned to the store's chunks and decode in parallel
 (see :mod:`cache.shards`); rows that start a context (row r with r % context_length == 0)
 are dropped when ``exclude_first``, and the remaining rows are
@@ -20,6 +20,7 @@ are allocated once and reused, so memory does not grow with the size of the cach
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -28,16 +29,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 import torch
 import zarr
 
+from cache.errors import CacheIncomplete, CacheMismatch, ShardMissing
 from cache.integrity import ShardChecker, open_array, read_zarr_rows, validate_layout
-from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path
+from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path, usable_rows
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group, read_info
-from pipeline.errors import CacheIncomplete, CacheMismatch, ShardMissing
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def open_store(
         raise CacheMismatch(f"store {url} has no hook {hook!r} (stored hooks: {', '.join(info.hooks)})")
     if require_complete and not info.complete:
         raise CacheIncomplete(
-            f"store {url} is incomplete ({info.n_tokens} of {info.total_tokens} tokens committed); "
+            f"store {url} is incomplete ({info.committed_tokens} of {info.total_tokens} tokens committed); "
             "finish the harvest first"
         )
     return info
@@ -92,17 +92,8 @@ def resolve_hook(info: CacheInfo, layer: int | None) -> str:
     """
     if layer is None:
         return info.hooks[0]
-    layers = info.attrs.get("layers")
-    if isinstance(layers, list) and len(layers) == len(info.hooks):
-        pairs = list(zip(layers, info.hooks, strict=True))
-    else:
-        pairs = []
-        for h in info.hooks:
-            tail = h.rsplit(".", 1)[-1]
-            if tail.isdigit():
-                pairs.append((int(tail), h))
-    for lay, h in pairs:
-        if int(lay) == layer:
+    for h in info.hooks:
+        if info.layer_of(h) == layer:
             return h
     raise CacheMismatch(f"store has no hook for layer {layer} (stored hooks: {', '.join(info.hooks)})")
 
@@ -116,8 +107,8 @@ def read_rows(
     a missing or damaged shard raises ``CacheCorrupt`` instead of reading as zeros.
     """
     info = info if info is not None else open_store(url, hook=hook, require_complete=False)
-    if stop > info.n_tokens:
-        raise CacheIncomplete(f"store {url} has {info.n_tokens} committed tokens, rows up to {stop} requested")
+    if stop > info.committed_tokens:
+        raise CacheIncomplete(f"store {url} has {info.committed_tokens} committed tokens, rows up to {stop} requested")
     group = open_group(url, "r")
     checker = ShardChecker(url, info, group)
     tps = info.tokens_per_shard
@@ -132,14 +123,6 @@ def read_rows(
             out[slot].append(rows[lo:hi])
     tokens, act, grad = (np.concatenate(parts) for parts in out)
     return tokens.astype(np.int32, copy=False), act.astype(np.float32), grad.astype(np.float32)
-
-
-def _usable(start: int, stop: int, context_length: int, exclude_first: bool) -> np.ndarray:
-    """Local indices of the usable rows of global rows [start, stop)."""
-    rows = np.arange(start, stop)
-    if exclude_first:
-        return np.nonzero(rows % context_length != 0)[0]
-    return np.arange(stop - start)
 
 
 @dataclass
@@ -195,9 +178,9 @@ class BatchReader:
         self.batch_size, self.seed = batch_size, seed
         self.buffer_shards = max(1, shuffle_buffer_shards)
         self.exclude_first, self.prefetch = exclude_first, max(1, prefetch)
-        self.n_shards = -(-self.info.n_tokens // self.info.tokens_per_shard)
+        self.n_shards = self.info.committed_shards
         self.shard_usable = [
-            len(_usable(*self._rows(s), self.info.context_length, exclude_first)) for s in range(self.n_shards)
+            len(usable_rows(*self._rows(s), self.info.context_length, exclude_first)) for s in range(self.n_shards)
         ]
         self.tokens_per_epoch = sum(self.shard_usable)
         if self.tokens_per_epoch == 0:
@@ -213,8 +196,7 @@ class BatchReader:
         self.read_workers = max(1, min(4, os.cpu_count() or 1))
 
     def _rows(self, shard: int) -> tuple[int, int]:
-        start = shard * self.info.tokens_per_shard
-        return start, min(start + self.info.tokens_per_shard, self.info.n_tokens)
+        return self.info.committed_rows(shard)
 
     def buffers(self, epoch: int) -> list[list[int]]:
         """Shard indices of each buffer of ``epoch``, in stream order."""
@@ -249,17 +231,20 @@ class BatchReader:
 
     def _load(self, epoch: int, index: int, shards: list[int], slot: _Slot) -> np.ndarray:
         """Read one buffer into ``slot``; returns its usable rows, shuffled."""
-        tasks, usable, offset = [], [], 0
+        tasks: list[Callable[[], None]] = []
+        usable, offset = [], 0
         for s in shards:
             s0, s1 = self._rows(s)
             for name, buf in (("act", slot.act), ("grad", slot.grad)):
-                tasks.append(dask.delayed(self._read_shard)(name, s, buf[offset : offset + s1 - s0]))
+                tasks.append(functools.partial(self._read_shard, name, s, buf[offset : offset + s1 - s0]))
             if s not in self._tokens_ok:
-                tasks.append(dask.delayed(self._check_tokens)(s))
-            usable.append(_usable(s0, s1, self.info.context_length, self.exclude_first) + offset)
+                tasks.append(functools.partial(self._check_tokens, s))
+            usable.append(usable_rows(s0, s1, self.info.context_length, self.exclude_first) + offset)
             offset += s1 - s0
-        # one dask task per (array, shard file): chunk-aligned reads that decode in parallel
-        dask.compute(*tasks, scheduler="threads", num_workers=self.read_workers)
+        # one task per (array, shard file): whole-shard reads that decode in parallel (zstd releases the GIL)
+        with ThreadPoolExecutor(self.read_workers, thread_name_prefix="gsae-read") as pool:
+            for done in [pool.submit(task) for task in tasks]:
+                done.result()
         rows = np.concatenate(usable)
         return rows[np.random.default_rng([self.seed, epoch, index]).permutation(len(rows))]
 

@@ -25,7 +25,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from pipeline.errors import CacheCorrupt, ShardMissing
+from cache.errors import CacheCorrupt, ShardMissing
 
 _EMPTY = np.uint64(2**64 - 1)  # offset and nbytes of an inner chunk that was never written
 _COMPRESSORS = {"zstd": numcodecs.Zstd, "blosc": numcodecs.Blosc, "gzip": numcodecs.GZip}
@@ -61,7 +61,7 @@ class ShardCodec:
 
 def shard_codec(array: zarr.Array) -> ShardCodec | None:
     """The :class:`ShardCodec` of ``array``, or ``None`` when its layout is not the one handled here."""
-    meta = array.metadata.to_dict()
+    meta: dict[str, Any] = dict(array.metadata.to_dict())
     codecs = meta.get("codecs") or []
     if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
         return None

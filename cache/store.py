@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import zarr
 
-from cache.schema import CacheInfo
-from pipeline.errors import CacheCorrupt, CacheNotFound, CacheWriteError, PipelineError
+from cache.errors import CacheCorrupt, CacheNotFound, CacheWriteError, PipelineError
+from cache.schema import ALLOCATING, CacheInfo
 
 Mode = Literal["r", "r+", "a", "w"]
 
@@ -72,7 +72,7 @@ def read_info(url: str) -> CacheInfo:
     try:
         return CacheInfo.from_attrs(attrs)
     except KeyError as exc:
-        if attrs.get("gsae_allocating"):
+        if attrs.get(ALLOCATING):
             raise CacheCorrupt(f"store {url}: allocation was interrupted; rerun the harvest to allocate it again") from exc
         raise CacheCorrupt(f"store {url} is not a g-SAE cache (missing attribute {exc})") from exc
     except (TypeError, ValueError) as exc:

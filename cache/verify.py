@@ -7,37 +7,19 @@ from typing import Any
 
 import numpy as np
 
+from cache.errors import CacheCorrupt, PipelineError
 from cache.integrity import array_digest, open_array, validate_layout
 from cache.schema import CacheInfo
 from cache.store import open_group, read_info
-from cache.writer import array_order, shard_digest
-from pipeline.errors import CacheCorrupt, PipelineError
+from cache.writer import shard_digest
 
 
 def describe(url: str) -> dict[str, Any]:
     """Summary of a store: schema, model, hooks, tokens, shards, bytes."""
     info = read_info(url)
-    return {
-        "url": url,
-        "gsae_cache_version": info.version,
-        "key": info.key,
-        "model": info.model,
-        "model_revision": info.model_revision,
-        "tokenizer": info.tokenizer,
-        "dataset": info.dataset,
-        "context_length": info.context_length,
-        "hooks": list(info.hooks),
-        "d_model": info.d_model,
-        "dtype": info.dtype,
-        "loss": info.attrs.get("loss"),
-        "n_tokens": info.n_tokens,
-        "total_tokens": info.total_tokens,
-        "tokens_per_shard": info.tokens_per_shard,
-        "shards_committed": len(info.committed),
-        "shards_total": info.n_shards,
-        "complete": info.complete,
-        "bytes": _store_bytes(url),
-    }
+    summary = {k: v for k, v in info.to_attrs().items() if k not in ("committed", "attrs_sha256")}
+    return {"url": url, **summary, "shards_committed": len(info.committed), "shards_total": info.n_shards,
+            "bytes": _store_bytes(url)}
 
 
 def _store_bytes(url: str) -> int | None:
@@ -86,7 +68,7 @@ def verify(url: str) -> VerifyReport:
     """Validate the layout, then re-read every committed shard and compare its SHA-256 with the committed one."""
     info = read_info(url)
     group = open_group(url, "r")
-    names = array_order(info.hooks, bool(info.attrs.get("has_loss")))
+    names = info.array_names
     bad: list[str] = []
     try:
         validate_layout(url, group, info)

@@ -26,22 +26,20 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from cache.integrity import array_digest, legacy_digest, validate_layout
-from cache.schema import CACHE_VERSION, CacheInfo, act_path, attrs_digest, grad_path
+from cache.errors import CacheMismatch, CacheUsageError, CacheWriteError, NonFiniteError, PipelineError
+from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
+from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, grad_path
 from cache.store import local_url, open_group, read_attrs
-from pipeline.errors import CacheMismatch, CacheWriteError, NonFiniteError, PipelineError
 from pipeline.faults import fault_point
 
 logger = logging.getLogger(__name__)
-
-ALLOCATING = "gsae_allocating"
-"""Attribute present only while a store is being allocated."""
 
 
 def _compressors(name: str, level: int) -> list[Any] | None:
@@ -71,19 +69,9 @@ def writing(url: str, what: str) -> Iterator[None]:
         ) from exc
 
 
-def array_order(hooks: Sequence[str], with_loss: bool) -> list[str]:
-    """The fixed order of array paths used for checksums."""
-    names = ["tokens"]
-    for hook in hooks:
-        names += [act_path(hook), grad_path(hook)]
-    if with_loss:
-        names.append("loss")
-    return names
-
-
 def allocate(
     url: str,
-    attrs: Mapping[str, Any],
+    provenance: Provenance | Mapping[str, Any],
     *,
     hooks: Sequence[str],
     d_model: int,
@@ -95,54 +83,39 @@ def allocate(
     level: int = 3,
     store_loss: bool = False,
 ) -> zarr.Group:
-    """Create a fresh, empty store (overwriting whatever is at ``url``), atomically from the user's view."""
-    marker = {ALLOCATING: True, "key": attrs.get("key")}
+    """Create a fresh, empty store (overwriting whatever is at ``url``), atomically from the user's view.
+
+    ``provenance`` may be given as its attributes (parsed strictly).
+    """
+    if not isinstance(provenance, Provenance):
+        provenance = Provenance.from_attrs(provenance)
+    layout = Layout(tuple(hooks), d_model, dtype, tokens_per_shard, total_tokens,
+                    chunk_tokens=min(chunk_tokens, tokens_per_shard), compressor=compressor, has_loss=store_loss)
+    marker: dict[str, Any] = {ALLOCATING: True, "key": provenance.key}
     with writing(url, "allocation"):
         # the old store is unusable from here on; nothing there (or no readable group): the next line replaces it
         with suppress(Exception):
             open_group(url, "r+").attrs.put(marker)
         group = zarr.open_group(store=local_url(url), mode="w", zarr_format=3, attributes=marker)
         fault_point("allocation")
-        _create_arrays(group, hooks, d_model, total_tokens, tokens_per_shard, chunk_tokens, dtype,
-                       _compressors(compressor, level), store_loss)
-        final = {
-            **attrs,
-            "gsae_cache_version": CACHE_VERSION,
-            "hooks": list(hooks),
-            "d_model": d_model,
-            "dtype": dtype,
-            "tokens_per_shard": tokens_per_shard,
-            "chunk_tokens": min(chunk_tokens, tokens_per_shard),
-            "compressor": compressor,
-            "total_tokens": total_tokens,
-            "has_loss": store_loss,
-            "n_tokens": 0,
-            "committed": [],
-            "complete": False,
-        }
-        group.attrs.put({**final, "attrs_sha256": attrs_digest(final)})
+        _create_arrays(group, layout, _compressors(compressor, level))
+        group.attrs.put(CacheInfo.allocated(provenance, layout).to_attrs())
     return group
 
 
-def _create_arrays(
-    group: zarr.Group, hooks: Sequence[str], d_model: int, total_tokens: int, tokens_per_shard: int,
-    chunk_tokens: int, dtype: str, comp: list[Any] | None, store_loss: bool,
-) -> None:
-    chunk = min(chunk_tokens, tokens_per_shard)
+_WRITE_EMPTY_CHUNKS: Any = {"write_empty_chunks": True}  # every committed shard has a file (zarr types it as a full config)
 
-    def create(path: str, shape: tuple[int, ...], dt: str) -> None:
+
+def _create_arrays(group: zarr.Group, layout: Layout, comp: list[Any] | None) -> None:
+    chunk = layout.chunk_tokens or layout.tokens_per_shard
+    for path in layout.array_names:
+        shape = (layout.total_tokens,) if path in ("tokens", "loss") else (layout.total_tokens, layout.d_model)
+        dt = {"tokens": "int32", "loss": "float32"}.get(path, layout.dtype)
         tail = shape[1:]
         group.create_array(
-            path, shape=shape, chunks=(chunk, *tail), shards=(tokens_per_shard, *tail), dtype=dt,
-            compressors=comp, fill_value=0, config={"write_empty_chunks": True},  # every committed shard has a file
+            path, shape=shape, chunks=(chunk, *tail), shards=(layout.tokens_per_shard, *tail), dtype=dt,
+            compressors=comp, fill_value=0, config=_WRITE_EMPTY_CHUNKS,
         )
-
-    create("tokens", (total_tokens,), "int32")
-    for hook in hooks:
-        create(act_path(hook), (total_tokens, d_model), dtype)
-        create(grad_path(hook), (total_tokens, d_model), dtype)
-    if store_loss:
-        create("loss", (total_tokens,), "float32")
 
 
 _OUR_ARRAYS = ("tokens", "loss")
@@ -176,8 +149,8 @@ class ShardWriter:
         self.url, self.allow_nonfinite = url, allow_nonfinite
         self.group = open_group(url, "r+")
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
-        self.names = array_order(self.info.hooks, bool(self.info.attrs.get("has_loss")))
-        self.arrays = {name: self.group[name] for name in self.names}
+        self.names = self.info.array_names
+        self.arrays: dict[str, zarr.Array] = {name: open_array(url, self.group, name) for name in self.names}
 
     @property
     def next_shard(self) -> int:
@@ -197,11 +170,11 @@ class ShardWriter:
                 data[grad_path(hook)] = np.asarray(grads[hook], dtype=self.info.dtype)
         if "loss" in self.arrays:
             if loss is None:
-                raise PipelineError("store expects a loss array but none was given")
+                raise CacheUsageError("store expects a loss array but none was given")
             data["loss"] = np.asarray(loss, dtype=np.float32)
         for name in self.names:
             if data[name].shape[0] != stop - start:
-                raise PipelineError(f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}")
+                raise CacheUsageError(f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}")
             if name != "tokens" and not self.allow_nonfinite:
                 _check_finite(name, data[name], start, self.info.dtype)
         return data
@@ -216,7 +189,7 @@ class ShardWriter:
     ) -> None:
         """Write every array's rows of shard ``index``, then commit it."""
         if index != self.next_shard:
-            raise PipelineError(f"shard {index} written out of order (next is {self.next_shard})")
+            raise CacheUsageError(f"shard {index} written out of order (next is {self.next_shard})")
         data = self._shard_data(index, tokens, acts, grads, loss)
         start, stop = self.info.shard_rows(index)
         with writing(self.url, f"shard {index}"), ThreadPoolExecutor(len(self.names)) as pool:
@@ -244,7 +217,7 @@ class ShardWriter:
         Returns whether the new data matches the old record's SHA-256 (a deterministic harvest does).
         """
         if index >= self.next_shard:
-            raise PipelineError(f"shard {index} is not committed (next is {self.next_shard})")
+            raise CacheUsageError(f"shard {index} is not committed (next is {self.next_shard})")
         data = self._shard_data(index, tokens, acts, grads, loss)
         start, stop = self.info.shard_rows(index)
         record = self._record(index, data)
@@ -254,7 +227,7 @@ class ShardWriter:
         with writing(self.url, f"shard {index}"):
             for name in self.names:
                 self.arrays[name][start:stop] = data[name]
-            self.group.attrs.update({"committed": committed})
+            self.group.attrs.update(replace(self.info, committed=tuple(committed)).progress_attrs())
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
         return same
 
@@ -268,18 +241,17 @@ class ShardWriter:
         }
 
     def _commit(self, index: int, record: dict[str, Any]) -> None:
-        committed = [*self.info.committed, record]
-        self.group.attrs.update({"committed": committed, "n_tokens": record["rows"][1]})
+        self.group.attrs.update(self.info.with_commit(record).progress_attrs())
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
 
     def finalize(self) -> None:
         """Mark the store complete; refuses while shards are missing or the layout does not check out."""
         if self.next_shard != self.info.n_shards:
-            raise PipelineError(f"cannot finalize: {self.next_shard} of {self.info.n_shards} shards committed")
+            raise CacheUsageError(f"cannot finalize: {self.next_shard} of {self.info.n_shards} shards committed")
         validate_layout(self.url, self.group, self.info)
         fault_point("finalize")
         with writing(self.url, "finalize"):
-            self.group.attrs.update({"complete": True})
+            self.group.attrs.update(replace(self.info, complete=True).progress_attrs())
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
 
 

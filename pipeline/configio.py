@@ -28,7 +28,7 @@ def check(cond: bool, msg: str) -> None:
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):

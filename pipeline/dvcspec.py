@@ -20,9 +20,11 @@ They stay in params.yaml, read by the commands, tracked by no stage.
 ``train.log_every`` is *not* runtime-only: it sets the resolution of the training curves
 and the end-of-training figures (the mean of the last ten curve points), both stage outputs.
 
-The stores: ``train`` reads the keys that name the training store (``store_key``), and
-``evaluate`` those of the held-out store, because ``gsae train`` / ``gsae evaluate``
-recompute the key to find and check the store; a change there reruns the harvest too.
+The stores: ``train`` reads the keys that name the training store, and ``evaluate`` those
+of the held-out store, because ``gsae train`` / ``gsae evaluate`` check that the store the
+harvest recorded was harvested with these settings (:mod:`pipeline.stores`; the key itself
+is recomputed only for a store without the harvest's pointer); a change there reruns the
+harvest too.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ _STORE_FORMAT = {
     "harvest.dtype", "harvest.compressor", "harvest.compression_level", "harvest.store_loss",
 }
 _TRAIN_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {"data.split", "harvest.tokens", "harvest.store", "harvest.autocast"}
-"""What ``store_key`` / ``store_url`` read for the training store."""
+"""What ``pipeline.stores`` reads to find and check the training store."""
 _HELDOUT_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {
     "evaluate.tokens", "evaluate.store", "evaluate.first_token", "evaluate.harvest_tokens",
 }

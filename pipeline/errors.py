@@ -6,9 +6,20 @@ The CLI turns any ``PipelineError`` into one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
-
-class PipelineError(Exception):
-    """Base class of all errors the pipeline reports to users."""
+# The root and the cache format's errors live with the format (cache/ imports nothing from here).
+from cache.errors import (  # noqa: F401  (re-exported)
+    CacheCorrupt,
+    CacheError,
+    CacheIncomplete,
+    CacheLocked,
+    CacheMismatch,
+    CacheNotFound,
+    CacheUsageError,
+    CacheWriteError,
+    NonFiniteError,
+    PipelineError,
+    ShardMissing,
+)
 
 
 class ConfigError(PipelineError, ValueError):
@@ -23,26 +34,6 @@ class DataError(PipelineError, ValueError):
     """The text source is missing, empty, or cannot be tokenized as asked."""
 
 
-class CacheNotFound(PipelineError, FileNotFoundError):
-    """No cache store exists at the given path or URL."""
-
-
-class CacheWriteError(PipelineError, OSError):
-    """A store could not be created or written (permissions, a missing bucket, a full disk); it stays resumable."""
-
-
-class CacheMismatch(PipelineError, ValueError):
-    """A store exists but was written for different settings (another key)."""
-
-
-class CacheIncomplete(PipelineError, RuntimeError):
-    """A store is not finished (``complete`` is false) but was needed whole."""
-
-
-class CacheCorrupt(PipelineError, OSError):
-    """A committed shard does not match its checksum or cannot be read."""
-
-
 class SAEFormatError(PipelineError, ValueError):
     """A trained SAE directory is missing files or holds inconsistent tensors."""
 
@@ -55,17 +46,6 @@ class ExportError(PipelineError, ValueError):
     """A trained SAE cannot be written in the requested external format."""
 
 
-class CacheLocked(PipelineError, RuntimeError):
-    """Another live process holds the store's write lock."""
-
-
-class NonFiniteError(PipelineError, FloatingPointError):
-    """NaN or inf values where finite numbers are required (harvested data, a training loss)."""
-
-
 class OutputError(PipelineError, OSError):
     """An output folder or file cannot be written."""
 
-
-class ShardMissing(CacheCorrupt):
-    """A shard's file is absent (zarr reads that as fill values; the commit digest decides)."""

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from cache.reader import open_store, read_rows
-from cache.schema import CacheInfo
+from cache.schema import CacheInfo, block_index, usable_rows
 from pipeline.config import Params
 from pipeline.errors import ConfigError, NothingToEvaluate, SAEFormatError
-from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats, usable_rows
+from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats
 from pipeline.models import LoadedModel, load_model
 from pipeline.naming import BETA0_SUFFIX, series_name
 from pipeline.plotdata import read_curves, write_plot_data, write_summary
@@ -48,7 +48,7 @@ from pipeline.plots import make_plots
 from pipeline.report import VariantResult, write_metrics, write_report
 from pipeline.saes.base import SAE
 from pipeline.saes.io import WEIGHTS, load_sae, weights_file
-from pipeline.splice import Edit, sae_editor, splice_losses, zero_editor
+from pipeline.splice import Edit, SpliceResult, sae_editor, splice_losses, zero_editor
 from pipeline.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,11 @@ def find_variants(out_dir: str | Path) -> list[Path]:
 
 def hook_block(lm: LoadedModel, hook: str) -> int:
     """Block index of ``hook`` (``model.layers.15`` → 15), checked against the model's block path."""
-    prefix, _, tail = hook.rpartition(".")
-    if not tail.isdigit():
+    block = block_index(hook)
+    if block is None:
         raise SAEFormatError(f"hook_name {hook!r} does not end in a block index")
-    if prefix != lm.block_path:
+    if hook.rpartition(".")[0] != lm.block_path:
         raise ConfigError(f"hook {hook!r} is not a block of {lm.name} (its blocks are {lm.block_path}.N)")
-    block = int(tail)
     if block >= lm.n_layers:
         raise ConfigError(f"hook {hook!r}: {lm.name} has blocks 0..{lm.n_layers - 1}")
     return block
@@ -131,68 +130,100 @@ def load_entries(params: Params, lm: LoadedModel, info: CacheInfo) -> list[Entry
     return entries
 
 
-def run_evaluate(
-    params: Params, *, store_url: str, expected_key: str | None = None, lm: LoadedModel | None = None
-) -> dict[str, dict[str, float]]:
-    """Evaluate every variant in ``train.out_dir`` on the held-out store; returns the metrics."""
-    ev = params.evaluate
-    t0 = time.perf_counter()
-    find_variants(params.train.out_dir)  # fail fast, before loading the LM
-    info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
-    T = info.context_length
-    first = ev.first_token
-    n_ctx = min(ev.tokens, max(0, info.n_tokens - first)) // T
+@dataclass(frozen=True)
+class _HeldOut:
+    """The evaluated window of the held-out store: contexts, and rows per hook."""
+
+    ids: torch.Tensor
+    """[n_ctx, T] token ids."""
+    acts: dict[str, np.ndarray]
+    """hook → [n_ctx·T, d] stored activations."""
+    grads: dict[str, np.ndarray]
+    """hook → [n_ctx·T, d] stored gradients."""
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.ids.shape[0])
+
+    def view(self, rows: np.ndarray) -> torch.Tensor:
+        """[n_ctx, T, d] of ``rows``."""
+        return torch.from_numpy(rows).view(*self.ids.shape, -1)
+
+
+def _window(params: Params, info: CacheInfo, store_url: str) -> int:
+    """Whole contexts evaluated from ``evaluate.first_token`` on; ``ConfigError`` when there are none."""
+    ev, T = params.evaluate, info.context_length
+    n_ctx = min(ev.tokens, max(0, info.committed_tokens - ev.first_token)) // T
     if n_ctx == 0:
-        raise ConfigError(
-            f"{store_url} holds no whole context from token {first} on ({info.n_tokens} tokens, evaluate.tokens={ev.tokens})"
-        )
+        raise ConfigError(f"{store_url} holds no whole context from token {ev.first_token} on "
+                          f"({info.committed_tokens} tokens, evaluate.tokens={ev.tokens})")
     if n_ctx * T < ev.tokens:
         log.warning("evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens)
-    lm = lm or load_model(params.model)
-    entries = load_entries(params, lm, info)
-    hooks = sorted({e.hook for e in entries})
+    return n_ctx
+
+
+def _read_held_out(store_url: str, info: CacheInfo, hooks: list[str], first: int, n_ctx: int) -> _HeldOut:
+    T = info.context_length
     acts: dict[str, np.ndarray] = {}
     grads: dict[str, np.ndarray] = {}
-    tokens = None
+    tokens = np.zeros(0, np.int32)
     for hook in hooks:
         open_store(store_url, hook=hook)
         tokens, acts[hook], grads[hook] = read_rows(store_url, hook, first, first + n_ctx * T)
-    assert tokens is not None
-    ids = torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T)
-    rows = usable_rows(n_ctx * T, T)
+    return _HeldOut(torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T), acts, grads)
 
+
+def _reconstructions(entries: list[Entry], data: _HeldOut) -> dict[str, ReconStats]:
+    """FVU, L0, latent statistics of every entry on the non-first positions."""
+    rows = usable_rows(0, data.ids.numel(), data.ids.shape[1])
     recon: dict[str, ReconStats] = {}
     for e in entries:
-        recon[e.name] = recon_stats(e.sae, acts[e.hook][rows], grads[e.hook][rows])
-        log.info("%s: fvu %.4f, l0 %.1f, dead %.3f", e.name, recon[e.name].fvu, recon[e.name].l0, recon[e.name].dead_frac)
+        recon[e.name] = r = recon_stats(e.sae, data.acts[e.hook][rows], data.grads[e.hook][rows])
+        log.info("%s: fvu %.4f, l0 %.1f, dead %.3f", e.name, r.fvu, r.l0, r.dead_frac)
+    return recon
 
-    d = info.d_model
-    grads_t = {h: torch.from_numpy(g).view(n_ctx, T, d) for h, g in grads.items()}
+
+def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: _HeldOut) -> SpliceResult:
+    """CE and KL with each SAE's reconstruction (and zero ablation of each hook) spliced in."""
+    ev = params.evaluate
     blocks = {e.hook: e.block for e in entries}
+    grads_t = {h: data.view(g) for h, g in data.grads.items()}
     edits = {e.name: Edit(e.block, sae_editor(e.sae, grads_t[e.hook])) for e in entries}
-    edits |= {f"zero:{h}": Edit(blocks[h], zero_editor()) for h in hooks}
-    stored = {blocks[h]: torch.from_numpy(acts[h]).view(n_ctx, T, d) for h in hooks}
-    spliced = splice_losses(
-        lm, ids, edits, batch_size=ev.batch_size, stored_acts=stored, mode=ev.splice,
-        edits_per_forward=ev.edits_per_forward,
-    )
+    edits |= {f"zero:{h}": Edit(b, zero_editor()) for h, b in blocks.items()}
+    stored = {blocks[h]: data.view(a) for h, a in data.acts.items()}
+    spliced = splice_losses(lm, data.ids, edits, batch_size=ev.batch_size, stored_acts=stored, mode=ev.splice,
+                            edits_per_forward=ev.edits_per_forward)
     for block, err in spliced.act_rel_err.items():
         level = logging.WARNING if err > 0.02 else logging.INFO
         log.log(level, "block %d: live vs stored activation relative error %.2e", block, err)
+    return spliced
 
+
+def _steering(
+    params: Params, lm: LoadedModel, entries: list[Entry], data: _HeldOut, recon: dict[str, ReconStats]
+) -> tuple[dict[str, SteerResult], np.ndarray]:
+    """Steering figures of every trained entry (not the β = 0 twins), and the contexts used."""
+    ev = params.evaluate
     steer: dict[str, SteerResult] = {}
-    ctx_idx = pick_contexts(n_ctx, ev.steer_contexts, ev.seed)
-    if ev.steer_latents > 0 and ctx_idx.size > 0:
-        ref = clean_reference(lm, ids[torch.from_numpy(ctx_idx)], ev.batch_size, tuple(sorted(set(blocks.values()))))
-        for e in entries:
-            if e.name.endswith(BETA0_SUFFIX):
-                continue
+    ctx_idx = pick_contexts(data.n_ctx, ev.steer_contexts, ev.seed)
+    if ev.steer_latents == 0 or ctx_idx.size == 0:
+        return steer, ctx_idx
+    blocks = tuple(sorted({e.block for e in entries}))
+    ref = clean_reference(lm, data.ids[torch.from_numpy(ctx_idx)], ev.batch_size, blocks)
+    for e in entries:
+        if not e.name.endswith(BETA0_SUFFIX):
             steer[e.name] = steer_sae(
                 lm, e.block, ref, e.sae.W_dec, recon[e.name].freq, recon[e.name].mean_act,
                 n_latents=ev.steer_latents, scale=ev.steer_scale, seed=ev.seed, name=e.name,
                 batch_size=ev.batch_size,
             )
+    return steer, ctx_idx
 
+
+def _results(
+    entries: list[Entry], recon: dict[str, ReconStats], spliced: SpliceResult, steer: dict[str, SteerResult]
+) -> tuple[dict[str, dict[str, float]], list[VariantResult]]:
+    """The metrics (variant → figures) and the per-variant results the report and plots read."""
     metrics: dict[str, dict[str, float]] = {}
     results: list[VariantResult] = []
     for e in entries:
@@ -204,10 +235,28 @@ def run_evaluate(
             VariantResult(e.name, e.group, str(e.cfg["architecture"]), int(e.cfg["k"]),
                           None if seed is None else int(seed), m, steer.get(e.name), hook=e.hook)
         )
+    return metrics, results
+
+
+def run_evaluate(
+    params: Params, *, store_url: str, expected_key: str | None = None, lm: LoadedModel | None = None
+) -> dict[str, dict[str, float]]:
+    """Evaluate every variant in ``train.out_dir`` on the held-out store; returns the metrics."""
+    t0 = time.perf_counter()
+    find_variants(params.train.out_dir)  # fail fast, before loading the LM
+    info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
+    n_ctx = _window(params, info, store_url)
+    lm = lm or load_model(params.model)
+    entries = load_entries(params, lm, info)
+    data = _read_held_out(store_url, info, sorted({e.hook for e in entries}), params.evaluate.first_token, n_ctx)
+    recon = _reconstructions(entries, data)
+    spliced = _splice(params, lm, entries, data)
+    steer, ctx_idx = _steering(params, lm, entries, data, recon)
+    metrics, results = _results(entries, recon, spliced, steer)
     elapsed = time.perf_counter() - t0
     settings = _settings(params, lm, info, store_url, entries, n_ctx, ctx_idx, spliced.act_rel_err, elapsed)
     _write_outputs(params, metrics, results, settings)
-    log.info("evaluated %d entries in %.1f s → %s", len(entries), elapsed, ev.out)
+    log.info("evaluated %d entries in %.1f s → %s", len(entries), elapsed, params.evaluate.out)
     return metrics
 
 

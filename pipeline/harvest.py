@@ -10,7 +10,6 @@ A background thread compresses and writes finished shards while the next is comp
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -26,12 +25,13 @@ from tqdm.auto import tqdm
 
 from cache import store as cache_store
 from cache.lock import StoreLock
-from cache.schema import LOSS_DEFINITION, content_key
+from cache.schema import LOSS_DEFINITION, Provenance, content_key
 from cache.writer import ShardWriter, allocate, check_same_key, interrupted_allocation
 from pipeline.config import Params, params_to_dict
 from pipeline.errors import CacheCorrupt, ConfigError
-from pipeline.models import LoadedModel, _pretrained_source, edit_block_output, load_model, model_identity
-from pipeline.text import iter_documents, pack_contexts, source_fingerprint
+from pipeline.models import LoadedModel, edit_block_output, load_model
+from pipeline.stores import harvest_rows, key_fields, record_store, store_url
+from pipeline.text import iter_documents, pack_contexts
 
 log = logging.getLogger(__name__)
 
@@ -85,57 +85,6 @@ def forward_backward(
         dict(zip(layers, (g.detach() for g in grads), strict=True)),
         loss,
     )
-
-
-def key_fields(params: Params) -> dict[str, Any]:
-    """Everything that determines a store's contents (hashed into its key)."""
-    _, _, revision = _pretrained_source(params.model)
-    h, d = params.harvest, params.data
-    n_ctx = h.tokens // d.context_length
-    fields = {
-        "model": model_identity(params.model),
-        "model_revision": revision,
-        "model_dtype": params.model.dtype,
-        "dataset": source_fingerprint(d),
-        "context_length": d.context_length,
-        "layers": list(h.layers),
-        "dtype": h.dtype,
-        "tokens_per_shard": h.tokens_per_shard,
-        "chunk_tokens": h.chunk_tokens,
-        "compressor": [h.compressor, h.compression_level],
-        "store_loss": h.store_loss,
-        "n_tokens": n_ctx * d.context_length,
-    }
-    if h.autocast != "none":  # only when set, so stores harvested before the option keep their keys
-        fields["autocast"] = h.autocast
-    return fields
-
-
-def store_key(params: Params) -> str:
-    """The content key of the store these params describe."""
-    return content_key(key_fields(params))
-
-
-def store_url(params: Params, key: str | None = None) -> str:
-    """``harvest.store``, or ``<cache_root>/<split>/<key16>.zarr`` when it is ``auto``."""
-    if params.harvest.store != "auto":
-        return params.harvest.store
-    key = key or store_key(params)
-    return f"{params.harvest.cache_root.rstrip('/')}/{params.data.split}/{key[:16]}.zarr"
-
-
-def heldout_params(params: Params) -> Params:
-    """Params of the held-out harvest that evaluation reads (split, tokens and store swapped).
-
-    The held-out store is always harvested without autocast: evaluation figures must not
-    depend on the speed knob of the training harvest.
-    """
-    ev = params.evaluate
-    data = dataclasses.replace(params.data, split="heldout")
-    harvest = dataclasses.replace(
-        params.harvest, tokens=ev.harvest_tokens or ev.first_token + ev.tokens, store=ev.store, autocast="none"
-    )
-    return dataclasses.replace(params, data=data, harvest=harvest)
 
 
 def _validate(params: Params, lm: LoadedModel) -> list[str]:
@@ -192,21 +141,21 @@ class _BackgroundWriter:
             raise self.error
 
 
-def _store_attrs(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Group attributes describing what the store holds (DESIGN §3)."""
-    return {
-        "key": key,
-        "model": lm.name,
-        "model_revision": lm.revision,
-        "model_dtype": params.model.dtype,
-        "tokenizer": lm.tokenizer_name,
-        "dataset": fields["dataset"],
-        "context_length": params.data.context_length,
-        "layers": list(params.harvest.layers),
-        "loss": LOSS_DEFINITION,
+def _provenance(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any]) -> Provenance:
+    """What the store records about its rows' origin (DESIGN §3)."""
+    return Provenance(
+        key=key,
+        model=lm.name,
+        model_revision=lm.revision,
+        model_dtype=params.model.dtype,
+        tokenizer=lm.tokenizer_name,
+        dataset=fields["dataset"],
+        context_length=params.data.context_length,
+        layers=tuple(params.harvest.layers),
+        loss=LOSS_DEFINITION,
         # Where the store lives is not part of what it holds: keep attrs path-independent.
-        "harvest": {k: v for k, v in params_to_dict(params.harvest).items() if k not in ("store", "cache_root")},
-    }
+        harvest={k: v for k, v in params_to_dict(params.harvest).items() if k not in ("store", "cache_root")},
+    )
 
 
 def clean_debris(url: str) -> int:
@@ -241,10 +190,10 @@ def run_harvest(
     fields = key_fields(params)
     key = content_key(fields)
     url = store_url(params, key)
-    T = params.data.context_length
+    T, rows = params.data.context_length, harvest_rows(params)
     if params.harvest.tokens % T:
         log.warning("harvest.tokens %d is not a multiple of data.context_length %d: harvesting %d tokens (%d contexts)",
-                    params.harvest.tokens, T, fields["n_tokens"], fields["n_tokens"] // T)
+                    params.harvest.tokens, T, rows, rows // T)
     with StoreLock(url, break_lock=break_lock) as lock:
         fresh = overwrite or not cache_store.exists(url)
         if not fresh and interrupted_allocation(url):
@@ -253,6 +202,7 @@ def run_harvest(
         existing = None if fresh else check_same_key(url, key)
         if existing is not None and not repair and existing.complete:
             log.info("%s is complete for these params: nothing to do", url)
+            record_store(params, url, key)
             return url
         if existing is not None:
             clean_debris(url)
@@ -260,12 +210,12 @@ def run_harvest(
             raise CacheCorrupt(f"store {url} cannot be repaired (nothing usable there); harvest it again")
         lm = lm or load_model(params.model)
         hooks = _validate(params, lm)
-        n_ctx = fields["n_tokens"] // T
+        n_ctx = rows // T
         contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, T, n_ctx)
         if existing is None:
             h = params.harvest
             allocate(
-                url, _store_attrs(params, lm, key, fields),
+                url, _provenance(params, lm, key, fields),
                 hooks=hooks, d_model=lm.d_model, total_tokens=n_ctx * T, tokens_per_shard=h.tokens_per_shard,
                 chunk_tokens=h.chunk_tokens, dtype=h.dtype, compressor=h.compressor, level=h.compression_level,
                 store_loss=h.store_loss,
@@ -278,7 +228,8 @@ def run_harvest(
         _harvest_shards(params, lm, hooks, contexts, writer, on_commit, lock)
         if not writer.info.complete:
             writer.finalize()
-    log.info("harvest complete: %s (%d tokens)", url, writer.info.n_tokens)
+    record_store(params, url, key)
+    log.info("harvest complete: %s (%d tokens)", url, writer.info.committed_tokens)
     return url
 
 
@@ -346,7 +297,7 @@ def _harvest_shards(
 ) -> None:
     info = writer.info
     bg = _BackgroundWriter(writer, on_commit)
-    bar = tqdm(total=info.total_tokens, initial=info.n_tokens, unit="tok", unit_scale=True, desc="harvest")
+    bar = tqdm(total=info.total_tokens, initial=info.committed_tokens, unit="tok", unit_scale=True, desc="harvest")
     try:
         for index in range(writer.next_shard, info.n_shards):
             shard = _compute_shard(params, lm, hooks, contexts, writer, index, bar)

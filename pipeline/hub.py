@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +83,42 @@ def cached_model(repo_id: str, revision: str | None) -> bool:
     except Exception:  # a malformed id: let the loader report it
         return False
     return isinstance(found, str)
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def _cached_commit(repo_id: str, revision: str, repo_type: str, cache_dir: str | None) -> str | None:
+    """The commit ``revision`` points at in the local hub cache (its ``refs/<revision>`` file), if there."""
+    from huggingface_hub import constants
+
+    folder = Path(cache_dir or constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    ref = folder / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text().strip()
+        return commit if _COMMIT.fullmatch(commit) else None
+    return None
+
+
+@functools.lru_cache(maxsize=32)  # one answer per process: the key and the loading see the same commit
+def resolve_commit(
+    repo_id: str, revision: str | None, repo_type: str = "model", cache_dir: str | None = None
+) -> str | None:
+    """The commit a hub repo's ``revision`` (default ``main``) resolves to now.
+
+    Asked from the hub when it can be used (:func:`hub_access`), else read from the local
+    hub cache; ``None`` when neither knows (loading will then fail with its own line).
+    A full commit hash is returned as is. Keys and attributes record this commit, not
+    the moving name, so a new upload under ``main`` makes a new store.
+    """
+    rev = revision or "main"
+    if _COMMIT.fullmatch(rev):
+        return rev
+    if hub_access("TRANSFORMERS_OFFLINE" if repo_type == "model" else "HF_DATASETS_OFFLINE") is None:
+        try:
+            from huggingface_hub import HfApi
+
+            return HfApi(endpoint=endpoint()).repo_info(repo_id, revision=rev, repo_type=repo_type).sha
+        except Exception as exc:  # unknown repo, gated, a network error: let the loader report it
+            log.debug("cannot resolve %s@%s on the hub: %s", repo_id, rev, exc)
+    return _cached_commit(repo_id, rev, repo_type, cache_dir)

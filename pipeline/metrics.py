@@ -43,12 +43,6 @@ class ReconStats:
     """Fraction of selections the gradient changed (None for gradient-free architectures)."""
 
 
-def usable_rows(n_rows: int, context_length: int) -> np.ndarray:
-    """Indices of rows that are not the first position of a context."""
-    rows = np.arange(n_rows)
-    return rows[rows % context_length != 0]
-
-
 @torch.no_grad()
 def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 4096) -> ReconStats:
     """Encode/decode act [N, d] (with grad [N, d]) in chunks and accumulate the metrics."""

@@ -26,7 +26,7 @@ from pipeline.config import ModelConfig
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.filehash import file_digests
-from pipeline.hub import cached_model, hub_access
+from pipeline.hub import cached_model, hub_access, resolve_commit
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ class LoadedModel:
 
     @property
     def d_model(self) -> int:
-        return int(self.model.config.hidden_size)
+        cfg: Any = self.model.config
+        return int(cfg.hidden_size)
 
     @property
     def n_layers(self) -> int:
@@ -106,7 +107,7 @@ def _fingerprint_dir(folder: Path) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
-def _pretrained_source(cfg: ModelConfig) -> tuple[str, dict[str, Any], str]:
+def pretrained_source(cfg: ModelConfig) -> tuple[str, dict[str, Any], str]:
     """(path or id, extra from_pretrained kwargs, revision string)."""
     if cfg.name == SMOLLM2_ALIAS:
         gguf = smollm2_gguf()
@@ -118,7 +119,10 @@ def _pretrained_source(cfg: ModelConfig) -> tuple[str, dict[str, Any], str]:
         return str(path), {}, _fingerprint_dir(path)
     if cfg.name.startswith((".", "/", "~")) or cfg.name.count("/") > 1:
         raise ModelLoadError(f"model folder not found: {cfg.name}")
-    return cfg.name, {"revision": cfg.revision} if cfg.revision else {}, cfg.revision or "main"
+    # a hub id: load and record the commit the revision resolves to now, not the moving name
+    commit = resolve_commit(cfg.name, cfg.revision)
+    revision = commit or cfg.revision
+    return cfg.name, {"revision": revision} if revision else {}, revision or "main"
 
 
 def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
@@ -161,7 +165,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     """Load, freeze and place the LM and its tokenizer as ``cfg`` says."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, extra, revision = _pretrained_source(cfg)
+    source, extra, revision = pretrained_source(cfg)
     if cfg.name != SMOLLM2_ALIAS and not Path(source).expanduser().exists():
         extra = {**extra, **_hub_kwargs(cfg)}
     device = resolve_device(cfg.device, "model.device")
@@ -175,7 +179,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         raise ModelLoadError(f"cannot load model {cfg.name!r}: {first}") from exc
     model.requires_grad_(False)
     model.eval()
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to() for a model argument
     path, blocks = find_blocks(model)
     log.info("loaded %s (%d blocks at %s, d=%d) on %s", cfg.name, len(blocks), path, model.config.hidden_size, device)
     tok_name = cfg.name if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name)

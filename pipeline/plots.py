@@ -159,7 +159,7 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
     for ax, col, label in ((axes[0], 2, "KL(p_steered ‖ p_clean) per token"),
                            (axes[1], 3, "max |Δ log p| (most-affected token)")):
         if boxes:
-            data = [b[col] for b in boxes]
+            data: list[np.ndarray] = [np.asarray(b[col]) for b in boxes]
             art = ax.boxplot(data, showfliers=True, patch_artist=True)
             for patch, b in zip(art["boxes"], boxes, strict=True):
                 patch.set_facecolor(colours[b[0]])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pipeline.models import LoadedModel
-from pipeline.splice import keep_first, logits
+from pipeline.splice import keep_first, kl_sum, logits
 from pipeline.suffix import PrefixCapture, suffix_logits
 
 
@@ -120,9 +120,9 @@ def steer_effects(
         add = vectors[lat]  # [b, d]
         logp = F.log_softmax(_steered_logits(lm, block, ref, ctx, add)[:, 1:], dim=-1).cpu()
         for row in range(len(chunk)):  # row by row: no [b, T, V] temporaries
-            diff = logp[row] - ref.logp[int(ctx[row]), 1:]
-            kl[lat[row]] += float(torch.einsum("tv,tv->t", logp[row].exp(), diff).double().sum())
-            dlogp[lat[row]] += diff.sum(dim=0).double()
+            clean = ref.logp[int(ctx[row]), 1:]
+            kl[lat[row]] += kl_sum(logp[row].exp(), logp[row], clean)
+            dlogp[lat[row]] += (logp[row] - clean).sum(dim=0).double()
         del logp
         bar.update(len(chunk))
     bar.close()

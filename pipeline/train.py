@@ -39,18 +39,18 @@ import numpy as np
 import torch
 
 from cache.reader import BatchReader, open_store, read_rows, resolve_hook
-from cache.schema import CacheInfo
+from cache.schema import CacheInfo, usable_rows
 from pipeline import distributed
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import Params, TrainConfig, params_to_dict
 from pipeline.devices import resolve_device
-from pipeline.errors import CacheMismatch, ConfigError, NonFiniteError
+from pipeline.errors import ConfigError, NonFiniteError
 from pipeline.fileio import atomic_write_text, check_writable, dumps_json
 from pipeline.plotdata import run_info_path, write_curves
 from pipeline.saes.io import save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
 from pipeline.sweep import VariantSpec, expand_grid
-from pipeline.trainer import Trainer, tune_allocator
+from pipeline.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +65,15 @@ def sample_tokens(
     url: str, hook: str, info: CacheInfo, n: int, seed: int, exclude_first: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n`` usable rows (act, grad) float32 [n, d] from shards in a seeded random order."""
-    n_shards = -(-info.n_tokens // info.tokens_per_shard)
     rng = np.random.default_rng([seed, 0xC0FFEE])
     acts, grads, have = [], [], 0
-    for shard in rng.permutation(n_shards):
-        start, stop = info.shard_rows(int(shard))
-        stop = min(stop, info.n_tokens)
+    for shard in rng.permutation(info.committed_shards):
+        start, stop = info.committed_rows(int(shard))
         _, a, g = read_rows(url, hook, start, stop, info=info)
-        if exclude_first:
-            keep = np.arange(start, stop) % info.context_length != 0
-            a, g = a[keep], g[keep]
-        acts.append(a)
-        grads.append(g)
-        have += len(a)
+        keep = usable_rows(start, stop, info.context_length, exclude_first)
+        acts.append(a[keep])
+        grads.append(g[keep])
+        have += len(keep)
         if have >= n:
             break
     act, grad = np.concatenate(acts), np.concatenate(grads)
@@ -85,14 +81,6 @@ def sample_tokens(
         pick = np.sort(rng.choice(len(act), n, replace=False))
         act, grad = act[pick], grad[pick]
     return act, grad
-
-
-def _hook_layer(hook: str, layer: int | None) -> int | None:
-    """Block index of ``hook`` (``train.layer``, else the hook name's trailing integer)."""
-    if layer is not None:
-        return layer
-    tail = hook.rsplit(".", 1)[-1]
-    return int(tail) if tail.isdigit() else None
 
 
 def _fingerprint(cfg: TrainConfig, info: CacheInfo, hook: str, specs: list[VariantSpec]) -> dict[str, Any]:
@@ -128,20 +116,6 @@ def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dic
     }
 
 
-def check_store_matches(params: Params, info: CacheInfo, url: str) -> None:
-    """``CacheMismatch`` when an explicitly given store holds another model or not the layer the params say."""
-    layer = params.train.layer if params.train.layer is not None else params.harvest.layers[0]
-    layers = params.train.grid.layer or (layer,)
-    if info.model != params.model.name:
-        raise CacheMismatch(f"store {url} holds model {info.model!r}, params say {params.model.name!r}; "
-                            "fix model.name or pass --allow-other-store")
-    stored = info.attrs.get("layers")
-    missing = [lay for lay in layers if isinstance(stored, list) and lay not in stored]
-    if missing:
-        raise CacheMismatch(f"store {url} holds layers {stored}, params train layer {missing[0]}; "
-                            "fix train.layer / harvest.layers or pass --allow-other-store")
-
-
 def _group_by_layer(specs: list[VariantSpec]) -> dict[int | None, list[VariantSpec]]:
     """Specs per ``spec.layer`` in grid order (``None``: the run's one layer)."""
     groups: dict[int | None, list[VariantSpec]] = {}
@@ -157,22 +131,17 @@ def _curve_order(specs: list[VariantSpec]) -> Callable[[dict[str, Any]], tuple[i
     return lambda row: (pos[row["variant"]][0], int(row["step"]), pos[row["variant"]][1])
 
 
-def run_train(
-    params: Params, *, store_url: str, expected_key: str | None, check_params: bool = False
-) -> dict[str, Any]:
+def run_train(params: Params, *, store_url: str, expected_key: str | None) -> dict[str, Any]:
     """Train every variant of ``params.train.grid`` on the store at ``store_url``.
 
     Returns the metrics dict written to ``train.metrics_out`` (variant → final figures).
-    Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``;
-    ``check_params`` also refuses a store of another model or layer than the params say.
+    Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``.
+    Which store to train on is :mod:`pipeline.stores`' decision.
     Under torchrun (``WORLD_SIZE`` > 1) the processes share the work per ``train.parallel``
     (:mod:`pipeline.distributed`); rank 0 writes the curves and metrics.
     """
     cfg = params.train
-    tune_allocator()
     info = open_store(store_url, expected_key=expected_key)
-    if check_params:
-        check_store_matches(params, info, store_url)
     d = info.d_model
     specs = expand_grid(cfg.grid)
     for spec in specs:
@@ -198,18 +167,18 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
     total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
     out_dir = Path(cfg.out_dir)
     mine = distributed.my_share(ctx, specs)
-    trained: list[tuple[Trainer, str, int | None]] = []
+    trained: list[tuple[Trainer, str]] = []
     epoch_tokens, seconds = 1, 0.0
     for layer, group in _group_by_layer(mine).items():
         trainer, hook, epoch_tokens, fit_seconds = _train_layer(cfg, info, store_url, layer, group, total_steps,
                                                                 device, ctx)
-        trained.append((trainer, hook, layer))
+        trained.append((trainer, hook))
         seconds += fit_seconds
 
     metrics: dict[str, Any] = {}
     writes = []
     curve: list[dict[str, Any]] = []
-    for trainer, hook, layer in trained:
+    for trainer, hook in trained:
         epochs = trainer.tokens / epoch_tokens
         last = _final_figures(trainer.curve)
         curve += trainer.curve
@@ -218,24 +187,8 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
                 raise NonFiniteError(f"variant {name}: weights are NaN/inf after {trainer.step} steps (training "
                                      "diverged); nothing written")
             final = last.get(name, {})
-            dead = trainer.dead_fraction(name)
-            figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"), "dead_frac": dead,
-                       "tokens": trainer.tokens, "steps": trainer.step, "epochs": epochs}
-            if "selection_shift" in final:
-                figures["selection_shift"] = final["selection_shift"]
-            metrics[name] = figures
-            # train.parallel is left out: the files do not depend on the process layout.
-            training = {k: val for k, val in params_to_dict(cfg).items() if k != "parallel"}
-            sae_cfg = {
-                "variant": name, "hook_name": hook, "hook_layer": _hook_layer(hook, cfg.layer if layer is None else layer),
-                "model": info.model, "model_name": info.model,
-                "model_revision": info.model_revision, "cache_key": info.key, "cache_store": store_url,
-                "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
-                "prepend_bos": True, "expansion": v.spec.expansion,
-                "training": {**training, "grid": None, "lr": v.spec.lr, "init_seed": v.spec.seed},
-                "tokens_seen": trainer.tokens, "dead_frac": dead, "final_fvu": final.get("fvu"),
-                "exclude_first": cfg.exclude_first,
-            }
+            metrics[name] = _variant_figures(trainer, name, final, epochs)
+            sae_cfg = _sae_provenance(cfg, info, store_url, hook, trainer, name, final)
             writes.append((name, lambda folder, sae=v.sae, c=sae_cfg, s=trainer.act_scale: save_sae(sae, folder, c,
                                                                                                    act_scale=s)))
     if ctx.split_variants:  # rank 0 merges every rank's rows and figures
@@ -257,6 +210,33 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
         logger.debug("curve files: %s", curves)
     distributed.barrier(ctx)
     return metrics
+
+
+def _variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs: float) -> dict[str, Any]:
+    """The metrics entry of one variant."""
+    figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"),
+               "dead_frac": trainer.dead_fraction(name), "tokens": trainer.tokens, "steps": trainer.step,
+               "epochs": epochs}
+    if "selection_shift" in final:
+        figures["selection_shift"] = final["selection_shift"]
+    return figures
+
+
+def _sae_provenance(cfg: TrainConfig, info: CacheInfo, store_url: str, hook: str, trainer: Trainer, name: str,
+                    final: dict[str, float]) -> dict[str, Any]:
+    """What ``cfg.json`` records beside the SAE's own settings: store, hook, training run."""
+    spec = trainer.variants[name].spec
+    # train.parallel is left out: the files do not depend on the process layout.
+    training = {k: val for k, val in params_to_dict(cfg).items() if k != "parallel"}
+    return {
+        "variant": name, "hook_name": hook, "hook_layer": info.layer_of(hook), "model": info.model,
+        "model_name": info.model, "model_revision": info.model_revision, "cache_key": info.key,
+        "cache_store": store_url, "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
+        "prepend_bos": True, "expansion": spec.expansion,
+        "training": {**training, "grid": None, "lr": spec.lr, "init_seed": spec.seed},
+        "tokens_seen": trainer.tokens, "dead_frac": trainer.dead_fraction(name), "final_fvu": final.get("fvu"),
+        "exclude_first": cfg.exclude_first,
+    }
 
 
 def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int | None, specs: list[VariantSpec],

@@ -22,7 +22,7 @@ its ``grad_scale``):
 
 Variants are trained in a Python loop. Stacking equal-shape variants into one batched
 ``bmm`` was measured on 2 CPU cores (benchmarks/train.py, figure d): once the allocator
-is tuned (:func:`tune_allocator`) the stacked step takes the same time as the loop
+is tuned (:func:`stages.allocator.tune_allocator`) the stacked step takes the same time as the loop
 (stacked/loop 1.01), so the simpler loop stays.
 
 The trainer is deterministic on CPU given its inputs, and ``state_dict`` captures
@@ -32,9 +32,7 @@ from a checkpoint and fed the same batches from the same step ends bit-identical
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import platform
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,29 +65,6 @@ class Variant:
     """[n] int64 tokens since each latent last fired."""
     sums: dict[str, float] = field(default_factory=dict)
     count: int = 0
-
-
-def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
-    """glibc only: serve large blocks from the heap and never trim it (``mallopt``).
-
-    By default glibc maps every block above 32 MiB (z is [B, n] float32: 75 MiB at
-    B=4096, n=4608) freshly from the kernel and unmaps it on free, so each training step
-    page-faults and zeroes its temporaries again. Measured on 2 cores (d=576, x8, B=2048):
-    8 variants in one pass went from 1.3–1.5x the time of the 8 run alone to 0.9–1.05x, and
-    a step got ~2x faster. The cost is that freed memory stays in the process (RSS stays at
-    its peak). Called by :func:`pipeline.train.run_train`; returns whether it applied.
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, mmap_threshold) == 1
-    ok = libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1 and ok
-    logger.debug("glibc mallopt tuned: %s", ok)
-    return ok
 
 
 def batch_fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

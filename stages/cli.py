@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pipeline.errors import CacheMismatch, PipelineError
+from pipeline.errors import PipelineError
 
 log = logging.getLogger("gsae")
 
@@ -95,17 +95,15 @@ def harvest(
     params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, overwrite: bool, repair: bool, break_lock: bool
 ) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
-    from pipeline.harvest import heldout_params, run_harvest, store_key
-    from pipeline.storeref import record_store
+    from pipeline.harvest import run_harvest
+    from pipeline.stores import heldout_params
 
     if overwrite and repair:
         raise click.UsageError("--overwrite and --repair exclude each other")
     params = _load(params_path, overrides)
     if heldout:
         params = heldout_params(params)
-    url = run_harvest(params, overwrite=overwrite, repair=repair, break_lock=break_lock)
-    record_store(params, url, store_key(params))
-    click.echo(url)
+    click.echo(run_harvest(params, overwrite=overwrite, repair=repair, break_lock=break_lock))
 
 
 def _check_architectures(architectures: tuple[str, ...]) -> None:
@@ -132,9 +130,10 @@ def train(
     allow_other_store: bool,
 ) -> None:
     """Stage 2: train every variant of train.grid on the cached harvest."""
-    from pipeline.harvest import store_key, store_url
+    from pipeline.stores import train_store
     from pipeline.sweep import expand_grid
     from pipeline.train import run_train
+    from stages.allocator import tune_allocator
 
     if architectures:
         _check_architectures(architectures)
@@ -144,11 +143,9 @@ def train(
         for spec in expand_grid(params.train.grid):
             click.echo(spec.name)
         return
-    if params.train.store == "auto":
-        key = store_key(params)
-        run_train(params, store_url=store_url(params, key), expected_key=key)
-    else:
-        run_train(params, store_url=params.train.store, expected_key=None, check_params=not allow_other_store)
+    store = train_store(params, allow_other=allow_other_store)
+    tune_allocator()  # process-wide, so here and not in the library
+    run_train(params, store_url=store.url, expected_key=store.key)
 
 
 @cli.command()
@@ -156,20 +153,12 @@ def train(
 @click.option("--allow-train-split", is_flag=True, help="Evaluate on a store harvested from the train split.")
 def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_train_split: bool) -> None:
     """Stage 3: held-out metrics, steering, plots and report for every trained variant."""
-    from cache.reader import open_store
     from pipeline.evaluate import run_evaluate
-    from pipeline.harvest import heldout_params, store_key, store_url
+    from pipeline.stores import evaluate_store
 
     params = _load(params_path, overrides)
-    held = heldout_params(params)
-    key = store_key(held)
-    url = store_url(held, key)
-    expected_key = key if params.evaluate.store == "auto" else None
-    info = open_store(url, expected_key=expected_key)
-    if not allow_train_split and info.dataset.get("split") != "heldout":
-        raise CacheMismatch(f"store {url} holds {info.dataset.get('split')!r}-split text, not held-out text; "
-                            "evaluate on a --heldout harvest (or pass --allow-train-split)")
-    run_evaluate(params, store_url=url, expected_key=expected_key)
+    store = evaluate_store(params, allow_train_split=allow_train_split)
+    run_evaluate(params, store_url=store.url, expected_key=store.key)
 
 
 @cli.command()
@@ -240,7 +229,8 @@ def export(fmt: str, src: str, dest: str) -> None:
 @click.option("--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it.")
 def cache_repair(params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, break_lock: bool) -> None:
     """Re-harvest only the damaged shards of the store the params describe (= gsae harvest --repair)."""
-    from pipeline.harvest import heldout_params, run_harvest
+    from pipeline.harvest import run_harvest
+    from pipeline.stores import heldout_params
 
     params = _load(params_path, overrides)
     if heldout:

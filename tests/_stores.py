@@ -23,6 +23,7 @@ def build_store(
     complete: bool = True,
     shards: int | None = None,
     compressor: str = "zstd",
+    layers: tuple[int, ...] | None = None,
 ) -> str:
     """Random store; ``act[:, 0]`` holds the row index so tests can identify tokens.
 
@@ -38,6 +39,8 @@ def build_store(
         "context_length": context_length,
         "loss": "test",
     }
+    if layers is not None:
+        attrs["layers"] = list(layers)
     allocate(
         url,
         attrs,

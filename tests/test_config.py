@@ -55,7 +55,7 @@ def test_missing_file(tmp_path):
 
 
 def test_heldout_store_size_covers_the_evaluated_slice() -> None:
-    from pipeline.harvest import heldout_params
+    from pipeline.stores import heldout_params
 
     base = {"data": {"context_length": 16}, "harvest": {"tokens": 64, "tokens_per_shard": 64, "chunk_tokens": 16,
                                                        "autocast": "bfloat16"}}

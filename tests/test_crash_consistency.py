@@ -20,7 +20,7 @@ from cache.writer import ShardWriter, allocate
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import params_from_dict
 from pipeline.errors import CacheLocked, NonFiniteError, OutputError
-from pipeline.fileio import atomic_write_text
+from pipeline.fileio import atomic_write_text, check_writable
 from pipeline.harvest import run_harvest
 from tests._stores import build_store
 from tests.clirun import run_cli
@@ -142,7 +142,7 @@ def test_nonfinite_values_are_not_committed(tmp_path):
     with pytest.raises(NonFiniteError, match=r"model.layers.1/act: 128 token\(s\).*rows \[128, 256\).*float32"):
         w.write(1, np.zeros(128, np.int32), acts, grads)
     info = read_info(url)
-    assert info.n_tokens == 128 and not info.complete
+    assert info.committed_tokens == 128 and not info.complete
 
 
 class _Evil:
@@ -204,5 +204,10 @@ def test_sigint_prints_the_resume_hint(monkeypatch, tmp_path, capsys):
     assert code == 130 and "rerun the same command to resume" in err
 
 
-def test_outputs_error_is_one_line_class():
-    assert issubclass(OutputError, OSError)
+def test_unwritable_output_is_an_oserror(tmp_path):
+    """A folder that cannot be created (a file in the way) raises OutputError, caught as OSError too."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError) as caught:
+        check_writable(blocker / "sub", "train.out_dir")
+    assert isinstance(caught.value, OutputError) and "train.out_dir" in str(caught.value)

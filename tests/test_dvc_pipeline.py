@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from cache.store import read_info
 from tests.dvc_project import make_project, run, tiny_params, write_params
 
 
@@ -19,6 +20,12 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     repo = make_project(tmp_path, tiny_llama)
     out = run(["dvc", "repro"], repo)
     assert _ran(out) == {"harvest", "harvest_heldout", "train", "evaluate"}
+    stores = sorted((repo / "data" / "cache").glob("*/*.zarr"))
+    assert [s.parent.name for s in stores] == ["heldout", "train"]
+    assert all(read_info(str(s)).complete for s in stores)
+    for store in stores:  # the harvest's pointer names the store train/evaluate read, with its key
+        ref = json.loads((store.parent / "store.json").read_text())
+        assert ref["store"].endswith(f"{store.parent.name}/{store.name}") and ref["key"] == read_info(str(store)).key
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert {"topk-k4-x2-s0", "gsae-k4-b0.3-x2-sel-s0", "gsae-k4-b0.3-x2-sel-s0@beta0"} <= set(metrics)
     assert (repo / "reports" / "report.md").is_file()

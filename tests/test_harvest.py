@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM
 
 from cache.store import read_info
 from pipeline.config import params_from_dict
-from pipeline.harvest import heldout_params, run_harvest, store_key, store_url
+from pipeline.harvest import run_harvest
+from pipeline.stores import heldout_params, store_key, store_url
 from tests.conftest import tiny_overrides
 
 
@@ -39,7 +40,7 @@ def test_stored_act_grad_match_direct_backward(family, dtype, rtol, request, tmp
     run_harvest(params)
     group = zarr.open_group(url, mode="r")
     info = read_info(url)
-    assert info.complete and info.n_tokens == 512
+    assert info.complete and info.committed_tokens == 512
     T = info.context_length
     ids = np.asarray(group["tokens"][:]).reshape(-1, T)
     acts, grads = reference_act_grad(model_dir, ids, [1, 2])
@@ -83,7 +84,7 @@ def test_resume_after_interrupt_is_byte_identical(tiny_llama, tmp_path):
     with pytest.raises(Interrupt):
         run_harvest(params, on_commit=stop_after_two)
     info = read_info(str(part))
-    assert not info.complete and len(info.committed) == 2 and info.n_tokens == 512
+    assert not info.complete and len(info.committed) == 2 and info.committed_tokens == 512
 
     seen: list[int] = []
     run_harvest(params, on_commit=seen.append)

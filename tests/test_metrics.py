@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.metrics import distribution, recon_stats, usable_rows
+from cache.schema import usable_rows
+from pipeline.metrics import distribution, recon_stats
 from pipeline.saes.topk import TopKSAE
 
 
@@ -36,7 +37,7 @@ def test_l0_dead_and_mean_act():
 
 
 def test_usable_rows_skip_first_positions():
-    assert usable_rows(8, 4).tolist() == [1, 2, 3, 5, 6, 7]
+    assert usable_rows(0, 8, 4).tolist() == [1, 2, 3, 5, 6, 7]
 
 
 def test_distribution():

@@ -11,8 +11,9 @@ import pytest
 
 from pipeline import filehash
 from pipeline.config import params_from_dict
-from pipeline.harvest import run_harvest, store_key
+from pipeline.harvest import run_harvest
 from pipeline.models import _fingerprint_dir
+from pipeline.stores import store_key
 from tests.conftest import tiny_overrides
 
 

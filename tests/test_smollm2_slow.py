@@ -28,7 +28,7 @@ def test_smollm2_python_docs_harvest(tmp_path):
     assert (lm.block_path, lm.n_layers, lm.d_model) == ("model.layers", 30, 576)
     run_harvest(params, lm=lm)
     info = read_info(url)
-    assert info.complete and info.n_tokens == 256 and info.hooks == ("model.layers.15",)
+    assert info.complete and info.committed_tokens == 256 and info.hooks == ("model.layers.15",)
     assert verify(url).ok
     group = zarr.open_group(url, mode="r")
     act = np.asarray(group["model.layers.15/act"][:], dtype=np.float32)

@@ -35,7 +35,9 @@ def test_lr_in_name_only_when_several() -> None:
 
 def test_order_and_fields_are_deterministic() -> None:
     a = expand_grid(GridConfig(k=(16, 32), expansion=(4, 8)))
-    assert a == expand_grid(GridConfig(k=(16, 32), expansion=(4, 8)))
+    # architecture outermost, then k, then expansion (the default grid has topk and gsae)
+    assert [(s.architecture, s.k, s.expansion) for s in a] == [
+        (arch, k, x) for arch in ("topk", "gsae") for k in (16, 32) for x in (4, 8)]
     assert a[0] == VariantSpec("topk", TopKHParams(16), 4, 4e-4, 0)
     assert a[0].d_sae(576) == 2304
 

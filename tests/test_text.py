@@ -28,7 +28,14 @@ def test_split_is_deterministic_and_disjoint():
     train, held = _split(DOCS, "train"), _split(DOCS, "heldout")
     assert train and held and not set(train) & set(held)
     assert len(train) + len(held) == len(DOCS)
-    assert [in_heldout(d, 0.2) for d in DOCS] == [in_heldout(d, 0.2) for d in DOCS]
+
+
+def test_split_of_pinned_strings():
+    """The split is a contract (every store's held-out side depends on it): pinned values, SHA-256
+    fractions 0.261, 0.504 and 0.162 against heldout_fraction 0.2."""
+    texts = ["The quick brown fox.", "To be, or not to be", "g-SAE"]
+    assert [in_heldout(t, 0.2) for t in texts] == [False, False, True]
+    assert [in_heldout(t, 0.3) for t in texts] == [True, False, True]
 
 
 @pytest.mark.parametrize("kind", ["txt-folder", "jsonl", "parquet"])
@@ -58,7 +65,18 @@ def test_python_docs_split_sizes():
     held = list(iter_documents(DataConfig(split="heldout")))
     assert len(held) >= 3 and len(train) > 5 * len(held)
     assert sum(map(len, held)) > 30_000  # ~12k SmolLM2 tokens: room for evaluate.tokens=4096
-    assert source_fingerprint(DataConfig())["source"] == "python-docs"
+
+
+def test_local_fingerprint_follows_the_content(tmp_path):
+    """Same files at two paths: same fingerprint; one byte changed: another one."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        (folder / "x.txt").write_text("one document")
+    fp = [source_fingerprint(DataConfig(source=str(p)))["fingerprint"] for p in (a, b)]
+    assert fp[0] == fp[1] and len(fp[0]) == 16
+    (b / "x.txt").write_text("one document!")
+    assert source_fingerprint(DataConfig(source=str(b)))["fingerprint"] != fp[0]
 
 
 def test_missing_column_and_missing_path(tmp_path):

@@ -74,7 +74,7 @@ def export_sparsify(src: str | Path, dest: str | Path) -> Path:
         "transcode": False,
         "d_in": d_in,
     }
-    source = {
+    source: dict[str, Any] = {
         "variant_dir": str(src_dir),
         "weights": str(weights_file(src_dir)),
         **{key: cfg[key] for key in ("variant", "hook_name", "model", "cache_key") if key in cfg},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -64,11 +66,30 @@ def test_buffer_bounded_shuffle_is_token_level(store: str) -> None:
     assert not np.all(np.diff(first) > 0)
 
 
+def _reader_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith(("gsae-reader", "gsae-load", "gsae-read"))}
+
+
 def test_early_close_stops_the_thread(store: str) -> None:
+    before = _reader_threads()
     r = BatchReader(store, HOOK, batch_size=10, seed=0, prefetch=1)
-    it = r.batches()
+    it = r.batches()  # endless: only closing it stops the background thread
     next(it)
+    assert _reader_threads() - before, "the batches come from a background thread"
     it.close()
+    assert {t for t in _reader_threads() - before if t.is_alive()} == set()
+
+
+def test_error_in_the_background_thread_reaches_batches(tmp_path) -> None:
+    """A shard damaged after the reader opened the store: its CacheCorrupt, raised on the loader
+    thread, comes out of ``batches()`` on the consumer's side."""
+    url = build_store(str(tmp_path / "d.zarr"), n_tokens=512, tokens_per_shard=128)
+    r = BatchReader(url, HOOK, batch_size=64, seed=0, shuffle_buffer_shards=1)
+    for shard in (tmp_path / "d.zarr" / HOOK / "act" / "c").iterdir():
+        path = shard / "0"
+        path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CacheCorrupt, match=f"{HOOK}/act"):
+        list(r.batches(0, 8))
 
 
 def test_refuses_incomplete_store(tmp_path) -> None:
@@ -77,7 +98,7 @@ def test_refuses_incomplete_store(tmp_path) -> None:
         open_store(url)
     with pytest.raises(CacheIncomplete):
         BatchReader(url, HOOK, batch_size=8)
-    assert open_store(url, require_complete=False).n_tokens == 256
+    assert open_store(url, require_complete=False).committed_tokens == 256
 
 
 def test_refuses_missing_hook_other_key_model_version(store: str, tmp_path) -> None:
@@ -109,6 +130,15 @@ def test_resolve_hook(tmp_path) -> None:
     assert resolve_hook(info, 15) == "model.layers.15"
     with pytest.raises(CacheMismatch, match="no hook for layer 4"):
         resolve_hook(info, 4)
+
+
+def test_resolve_hook_through_the_layers_attribute(tmp_path) -> None:
+    """Hook names without a trailing index: the ``layers`` attribute (parallel to ``hooks``) decides."""
+    url = build_store(str(tmp_path / "l.zarr"), n_tokens=128, hooks=("enc.first", "enc.second"), layers=(7, 9))
+    info = open_store(url)
+    assert resolve_hook(info, 9) == "enc.second" and resolve_hook(info, 7) == "enc.first"
+    with pytest.raises(CacheMismatch, match="no hook for layer 8"):
+        resolve_hook(info, 8)
 
 
 def test_read_rows(store: str) -> None:

@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 
 from cache.verify import verify
-from pipeline.config import params_from_dict
-from pipeline.harvest import run_harvest
+from tests._stores import build_store
 from tests.clirun import run_cli
-from tests.conftest import tiny_overrides
 
 
 @pytest.fixture()
-def store(tiny_llama, tmp_path) -> Path:
+def store(tmp_path) -> Path:
+    """A synthetic store of the harvest's layout: two hooks, four shards (verify needs no LM)."""
     url = tmp_path / "s.zarr"
-    run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url))))
+    build_store(str(url), n_tokens=1024, tokens_per_shard=256, hooks=("model.layers.1", "model.layers.3"))
     return url
 
 

@@ -145,6 +145,8 @@ class Bench:
         proc.wait()
         end = time.perf_counter()
         reader.join(timeout=10)
+        if proc.stderr is not None:  # the pipe is ours to close (a ResourceWarning otherwise)
+            proc.stderr.close()
         work = end - t_start[0] if started.is_set() else 0.0
         return proc.returncode, "".join(lines), killed or proc.returncode == -signal.SIGKILL, work
 

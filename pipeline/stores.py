@@ -1,0 +1,255 @@
+"""Which store a stage reads: the content key, the store's URL, and the harvest's pointer.
+
+The harvest computes the store's content key (:func:`store_key`: a hash of everything
+that determines the contents, local corpora and model folders included) and records it
+with the store's URL in ``<harvest.cache_root>/<split>/store.json`` (:func:`record_store`).
+That folder is the harvest stage's DVC output: with ``harvest.store: auto`` the store
+lives there too; with any other path or URL DVC versions the pointer, which changes
+exactly when the store's contents do.
+
+Training and evaluation do not hash the corpus again: :func:`train_store` and
+:func:`evaluate_store` read the pointer, expect the key it recorded, and check that the
+store was harvested with the settings the params say now (cheap comparisons of the
+recorded attributes), so a stale store is refused with one line. The policy:
+
+- ``train.store: auto`` — the store the harvest of these params made; an explicit
+  ``train.store`` is any store of this format, checked only for model and layer (unless
+  ``allow_other``).
+- evaluation reads the held-out harvest (:func:`heldout_params`); an explicit
+  ``evaluate.store`` without a pointer (harvested elsewhere) is checked for model and split only.
+- no pointer (a store harvested before pointers were written for every store): the key is
+  recomputed from the params, as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cache.reader import open_store
+from cache.schema import CacheInfo, content_key
+from pipeline.config import Params, params_to_dict
+from pipeline.errors import CacheMismatch
+from pipeline.fileio import atomic_write_text
+from pipeline.models import model_identity, pretrained_source
+from pipeline.text import source_fingerprint
+
+log = logging.getLogger(__name__)
+
+STORE_REF = "store.json"
+"""The pointer file inside :func:`stage_dir`."""
+_NOT_STORED = ("store", "cache_root", "batch_size")
+"""Harvest fields that do not change a store's contents (where it lives, how fast it was made)."""
+_DATASET_SETTINGS = (
+    "source",
+    "split",
+    "heldout_fraction",
+    "revision",
+    "text_column",
+    "hf_split",
+    "hf_config",
+)
+
+
+def key_fields(params: Params) -> dict[str, Any]:
+    """Everything that determines a store's contents (hashed into its key)."""
+    _, _, revision = pretrained_source(params.model)
+    h, d = params.harvest, params.data
+    fields = {
+        "model": model_identity(params.model),
+        "model_revision": revision,
+        "model_dtype": params.model.dtype,
+        "dataset": source_fingerprint(d),
+        "context_length": d.context_length,
+        "layers": list(h.layers),
+        "dtype": h.dtype,
+        "tokens_per_shard": h.tokens_per_shard,
+        "chunk_tokens": h.chunk_tokens,
+        "compressor": [h.compressor, h.compression_level],
+        "store_loss": h.store_loss,
+        # whole contexts only: the store's total rows (the attributes' n_tokens counts committed rows)
+        "n_tokens": harvest_rows(params),
+    }
+    if h.autocast != "none":  # only when set, so stores harvested before the option keep their keys
+        fields["autocast"] = h.autocast
+    return fields
+
+
+def harvest_rows(params: Params) -> int:
+    """Rows the store of these params holds when complete: whole contexts of ``harvest.tokens``."""
+    T = params.data.context_length
+    return params.harvest.tokens // T * T
+
+
+def store_key(params: Params) -> str:
+    """The content key of the store these params describe."""
+    return content_key(key_fields(params))
+
+
+def store_url(params: Params, key: str | None = None) -> str:
+    """``harvest.store``, or ``<cache_root>/<split>/<key16>.zarr`` when it is ``auto``."""
+    if params.harvest.store != "auto":
+        return params.harvest.store
+    key = key or store_key(params)
+    return f"{params.harvest.cache_root.rstrip('/')}/{params.data.split}/{key[:16]}.zarr"
+
+
+def heldout_params(params: Params) -> Params:
+    """Params of the held-out harvest that evaluation reads (split, tokens and store swapped).
+
+    The held-out store is always harvested without autocast: evaluation figures must not
+    depend on the speed knob of the training harvest.
+    """
+    ev = params.evaluate
+    data = dataclasses.replace(params.data, split="heldout")
+    harvest = dataclasses.replace(
+        params.harvest,
+        tokens=ev.harvest_tokens or ev.first_token + ev.tokens,
+        store=ev.store,
+        autocast="none",
+    )
+    return dataclasses.replace(params, data=data, harvest=harvest)
+
+
+def stage_dir(params: Params) -> Path:
+    """The folder dvc.yaml declares as the harvest stage's output for ``params.data.split``."""
+    return Path(params.harvest.cache_root) / params.data.split
+
+
+def record_store(params: Params, url: str, key: str) -> Path:
+    """Write the harvest's pointer (URL, content key, split) into :func:`stage_dir`."""
+    ref = {"store": url, "key": key, "split": params.data.split}
+    return atomic_write_text(stage_dir(params) / STORE_REF, json.dumps(ref, indent=2) + "\n")
+
+
+def recorded_store(params: Params) -> tuple[str, str] | None:
+    """(URL, key) the last harvest of ``params``' split recorded, when its pointer is there and fits."""
+    path = stage_dir(params) / STORE_REF
+    try:
+        ref = json.loads(path.read_text())
+        url, key = str(ref["store"]), str(ref["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if params.harvest.store != "auto" and url != params.harvest.store:
+        return None  # a pointer to another store than the params name
+    return url, key
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """A stage's store, resolved and checked."""
+
+    url: str
+    key: str | None
+    """The content key the store must have (``None``: a store given explicitly, any key)."""
+    info: CacheInfo
+
+
+def harvested_store(params: Params) -> StoreRef:
+    """The store the harvest of ``params`` made, refused when it was harvested with other settings."""
+    recorded = recorded_store(params)
+    if recorded is None:
+        key = store_key(params)
+        url = store_url(params, key)
+        log.debug("no harvest pointer in %s: key recomputed from the params", stage_dir(params))
+    else:
+        url, key = recorded
+    info = open_store(url, expected_key=key)
+    check_settings(params, info, url)
+    return StoreRef(url, key, info)
+
+
+def train_store(params: Params, *, allow_other: bool = False) -> StoreRef:
+    """The store ``gsae train`` reads (module docstring for the policy)."""
+    if params.train.store == "auto":
+        return harvested_store(params)
+    url = params.train.store
+    info = open_store(url)
+    if not allow_other:
+        check_store_matches(params, info, url)
+    return StoreRef(url, None, info)
+
+
+def evaluate_store(params: Params, *, allow_train_split: bool = False) -> StoreRef:
+    """The held-out store ``gsae evaluate`` reads; ``CacheMismatch`` when it holds train-split text."""
+    held = heldout_params(params)
+    if params.evaluate.store == "auto" or recorded_store(held) is not None:
+        ref = harvested_store(held)
+    else:
+        ref = StoreRef(held.harvest.store, None, open_store(held.harvest.store))
+    split = ref.info.dataset.get("split")
+    if not allow_train_split and split != "heldout":
+        raise CacheMismatch(
+            f"store {ref.url} holds {split!r}-split text, not held-out text; "
+            "evaluate on a --heldout harvest (or pass --allow-train-split)"
+        )
+    return ref
+
+
+def _settings_of_params(params: Params) -> dict[str, Any]:
+    harvest = {
+        f.name: params_to_dict(getattr(params.harvest, f.name))
+        for f in dataclasses.fields(params.harvest)
+        if f.name not in _NOT_STORED
+    }
+    dataset = {name: getattr(params.data, name) for name in _DATASET_SETTINGS}
+    return {
+        "model": params.model.name,
+        "model_dtype": params.model.dtype,
+        "context_length": params.data.context_length,
+        "dataset": dataset,
+        "harvest": harvest,
+    }
+
+
+def _settings_of_store(info: CacheInfo) -> dict[str, Any]:
+    return {
+        "model": info.model,
+        "model_dtype": info.model_dtype,
+        "context_length": info.context_length,
+        "dataset": info.dataset,
+        "harvest": info.harvest or {},
+    }
+
+
+def _differences(want: dict[str, Any], have: dict[str, Any], prefix: str = "") -> list[str]:
+    """``name: stored → params`` for each setting both sides record and that differs."""
+    out = []
+    for name, value in want.items():
+        if name not in have or have[name] is None:  # older stores record fewer settings
+            continue
+        if isinstance(value, dict) and isinstance(have[name], dict):
+            out += _differences(value, have[name], f"{prefix}{name}.")
+        elif have[name] != value and not (isinstance(value, tuple) and list(value) == have[name]):
+            out.append(f"{prefix}{name}: {have[name]!r} stored, {value!r} in the params")
+    return out
+
+
+def check_settings(params: Params, info: CacheInfo, url: str) -> None:
+    """``CacheMismatch`` when the store was harvested with other settings than ``params`` say."""
+    diff = _differences(_settings_of_params(params), _settings_of_store(info))
+    if diff:
+        raise CacheMismatch(
+            f"store {url} was harvested with other settings ({'; '.join(diff[:3])}); "
+            "rerun gsae harvest (or dvc repro)"
+        )
+
+
+def check_store_matches(params: Params, info: CacheInfo, url: str) -> None:
+    """``CacheMismatch`` when an explicitly given store holds another model or not the layer the params say."""
+    layer = params.train.layer if params.train.layer is not None else params.harvest.layers[0]
+    if info.model != params.model.name:
+        raise CacheMismatch(
+            f"store {url} holds model {info.model!r}, params say {params.model.name!r}; "
+            "fix model.name or pass --allow-other-store"
+        )
+    missing = [lay for lay in params.train.grid.layer or (layer,) if info.layers is not None and lay not in info.layers]
+    if missing:
+        raise CacheMismatch(
+            f"store {url} holds layers {list(info.layers or ())}, params train layer {missing[0]}; "
+            "fix train.layer / harvest.layers or pass --allow-other-store"
+        )
