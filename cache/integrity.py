@@ -167,5 +167,5 @@ def legacy_digest(arrays: Sequence[np.ndarray]) -> str:
 
     h = hashlib.sha256()
     for a in arrays:
-        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))  # no copy of the bytes
+        h.update(np.ascontiguousarray(a).data)  # the buffer itself: no copy of the bytes
     return h.hexdigest()

@@ -106,8 +106,8 @@ def expand_grid(grid: GridConfig) -> list[VariantSpec]:
     # layer outermost: a layer's variants are contiguous, in the single-layer order.
     for layer in grid.layer or (None,):
         for arch in grid.architecture:
-            for values in _combinations(arch, grid):
-                specs.setdefault(_spec(arch, values, show_lr, layer), None)
+            for combo in _combinations(arch, grid):
+                specs.setdefault(_spec(arch, combo, show_lr, layer), None)
     out = list(specs)
     names = [s.name for s in out]
     dup = {n for n in names if names.count(n) > 1}

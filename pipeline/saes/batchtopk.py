@@ -65,6 +65,7 @@ class BatchTopKSAE(SAE):
     """Batch-level top-k at training, a learned threshold θ at inference."""
 
     uses_grad = False
+    hp: BatchTopKHParams
     thresholds: tuple[str, ...] = ("threshold",)
     """Buffers estimated during training and written to cfg.json (raw units)."""
 

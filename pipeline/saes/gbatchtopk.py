@@ -38,6 +38,8 @@ class GBatchTopKHParams(GSAEHParams, BatchTopKHParams):
 class GBatchTopKSAE(GradientScoring, BatchTopKSAE):
     """BatchTopK selection on the g-SAE score."""
 
+    hp: GBatchTopKHParams
+
     uses_grad = True
     thresholds = ("threshold", "threshold_beta0")
 

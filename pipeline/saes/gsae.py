@@ -73,6 +73,7 @@ class GSAE(GradientScoring, SAE):
     """Gradient-aware per-token top-k; reads ``beta`` and ``value_mode``."""
 
     uses_grad = True
+    hp: GSAEHParams
 
     def select(self, z: torch.Tensor, grad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """z [B, n], grad [B, d] → indices [B, k] (top k of s), values [B, k] per value_mode."""
