@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from pipeline import distributed
 from pipeline.config import params_from_dict
 from pipeline.errors import ConfigError
+from pipeline.stores import train_store
 from pipeline.train import run_train
 from pipeline.trainer import Trainer
 from tests._stores import build_store
@@ -88,7 +89,8 @@ def one_process(raw: dict, folder: Path, monkeypatch) -> Path:
     folder.mkdir(parents=True)
     monkeypatch.chdir(folder)
     p = params_from_dict(raw)
-    run_train(p, store_url=p.train.store, expected_key=None, check_params=True)
+    store = train_store(p)
+    run_train(p, store_url=store.url, expected_key=store.key)
     monkeypatch.undo()
     return folder
 
