@@ -69,3 +69,7 @@ class OutputError(PipelineError, OSError):
 
 class ShardMissing(CacheCorrupt):
     """A shard's file is absent (zarr reads that as fill values; the commit digest decides)."""
+
+
+class SchedulerError(PipelineError, ConnectionError):
+    """The dask scheduler of ``harvest.scheduler`` cannot be reached, or a shard task failed for good."""
