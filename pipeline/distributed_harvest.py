@@ -81,8 +81,10 @@ def scheduler_client(scheduler: str) -> Iterator[Any]:
                 Client(cluster) as client:
             yield client
         return
-    try:
-        client = Client(scheduler, timeout=30)
+    import dask
+
+    try:  # the connect timeout is dask's own setting (distributed.comm.timeouts.connect, 30 s by default)
+        client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
     except (OSError, TimeoutError) as exc:
         raise SchedulerError(f"cannot reach the dask scheduler harvest.scheduler={scheduler}: {exc}") from exc
     with client:

@@ -1,7 +1,7 @@
 """harvest.scheduler: shards harvested by dask.distributed workers give the in-process store, byte for byte.
 
-One 2-worker LocalCluster per module (the ``cluster`` fixture), reached as ``tcp://…``;
-``local:2`` (a cluster the command starts itself) is exercised once. Every comparison is
+One 2-worker LocalCluster per module (the ``cluster`` fixture: the cluster ``local:2``
+starts, :func:`scheduler_client`), reached by the harvests as ``tcp://…``. Every comparison is
 against an in-process harvest run with one torch thread, the thread count dask gives its
 workers (bit-identical float arithmetic).
 """
@@ -33,11 +33,11 @@ def _params(model_dir: Path, url: Path, scheduler: str = "none"):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from dask.distributed import Client, LocalCluster
+    from pipeline.distributed_harvest import scheduler_client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
-            Client(lc) as client:
-        yield lc.scheduler_address, client
+    with scheduler_client("local:2") as client:
+        assert len(client.nthreads()) == 2 and set(client.nthreads().values()) == {1}
+        yield client.scheduler.address, client
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,10 @@ class Interrupt(Exception):
     pass
 
 
-def test_local2_store_is_byte_identical_and_scheduler_is_not_in_the_key(tiny_llama, reference, tmp_path):
+def test_two_workers_store_is_byte_identical_and_scheduler_is_not_in_the_key(tiny_llama, reference, cluster,
+                                                                              tmp_path):
     url = tmp_path / "s.zarr"
-    params = _params(tiny_llama, url, "local:2")
+    params = _params(tiny_llama, url, cluster[0])
     assert store_key(params) == store_key(_params(tiny_llama, url))
     seen: list[int] = []
     run_harvest(params, on_commit=seen.append)
@@ -111,9 +112,12 @@ def test_interrupted_harvest_resumes_with_either_scheduler(tiny_llama, reference
 
 
 def test_unreachable_scheduler_is_one_clear_error(tiny_llama, tmp_path):
+    import dask
+
     from pipeline.errors import SchedulerError
 
-    with pytest.raises(SchedulerError, match="cannot reach the dask scheduler"):
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            pytest.raises(SchedulerError, match="cannot reach the dask scheduler"):
         run_harvest(_params(tiny_llama, tmp_path / "s.zarr", "tcp://127.0.0.1:9"))
 
 
