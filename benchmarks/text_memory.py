@@ -72,15 +72,34 @@ def child(corpus: str, tokenizer_dir: str, mode: str, context_length: int, per_s
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
         checksum = int(pack_contexts(iter_documents(data), tok, context_length, n_ctx).sum())
-    return {"tokens": n_ctx * context_length, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_mib": base, "seconds": time.perf_counter() - t0, "checksum": checksum}
+    return {
+        "tokens": n_ctx * context_length,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mib": base,
+        "seconds": time.perf_counter() - t0,
+        "checksum": checksum,
+    }
 
 
-def measure(corpus: Path, tokenizer_dir: Path, mode: str, context_length: int = 128, per_shard: int = 128) -> dict:
+def measure(
+    corpus: Path, tokenizer_dir: Path, mode: str, context_length: int = 128, per_shard: int = 128
+) -> dict:
     """Run :func:`child` in a fresh interpreter and return its figures."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(corpus), str(tokenizer_dir), mode, str(context_length), str(per_shard)],
-        check=True, capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(corpus),
+            str(tokenizer_dir),
+            mode,
+            str(context_length),
+            str(per_shard),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -91,7 +110,9 @@ def main() -> None:
         print(json.dumps(child(corpus, tok_dir, mode, int(T), int(per))))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=2000, help="documents of the small corpus (the large has 10×)")
+    ap.add_argument(
+        "--docs", type=int, default=2000, help="documents of the small corpus (the large has 10×)"
+    )
     ap.add_argument("--mode", nargs="+", default=["lazy", "eager"], choices=["lazy", "eager"])
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))

@@ -58,7 +58,9 @@ class _OneShard:
         return self.contexts
 
 
-def harvest_shard(params: Params, url: str, hooks: list[str], index: int, contexts: np.ndarray) -> dict[str, Any]:
+def harvest_shard(
+    params: Params, url: str, hooks: list[str], index: int, contexts: np.ndarray
+) -> dict[str, Any]:
     """Task: compute and write shard ``index`` of the store at ``url``; returns its commit record."""
     from pipeline.harvest import _compute_shard
 
@@ -77,8 +79,12 @@ def scheduler_client(scheduler: str) -> Iterator[Any]:
         n = int(scheduler.split(":", 1)[1])
         log.info("starting a dask LocalCluster of %d worker process(es)", n)
         # one thread per worker: each process runs its own LM; no dashboard (no port to take)
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
         return
     import dask
@@ -110,14 +116,26 @@ def harvest_distributed(
         if threads == 0:
             raise SchedulerError(f"the dask scheduler {params.harvest.scheduler} has no workers")
         window = max(2, 2 * threads)
-        log.info("harvesting shards %d..%d on %d worker thread(s)", writer.next_shard, info.n_shards - 1, threads)
+        log.info(
+            "harvesting shards %d..%d on %d worker thread(s)", writer.next_shard, info.n_shards - 1, threads
+        )
         running = as_completed()
 
         def submit_next() -> None:
             index = next(todo, None)
             if index is not None:
-                running.add(client.submit(harvest_shard, params, writer.url, hooks, index, contexts.shard(index),
-                                          pure=False, key=f"gsae-shard-{index}-{info.key[:12]}-{id(running):x}"))
+                running.add(
+                    client.submit(
+                        harvest_shard,
+                        params,
+                        writer.url,
+                        hooks,
+                        index,
+                        contexts.shard(index),
+                        pure=False,
+                        key=f"gsae-shard-{index}-{info.key[:12]}-{id(running):x}",
+                    )
+                )
 
         for _ in range(window):
             submit_next()
@@ -129,8 +147,9 @@ def harvest_distributed(
                 except PipelineError:
                     raise
                 except Exception as exc:  # KilledWorker after repeated worker deaths, lost scheduler, ...
-                    raise SchedulerError(f"shard task failed on {params.harvest.scheduler}: "
-                                         f"{type(exc).__name__}: {exc}") from exc
+                    raise SchedulerError(
+                        f"shard task failed on {params.harvest.scheduler}: {type(exc).__name__}: {exc}"
+                    ) from exc
                 done[int(record["index"])] = record
                 bar.update(record["rows"][1] - record["rows"][0])
                 while writer.next_shard in done:

@@ -16,6 +16,7 @@ is finalized, so a finished store holds exactly the same files as before this ex
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -54,8 +55,14 @@ class ContextPacker:
     """
 
     def __init__(
-        self, docs: Iterator[str], tokenizer: Any, context_length: int, *, start: StreamPos = START,
-        first: int = 0, total: int | None = None,
+        self,
+        docs: Iterator[str],
+        tokenizer: Any,
+        context_length: int,
+        *,
+        start: StreamPos = START,
+        first: int = 0,
+        total: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
@@ -63,7 +70,8 @@ class ContextPacker:
         self.body = context_length - (1 if self.bos is not None else 0)
         self.docs = itertools.islice(docs, start.doc, None)  # skipped documents are read, never tokenized
         self.next_doc = start.doc
-        self.pending: list[tuple[StreamPos, np.ndarray]] = []  # unpacked tokens, oldest first, with their start
+        # tokens not yet packed, oldest first, each with the stream position of its first token
+        self.pending: list[tuple[StreamPos, np.ndarray]] = []
         self.taken, self.total = first, total
         self._skip = start.offset
 
@@ -136,7 +144,12 @@ class ShardContexts:
     """
 
     def __init__(
-        self, data: DataConfig, tokenizer: Any, context_length: int, n_contexts: int, ctx_per_shard: int,
+        self,
+        data: DataConfig,
+        tokenizer: Any,
+        context_length: int,
+        n_contexts: int,
+        ctx_per_shard: int,
         starts: dict[int, StreamPos] | None = None,
     ) -> None:
         self.data, self.tokenizer, self.T = data, tokenizer, context_length
@@ -157,8 +170,12 @@ class ShardContexts:
         if known:
             log.info("text stream: seeking to shard %d at document %d, token %d", known, *self.starts[known])
         self.packer = ContextPacker(
-            iter_documents(self.data), self.tokenizer, self.T, start=self.starts[known],
-            first=known * self.per_shard, total=self.n_contexts,
+            iter_documents(self.data),
+            self.tokenizer,
+            self.T,
+            start=self.starts[known],
+            first=known * self.per_shard,
+            total=self.n_contexts,
         )
         self.next_index = known
 
@@ -167,7 +184,11 @@ class ShardContexts:
 
     def shard(self, index: int) -> np.ndarray:
         """The contexts [n, T] of shard ``index``."""
-        if self.packer is None or index < self.next_index or (index > self.next_index and index in self.starts):
+        if (
+            self.packer is None
+            or index < self.next_index
+            or (index > self.next_index and index in self.starts)
+        ):
             self._packer_at(index)
         assert self.packer is not None
         while self.next_index < index:  # skipping forward: pack and drop
@@ -221,7 +242,5 @@ def write_start(url: str, key: str, shard: int, pos: StreamPos) -> None:
 def remove_start(url: str) -> None:
     """Remove the sidecar (before finalizing: a complete store needs none)."""
     fs, path = _sidecar(url)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         fs.rm_file(path)
-    except FileNotFoundError:
-        pass

@@ -27,8 +27,9 @@ def _store_bytes(root: Path) -> dict[str, bytes]:
 
 
 def _params(model_dir: Path, url: Path, scheduler: str = "none"):
-    return params_from_dict({}, [*tiny_overrides(model_dir, str(url), tokens=256 * SHARDS),
-                                 f"harvest.scheduler={scheduler}"])
+    return params_from_dict(
+        {}, [*tiny_overrides(model_dir, str(url), tokens=256 * SHARDS), f"harvest.scheduler={scheduler}"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,9 @@ class Interrupt(Exception):
     pass
 
 
-def test_two_workers_store_is_byte_identical_and_scheduler_is_not_in_the_key(tiny_llama, reference, cluster,
-                                                                              tmp_path):
+def test_two_workers_store_is_byte_identical_and_scheduler_is_not_in_the_key(
+    tiny_llama, reference, cluster, tmp_path
+):
     url = tmp_path / "s.zarr"
     params = _params(tiny_llama, url, cluster[0])
     assert store_key(params) == store_key(_params(tiny_llama, url))
@@ -90,8 +92,9 @@ def test_killed_worker_is_survived_with_identical_store(tiny_llama, reference, c
 
 
 @pytest.mark.parametrize(("first", "second"), [("distributed", "none"), ("none", "distributed")])
-def test_interrupted_harvest_resumes_with_either_scheduler(tiny_llama, reference, cluster, tmp_path, first, second,
-                                                           one_thread):
+def test_interrupted_harvest_resumes_with_either_scheduler(
+    tiny_llama, reference, cluster, tmp_path, first, second, one_thread
+):
     address, _ = cluster
     url = tmp_path / "s.zarr"
     scheduler = {"distributed": address, "none": "none"}
@@ -116,8 +119,10 @@ def test_unreachable_scheduler_is_one_clear_error(tiny_llama, tmp_path):
 
     from pipeline.errors import SchedulerError
 
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
-            pytest.raises(SchedulerError, match="cannot reach the dask scheduler"):
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
+        pytest.raises(SchedulerError, match="cannot reach the dask scheduler"),
+    ):
         run_harvest(_params(tiny_llama, tmp_path / "s.zarr", "tcp://127.0.0.1:9"))
 
 

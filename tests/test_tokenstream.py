@@ -32,7 +32,9 @@ def corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
     with path.open("w") as f:
         for i in range(600):
-            f.write(json.dumps({"text": f"Doc {i}: " + "lorem ipsum dolor " * int(rng.integers(1, 12))}) + "\n")
+            f.write(
+                json.dumps({"text": f"Doc {i}: " + "lorem ipsum dolor " * int(rng.integers(1, 12))}) + "\n"
+            )
     return path
 
 
@@ -87,8 +89,12 @@ def test_resume_seeks_instead_of_tokenizing_the_corpus_again(tiny_llama, corpus,
     params = params_from_dict({}, [*tiny_overrides(tiny_llama, url, tokens=256 * 6), f"data.source={corpus}"])
     lm = load_model(params.model)
     full_count = CountingTokenizer(lm.tokenizer)
-    run_harvest(dataclasses.replace(params, harvest=dataclasses.replace(params.harvest, store=str(tmp_path / "f.zarr"))),
-                lm=dataclasses.replace(lm, tokenizer=full_count))
+    run_harvest(
+        dataclasses.replace(
+            params, harvest=dataclasses.replace(params.harvest, store=str(tmp_path / "f.zarr"))
+        ),
+        lm=dataclasses.replace(lm, tokenizer=full_count),
+    )
 
     def stop(index: int) -> None:
         if index == 3:
@@ -106,8 +112,9 @@ def test_resume_seeks_instead_of_tokenizing_the_corpus_again(tiny_llama, corpus,
     assert 0 < resumed.calls <= full_count.calls - sidecar["doc"]
     assert resumed.calls < full_count.calls / 2
     f, s = tmp_path / "f.zarr", tmp_path / "s.zarr"
-    assert {p.relative_to(s): p.read_bytes() for p in s.rglob("*") if p.is_file()} == \
-        {p.relative_to(f): p.read_bytes() for p in f.rglob("*") if p.is_file()}
+    assert {p.relative_to(s): p.read_bytes() for p in s.rglob("*") if p.is_file()} == {
+        p.relative_to(f): p.read_bytes() for p in f.rglob("*") if p.is_file()
+    }
 
 
 def test_packing_memory_does_not_grow_with_the_corpus(tmp_path):
