@@ -140,3 +140,26 @@ def test_dvc_remote_on_s3_pushes_and_pulls_the_cache(tiny_llama, s3_env, tmp_pat
     after = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
     assert after == before and len(after) > 3
     assert SECRET not in out
+
+
+def test_two_dask_workers_write_the_same_objects_as_one_process(tiny_llama, s3_env, one_thread):
+    """``local:2`` workers (spawned with the test's environment) harvest to S3: same objects, same bytes."""
+    import boto3
+
+    from pipeline.config import params_from_dict
+    from pipeline.harvest import run_harvest
+
+    def objects(prefix: str) -> dict[str, bytes]:
+        s3 = boto3.client("s3")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+        return {k[len(prefix) :]: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+
+    for name, scheduler in (("one", "none"), ("two", "local:2")):
+        url = f"s3://{BUCKET}/{name}.zarr"
+        over = [
+            *tiny_overrides(tiny_llama, url, tokens=256 * 4, layers="[1]"),
+            f"harvest.scheduler={scheduler}",
+        ]
+        run_harvest(params_from_dict({}, over))
+    one, two = objects("one.zarr/"), objects("two.zarr/")
+    assert len(one) > 4 and one == two
