@@ -91,7 +91,7 @@ def main() -> None:
     print(
         f"inputs: tokens={a.tokens:.0e} layers={a.layers} dtype={a.dtype} codec_ratio={a.codec_ratio} "
         f"tokens_per_shard={a.tokens_per_shard} gpus={a.gpus} variants={a.variants} expansion={a.expansion} "
-        f"harvest_flops={a.harvest_flops:.0e} train_flops={a.train_flops:.0e} $/GB-month={a.usd_per_gb_month}"
+        f"harvest_flops={a.harvest_flops:.2g} train_flops={a.train_flops:.2g} $/GB-month={a.usd_per_gb_month}"
     )
     rows = []
     for d, p in zip(a.d, a.params, strict=True):
