@@ -265,6 +265,9 @@ def run_harvest(
         # packed lazily, shard by shard; a resume seeks to its first shard's recorded start
         contexts = ShardContexts(params.data, lm.tokenizer, T, n_ctx, params.harvest.tokens_per_shard // T,
                                  starts=None if existing is None else read_start(url, key))
+        first = 0 if existing is None else len(existing.committed)
+        if first < contexts.n_shards:
+            contexts.shard(first)  # a source without text for the first shard fails before anything is written
         if existing is None:
             h = params.harvest
             allocate(

@@ -157,6 +157,8 @@ class ShardContexts:
         self.starts: dict[int, StreamPos] = {0: START, **(starts or {})}
         self.packer: ContextPacker | None = None
         self.next_index = -1  # the shard the packer would produce next
+        # the shard produced last: the harvest's pre-check asks for it once more
+        self._last: tuple[int, np.ndarray] | None = None
 
     @property
     def n_shards(self) -> int:
@@ -184,6 +186,8 @@ class ShardContexts:
 
     def shard(self, index: int) -> np.ndarray:
         """The contexts [n, T] of shard ``index``."""
+        if self._last is not None and self._last[0] == index:
+            return self._last[1]
         if (
             self.packer is None
             or index < self.next_index
@@ -197,6 +201,7 @@ class ShardContexts:
         ctx = self.packer.take(self._count(index))
         self.next_index = index + 1
         self.starts[index + 1] = self.packer.position
+        self._last = (index, ctx)
         return ctx
 
     def forget(self, below: int) -> None:

@@ -127,3 +127,15 @@ def test_packing_memory_does_not_grow_with_the_corpus(tmp_path):
     large = measure(write_corpus(tmp_path / "large", 5000), tmp_path / "tok", "lazy")
     assert large["tokens"] >= 9 * small["tokens"] > 0
     assert large["peak_rss_mib"] <= 1.1 * small["peak_rss_mib"]
+
+
+def test_source_without_text_for_the_first_shard_fails_before_allocation(tiny_llama, tmp_path):
+    from cache.store import exists
+
+    doc = tmp_path / "one.jsonl"
+    doc.write_text(json.dumps({"text": "too short"}) + "\n")
+    url = str(tmp_path / "s.zarr")
+    params = params_from_dict({}, [*tiny_overrides(tiny_llama, url, tokens=512), f"data.source={doc}"])
+    with pytest.raises(DataError, match="no complete context"):
+        run_harvest(params)
+    assert not exists(url)
