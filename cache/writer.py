@@ -190,6 +190,26 @@ class ShardWriter:
         """Write every array's rows of shard ``index``, then commit it."""
         if index != self.next_shard:
             raise CacheUsageError(f"shard {index} written out of order (next is {self.next_shard})")
+        record = self.write_uncommitted(index, tokens, acts, grads, loss)
+        with writing(self.url, f"shard {index}"):
+            fault_point("commit")
+            self._commit(index, record)
+
+    def write_uncommitted(
+        self,
+        index: int,
+        tokens: np.ndarray,
+        acts: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray],
+        loss: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """Write every array's rows of uncommitted shard ``index`` (any order) and return its commit record.
+
+        Several processes may write different shards at once (each shard is its own file per
+        array); only one, the holder of the store's lock, commits them with :meth:`commit`.
+        """
+        if index < self.next_shard:
+            raise CacheUsageError(f"shard {index} is already committed")
         data = self._shard_data(index, tokens, acts, grads, loss)
         start, stop = self.info.shard_rows(index)
         with writing(self.url, f"shard {index}"), ThreadPoolExecutor(len(self.names)) as pool:
@@ -201,8 +221,16 @@ class ShardWriter:
             rest = [pool.submit(self.arrays[name].__setitem__, slice(start, stop), data[name]) for name in self.names[1:]]
             for future in rest:
                 future.result()
+            return record.result()
+
+    def commit(self, record: Mapping[str, Any]) -> None:
+        """Commit a shard another process wrote (:meth:`write_uncommitted`), strictly in order."""
+        index = int(record["index"])
+        if index != self.next_shard:
+            raise CacheUsageError(f"shard {index} committed out of order (next is {self.next_shard})")
+        with writing(self.url, f"shard {index}"):
             fault_point("commit")
-            self._commit(index, record.result())
+            self._commit(index, dict(record))
 
     def rewrite(
         self,

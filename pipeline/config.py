@@ -89,8 +89,18 @@ class HarvestConfig:
     float32). On a 2-core AVX512-BF16 CPU bf16 harvests SmolLM2 ~4x faster; measured vs
     float32 on its block 15: activations rel. error 6.5e-3, gradients 2.9e-2 (median cosine
     0.9996). Part of the store key."""
+    scheduler: str = "none"
+    """Where shards are harvested: ``none`` (this process), ``local:N`` (a dask.distributed
+    LocalCluster of N worker processes started by the command) or ``tcp://host:port`` (an
+    existing dask scheduler; workers must reach ``harvest.store``). Never part of the key:
+    every choice writes the same bytes."""
 
     def __post_init__(self) -> None:
+        _check(
+            self.scheduler == "none" or self.scheduler.startswith("tcp://")
+            or (self.scheduler.startswith("local:") and self.scheduler[6:].isdigit() and int(self.scheduler[6:]) > 0),
+            f"harvest.scheduler must be none, local:N (N >= 1) or tcp://host:port, got {self.scheduler!r}",
+        )
         _check(len(self.layers) > 0, "harvest.layers must list at least one block index")
         _check(len(set(self.layers)) == len(self.layers), "harvest.layers has duplicates")
         _check(self.tokens > 0, "harvest.tokens must be positive")

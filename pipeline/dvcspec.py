@@ -9,7 +9,8 @@ until this file and dvc.yaml say so.
 Runtime-only keys change how fast or where a stage runs, never what it writes (bar
 provenance records such as the store attributes or cfg.json's ``training`` copy, and
 float differences between devices of the kind documented in README "Reproducibility"):
-``model.device``, ``harvest.batch_size``, ``train.device``, ``train.prefetch``,
+``model.device``, ``harvest.batch_size``, ``harvest.scheduler`` (every scheduler writes
+the same bytes, tests/test_distributed_harvest.py), ``train.device``, ``train.prefetch``,
 ``train.checkpoint_every`` (a resumed run ends bit-identical), ``train.parallel`` (only read
 under torchrun; ``variants`` is bit-identical to one process, ``data`` equal up to float
 rounding, docs/scaling.md), ``evaluate.batch_size``,
@@ -39,6 +40,7 @@ RUNTIME_ONLY = frozenset(
     {
         "model.device",
         "harvest.batch_size",
+        "harvest.scheduler",
         "train.device",
         "train.prefetch",
         "train.checkpoint_every",
@@ -94,8 +96,8 @@ named key instead (``data.split`` and ``harvest.autocast`` become constants; the
 comes from ``evaluate.harvest_tokens`` or ``first_token + tokens``)."""
 
 READS: dict[str, frozenset[str]] = {
-    "harvest": frozenset(_MODEL_LOAD | _TRAIN_STORE | {"harvest.batch_size"}),
-    "harvest_heldout": frozenset(_MODEL_LOAD | _HELDOUT_STORE | {"harvest.batch_size"}),
+    "harvest": frozenset(_MODEL_LOAD | _TRAIN_STORE | {"harvest.batch_size", "harvest.scheduler"}),
+    "harvest_heldout": frozenset(_MODEL_LOAD | _HELDOUT_STORE | {"harvest.batch_size", "harvest.scheduler"}),
     "train": frozenset(_TRAIN_STORE | _TRAIN),
     "evaluate": frozenset(_MODEL_LOAD | _HELDOUT_STORE | _EVALUATE | {"train.out_dir", "train.curves_dir"}),
 }

@@ -31,7 +31,7 @@ from pipeline.config import Params, params_to_dict
 from pipeline.errors import CacheCorrupt, ConfigError
 from pipeline.models import LoadedModel, edit_block_output, load_model
 from pipeline.stores import harvest_rows, key_fields, record_store, store_url
-from pipeline.text import iter_documents, pack_contexts
+from pipeline.tokenstream import ShardContexts, read_start, remove_start, write_start
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _provenance(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any
         layers=tuple(params.harvest.layers),
         loss=LOSS_DEFINITION,
         # Where the store lives is not part of what it holds: keep attrs path-independent.
-        harvest={k: v for k, v in params_to_dict(params.harvest).items() if k not in ("store", "cache_root")},
+        harvest={k: v for k, v in params_to_dict(params.harvest).items() if k not in ("store", "cache_root", "scheduler")},
     )
 
 
@@ -211,7 +211,12 @@ def run_harvest(
         lm = lm or load_model(params.model)
         hooks = _validate(params, lm)
         n_ctx = rows // T
-        contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, T, n_ctx)
+        # packed lazily, shard by shard; a resume seeks to its first shard's recorded start
+        contexts = ShardContexts(params.data, lm.tokenizer, T, n_ctx, params.harvest.tokens_per_shard // T,
+                                 starts=None if existing is None else read_start(url, key))
+        first = 0 if existing is None else len(existing.committed)
+        if first < contexts.n_shards:
+            contexts.shard(first)  # a source without text for the first shard fails before anything is written
         if existing is None:
             h = params.harvest
             allocate(
@@ -225,15 +230,38 @@ def run_harvest(
         writer = ShardWriter(url)
         if repair:
             _repair_shards(params, lm, hooks, contexts, writer)
-        _harvest_shards(params, lm, hooks, contexts, writer, on_commit, lock)
+        committed = _recording_starts(url, key, contexts, on_commit)
+        if params.harvest.scheduler == "none":
+            _harvest_shards(params, lm, hooks, contexts, writer, committed, lock)
+        else:
+            from pipeline.distributed_harvest import harvest_distributed
+
+            harvest_distributed(params, hooks, contexts, writer, committed, lock)
         if not writer.info.complete:
+            remove_start(url)
             writer.finalize()
     record_store(params, url, key)
     log.info("harvest complete: %s (%d tokens)", url, writer.info.committed_tokens)
     return url
 
 
-def _repair_shards(params: Params, lm: LoadedModel, hooks: list[str], contexts: np.ndarray, writer: ShardWriter) -> None:
+def _recording_starts(
+    url: str, key: str, contexts: ShardContexts, on_commit: Callable[[int], None] | None
+) -> Callable[[int], None]:
+    """A commit callback that records where the next shard starts in the text, then calls ``on_commit``."""
+
+    def committed(index: int) -> None:
+        start = contexts.starts.get(index + 1)
+        if start is not None and index + 1 < contexts.n_shards:
+            write_start(url, key, index + 1, start)
+        contexts.forget(index + 1)
+        if on_commit is not None:
+            on_commit(index)
+
+    return committed
+
+
+def _repair_shards(params: Params, lm: LoadedModel, hooks: list[str], contexts: ShardContexts, writer: ShardWriter) -> None:
     """Re-harvest the committed shards that fail verification, in place."""
     from cache.verify import verify
 
@@ -251,14 +279,13 @@ def _repair_shards(params: Params, lm: LoadedModel, hooks: list[str], contexts: 
 
 
 def _compute_shard(
-    params: Params, lm: LoadedModel, hooks: list[str], contexts: np.ndarray, writer: ShardWriter, index: int,
+    params: Params, lm: LoadedModel, hooks: list[str], contexts: ShardContexts, writer: ShardWriter, index: int,
     bar: Any,
 ) -> _Shard:
     """Run the LM over the contexts of shard ``index`` and collect its rows."""
     info, layers = writer.info, list(params.harvest.layers)
     T, dtype = params.data.context_length, np.dtype(params.harvest.dtype)
-    ctx_per_shard = info.tokens_per_shard // T
-    shard_ctx = contexts[index * ctx_per_shard : (index + 1) * ctx_per_shard]
+    shard_ctx = contexts.shard(index)
     n = shard_ctx.size
     # Rows are converted to the storage dtype on the device and copied into pinned host
     # buffers without waiting (CUDA): the device never idles on the host within a shard.
@@ -290,7 +317,7 @@ def _harvest_shards(
     params: Params,
     lm: LoadedModel,
     hooks: list[str],
-    contexts: np.ndarray,
+    contexts: ShardContexts,
     writer: ShardWriter,
     on_commit: Callable[[int], None] | None,
     lock: StoreLock | None = None,

@@ -133,27 +133,11 @@ def source_fingerprint(cfg: DataConfig) -> dict[str, Any]:
 
 
 def pack_contexts(docs: Iterator[str], tokenizer: Any, context_length: int, n_contexts: int) -> np.ndarray:
-    """The first ``n_contexts`` packed contexts [n, T] int32 (see module docstring)."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    body = context_length - (1 if bos is not None else 0)
-    need = n_contexts * body
-    stream: list[int] = []
-    for text in docs:
-        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            stream.append(eos)
-        if len(stream) >= need:
-            break
-    have = len(stream) // body
-    if have == 0:
-        raise DataError("the text source yields no complete context (empty source or split?)")
-    if have < n_contexts:
-        raise DataError(
-            f"the source holds only {have} contexts ({have * context_length} tokens) of this split, "
-            f"fewer than the {n_contexts} asked; lower the token count or add text"
-        )
-    body_ids = np.asarray(stream[:need], dtype=np.int32).reshape(n_contexts, body)
-    if bos is None:
-        return body_ids
-    return np.concatenate([np.full((n_contexts, 1), bos, dtype=np.int32), body_ids], axis=1)
+    """The first ``n_contexts`` packed contexts [n, T] int32 (see module docstring).
 
+    Tokenizes only as far as needed; a harvest packs shard by shard instead
+    (:class:`pipeline.tokenstream.ShardContexts`, the same contexts).
+    """
+    from pipeline.tokenstream import ContextPacker
+
+    return ContextPacker(docs, tokenizer, context_length, total=n_contexts).take(n_contexts)
