@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 STORE_REF = "store.json"
 """The pointer file inside :func:`stage_dir`."""
-_NOT_STORED = ("store", "cache_root", "batch_size")
+_NOT_STORED = ("store", "cache_root", "batch_size", "scheduler")
 """Harvest fields that do not change a store's contents (where it lives, how fast it was made)."""
 _DATASET_SETTINGS = (
     "source",

@@ -16,7 +16,8 @@ import pytest
 
 from cache.store import read_info
 from pipeline.config import params_from_dict
-from pipeline.harvest import run_harvest, store_key
+from pipeline.harvest import run_harvest
+from pipeline.stores import store_key
 from tests.conftest import tiny_overrides
 
 SHARDS = 8
