@@ -72,16 +72,20 @@ def main() -> None:
         rates: dict[str, list[tuple[float, float]]] = {"off": [], "data": [], "full": []}
         modes = list(rates)
         for r in range(args.rounds):
-            for mode in modes[r % 3:] + modes[: r % 3]:  # rotate the order: no variant always runs first
+            for mode in modes[r % 3 :] + modes[: r % 3]:  # rotate the order: no variant always runs first
                 rates[mode].append(epoch_rate(url, mode))
         read, hashed = per_shard(url, 10 * args.rounds)
-        print(f"one shard: read + decode {read * 1e3:.2f} ms, XXH3 {hashed * 1e3:.2f} ms "  # noqa: T201
-              f"({100 * hashed / read:.1f} % of the read)")
+        print(
+            f"one shard: read + decode {read * 1e3:.2f} ms, XXH3 {hashed * 1e3:.2f} ms "  # noqa: T201
+            f"({100 * hashed / read:.1f} % of the read)"
+        )
         for i, unit in enumerate(("wall", "CPU")):
             best = {mode: max(x[i] for x in r) for mode, r in rates.items()}
             for mode in ("data", "full"):
-                print(f"{mode}: {best[mode]:,.0f} tok/{unit}-s vs off {best['off']:,.0f} (best of "  # noqa: T201
-                      f"{args.rounds}): cost {100 * (1 - best[mode] / best['off']):.1f} %")
+                print(
+                    f"{mode}: {best[mode]:,.0f} tok/{unit}-s vs off {best['off']:,.0f} (best of "  # noqa: T201
+                    f"{args.rounds}): cost {100 * (1 - best[mode] / best['off']):.1f} %"
+                )
 
 
 if __name__ == "__main__":

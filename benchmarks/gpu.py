@@ -72,7 +72,11 @@ def median_time(fn, dev: torch.device, reps: int, warmup: int = 2) -> float:
 
 def record(section: str, name: str, **values: Any) -> None:
     RESULTS.setdefault(section, {})[name] = values
-    print(f"[{section}] {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()), flush=True)
+    print(
+        f"[{section}] {name}: "
+        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()),
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------------------- peak
@@ -80,7 +84,11 @@ def record(section: str, name: str, **values: Any) -> None:
 
 def part_peak(dev: torch.device, smoke: bool) -> None:
     n = 512 if smoke else 8192
-    for name, dtype, tf32 in (("bf16", torch.bfloat16, False), ("fp32", torch.float32, False), ("tf32", torch.float32, True)):
+    for name, dtype, tf32 in (
+        ("bf16", torch.bfloat16, False),
+        ("fp32", torch.float32, False),
+        ("tf32", torch.float32, True),
+    ):
         torch.backends.cuda.matmul.allow_tf32 = tf32
         a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
         t = median_time(lambda a=a, b=b: a @ b, dev, reps=3 if smoke else 10)
@@ -99,11 +107,24 @@ def arch_configs(smoke: bool) -> dict[str, Any]:
         smol.num_hidden_layers, smol.hidden_size, smol.intermediate_size = 4, 64, 128
         smol.num_attention_heads, smol.num_key_value_heads = 4, 2
         return {"smollm2-135m": smol}
-    common = {"num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}
+    common = {
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 8192,
+    }
     return {
         "smollm2-135m": smol,
-        "llama-1b": LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, tie_word_embeddings=True, **common),
-        "llama-8b": LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, tie_word_embeddings=False, **common),
+        "llama-1b": LlamaConfig(
+            hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, tie_word_embeddings=True, **common
+        ),
+        "llama-8b": LlamaConfig(
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            tie_word_embeddings=False,
+            **common,
+        ),
     }
 
 
@@ -151,7 +172,11 @@ def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float) -> None:
     for name, cfg in arch_configs(smoke).items():
         layer = cfg.num_hidden_layers // 2
         batch_tokens = 1024 if smoke else {"smollm2-135m": 32768, "llama-1b": 32768, "llama-8b": 16384}[name]
-        modes = [("fp32", torch.float32, "none"), ("autocast-bf16", torch.float32, "bfloat16"), ("bf16-weights", torch.bfloat16, "none")]
+        modes = [
+            ("fp32", torch.float32, "none"),
+            ("autocast-bf16", torch.float32, "bfloat16"),
+            ("bf16-weights", torch.bfloat16, "none"),
+        ]
         if name == "llama-8b":
             modes = modes[2:]
         flops = harvest_flops(cfg, layer, T)
@@ -163,9 +188,17 @@ def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float) -> None:
                 torch.cuda.reset_peak_memory_stats()
             rate = bare_rate(lm, layer, ids, batch_tokens // T, amp, reps=2 if smoke else 3)
             mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0
-            record("harvest", f"{name}/{mode}", tok_s=rate, layer=layer, T=T, batch_tokens=batch_tokens,
-                   tflops=rate * flops / 1e12, mfu_vs_bf16_peak=rate * flops / peak_bf16 if peak_bf16 else 0.0,
-                   peak_mem_gib=mem)
+            record(
+                "harvest",
+                f"{name}/{mode}",
+                tok_s=rate,
+                layer=layer,
+                T=T,
+                batch_tokens=batch_tokens,
+                tflops=rate * flops / 1e12,
+                mfu_vs_bf16_peak=rate * flops / peak_bf16 if peak_bf16 else 0.0,
+                peak_mem_gib=mem,
+            )
             del lm, ids
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
@@ -191,13 +224,28 @@ def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = smollm2_folder(dev, smoke, Path(tmp))
         layer = 2 if smoke else 15
-        for autocast, comp in (("none", "zstd"), ("bfloat16", "zstd"), ("bfloat16", "blosc"), ("bfloat16", "none")):
-            params = params_from_dict({}, [f"harvest.compressor={comp}",
-                f"model.name={folder}", f"model.device={dev}", f"harvest.layers=[{layer}]",
-                "data.source=python-docstrings", f"harvest.tokens={tokens}", f"harvest.batch_size={batch}",
-                f"harvest.store={tmp}/h-{autocast}-{comp}.zarr", f"harvest.tokens_per_shard={tokens // 8}",
-                f"harvest.chunk_tokens={tokens // 32}", f"harvest.autocast={autocast}",
-            ])
+        for autocast, comp in (
+            ("none", "zstd"),
+            ("bfloat16", "zstd"),
+            ("bfloat16", "blosc"),
+            ("bfloat16", "none"),
+        ):
+            params = params_from_dict(
+                {},
+                [
+                    f"harvest.compressor={comp}",
+                    f"model.name={folder}",
+                    f"model.device={dev}",
+                    f"harvest.layers=[{layer}]",
+                    "data.source=python-docstrings",
+                    f"harvest.tokens={tokens}",
+                    f"harvest.batch_size={batch}",
+                    f"harvest.store={tmp}/h-{autocast}-{comp}.zarr",
+                    f"harvest.tokens_per_shard={tokens // 8}",
+                    f"harvest.chunk_tokens={tokens // 32}",
+                    f"harvest.autocast={autocast}",
+                ],
+            )
             lm = load_model(params.model)
             contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, 128, tokens // 128)
             ids = torch.from_numpy(contexts).to(dev)
@@ -207,8 +255,15 @@ def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
             harvest = contexts.size / (time.perf_counter() - t)
             bare2 = bare_rate(lm, layer, ids, batch, autocast, reps=1)
             bare = (bare1 + bare2) / 2
-            record("harvest_pipeline", f"smollm2/{autocast}/{comp}", bare_tok_s=bare, harvest_tok_s=harvest, ratio=harvest / bare,
-                   tokens=int(contexts.size), batch=batch)
+            record(
+                "harvest_pipeline",
+                f"smollm2/{autocast}/{comp}",
+                bare_tok_s=bare,
+                harvest_tok_s=harvest,
+                ratio=harvest / bare,
+                tokens=int(contexts.size),
+                batch=batch,
+            )
             del lm
 
 
@@ -226,8 +281,15 @@ def part_writer(dev: torch.device, smoke: bool) -> None:
     rng = np.random.default_rng(0)
     act = (rng.normal(size=(shard, d)) * 4).astype(np.float16)
     grad = (rng.normal(size=(shard, d)) * 0.01).astype(np.float16)
-    attrs = {"key": "b", "model": "s", "model_revision": "-", "tokenizer": "-", "dataset": {"source": "s"},
-             "context_length": 128, "loss": "-"}
+    attrs = {
+        "key": "b",
+        "model": "s",
+        "model_revision": "-",
+        "tokenizer": "-",
+        "dataset": {"source": "s"},
+        "context_length": 128,
+        "loss": "-",
+    }
     mb = 2 * act.nbytes / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         import zarr
@@ -235,16 +297,33 @@ def part_writer(dev: torch.device, smoke: bool) -> None:
         for comp, conc in (("zstd", None), ("zstd", 64), ("blosc", None), ("none", None)):
             url = f"{tmp}/{comp}-{conc}.zarr"
             cfg = {"async.concurrency": conc, "threading.max_workers": os.cpu_count()} if conc else {}
-            allocate(url, attrs, hooks=["h"], d_model=d, total_tokens=4 * shard, tokens_per_shard=shard,
-                     chunk_tokens=shard // 32, dtype="float16", compressor=comp, level=3)
+            allocate(
+                url,
+                attrs,
+                hooks=["h"],
+                d_model=d,
+                total_tokens=4 * shard,
+                tokens_per_shard=shard,
+                chunk_tokens=shard // 32,
+                dtype="float16",
+                compressor=comp,
+                level=3,
+            )
             w = ShardWriter(url)
             times = []
             with zarr.config.set(cfg):
                 for i in range(3):
                     t = time.perf_counter()
-                    w.write(i, np.zeros(shard, np.int32), {"h": act}, {"h": grad}, np.zeros(shard, np.float32))
+                    w.write(
+                        i, np.zeros(shard, np.int32), {"h": act}, {"h": grad}, np.zeros(shard, np.float32)
+                    )
                     times.append(time.perf_counter() - t)
-            record("writer", f"shard_write/{comp}/concurrency={conc}", mb_s=mb / statistics.median(times), tok_s=shard / statistics.median(times))
+            record(
+                "writer",
+                f"shard_write/{comp}/concurrency={conc}",
+                mb_s=mb / statistics.median(times),
+                tok_s=shard / statistics.median(times),
+            )
     z = numcodecs.Zstd(level=3)
     chunks = np.array_split(np.concatenate([act.view(np.uint8).ravel(), grad.view(np.uint8).ravel()]), 64)
     t = time.perf_counter()
@@ -255,7 +334,10 @@ def part_writer(dev: torch.device, smoke: bool) -> None:
         t = time.perf_counter()
         list(pool.map(z.encode, chunks))
         record("writer", f"zstd3_{os.cpu_count()}threads", mb_s=mb / (time.perf_counter() - t))
-    for name, fn in (("sha256", lambda b: hashlib.sha256(b).digest()), ("xxh3", lambda b: xxhash.xxh3_64(b).digest())):
+    for name, fn in (
+        ("sha256", lambda b: hashlib.sha256(b).digest()),
+        ("xxh3", lambda b: xxhash.xxh3_64(b).digest()),
+    ):
         t = time.perf_counter()
         fn(act.tobytes())
         fn(grad.tobytes())
@@ -278,10 +360,15 @@ def old_trainer_class() -> type | None:
 
 def host_batches(d: int, B: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
-    return [((torch.randn(B, d, generator=g) * 4).half(), (torch.randn(B, d, generator=g) * 0.01).half()) for _ in range(n)]
+    return [
+        ((torch.randn(B, d, generator=g) * 4).half(), (torch.randn(B, d, generator=g) * 0.01).half())
+        for _ in range(n)
+    ]
 
 
-def trainer_rate(cls: type, grid: GridConfig, d: int, B: int, steps: int, dev: torch.device, batches) -> tuple[float, float]:
+def trainer_rate(
+    cls: type, grid: GridConfig, d: int, B: int, steps: int, dev: torch.device, batches
+) -> tuple[float, float]:
     cfg = TrainConfig(batch_size=B, grid=grid, warmup_steps=1, dead_tokens=10**9)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -317,17 +404,31 @@ def part_train(dev: torch.device, smoke: bool) -> None:
                 values["old_tok_s"] = trainer_rate(old, grid, d, B, n, dev, batches)[0]
                 values["new_over_old"] = rate / values["old_tok_s"]
             record("train", f"d{d}-n{8 * d}-k32-B{B}/{label}/{precision}", **values)
-        t, g = (RESULTS["train"][f"d{d}-n{8 * d}-k32-B{B}/{x}/{precision}"]["tok_s"] for x in ("topk", "gsae"))
+        t, g = (
+            RESULTS["train"][f"d{d}-n{8 * d}-k32-B{B}/{x}/{precision}"]["tok_s"] for x in ("topk", "gsae")
+        )
         record("train", f"gsae_over_topk_step_time/{precision}", ratio=t / g)
     torch.set_float32_matmul_precision("highest")
-    for d_big, mult in (() if smoke else ((2048, 16), (4096, 16))):
+    for d_big, mult in () if smoke else ((2048, 16), (4096, 16)):
         big = host_batches(d_big, B, 2)
-        for arch, grid in (("topk", GridConfig(architecture=("topk",), k=(64,), expansion=(mult,))),
-                           ("gsae", GridConfig(architecture=("gsae",), k=(64,), expansion=(mult,), beta=(0.3,), value_mode=("selection",)))):
+        for arch, grid in (
+            ("topk", GridConfig(architecture=("topk",), k=(64,), expansion=(mult,))),
+            (
+                "gsae",
+                GridConfig(
+                    architecture=("gsae",), k=(64,), expansion=(mult,), beta=(0.3,), value_mode=("selection",)
+                ),
+            ),
+        ):
             for precision in ("highest", "high"):
                 torch.set_float32_matmul_precision(precision)
                 rate, mem = trainer_rate(Trainer, grid, d_big, B, 20, dev, big)
-                record("train_wide", f"d{d_big}-n{mult * d_big}-k64-B{B}/{arch}/{precision}", tok_s=rate, peak_mem_gib=mem)
+                record(
+                    "train_wide",
+                    f"d{d_big}-n{mult * d_big}-k64-B{B}/{arch}/{precision}",
+                    tok_s=rate,
+                    peak_mem_gib=mem,
+                )
         del big
     torch.set_float32_matmul_precision("highest")
 
@@ -345,7 +446,15 @@ def part_reader(dev: torch.device, smoke: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = bench_train.build(f"{tmp}/r.zarr", shards)
         for direct in (True, False):
-            r = BatchReader(url, bench_train.HOOK, batch_size=B, seed=0, shuffle_buffer_shards=4, prefetch=2, direct_shards=direct)
+            r = BatchReader(
+                url,
+                bench_train.HOOK,
+                batch_size=B,
+                seed=0,
+                shuffle_buffer_shards=4,
+                prefetch=2,
+                direct_shards=direct,
+            )
             n_batches = shards * bench_train.SHARD // B - 2
             it = r.batches(0, n_batches)
             next(it)
@@ -355,7 +464,15 @@ def part_reader(dev: torch.device, smoke: bool) -> None:
         grid = GridConfig(architecture=("topk",), k=(32,), expansion=(8,))
         steps = shards * bench_train.SHARD // B - 2
         cfg = TrainConfig(batch_size=B, grid=grid, warmup_steps=1, dead_tokens=10**9)
-        tr = Trainer(expand_grid(grid), bench_train.D, cfg, total_steps=steps, act_scale=0.25, grad_scale=100.0, device=dev)
+        tr = Trainer(
+            expand_grid(grid),
+            bench_train.D,
+            cfg,
+            total_steps=steps,
+            act_scale=0.25,
+            grad_scale=100.0,
+            device=dev,
+        )
         r = BatchReader(url, bench_train.HOOK, batch_size=B, seed=0, shuffle_buffer_shards=4, prefetch=2)
         t = time.perf_counter()
         tr.fit(r.batches(0, steps), log_every=50, progress=False)
@@ -373,19 +490,39 @@ def part_e2e(dev: torch.device, smoke: bool) -> None:
         layer = 2 if smoke else 15
         tokens = 16384 if smoke else 1048576
         common = [
-            f"model.name={folder}", f"model.device={dev}", f"harvest.layers=[{layer}]", "data.source=python-docstrings",
-            f"harvest.cache_root={tmp}/cache", f"harvest.tokens={tokens}", f"harvest.batch_size={16 if smoke else 256}",
-            f"harvest.tokens_per_shard={tokens // 8}", f"harvest.chunk_tokens={tokens // 32}", "harvest.autocast=bfloat16",
-            f"train.out_dir={tmp}/saes", f"train.tokens={tokens}", f"train.batch_size={1024 if smoke else 4096}",
-            "train.grid.architecture=[topk,gsae]", "train.grid.k=[16,32,64,128]", "train.grid.seed=[0]",
-            f"evaluate.tokens={4096 if smoke else 65536}", f"evaluate.out={tmp}/evaluate.json", f"evaluate.summary={tmp}/summary.json",
-            f"evaluate.report={tmp}/report.md", f"evaluate.plots_dir={tmp}/plots", f"evaluate.batch_size={8 if smoke else 64}",
+            f"model.name={folder}",
+            f"model.device={dev}",
+            f"harvest.layers=[{layer}]",
+            "data.source=python-docstrings",
+            f"harvest.cache_root={tmp}/cache",
+            f"harvest.tokens={tokens}",
+            f"harvest.batch_size={16 if smoke else 256}",
+            f"harvest.tokens_per_shard={tokens // 8}",
+            f"harvest.chunk_tokens={tokens // 32}",
+            "harvest.autocast=bfloat16",
+            f"train.out_dir={tmp}/saes",
+            f"train.tokens={tokens}",
+            f"train.batch_size={1024 if smoke else 4096}",
+            "train.grid.architecture=[topk,gsae]",
+            "train.grid.k=[16,32,64,128]",
+            "train.grid.seed=[0]",
+            f"evaluate.tokens={4096 if smoke else 65536}",
+            f"evaluate.out={tmp}/evaluate.json",
+            f"evaluate.summary={tmp}/summary.json",
+            f"evaluate.report={tmp}/report.md",
+            f"evaluate.plots_dir={tmp}/plots",
+            f"evaluate.batch_size={8 if smoke else 64}",
         ]
         gsae = [sys.executable, "-c", "from stages.cli import main; main()"]
         for stage in (["harvest"], ["harvest", "--heldout"], ["train"], ["evaluate"]):
             t = time.perf_counter()
             sets = [arg for item in common for arg in ("-s", item)]
-            res = subprocess.run([*gsae, *stage, "-p", str(ROOT / "params.yaml"), *sets], cwd=tmp, capture_output=True, text=True)
+            res = subprocess.run(
+                [*gsae, *stage, "-p", str(ROOT / "params.yaml"), *sets],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - t
             if res.returncode != 0:
                 print(res.stdout[-3000:], res.stderr[-3000:])
@@ -402,18 +539,26 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    RESULTS["env"] = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__,
-                      "cpus": os.cpu_count(), "numpy": np.__version__}
+    RESULTS["env"] = {
+        "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+    }
     print(RESULTS["env"], flush=True)
     parts = args.parts.split(",")
     try:
         if "peak" in parts:
             part_peak(dev, args.smoke)
         peak_bf16 = RESULTS.get("peak", {}).get("bf16", {}).get("tflops", 0.0) * 1e12
-        for name, fn in (("harvest", lambda: part_harvest(dev, args.smoke, peak_bf16)), ("hpipe", lambda: harvest_pipeline_ratio(dev, args.smoke)),
-                         ("writer", lambda: part_writer(dev, args.smoke)),
-                         ("train", lambda: part_train(dev, args.smoke)),
-                         ("reader", lambda: part_reader(dev, args.smoke)), ("e2e", lambda: part_e2e(dev, args.smoke))):
+        for name, fn in (
+            ("harvest", lambda: part_harvest(dev, args.smoke, peak_bf16)),
+            ("hpipe", lambda: harvest_pipeline_ratio(dev, args.smoke)),
+            ("writer", lambda: part_writer(dev, args.smoke)),
+            ("train", lambda: part_train(dev, args.smoke)),
+            ("reader", lambda: part_reader(dev, args.smoke)),
+            ("e2e", lambda: part_e2e(dev, args.smoke)),
+        ):
             if name in parts:
                 try:
                     fn()

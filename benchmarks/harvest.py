@@ -49,16 +49,22 @@ def main() -> None:
         params = params_from_dict(
             {},
             [
-                f"model.name={args.model}", f"model.device={args.device}", f"harvest.layers={args.layers}",
-                f"data.context_length={args.context_length}", f"harvest.tokens={args.tokens}",
-                f"harvest.batch_size={args.batch_size}", f"harvest.store={tmp}/bench.zarr",
+                f"model.name={args.model}",
+                f"model.device={args.device}",
+                f"harvest.layers={args.layers}",
+                f"data.context_length={args.context_length}",
+                f"harvest.tokens={args.tokens}",
+                f"harvest.batch_size={args.batch_size}",
+                f"harvest.store={tmp}/bench.zarr",
                 f"harvest.tokens_per_shard={args.tokens // 4 // args.context_length * args.context_length}",
                 f"harvest.chunk_tokens={args.tokens // 8 // args.context_length * args.context_length}",
             ],
         )
         lm = load_model(params.model)
         layers = list(params.harvest.layers)
-        contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, args.context_length, args.tokens // args.context_length)
+        contexts = pack_contexts(
+            iter_documents(params.data), lm.tokenizer, args.context_length, args.tokens // args.context_length
+        )
         bare_loop(lm, contexts[: args.batch_size], layers, args.batch_size)  # warm-up
         bare1 = bare_loop(lm, contexts, layers, args.batch_size)
         start = time.perf_counter()

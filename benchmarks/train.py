@@ -43,10 +43,25 @@ def build(url: str, n_shards: int) -> str:
     rng = np.random.default_rng(0)
     act = (rng.normal(size=(SHARD, D)) * 4).astype(np.float16)
     grad = (rng.normal(size=(SHARD, D)) * 0.01).astype(np.float16)
-    attrs = {"key": "bench", "model": "synthetic", "model_revision": "-", "tokenizer": "-",
-             "dataset": {"source": "synthetic"}, "context_length": T, "loss": "-"}
-    allocate(url, attrs, hooks=[HOOK], d_model=D, total_tokens=n_shards * SHARD, tokens_per_shard=SHARD,
-             chunk_tokens=CHUNK, dtype="float16")
+    attrs = {
+        "key": "bench",
+        "model": "synthetic",
+        "model_revision": "-",
+        "tokenizer": "-",
+        "dataset": {"source": "synthetic"},
+        "context_length": T,
+        "loss": "-",
+    }
+    allocate(
+        url,
+        attrs,
+        hooks=[HOOK],
+        d_model=D,
+        total_tokens=n_shards * SHARD,
+        tokens_per_shard=SHARD,
+        chunk_tokens=CHUNK,
+        dtype="float16",
+    )
     w = ShardWriter(url)
     for s in range(n_shards):
         w.write(s, np.zeros(SHARD, np.int32), {HOOK: act}, {HOOK: grad})
@@ -60,7 +75,9 @@ def reader_rate(url: str, batch: int, n_batches: int, direct: bool = True) -> tu
     Steady state is what a training run sees: the first buffer's read happens once, before
     the first step, and is reported separately.
     """
-    r = BatchReader(url, HOOK, batch_size=batch, seed=0, shuffle_buffer_shards=4, prefetch=2, direct_shards=direct)
+    r = BatchReader(
+        url, HOOK, batch_size=batch, seed=0, shuffle_buffer_shards=4, prefetch=2, direct_shards=direct
+    )
     it = r.batches(0, n_batches + 1)
     t0 = time.perf_counter()
     next(it)
@@ -107,7 +124,10 @@ def stacking(batch: int, reps: int) -> tuple[float, float]:
         top = torch.topk(z, k, dim=-1, sorted=False)
         idx = (top.indices + offsets).reshape(V * batch, k)
         vals = top.values.relu().reshape(V * batch, k)
-        xh = F.embedding_bag(idx, wd.view(V * n, D), per_sample_weights=vals, mode="sum").view(V, batch, D) + bd
+        xh = (
+            F.embedding_bag(idx, wd.view(V * n, D), per_sample_weights=vals, mode="sum").view(V, batch, D)
+            + bd
+        )
         loss = ((xh - x).pow(2).sum(dim=(1, 2)) / (x - x.mean(0)).pow(2).sum()).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -137,7 +157,9 @@ def rss_child(url: str) -> None:
     tune_allocator()
     r = BatchReader(url, HOOK, batch_size=4096, seed=0, shuffle_buffer_shards=4, prefetch=2)
     n = sum(a.shape[0] for a, _ in r.batches(0, r.tokens_per_epoch // 4096))
-    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+    hwm = next(
+        line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
+    )
     print(n, int(hwm.split()[1]) / 1024)
 
 
@@ -158,7 +180,9 @@ def main() -> None:
         t = time.perf_counter()
         small = build(f"{tmp}/small.zarr", 8)
         big = build(f"{tmp}/big.zarr", 80) if "c" in args.parts else small
-        print(f"stores: 8 and 80 shards of {SHARD} tokens, d={D}, float16 ({time.perf_counter() - t:.0f}s to write)")
+        print(
+            f"stores: 8 and 80 shards of {SHARD} tokens, d={D}, float16 ({time.perf_counter() - t:.0f}s to write)"
+        )
 
         # (a)
         if "a" in args.parts:
@@ -174,9 +198,11 @@ def main() -> None:
             for _ in range(steps):
                 tr.train_step(x, g)
             rate_t = steps * 4096 / (time.perf_counter() - t)
-            print(f"(a) reader {rate_r:,.0f} tok/s steady (first batch after {first:.2f}s; through zarr "
-                  f"{rate_z:,.0f} tok/s, direct/zarr {rate_r / rate_z:.2f}), trainer (1 variant topk k32 x8) "
-                  f"{rate_t:,.0f} tok/s, ratio {rate_r / rate_t:.1f}  (target >= 20)")
+            print(
+                f"(a) reader {rate_r:,.0f} tok/s steady (first batch after {first:.2f}s; through zarr "
+                f"{rate_z:,.0f} tok/s, direct/zarr {rate_r / rate_z:.2f}), trainer (1 variant topk k32 x8) "
+                f"{rate_t:,.0f} tok/s, ratio {rate_r / rate_t:.1f}  (target >= 20)"
+            )
 
         # (b)
         if "b" in args.parts:
@@ -188,30 +214,42 @@ def main() -> None:
                 w, c = fit_time(small, eight, steps, batch)
                 all_w, all_c = min(all_w, w), min(all_c, c)
                 for i, s in enumerate(specs):
-                    grid = GridConfig(architecture=(s.architecture,), k=(s.k,), expansion=(8,), seed=(s.seed,),
-                                      beta=(1.0,) if s.architecture == "gsae" else (0.0,))
+                    grid = GridConfig(
+                        architecture=(s.architecture,),
+                        k=(s.k,),
+                        expansion=(8,),
+                        seed=(s.seed,),
+                        beta=(1.0,) if s.architecture == "gsae" else (0.0,),
+                    )
                     w, c = fit_time(small, grid, steps, batch)
                     alone_w[i], alone_c[i] = min(alone_w[i], w), min(alone_c[i], c)
-            print(f"(b) 8 variants in one pass {all_w:.1f}s wall / {all_c:.1f}s CPU; sum of the 8 alone "
-                  f"{sum(alone_w):.1f}s wall / {sum(alone_c):.1f}s CPU; ratio wall {all_w / sum(alone_w):.2f}, "
-                  f"CPU {all_c / sum(alone_c):.2f}  (target <= 1.1; {steps} steps of {batch} tokens)")
+            print(
+                f"(b) 8 variants in one pass {all_w:.1f}s wall / {all_c:.1f}s CPU; sum of the 8 alone "
+                f"{sum(alone_w):.1f}s wall / {sum(alone_c):.1f}s CPU; ratio wall {all_w / sum(alone_w):.2f}, "
+                f"CPU {all_c / sum(alone_c):.2f}  (target <= 1.1; {steps} steps of {batch} tokens)"
+            )
 
         # (c)
         if "c" in args.parts:
             rss = []
             for url in (small, big):
-                out = subprocess.run([sys.executable, __file__, "--rss-child", url], capture_output=True, text=True,
-                                     check=True).stdout.split()
+                out = subprocess.run(
+                    [sys.executable, __file__, "--rss-child", url], capture_output=True, text=True, check=True
+                ).stdout.split()
                 rss.append((int(out[0]), float(out[1])))
-            print(f"(c) peak RSS streaming an epoch: 1x cache ({rss[0][0]:,} tok) {rss[0][1]:.0f} MiB, "
-                  f"10x cache ({rss[1][0]:,} tok) {rss[1][1]:.0f} MiB, ratio {rss[1][1] / rss[0][1]:.2f}  (target ~1)")
+            print(
+                f"(c) peak RSS streaming an epoch: 1x cache ({rss[0][0]:,} tok) {rss[0][1]:.0f} MiB, "
+                f"10x cache ({rss[1][0]:,} tok) {rss[1][1]:.0f} MiB, ratio {rss[1][1] / rss[0][1]:.2f}  (target ~1)"
+            )
 
     # (d)
     if "d" not in args.parts:
         return
     t_loop, t_stack = stacking(batch, steps)
-    print(f"(d) 8 equal-shape variants, step of {batch} tokens: loop {t_loop:.2f}s, stacked bmm {t_stack:.2f}s, "
-          f"stacked/loop {t_stack / t_loop:.2f}  (stacking implemented only if < ~0.9)")
+    print(
+        f"(d) 8 equal-shape variants, step of {batch} tokens: loop {t_loop:.2f}s, stacked bmm {t_stack:.2f}s, "
+        f"stacked/loop {t_stack / t_loop:.2f}  (stacking implemented only if < ~0.9)"
+    )
 
 
 if __name__ == "__main__":

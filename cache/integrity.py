@@ -72,8 +72,9 @@ def read_zarr_rows(url: str, array: zarr.Array, start: int, stop: int, shard: in
         return np.asarray(array[start:stop])
     except Exception as exc:  # zarr/numcodecs raise RuntimeError, ValueError, ... for damaged bytes
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise corrupt(url, f"does not decode ({type(exc).__name__}: {first}); {REPAIR_HINT}", array.path,
-                      shard) from exc
+        raise corrupt(
+            url, f"does not decode ({type(exc).__name__}: {first}); {REPAIR_HINT}", array.path, shard
+        ) from exc
 
 
 def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
@@ -83,8 +84,11 @@ def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
     if info.context_length < 1 or info.tokens_per_shard < 1 or info.d_model < 1:
         raise corrupt(url, "context_length, tokens_per_shard and d_model must be positive")
     if info.tokens_per_shard % info.context_length:
-        raise corrupt(url, f"tokens_per_shard {info.tokens_per_shard} is not a multiple of "
-                           f"context_length {info.context_length}")
+        raise corrupt(
+            url,
+            f"tokens_per_shard {info.tokens_per_shard} is not a multiple of "
+            f"context_length {info.context_length}",
+        )
     if not info.hooks or not all(isinstance(h, str) and h for h in info.hooks):
         raise corrupt(url, "attribute 'hooks' must list hook names")
     for name in info.array_names:
@@ -96,8 +100,9 @@ def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
             raise corrupt(url, f"dtype {arr.dtype} does not match the attributes ({dtype})", name)
         shards = getattr(arr, "shards", None) or arr.chunks
         if shards[0] != info.tokens_per_shard:
-            raise corrupt(url, f"shard length {shards[0]} does not match tokens_per_shard {info.tokens_per_shard}",
-                          name)
+            raise corrupt(
+                url, f"shard length {shards[0]} does not match tokens_per_shard {info.tokens_per_shard}", name
+            )
     _validate_committed(url, info)
 
 
@@ -108,13 +113,16 @@ def _validate_committed(url: str, info: CacheInfo) -> None:
             raise corrupt(url, f"commit record {i} is out of order or malformed", shard=i)
         start, stop = info.shard_rows(i)
         if list(record.get("rows", ())) != [start, stop] or stop > info.total_tokens:
-            raise corrupt(url, f"committed rows {record.get('rows')} do not match the layout [{start}, {stop})",
-                          shard=i)
+            raise corrupt(
+                url, f"committed rows {record.get('rows')} do not match the layout [{start}, {stop})", shard=i
+            )
         if not isinstance(record.get("sha256"), str):
             raise corrupt(url, "commit record has no checksum", shard=i)
         end = stop
     if info.committed_tokens != end:
-        raise corrupt(url, f"n_tokens {info.committed_tokens} does not match the committed shards ({end} rows)")
+        raise corrupt(
+            url, f"n_tokens {info.committed_tokens} does not match the committed shards ({end} rows)"
+        )
     if info.complete and len(info.committed) != info.n_shards:
         raise corrupt(url, f"marked complete with {len(info.committed)} of {info.n_shards} shards committed")
 
@@ -140,8 +148,12 @@ class ShardChecker:
         digests = record.get("xxh3")
         if isinstance(digests, dict) and array in digests:
             if array_digest(rows) != digests[array]:
-                raise corrupt(self.url, f"data does not match its checksum (damaged or missing shard file); "
-                                        f"{REPAIR_HINT}", array, shard)
+                raise corrupt(
+                    self.url,
+                    f"data does not match its checksum (damaged or missing shard file); {REPAIR_HINT}",
+                    array,
+                    shard,
+                )
             return
         self._check_legacy(shard, array, record, rows)
 
@@ -150,12 +162,18 @@ class ShardChecker:
             if shard in self._legacy_ok:
                 return
             if not self._warned:
-                logger.warning("store %s predates per-array checksums: checking whole shards (slower)", self.url)
+                logger.warning(
+                    "store %s predates per-array checksums: checking whole shards (slower)", self.url
+                )
                 self._warned = True
             start, stop = self.info.shard_rows(shard)
             names = self.info.array_names
-            data = [rows if n == array else read_zarr_rows(self.url, open_array(self.url, self.group, n), start, stop,
-                                                           shard) for n in names]
+            data = [
+                rows
+                if n == array
+                else read_zarr_rows(self.url, open_array(self.url, self.group, n), start, stop, shard)
+                for n in names
+            ]
             if legacy_digest(data) != record["sha256"]:
                 raise corrupt(self.url, f"data does not match its checksum; {REPAIR_HINT}", array, shard)
             self._legacy_ok.add(shard)

@@ -48,16 +48,23 @@ def _owner() -> dict[str, Any]:
     except Exception:  # no user name in this environment
         user = str(os.getuid())
     now = time.time()
-    return {"user": user, "host": socket.gethostname(), "pid": os.getpid(),
-            "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200],
-            "started": now, "heartbeat": now}
+    return {
+        "user": user,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200],
+        "started": now,
+        "heartbeat": now,
+    }
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
     """``user@host pid N (command), heartbeat Ns ago``."""
     age = time.time() - float(holder.get("heartbeat", 0) or 0)
-    return (f"{holder.get('user', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')} "
-            f"({holder.get('command', '?')}), last heartbeat {age:.0f}s ago")
+    return (
+        f"{holder.get('user', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')} "
+        f"({holder.get('command', '?')}), last heartbeat {age:.0f}s ago"
+    )
 
 
 class StoreLock:
@@ -67,7 +74,9 @@ class StoreLock:
         self.url, self.break_lock, self.heartbeat_s = url, break_lock, heartbeat_s
         self.fs, root = fsspec.core.url_to_fs(url)
         self.path = root.rstrip("/") + ".lock"
-        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.local = "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
         self.owner = _owner()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,8 +106,9 @@ class StoreLock:
         except FileExistsError:
             return False
         except OSError as exc:
-            raise CacheWriteError(f"cannot write store {self.url}: cannot create its lock {self.path}: "
-                                  f"{exc.strerror or exc}") from exc
+            raise CacheWriteError(
+                f"cannot write store {self.url}: cannot create its lock {self.path}: {exc.strerror or exc}"
+            ) from exc
 
     def acquire(self) -> None:
         """Take the lock or raise ``CacheLocked`` naming its holder."""
@@ -108,15 +118,22 @@ class StoreLock:
             holder = self.holder()
             if holder is None:
                 continue  # released in between
-            dead = (holder.get("host") == self.owner["host"] and isinstance(holder.get("pid"), int)
-                    and not _pid_alive(holder["pid"]))
+            dead = (
+                holder.get("host") == self.owner["host"]
+                and isinstance(holder.get("pid"), int)
+                and not _pid_alive(holder["pid"])
+            )
             if self.break_lock or dead:
-                why = "breaking it as asked" if self.break_lock else "that process no longer runs; taking over"
+                why = (
+                    "breaking it as asked" if self.break_lock else "that process no longer runs; taking over"
+                )
                 logger.warning("store %s was locked by %s: %s", self.url, describe_holder(holder), why)
                 self.fs.rm_file(self.path)
                 continue
-            raise CacheLocked(f"store {self.url} is locked by {describe_holder(holder)}; wait for it to finish, or "
-                              "if that process is gone rerun with --break-lock")
+            raise CacheLocked(
+                f"store {self.url} is locked by {describe_holder(holder)}; wait for it to finish, or "
+                "if that process is gone rerun with --break-lock"
+            )
         else:
             raise CacheLocked(f"store {self.url}: could not take its lock {self.path}")
         self._thread = threading.Thread(target=self._beat, name="gsae-lock-heartbeat", daemon=True)

@@ -63,7 +63,9 @@ def open_store(
     """
     info = read_info(url)
     if info.version != CACHE_VERSION:
-        raise CacheMismatch(f"store {url} has cache format version {info.version}, this code reads {CACHE_VERSION}")
+        raise CacheMismatch(
+            f"store {url} has cache format version {info.version}, this code reads {CACHE_VERSION}"
+        )
     validate_layout(url, open_group(url, "r"), info)
     split = info.dataset.get("split")
     if expected_split is not None and split != expected_split:
@@ -73,7 +75,9 @@ def open_store(
             f"store {url} holds a different harvest (key {info.key[:12]}…, expected {expected_key[:12]}…)"
         )
     if expected_model is not None and info.model != expected_model:
-        raise CacheMismatch(f"store {url} was harvested from model {info.model!r}, expected {expected_model!r}")
+        raise CacheMismatch(
+            f"store {url} was harvested from model {info.model!r}, expected {expected_model!r}"
+        )
     if hook is not None and hook not in info.hooks:
         raise CacheMismatch(f"store {url} has no hook {hook!r} (stored hooks: {', '.join(info.hooks)})")
     if require_complete and not info.complete:
@@ -108,7 +112,9 @@ def read_rows(
     """
     info = info if info is not None else open_store(url, hook=hook, require_complete=False)
     if stop > info.committed_tokens:
-        raise CacheIncomplete(f"store {url} has {info.committed_tokens} committed tokens, rows up to {stop} requested")
+        raise CacheIncomplete(
+            f"store {url} has {info.committed_tokens} committed tokens, rows up to {stop} requested"
+        )
     group = open_group(url, "r")
     checker = ShardChecker(url, info, group)
     tps = info.tokens_per_shard
@@ -180,7 +186,8 @@ class BatchReader:
         self.exclude_first, self.prefetch = exclude_first, max(1, prefetch)
         self.n_shards = self.info.committed_shards
         self.shard_usable = [
-            len(usable_rows(*self._rows(s), self.info.context_length, exclude_first)) for s in range(self.n_shards)
+            len(usable_rows(*self._rows(s), self.info.context_length, exclude_first))
+            for s in range(self.n_shards)
         ]
         self.tokens_per_epoch = sum(self.shard_usable)
         if self.tokens_per_epoch == 0:
@@ -188,7 +195,9 @@ class BatchReader:
         group = open_group(url, "r")
         self._paths = {"act": act_path(hook), "grad": grad_path(hook)}
         self._arrays = {name: open_array(url, group, path) for name, path in self._paths.items()}
-        self._files = {name: _shard_file(url, arr) if direct_shards else None for name, arr in self._arrays.items()}
+        self._files = {
+            name: _shard_file(url, arr) if direct_shards else None for name, arr in self._arrays.items()
+        }
         self._checker = ShardChecker(url, self.info, group)
         tokens = open_array(url, group, "tokens")
         self._tokens = (tokens, _shard_file(url, tokens) if direct_shards else None)
@@ -267,7 +276,9 @@ class BatchReader:
         g = torch.empty(bs, d)
         filled = 0
         plan = self._plan(start_batch)
-        slot, ahead = (_Slot.empty(self.buffer_shards * self.info.tokens_per_shard, d, self.info.dtype) for _ in range(2))
+        slot, ahead = (
+            _Slot.empty(self.buffer_shards * self.info.tokens_per_shard, d, self.info.dtype) for _ in range(2)
+        )
         with ThreadPoolExecutor(1, thread_name_prefix="gsae-load") as pool:
             epoch, index, shards, skip = next(plan)
             pending = pool.submit(self._load, epoch, index, shards, slot)

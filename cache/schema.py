@@ -118,10 +118,16 @@ class Provenance:
     def to_attrs(self) -> dict[str, Any]:
         """The attributes, omitting the optional ones that are unset."""
         attrs = {
-            "key": self.key, "model": self.model, "model_revision": self.model_revision,
-            "tokenizer": self.tokenizer, "dataset": self.dataset, "context_length": self.context_length,
-            "model_dtype": self.model_dtype, "layers": None if self.layers is None else list(self.layers),
-            "loss": self.loss, "harvest": self.harvest,
+            "key": self.key,
+            "model": self.model,
+            "model_revision": self.model_revision,
+            "tokenizer": self.tokenizer,
+            "dataset": self.dataset,
+            "context_length": self.context_length,
+            "model_dtype": self.model_dtype,
+            "layers": None if self.layers is None else list(self.layers),
+            "loss": self.loss,
+            "harvest": self.harvest,
         }
         return {k: v for k, v in attrs.items() if v is not None}
 
@@ -167,9 +173,14 @@ class Layout:
 
     def to_attrs(self) -> dict[str, Any]:
         attrs = {
-            "hooks": list(self.hooks), "d_model": self.d_model, "dtype": self.dtype,
-            "tokens_per_shard": self.tokens_per_shard, "total_tokens": self.total_tokens,
-            "chunk_tokens": self.chunk_tokens, "compressor": self.compressor, "has_loss": self.has_loss,
+            "hooks": list(self.hooks),
+            "d_model": self.d_model,
+            "dtype": self.dtype,
+            "tokens_per_shard": self.tokens_per_shard,
+            "total_tokens": self.total_tokens,
+            "chunk_tokens": self.chunk_tokens,
+            "compressor": self.compressor,
+            "has_loss": self.has_loss,
         }
         return {k: v for k, v in attrs.items() if v is not None}
 
@@ -252,13 +263,21 @@ class CacheInfo:
 
     def to_attrs(self) -> dict[str, Any]:
         """All attributes, sealed with ``attrs_sha256`` over the ones fixed at allocation."""
-        attrs = {**self.provenance.to_attrs(), **self.layout.to_attrs(), "gsae_cache_version": self.version,
-                 **self.progress_attrs()}
+        attrs = {
+            **self.provenance.to_attrs(),
+            **self.layout.to_attrs(),
+            "gsae_cache_version": self.version,
+            **self.progress_attrs(),
+        }
         return {**attrs, "attrs_sha256": attrs_digest(attrs)}
 
     def progress_attrs(self) -> dict[str, Any]:
         """The attributes a commit or finalize changes."""
-        return {"n_tokens": self.committed_tokens, "committed": list(self.committed), "complete": self.complete}
+        return {
+            "n_tokens": self.committed_tokens,
+            "committed": list(self.committed),
+            "complete": self.complete,
+        }
 
     def with_commit(self, record: dict[str, Any]) -> CacheInfo:
         """This info after committing ``record`` (the next shard)."""

@@ -113,7 +113,9 @@ class ShardFile:
         """The shard's ``[n_inner, 2]`` (offset, nbytes) table, CRC checked."""
         n = self.codec.index_nbytes
         if len(blob) < n:
-            raise CacheCorrupt(f"store {self.url}, array {self.path}, shard {shard}: shard file truncated ({len(blob)} bytes)")
+            raise CacheCorrupt(
+                f"store {self.url}, array {self.path}, shard {shard}: shard file truncated ({len(blob)} bytes)"
+            )
         table, crc = blob[-n:-4], blob[-4:]
         if google_crc32c.value(table).to_bytes(4, "little") != crc:
             raise CacheCorrupt(f"store {self.url}, array {self.path}, shard {shard}: bad index checksum")
@@ -133,7 +135,9 @@ class ShardFile:
         try:
             blob = self.fs.cat_file(self.key(shard))
         except FileNotFoundError as exc:
-            raise ShardMissing(f"store {self.url}, array {self.path}, shard {shard}: shard file is missing") from exc
+            raise ShardMissing(
+                f"store {self.url}, array {self.path}, shard {shard}: shard file is missing"
+            ) from exc
         table = self.index(blob, shard)
         view = memoryview(blob)
         for j, (offset, nbytes) in enumerate(table):
@@ -158,6 +162,8 @@ class ShardFile:
             else:
                 self._decompressor.decode(data, out=target)
         except (RuntimeError, ValueError) as exc:
-            raise CacheCorrupt(f"store {self.url}, array {self.path}, shard {shard}: does not decode ({exc})") from exc
+            raise CacheCorrupt(
+                f"store {self.url}, array {self.path}, shard {shard}: does not decode ({exc})"
+            ) from exc
         if not full:
             dest[:] = target[:rows]

@@ -15,7 +15,7 @@ Mode = Literal["r", "r+", "a", "w"]
 
 def local_url(url: str) -> str:
     """``file://`` URLs as plain paths: zarr's fsspec store does not create parent folders."""
-    return url[len("file://"):] if url.startswith("file://") else url
+    return url[len("file://") :] if url.startswith("file://") else url
 
 
 def open_group(url: str, mode: Mode = "r") -> zarr.Group:
@@ -73,7 +73,9 @@ def read_info(url: str) -> CacheInfo:
         return CacheInfo.from_attrs(attrs)
     except KeyError as exc:
         if attrs.get(ALLOCATING):
-            raise CacheCorrupt(f"store {url}: allocation was interrupted; rerun the harvest to allocate it again") from exc
+            raise CacheCorrupt(
+                f"store {url}: allocation was interrupted; rerun the harvest to allocate it again"
+            ) from exc
         raise CacheCorrupt(f"store {url} is not a g-SAE cache (missing attribute {exc})") from exc
     except (TypeError, ValueError) as exc:
         raise CacheCorrupt(f"store {url}: bad attribute ({exc})") from exc

@@ -18,8 +18,13 @@ def describe(url: str) -> dict[str, Any]:
     """Summary of a store: schema, model, hooks, tokens, shards, bytes."""
     info = read_info(url)
     summary = {k: v for k, v in info.to_attrs().items() if k not in ("committed", "attrs_sha256")}
-    return {"url": url, **summary, "shards_committed": len(info.committed), "shards_total": info.n_shards,
-            "bytes": _store_bytes(url)}
+    return {
+        "url": url,
+        **summary,
+        "shards_committed": len(info.committed),
+        "shards_total": info.n_shards,
+        "bytes": _store_bytes(url),
+    }
 
 
 def _store_bytes(url: str) -> int | None:
@@ -48,7 +53,9 @@ class VerifyReport:
         return not self.bad
 
 
-def _check_shard(url: str, group: Any, info: CacheInfo, names: list[str], record: dict[str, Any]) -> str | None:
+def _check_shard(
+    url: str, group: Any, info: CacheInfo, names: list[str], record: dict[str, Any]
+) -> str | None:
     index = int(record["index"])
     start, stop = info.shard_rows(index)
     try:
@@ -59,7 +66,9 @@ def _check_shard(url: str, group: Any, info: CacheInfo, names: list[str], record
         return f"shard {index}: unreadable ({type(exc).__name__}: {str(exc)[:120]})"
     if shard_digest(data) != record["sha256"]:
         digests = record.get("xxh3") or {}
-        arrays = [n for n, a in zip(names, data, strict=True) if digests.get(n) not in (None, array_digest(a))]
+        arrays = [
+            n for n, a in zip(names, data, strict=True) if digests.get(n) not in (None, array_digest(a))
+        ]
         return f"shard {index}: checksum mismatch" + (f" in {', '.join(arrays)}" if arrays else "")
     return None
 

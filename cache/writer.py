@@ -89,8 +89,16 @@ def allocate(
     """
     if not isinstance(provenance, Provenance):
         provenance = Provenance.from_attrs(provenance)
-    layout = Layout(tuple(hooks), d_model, dtype, tokens_per_shard, total_tokens,
-                    chunk_tokens=min(chunk_tokens, tokens_per_shard), compressor=compressor, has_loss=store_loss)
+    layout = Layout(
+        tuple(hooks),
+        d_model,
+        dtype,
+        tokens_per_shard,
+        total_tokens,
+        chunk_tokens=min(chunk_tokens, tokens_per_shard),
+        compressor=compressor,
+        has_loss=store_loss,
+    )
     marker: dict[str, Any] = {ALLOCATING: True, "key": provenance.key}
     with writing(url, "allocation"):
         # the old store is unusable from here on; nothing there (or no readable group): the next line replaces it
@@ -103,18 +111,28 @@ def allocate(
     return group
 
 
-_WRITE_EMPTY_CHUNKS: Any = {"write_empty_chunks": True}  # every committed shard has a file (zarr types it as a full config)
+_WRITE_EMPTY_CHUNKS: Any = {
+    "write_empty_chunks": True
+}  # every committed shard has a file (zarr types it as a full config)
 
 
 def _create_arrays(group: zarr.Group, layout: Layout, comp: list[Any] | None) -> None:
     chunk = layout.chunk_tokens or layout.tokens_per_shard
     for path in layout.array_names:
-        shape = (layout.total_tokens,) if path in ("tokens", "loss") else (layout.total_tokens, layout.d_model)
+        shape = (
+            (layout.total_tokens,) if path in ("tokens", "loss") else (layout.total_tokens, layout.d_model)
+        )
         dt = {"tokens": "int32", "loss": "float32"}.get(path, layout.dtype)
         tail = shape[1:]
         group.create_array(
-            path, shape=shape, chunks=(chunk, *tail), shards=(layout.tokens_per_shard, *tail), dtype=dt,
-            compressors=comp, fill_value=0, config=_WRITE_EMPTY_CHUNKS,
+            path,
+            shape=shape,
+            chunks=(chunk, *tail),
+            shards=(layout.tokens_per_shard, *tail),
+            dtype=dt,
+            compressors=comp,
+            fill_value=0,
+            config=_WRITE_EMPTY_CHUNKS,
         )
 
 
@@ -158,7 +176,11 @@ class ShardWriter:
         return len(self.info.committed)
 
     def _shard_data(
-        self, index: int, tokens: np.ndarray, acts: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
+        self,
+        index: int,
+        tokens: np.ndarray,
+        acts: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray],
         loss: np.ndarray | None,
     ) -> dict[str, np.ndarray]:
         """Every array's rows of shard ``index`` in the store dtypes, checked for shape and finiteness."""
@@ -174,7 +196,9 @@ class ShardWriter:
             data["loss"] = np.asarray(loss, dtype=np.float32)
         for name in self.names:
             if data[name].shape[0] != stop - start:
-                raise CacheUsageError(f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}")
+                raise CacheUsageError(
+                    f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}"
+                )
             if name != "tokens" and not self.allow_nonfinite:
                 _check_finite(name, data[name], start, self.info.dtype)
         return data
@@ -218,7 +242,10 @@ class ShardWriter:
             record = pool.submit(self._record, index, data)
             self.arrays[self.names[0]][start:stop] = data[self.names[0]]
             fault_point("shard_write")
-            rest = [pool.submit(self.arrays[name].__setitem__, slice(start, stop), data[name]) for name in self.names[1:]]
+            rest = [
+                pool.submit(self.arrays[name].__setitem__, slice(start, stop), data[name])
+                for name in self.names[1:]
+            ]
             for future in rest:
                 future.result()
             return record.result()
@@ -275,7 +302,9 @@ class ShardWriter:
     def finalize(self) -> None:
         """Mark the store complete; refuses while shards are missing or the layout does not check out."""
         if self.next_shard != self.info.n_shards:
-            raise CacheUsageError(f"cannot finalize: {self.next_shard} of {self.info.n_shards} shards committed")
+            raise CacheUsageError(
+                f"cannot finalize: {self.next_shard} of {self.info.n_shards} shards committed"
+            )
         validate_layout(self.url, self.group, self.info)
         fault_point("finalize")
         with writing(self.url, "finalize"):

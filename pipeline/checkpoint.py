@@ -42,7 +42,9 @@ def save_checkpoint(folder: Path, fingerprint: dict[str, Any], step: int, state:
     name = f"state-{step}.pt"
     atomic_write(folder / name, lambda tmp: torch.save(state, tmp))
     fault_point("checkpoint_write")
-    atomic_write_text(folder / INDEX, json.dumps({"fingerprint": fingerprint, "file": name, "step": step}) + "\n")
+    atomic_write_text(
+        folder / INDEX, json.dumps({"fingerprint": fingerprint, "file": name, "step": step}) + "\n"
+    )
     for old in folder.glob("state-*.pt"):
         if old.name != name:
             old.unlink(missing_ok=True)
@@ -54,8 +56,10 @@ def load_checkpoint(folder: Path, fingerprint: dict[str, Any]) -> dict[str, Any]
     index = folder / INDEX
     if not index.is_file():
         if (folder / LEGACY).is_file():
-            logger.warning("ignoring %s: checkpoint format from before pickle-free loading; training from the start",
-                           folder / LEGACY)
+            logger.warning(
+                "ignoring %s: checkpoint format from before pickle-free loading; training from the start",
+                folder / LEGACY,
+            )
         return None
     try:
         meta = json.loads(index.read_text())
@@ -73,7 +77,9 @@ def load_checkpoint(folder: Path, fingerprint: dict[str, Any]) -> dict[str, Any]
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused or a damaged file: never trust it
-        logger.warning("ignoring checkpoint %s: %s", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        logger.warning(
+            "ignoring checkpoint %s: %s", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        )
         return None
 
 
@@ -93,6 +99,8 @@ def write_all_or_none(out_dir: Path, variants: Sequence[tuple[str, Callable[[Pat
             os.replace(staging / name, target)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise OutputError(f"cannot write the trained SAEs to {out_dir}: {exc.strerror or exc}; "
-                          "no variant was written (the checkpoint, if any, is kept)") from exc
+        raise OutputError(
+            f"cannot write the trained SAEs to {out_dir}: {exc.strerror or exc}; "
+            "no variant was written (the checkpoint, if any, is kept)"
+        ) from exc
     shutil.rmtree(staging, ignore_errors=True)

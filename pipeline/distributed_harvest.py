@@ -110,7 +110,9 @@ def harvest_distributed(
 
     info = writer.info
     todo = iter(range(writer.next_shard, info.n_shards))
-    bar = tqdm(total=info.total_tokens, initial=info.committed_tokens, unit="tok", unit_scale=True, desc="harvest")
+    bar = tqdm(
+        total=info.total_tokens, initial=info.committed_tokens, unit="tok", unit_scale=True, desc="harvest"
+    )
     with scheduler_client(params.harvest.scheduler) as client:
         threads = sum(client.nthreads().values())
         if threads == 0:

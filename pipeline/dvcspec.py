@@ -55,40 +55,96 @@ RUNTIME_ONLY = frozenset(
 _MODEL_ID = {"model.name", "model.revision", "model.dtype"}
 _MODEL_LOAD = _MODEL_ID | {"model.trust_remote_code", "model.device"}
 _TEXT = {
-    "data.source", "data.context_length", "data.text_column", "data.revision", "data.hf_split",
-    "data.hf_config", "data.heldout_fraction",
+    "data.source",
+    "data.context_length",
+    "data.text_column",
+    "data.revision",
+    "data.hf_split",
+    "data.hf_config",
+    "data.heldout_fraction",
 }
 _STORE_FORMAT = {
-    "harvest.layers", "harvest.cache_root", "harvest.tokens_per_shard", "harvest.chunk_tokens",
-    "harvest.dtype", "harvest.compressor", "harvest.compression_level", "harvest.store_loss",
+    "harvest.layers",
+    "harvest.cache_root",
+    "harvest.tokens_per_shard",
+    "harvest.chunk_tokens",
+    "harvest.dtype",
+    "harvest.compressor",
+    "harvest.compression_level",
+    "harvest.store_loss",
 }
-_TRAIN_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {"data.split", "harvest.tokens", "harvest.store", "harvest.autocast"}
+_TRAIN_STORE = (
+    _MODEL_ID | _TEXT | _STORE_FORMAT | {"data.split", "harvest.tokens", "harvest.store", "harvest.autocast"}
+)
 """What ``pipeline.stores`` reads to find and check the training store."""
-_HELDOUT_STORE = _MODEL_ID | _TEXT | _STORE_FORMAT | {
-    "evaluate.tokens", "evaluate.store", "evaluate.first_token", "evaluate.harvest_tokens",
-}
+_HELDOUT_STORE = (
+    _MODEL_ID
+    | _TEXT
+    | _STORE_FORMAT
+    | {
+        "evaluate.tokens",
+        "evaluate.store",
+        "evaluate.first_token",
+        "evaluate.harvest_tokens",
+    }
+)
 """The same for the held-out store (``heldout_params`` swaps split, tokens and store)."""
 
-_GRID = {f"train.grid.{k}" for k in ("architecture", "k", "beta", "expansion", "value_mode", "lr", "seed", "layer")}
+_GRID = {
+    f"train.grid.{k}" for k in ("architecture", "k", "beta", "expansion", "value_mode", "lr", "seed", "layer")
+}
 _TRAIN = _GRID | {
     f"train.{k}"
     for k in (
-        "tokens", "out_dir", "store", "layer", "batch_size", "warmup_steps", "decay_fraction", "k_aux",
-        "aux_coef", "dead_tokens", "b_dec_init", "exclude_first", "shuffle_buffer_shards", "prefetch",
-        "checkpoint_every", "seed", "device", "metrics_out", "curves_dir", "log_every", "init_sample_tokens",
+        "tokens",
+        "out_dir",
+        "store",
+        "layer",
+        "batch_size",
+        "warmup_steps",
+        "decay_fraction",
+        "k_aux",
+        "aux_coef",
+        "dead_tokens",
+        "b_dec_init",
+        "exclude_first",
+        "shuffle_buffer_shards",
+        "prefetch",
+        "checkpoint_every",
+        "seed",
+        "device",
+        "metrics_out",
+        "curves_dir",
+        "log_every",
+        "init_sample_tokens",
         "parallel",
     )
 }
 _EVALUATE = {
     f"evaluate.{k}"
     for k in (
-        "store", "tokens", "out", "summary", "report", "plots_dir", "batch_size", "steer_latents",
-        "steer_contexts", "steer_scale", "seed", "first_token", "harvest_tokens", "splice", "edits_per_forward",
+        "store",
+        "tokens",
+        "out",
+        "summary",
+        "report",
+        "plots_dir",
+        "batch_size",
+        "steer_latents",
+        "steer_contexts",
+        "steer_scale",
+        "seed",
+        "first_token",
+        "harvest_tokens",
+        "splice",
+        "edits_per_forward",
     )
 }
 
 HELDOUT_SWAPPED = {
-    "data.split": None, "harvest.autocast": None, "harvest.tokens": "evaluate.harvest_tokens",
+    "data.split": None,
+    "harvest.autocast": None,
+    "harvest.tokens": "evaluate.harvest_tokens",
     "harvest.store": "evaluate.store",
 }
 """Fields ``heldout_params`` overwrites for the held-out store: reading them there reads the

@@ -50,6 +50,5 @@ class OutputError(PipelineError, OSError):
     """An output folder or file cannot be written."""
 
 
-
 class SchedulerError(PipelineError, ConnectionError):
     """The dask scheduler of ``harvest.scheduler`` cannot be reached, or a shard task failed for good."""

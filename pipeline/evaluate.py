@@ -74,7 +74,9 @@ def find_variants(out_dir: str | Path) -> list[Path]:
     root = Path(out_dir)
     found = sorted(p for p in root.glob("*") if weights_file(p) is not None) if root.is_dir() else []
     if not found:
-        raise NothingToEvaluate(f"no trained SAE variants in {root} (no <variant>/{WEIGHTS}); run `gsae train` first")
+        raise NothingToEvaluate(
+            f"no trained SAE variants in {root} (no <variant>/{WEIGHTS}); run `gsae train` first"
+        )
     return found
 
 
@@ -114,18 +116,31 @@ def load_entries(params: Params, lm: LoadedModel, info: CacheInfo) -> list[Entry
             raise SAEFormatError(f"{d}/cfg.json has no hook_name")
         model = cfg.get("model")
         if model is not None and str(model) != params.model.name:
-            raise ConfigError(f"variant {d.name} was trained on model {model!r}, but model.name is {params.model.name!r}")
+            raise ConfigError(
+                f"variant {d.name} was trained on model {model!r}, but model.name is {params.model.name!r}"
+            )
         if int(cfg["d_in"]) != info.d_model:
-            raise SAEFormatError(f"variant {d.name} has d_in={cfg['d_in']} but the store has d_model={info.d_model}")
+            raise SAEFormatError(
+                f"variant {d.name} has d_in={cfg['d_in']} but the store has d_model={info.d_model}"
+            )
         loaded.append((d.name, sae, cfg, hook, hook_block(lm, hook)))
     with_layer = len({x[3] for x in loaded}) > 1
     entries = []
     for name, sae, cfg, hook, block in loaded:
-        entries.append(Entry(name, series_name(cfg, beta0=False, with_layer=with_layer), sae, cfg, hook, block))
+        entries.append(
+            Entry(name, series_name(cfg, beta0=False, with_layer=with_layer), sae, cfg, hook, block)
+        )
         twin = sae.gradient_free_twin()
         if twin is not None:
             entries.append(
-                Entry(name + BETA0_SUFFIX, series_name(cfg, beta0=True, with_layer=with_layer), twin, cfg, hook, block)
+                Entry(
+                    name + BETA0_SUFFIX,
+                    series_name(cfg, beta0=True, with_layer=with_layer),
+                    twin,
+                    cfg,
+                    hook,
+                    block,
+                )
             )
     return entries
 
@@ -155,10 +170,14 @@ def _window(params: Params, info: CacheInfo, store_url: str) -> int:
     ev, T = params.evaluate, info.context_length
     n_ctx = min(ev.tokens, max(0, info.committed_tokens - ev.first_token)) // T
     if n_ctx == 0:
-        raise ConfigError(f"{store_url} holds no whole context from token {ev.first_token} on "
-                          f"({info.committed_tokens} tokens, evaluate.tokens={ev.tokens})")
+        raise ConfigError(
+            f"{store_url} holds no whole context from token {ev.first_token} on "
+            f"({info.committed_tokens} tokens, evaluate.tokens={ev.tokens})"
+        )
     if n_ctx * T < ev.tokens:
-        log.warning("evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens)
+        log.warning(
+            "evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens
+        )
     return n_ctx
 
 
@@ -191,8 +210,15 @@ def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: _HeldOu
     edits = {e.name: Edit(e.block, sae_editor(e.sae, grads_t[e.hook])) for e in entries}
     edits |= {f"zero:{h}": Edit(b, zero_editor()) for h, b in blocks.items()}
     stored = {blocks[h]: data.view(a) for h, a in data.acts.items()}
-    spliced = splice_losses(lm, data.ids, edits, batch_size=ev.batch_size, stored_acts=stored, mode=ev.splice,
-                            edits_per_forward=ev.edits_per_forward)
+    spliced = splice_losses(
+        lm,
+        data.ids,
+        edits,
+        batch_size=ev.batch_size,
+        stored_acts=stored,
+        mode=ev.splice,
+        edits_per_forward=ev.edits_per_forward,
+    )
     for block, err in spliced.act_rel_err.items():
         level = logging.WARNING if err > 0.02 else logging.INFO
         log.log(level, "block %d: live vs stored activation relative error %.2e", block, err)
@@ -213,8 +239,16 @@ def _steering(
     for e in entries:
         if not e.name.endswith(BETA0_SUFFIX):
             steer[e.name] = steer_sae(
-                lm, e.block, ref, e.sae.W_dec, recon[e.name].freq, recon[e.name].mean_act,
-                n_latents=ev.steer_latents, scale=ev.steer_scale, seed=ev.seed, name=e.name,
+                lm,
+                e.block,
+                ref,
+                e.sae.W_dec,
+                recon[e.name].freq,
+                recon[e.name].mean_act,
+                n_latents=ev.steer_latents,
+                scale=ev.steer_scale,
+                seed=ev.seed,
+                name=e.name,
                 batch_size=ev.batch_size,
             )
     return steer, ctx_idx
@@ -227,13 +261,28 @@ def _results(
     metrics: dict[str, dict[str, float]] = {}
     results: list[VariantResult] = []
     for e in entries:
-        m = _entry_metrics(e, recon[e.name], spliced.ce_clean, spliced.ce[e.name], spliced.ce[f"zero:{e.hook}"],
-                           spliced.kl[e.name], steer.get(e.name))
+        m = _entry_metrics(
+            e,
+            recon[e.name],
+            spliced.ce_clean,
+            spliced.ce[e.name],
+            spliced.ce[f"zero:{e.hook}"],
+            spliced.kl[e.name],
+            steer.get(e.name),
+        )
         metrics[e.name] = m
         seed = _cfg_number(e.cfg, ("init_seed", "seed"))
         results.append(
-            VariantResult(e.name, e.group, str(e.cfg["architecture"]), int(e.cfg["k"]),
-                          None if seed is None else int(seed), m, steer.get(e.name), hook=e.hook)
+            VariantResult(
+                e.name,
+                e.group,
+                str(e.cfg["architecture"]),
+                int(e.cfg["k"]),
+                None if seed is None else int(seed),
+                m,
+                steer.get(e.name),
+                hook=e.hook,
+            )
         )
     return metrics, results
 
@@ -248,7 +297,9 @@ def run_evaluate(
     n_ctx = _window(params, info, store_url)
     lm = lm or load_model(params.model)
     entries = load_entries(params, lm, info)
-    data = _read_held_out(store_url, info, sorted({e.hook for e in entries}), params.evaluate.first_token, n_ctx)
+    data = _read_held_out(
+        store_url, info, sorted({e.hook for e in entries}), params.evaluate.first_token, n_ctx
+    )
     recon = _reconstructions(entries, data)
     spliced = _splice(params, lm, entries, data)
     steer, ctx_idx = _steering(params, lm, entries, data, recon)
@@ -261,17 +312,29 @@ def run_evaluate(
 
 
 def _entry_metrics(
-    e: Entry, rs: ReconStats, ce_clean: float, ce_spliced: float, ce_zero: float, kl: float, st: SteerResult | None
+    e: Entry,
+    rs: ReconStats,
+    ce_clean: float,
+    ce_spliced: float,
+    ce_zero: float,
+    kl: float,
+    st: SteerResult | None,
 ) -> dict[str, float]:
     m: dict[str, float] = {
-        "fvu": rs.fvu, "mse": rs.mse, "l0": rs.l0, "dead_frac": rs.dead_frac,
+        "fvu": rs.fvu,
+        "mse": rs.mse,
+        "l0": rs.l0,
+        "dead_frac": rs.dead_frac,
     }
     train_dead = _cfg_number(e.cfg, TRAIN_DEAD_KEYS)
     if train_dead is not None:
         m["train_dead_frac"] = train_dead
     m |= {
-        "ce_clean": ce_clean, "ce_spliced": ce_spliced, "ce_zero_ablation": ce_zero,
-        "loss_recovered": loss_recovered(ce_clean, ce_spliced, ce_zero), "kl": kl,
+        "ce_clean": ce_clean,
+        "ce_spliced": ce_spliced,
+        "ce_zero_ablation": ce_zero,
+        "loss_recovered": loss_recovered(ce_clean, ce_spliced, ce_zero),
+        "kl": kl,
     }
     if rs.selection_shift is not None:
         m["selection_shift"] = rs.selection_shift
@@ -285,8 +348,15 @@ def _entry_metrics(
 
 
 def _settings(
-    params: Params, lm: LoadedModel, info: CacheInfo, url: str, entries: list[Entry], n_ctx: int,
-    ctx_idx: np.ndarray, act_err: dict[int, float], elapsed: float,
+    params: Params,
+    lm: LoadedModel,
+    info: CacheInfo,
+    url: str,
+    entries: list[Entry],
+    n_ctx: int,
+    ctx_idx: np.ndarray,
+    act_err: dict[int, float],
+    elapsed: float,
 ) -> dict[str, Any]:
     ev = params.evaluate
     T = info.context_length
@@ -314,7 +384,10 @@ def _settings(
 
 
 def _write_outputs(
-    params: Params, metrics: dict[str, dict[str, float]], results: list[VariantResult], settings: dict[str, Any]
+    params: Params,
+    metrics: dict[str, dict[str, float]],
+    results: list[VariantResult],
+    settings: dict[str, Any],
 ) -> None:
     ev = params.evaluate
     write_plot_data(ev.plots_dir, results)

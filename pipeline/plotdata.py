@@ -34,7 +34,14 @@ CURVES_FILE = "curves.csv"
 CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
 ID_COLUMNS = ("variant", "series", "architecture", "k", "seed")
 SUMMARY_KEYS = (
-    "loss_recovered", "fvu", "kl", "l0", "dead_frac", "train_dead_frac", "ce_spliced", "steer_kl_median",
+    "loss_recovered",
+    "fvu",
+    "kl",
+    "l0",
+    "dead_frac",
+    "train_dead_frac",
+    "ce_spliced",
+    "steer_kl_median",
     "selection_shift",
 )
 """Per-cell figures of the summary (each only when the entries have it)."""
@@ -98,8 +105,13 @@ def _number(text: str | None) -> float:
 
 
 def _ids(r: Any) -> dict[str, Any]:
-    return {"variant": r.name, "series": r.group, "architecture": r.architecture, "k": r.k,
-            "seed": "" if r.seed is None else r.seed}
+    return {
+        "variant": r.name,
+        "series": r.group,
+        "architecture": r.architecture,
+        "k": r.k,
+        "seed": "" if r.seed is None else r.seed,
+    }
 
 
 def write_plot_data(plots_dir: str | Path, results: Sequence[Any]) -> list[Path]:
@@ -113,8 +125,14 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[Any]) -> list[Path]
         if r.steer is None or not len(r.steer.kl):
             continue
         rows = [
-            {**_ids(r), "latent": int(lat), "alpha": float(r.steer.alphas[j]), "steer_kl": float(r.steer.kl[j]),
-             "steer_logit": float(r.steer.logit[j]), "token": int(r.steer.token[j])}
+            {
+                **_ids(r),
+                "latent": int(lat),
+                "alpha": float(r.steer.alphas[j]),
+                "steer_kl": float(r.steer.kl[j]),
+                "steer_logit": float(r.steer.logit[j]),
+                "token": int(r.steer.token[j]),
+            }
             for j, lat in enumerate(r.steer.latents)
         ]
         rows.sort(key=lambda row: row["steer_kl"])
@@ -148,8 +166,11 @@ def summary(results: Sequence[Any]) -> dict[str, Any]:
     for series, by_k in sorted(cells.items()):
         out[series] = {}
         for k, rs in sorted(by_k.items(), key=lambda item: int(item[0][1:])):
-            cell = {key: _mean([r.metrics.get(key) for r in rs]) for key in SUMMARY_KEYS
-                    if any(key in r.metrics for r in rs)}
+            cell = {
+                key: _mean([r.metrics.get(key) for r in rs])
+                for key in SUMMARY_KEYS
+                if any(key in r.metrics for r in rs)
+            }
             cell["n_seeds"] = len(rs)
             out[series][k] = cell
     out["baseline"] = baselines(results)

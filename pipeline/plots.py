@@ -79,15 +79,24 @@ def training_curves(path: Path, curves: Sequence[Mapping[str, Any]]) -> Path:
         rows = [r for r in curves if r["variant"] == name]
         tokens = [r["tokens"] for r in rows]
         for ax, key in zip(axes, ("fvu", "dead_frac"), strict=True):
-            ax.plot(tokens, [r[key] for r in rows], color=cmap(i % 10), linestyle="-" if i < 10 else "--",
-                    marker="o" if len(rows) < 30 else None, markersize=3, label=name)
+            ax.plot(
+                tokens,
+                [r[key] for r in rows],
+                color=cmap(i % 10),
+                linestyle="-" if i < 10 else "--",
+                marker="o" if len(rows) < 30 else None,
+                markersize=3,
+                label=name,
+            )
     if names:
         axes[0].set_yscale("log")
     else:
         for ax in axes:
             ax.text(0.5, 0.5, "no training curves", ha="center", va="center", transform=ax.transAxes)
     axes[0].set(xlabel="training tokens", ylabel="FVU (batch, log scale)", title="Training FVU")
-    axes[1].set(xlabel="training tokens", ylabel="dead fraction (train window)", title="Dead latents during training")
+    axes[1].set(
+        xlabel="training tokens", ylabel="dead fraction (train window)", title="Dead latents during training"
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
     if names:
@@ -106,8 +115,13 @@ def loss_recovered_vs_k(path: Path, results: Sequence[Any]) -> Path:
         ks = sorted({r.k for r in rs})
         means = [np.nanmean([_f(r.metrics.get("loss_recovered")) for r in rs if r.k == k]) for k in ks]
         ax.plot(ks, means, marker="o", linestyle=_style(group), color=colours[group], label=group)
-        ax.scatter([r.k for r in rs], [_f(r.metrics.get("loss_recovered")) for r in rs], s=12,
-                   color=colours[group], alpha=0.5)
+        ax.scatter(
+            [r.k for r in rs],
+            [_f(r.metrics.get("loss_recovered")) for r in rs],
+            s=12,
+            color=colours[group],
+            alpha=0.5,
+        )
     all_k = sorted({r.k for r in results})
     if len(all_k) > 1:
         ax.set_xscale("log", base=2)
@@ -145,8 +159,14 @@ def steering_boxes(results: Sequence[Any]) -> list[tuple[str, str, np.ndarray, n
         for k in sorted({r.k for r in rs}):
             steered = [r.steer for r in rs if r.k == k and r.steer is not None and len(r.steer.kl)]
             if steered:
-                boxes.append((group, f"{group}\nk={k}", np.concatenate([s.kl for s in steered]),
-                              np.concatenate([s.logit for s in steered])))
+                boxes.append(
+                    (
+                        group,
+                        f"{group}\nk={k}",
+                        np.concatenate([s.kl for s in steered]),
+                        np.concatenate([s.logit for s in steered]),
+                    )
+                )
     return boxes
 
 
@@ -156,8 +176,10 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
     boxes = steering_boxes(results)
     colours = _colours([b[0] for b in boxes])
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(boxes) + 4), 4.5))
-    for ax, col, label in ((axes[0], 2, "KL(p_steered ‖ p_clean) per token"),
-                           (axes[1], 3, "max |Δ log p| (most-affected token)")):
+    for ax, col, label in (
+        (axes[0], 2, "KL(p_steered ‖ p_clean) per token"),
+        (axes[1], 3, "max |Δ log p| (most-affected token)"),
+    ):
         if boxes:
             data: list[np.ndarray] = [np.asarray(b[col]) for b in boxes]
             art = ax.boxplot(data, showfliers=True, patch_artist=True)
@@ -166,7 +188,9 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
                 patch.set_alpha(0.45)
                 if b[0].endswith(BETA0_SUFFIX):
                     patch.set_hatch("//")
-            ax.set_xticks(range(1, len(boxes) + 1), [b[1] for b in boxes], rotation=30, ha="right", fontsize=7)
+            ax.set_xticks(
+                range(1, len(boxes) + 1), [b[1] for b in boxes], rotation=30, ha="right", fontsize=7
+            )
             if all(np.all(d > 0) for d in data):
                 ax.set_yscale("log")
         else:
@@ -178,7 +202,9 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
     return _save(fig, path)
 
 
-def make_plots(plots_dir: str | Path, results: Sequence[Any], curves: Sequence[Mapping[str, Any]]) -> dict[str, Path]:
+def make_plots(
+    plots_dir: str | Path, results: Sequence[Any], curves: Sequence[Mapping[str, Any]]
+) -> dict[str, Path]:
     """Every PNG; returns plot id → path (training curves only when there are curve rows)."""
     root = Path(plots_dir)
     out: dict[str, Path] = {}

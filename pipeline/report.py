@@ -63,7 +63,9 @@ def by_group(results: Sequence[VariantResult]) -> dict[str, list[VariantResult]]
     groups: dict[str, list[VariantResult]] = defaultdict(list)
     for r in results:
         groups[r.group].append(r)
-    return {g: sorted(rs, key=lambda r: (r.k, r.seed if r.seed is not None else -1)) for g, rs in groups.items()}
+    return {
+        g: sorted(rs, key=lambda r: (r.k, r.seed if r.seed is not None else -1)) for g, rs in groups.items()
+    }
 
 
 def _f(value: Any) -> float:
@@ -82,10 +84,20 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 TABLE_COLUMNS = (
-    ("variant", None), ("group", None), ("k", None), ("fvu", "fvu"), ("mse", "mse"), ("l0", "l0"),
-    ("dead (held out)", "dead_frac"), ("dead (train)", "train_dead_frac"), ("CE spliced", "ce_spliced"),
-    ("loss rec.", "loss_recovered"), ("KL", "kl"), ("selection shift", "selection_shift"),
-    ("steer KL (median)", "steer_kl_median"), ("steer Δlogp (median)", "steer_logit_median"),
+    ("variant", None),
+    ("group", None),
+    ("k", None),
+    ("fvu", "fvu"),
+    ("mse", "mse"),
+    ("l0", "l0"),
+    ("dead (held out)", "dead_frac"),
+    ("dead (train)", "train_dead_frac"),
+    ("CE spliced", "ce_spliced"),
+    ("loss rec.", "loss_recovered"),
+    ("KL", "kl"),
+    ("selection shift", "selection_shift"),
+    ("steer KL (median)", "steer_kl_median"),
+    ("steer Δlogp (median)", "steer_logit_median"),
 )
 OPTIONAL_COLUMNS = {"selection_shift", "train_dead_frac"}
 """Columns shown only when some entry has the figure."""
@@ -125,8 +137,14 @@ def table(results: Sequence[VariantResult]) -> str:
 def extra_table(results: Sequence[VariantResult]) -> str | None:
     """Every other numeric figure (e.g. steering quantiles, confidence bounds), one column each."""
     shown = {key for _, key in TABLE_COLUMNS if key} | BASELINE_KEYS
-    extra = sorted({k for r in results for k, v in r.metrics.items()
-                    if k not in shown and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    extra = sorted(
+        {
+            k
+            for r in results
+            for k, v in r.metrics.items()
+            if k not in shown and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
     if not extra:
         return None
     rows = [[f"`{r.name}`", *(_fmt(r.metrics.get(k)) for k in extra)] for r in _sorted(results)]
@@ -143,14 +161,22 @@ def baseline_lines(results: Sequence[VariantResult]) -> list[str]:
             continue
         where = f" (block {key.rpartition('_L')[2]})" if "_L" in key else ""
         lines.append(f"- CE with the layer's output zeroed{where}: **{_fmt(zero)}** nats/token.")
-        if clean is not None and zero is not None and math.isfinite(clean) and math.isfinite(zero) and zero <= clean:
+        if (
+            clean is not None
+            and zero is not None
+            and math.isfinite(clean)
+            and math.isfinite(zero)
+            and zero <= clean
+        ):
             lines.append(
                 f"- **Warning**: zero ablation{where} does not raise CE above the clean model "
                 f"({_fmt(zero)} ≤ {_fmt(clean)}), so loss recovered (which divides by their difference) "
                 "is meaningless here."
             )
-    lines.append("- Loss recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean): 1 is the clean model, "
-                 "0 is no better than zeroing the layer.")
+    lines.append(
+        "- Loss recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean): 1 is the clean model, "
+        "0 is no better than zeroing the layer."
+    )
     return lines
 
 

@@ -26,9 +26,15 @@ from pipeline.fileio import atomic_write_text
 from pipeline.naming import base_variant, grid_hparams, table_label
 
 COLUMNS = (
-    ("loss_recovered", "loss rec.", 4), ("ce_spliced", "CE spliced", 4), ("kl", "KL", 4), ("fvu", "FVU", 4),
-    ("l0", "L0", 1), ("dead_frac", "dead (held-out)", 4), ("train_dead_frac", "dead (train)", 4),
-    ("selection_shift", "sel. shift", 3), ("steer_kl_mean", "steer KL", 4),
+    ("loss_recovered", "loss rec.", 4),
+    ("ce_spliced", "CE spliced", 4),
+    ("kl", "KL", 4),
+    ("fvu", "FVU", 4),
+    ("l0", "L0", 1),
+    ("dead_frac", "dead (held-out)", 4),
+    ("train_dead_frac", "dead (train)", 4),
+    ("selection_shift", "sel. shift", 3),
+    ("steer_kl_mean", "steer KL", 4),
 )
 PAIRED = ("loss_recovered", "kl", "fvu", "dead_frac", "steer_kl_mean")
 
@@ -58,11 +64,15 @@ class Row:
     metrics: dict[str, float]
 
 
-def load_rows(run_dirs: Iterable[str | Path], pairs: Iterable[tuple[str | Path, str | Path]] = ()) -> list[Row]:
+def load_rows(
+    run_dirs: Iterable[str | Path], pairs: Iterable[tuple[str | Path, str | Path]] = ()
+) -> list[Row]:
     """Every evaluated variant of the given run folders (``evaluate.json`` + ``saes/``) and of
     explicit (metrics JSON, SAE folder) pairs, with its group and seed."""
     rows = []
-    sources = [(Path(r) / "evaluate.json", Path(r) / "saes") for r in run_dirs] + [(Path(a), Path(b)) for a, b in pairs]
+    sources = [(Path(r) / "evaluate.json", Path(r) / "saes") for r in run_dirs] + [
+        (Path(a), Path(b)) for a, b in pairs
+    ]
     for path, saes in sources:
         if not path.is_file():
             raise NothingToEvaluate(f"{path} not found: evaluate the run first")
@@ -72,8 +82,11 @@ def load_rows(run_dirs: Iterable[str | Path], pairs: Iterable[tuple[str | Path, 
             arch = str(cfg["architecture"])
             read = grid_hparams(arch)
             group = Group(
-                arch, int(cfg["k"]), float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
-                str(cfg.get("value_mode", "")) if "value_mode" in read else "", with_grad,
+                arch,
+                int(cfg["k"]),
+                float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
+                str(cfg.get("value_mode", "")) if "value_mode" in read else "",
+                with_grad,
             )
             seed = int(cfg.get("training", {}).get("init_seed", cfg.get("seed", 0)))
             rows.append(Row(group, seed, {k: float(v) for k, v in metrics.items() if v is not None}))
@@ -99,11 +112,18 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
     for r in rows:
         by_group.setdefault(r.group, []).append(r)
     out: dict[str, Any] = {}
-    for g in sorted(by_group, key=lambda g: (g.k, g.architecture != "topk", g.value_mode, g.beta, not g.with_grad)):
+    for g in sorted(
+        by_group, key=lambda g: (g.k, g.architecture != "topk", g.value_mode, g.beta, not g.with_grad)
+    ):
         rs = sorted(by_group[g], key=lambda r: r.seed)
         entry: dict[str, Any] = {
-            "k": g.k, "label": g.label, "seeds": [r.seed for r in rs], "architecture": g.architecture,
-            "beta": g.beta, "value_mode": g.value_mode, "with_grad": g.with_grad,
+            "k": g.k,
+            "label": g.label,
+            "seeds": [r.seed for r in rs],
+            "architecture": g.architecture,
+            "beta": g.beta,
+            "value_mode": g.value_mode,
+            "with_grad": g.with_grad,
         }
         for key, _, _ in COLUMNS:
             mean, sd, n = _stats([r.metrics.get(key, math.nan) for r in rs])
@@ -123,7 +143,11 @@ def _paired(rows: list[Row], base: list[Row]) -> dict[str, list[float]]:
     ref = {r.seed: r.metrics for r in base}
     deltas: dict[str, list[float]] = {}
     for key in PAIRED:
-        diffs = [r.metrics[key] - ref[r.seed][key] for r in rows if r.seed in ref and key in r.metrics and key in ref[r.seed]]
+        diffs = [
+            r.metrics[key] - ref[r.seed][key]
+            for r in rows
+            if r.seed in ref and key in r.metrics and key in ref[r.seed]
+        ]
         mean, sd, n = _stats(diffs)
         if n:
             deltas[key] = [mean, sd, float(n)]
@@ -144,8 +168,13 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 cell += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
             cells.append(cell)
         delta = entry.get("delta_vs_topk", {}).get("loss_recovered")
-        cells.append("–" if delta is None else f"{delta[0]:+.4f} ± {delta[1]:.4f} (n={int(delta[2])})"
-                     if math.isfinite(delta[1]) else f"{delta[0]:+.4f} (n=1)")
+        cells.append(
+            "–"
+            if delta is None
+            else f"{delta[0]:+.4f} ± {delta[1]:.4f} (n={int(delta[2])})"
+            if math.isfinite(delta[1])
+            else f"{delta[0]:+.4f} (n=1)"
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -163,7 +192,11 @@ def pareto_plots(summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
     for entry in summary.values():
         families.setdefault(entry["label"], []).append(entry)
     paths = []
-    for key, title in (("loss_recovered", "Loss recovered"), ("fvu", "FVU (held-out)"), ("steer_kl_mean", "Steering KL")):
+    for key, title in (
+        ("loss_recovered", "Loss recovered"),
+        ("fvu", "FVU (held-out)"),
+        ("steer_kl_mean", "Steering KL"),
+    ):
         if not any(key in e for e in summary.values()):
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -173,8 +206,16 @@ def pareto_plots(summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
                 continue
             x, y, sd = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
             style = "-o" if label == "topk" else ("--s" if "@β0" in label else "-^")
-            ax.errorbar(x, y, yerr=np.nan_to_num(sd), fmt=style, capsize=3, label=label,
-                        linewidth=1.5 if label == "topk" else 1, color=plt.get_cmap("tab20")(len(ax.lines) % 20))
+            ax.errorbar(
+                x,
+                y,
+                yerr=np.nan_to_num(sd),
+                fmt=style,
+                capsize=3,
+                label=label,
+                linewidth=1.5 if label == "topk" else 1,
+                color=plt.get_cmap("tab20")(len(ax.lines) % 20),
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("L0 (active latents per token, held-out)")
         ax.set_ylabel(title)
@@ -204,7 +245,11 @@ def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None
     if not any(len({e["beta"] for e in fam}) > 1 for fam in families.values()):
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    keys = (("loss_recovered", "loss recovered"), ("dead_frac", "dead latents (held-out)"), ("selection_shift", "selection shift"))
+    keys = (
+        ("loss_recovered", "loss recovered"),
+        ("dead_frac", "dead latents (held-out)"),
+        ("selection_shift", "selection shift"),
+    )
     colors = plt.get_cmap("tab10")
     for i, ((k, arch, mode, grad), fam) in enumerate(sorted(families.items())):
         fam = sorted(fam, key=lambda e: e["beta"])
@@ -213,8 +258,16 @@ def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None
             pts = [(e["beta"], *e[key]) for e in fam if key in e]
             if pts and not (key == "selection_shift" and not grad):
                 x, y, sd = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
-                ax.errorbar(x, y, yerr=np.nan_to_num(sd), fmt="-o" if grad else "--s", color=colors(i // 2 % 10),
-                            alpha=1.0 if grad else 0.6, capsize=3, label=label)
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=np.nan_to_num(sd),
+                    fmt="-o" if grad else "--s",
+                    color=colors(i // 2 % 10),
+                    alpha=1.0 if grad else 0.6,
+                    capsize=3,
+                    label=label,
+                )
     for e in entries:
         if e["architecture"] == "topk":
             for ax, (key, _) in zip(axes[:2], keys[:2], strict=True):
@@ -235,13 +288,17 @@ def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None
 
 
 def write_results(
-    run_dirs: Sequence[str | Path], out_md: str | Path, plots_dir: str | Path,
+    run_dirs: Sequence[str | Path],
+    out_md: str | Path,
+    plots_dir: str | Path,
     pairs: Sequence[tuple[str | Path, str | Path]] = (),
 ) -> dict[str, Any]:
     """Aggregate ``run_dirs`` (and ``pairs``) into ``out_md`` (+ the same name with ``.json``) and the plots."""
     summary = summarize(load_rows(run_dirs, pairs))
     sweep = beta_sweep_plot(summary, plots_dir)
-    pngs = ([sweep] if sweep else []) + (pareto_plots(summary, plots_dir) if len({e["k"] for e in summary.values()}) > 1 else [])
+    pngs = ([sweep] if sweep else []) + (
+        pareto_plots(summary, plots_dir) if len({e["k"] for e in summary.values()}) > 1 else []
+    )
     md = Path(out_md)
     rel = [p.relative_to(md.parent) if p.is_relative_to(md.parent) else p for p in pngs]
     text = (
@@ -251,7 +308,8 @@ def write_results(
         " Δ is g-SAE − TopK paired by seed (same seeds, same tokens). `@β0`: the same g-SAE encoded without the"
         " gradient. Steering KL: mean over latents (one seed: [95 % bootstrap CI over latents]).\n\n"
         + markdown_table(summary)
-        + "\n" + "".join(f"![{p.stem}]({p})\n" for p in rel)
+        + "\n"
+        + "".join(f"![{p.stem}]({p})\n" for p in rel)
     )
     atomic_write_text(md, text)
     atomic_write_text(md.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")

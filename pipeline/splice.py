@@ -163,8 +163,13 @@ def splice_losses(
 
 
 def _edited_logps(
-    lm: LoadedModel, batch: torch.Tensor, rows: slice, edits: Mapping[str, Edit], capture: PrefixCapture,
-    mode: str, per_forward: int,
+    lm: LoadedModel,
+    batch: torch.Tensor,
+    rows: slice,
+    edits: Mapping[str, Edit],
+    capture: PrefixCapture,
+    mode: str,
+    per_forward: int,
 ) -> Iterator[tuple[list[str], torch.Tensor]]:
     """(names, log-probabilities [len(names)·B, T, V]) of the edits, a few per forward."""
     if mode == "full":

@@ -133,7 +133,9 @@ def steer_effects(
     return kl.numpy(), best.values.numpy(), best.indices.numpy()
 
 
-def _steered_logits(lm: LoadedModel, block: int, ref: CleanRef, ctx: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+def _steered_logits(
+    lm: LoadedModel, block: int, ref: CleanRef, ctx: torch.Tensor, add: torch.Tensor
+) -> torch.Tensor:
     """Logits [b, T, V] of contexts ``ctx`` [b] with ``add`` [b, d] added at positions ≥ 1 of block ``block``."""
     if block in ref.states:
         clean = ref.states[block][ctx]

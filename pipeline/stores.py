@@ -247,7 +247,11 @@ def check_store_matches(params: Params, info: CacheInfo, url: str) -> None:
             f"store {url} holds model {info.model!r}, params say {params.model.name!r}; "
             "fix model.name or pass --allow-other-store"
         )
-    missing = [lay for lay in params.train.grid.layer or (layer,) if info.layers is not None and lay not in info.layers]
+    missing = [
+        lay
+        for lay in params.train.grid.layer or (layer,)
+        if info.layers is not None and lay not in info.layers
+    ]
     if missing:
         raise CacheMismatch(
             f"store {url} holds layers {list(info.layers or ())}, params train layer {missing[0]}; "

@@ -38,7 +38,9 @@ class _StandIn(nn.Module):
 
 
 @contextmanager
-def _blocks_replaced(lm: LoadedModel, block: int, tail: tuple[Any, ...] | None, state: torch.Tensor) -> Iterator[None]:
+def _blocks_replaced(
+    lm: LoadedModel, block: int, tail: tuple[Any, ...] | None, state: torch.Tensor
+) -> Iterator[None]:
     """Blocks 0..block−1 pass through, block ``block`` returns ``state``; restored on exit."""
     originals = [lm.blocks[i] for i in range(block + 1)]
     try:
@@ -95,4 +97,3 @@ class PrefixCapture:
                 self.tails[block] = None
 
         return hook
-

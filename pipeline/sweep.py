@@ -50,7 +50,12 @@ class VariantSpec:
         """Deterministic directory name of the variant."""
         hp = {f.name: getattr(self.hparams, f.name) for f in dataclasses.fields(self.hparams)}
         return variant_name(
-            self.architecture, hp, expansion=self.expansion, lr=self.lr, seed=self.seed, show_lr=self.show_lr,
+            self.architecture,
+            hp,
+            expansion=self.expansion,
+            lr=self.lr,
+            seed=self.seed,
+            show_lr=self.show_lr,
             layer=self.layer,
         )
 
@@ -73,7 +78,9 @@ def _combinations(arch: str, grid: GridConfig) -> list[dict[str, Any]]:
     cls = get_sae_class(arch).hparams_class
     read = {f.name for f in dataclasses.fields(cls)} | set(TRAINER_KEYS)
     keys = [f.name for f in dataclasses.fields(GridConfig) if f.name in read]
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(getattr(grid, k) for k in keys))]
+    return [
+        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(getattr(grid, k) for k in keys))
+    ]
 
 
 def _spec(arch: str, values: dict[str, Any], show_lr: bool, layer: int | None = None) -> VariantSpec:
@@ -112,7 +119,9 @@ def expand_grid(grid: GridConfig) -> list[VariantSpec]:
     names = [s.name for s in out]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        raise ConfigError(f"train.grid gives several variants named {sorted(dup)[0]!r} (duplicate grid values?)")
+        raise ConfigError(
+            f"train.grid gives several variants named {sorted(dup)[0]!r} (duplicate grid values?)"
+        )
     if not out:
         raise ConfigError("train.grid is empty")
     return out

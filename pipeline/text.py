@@ -67,7 +67,9 @@ def _stream_dataset(cfg: DataConfig) -> Iterator[str]:
         else:
             why = hub_access("HF_DATASETS_OFFLINE")  # fail in seconds, not after 30 s of retries
             if why is not None:
-                raise DataError(f"data.source {cfg.source!r} is not a local path, and {why} (hub datasets are streamed)")
+                raise DataError(
+                    f"data.source {cfg.source!r} is not a local path, and {why} (hub datasets are streamed)"
+                )
             revision = resolve_commit(cfg.source, cfg.revision, "dataset") or cfg.revision
             ds = datasets.load_dataset(
                 cfg.source, name=cfg.hf_config, split=cfg.hf_split, streaming=True, revision=revision
@@ -127,8 +129,12 @@ def source_fingerprint(cfg: DataConfig) -> dict[str, Any]:
         info["fingerprint"] = h.hexdigest()[:16]
         info["text_column"] = cfg.text_column
     elif cfg.source not in EMBEDDED:
-        info.update(hf_split=cfg.hf_split, hf_config=cfg.hf_config, text_column=cfg.text_column,
-                    commit=resolve_commit(cfg.source, cfg.revision, "dataset"))
+        info.update(
+            hf_split=cfg.hf_split,
+            hf_config=cfg.hf_config,
+            text_column=cfg.text_column,
+            commit=resolve_commit(cfg.source, cfg.revision, "dataset"),
+        )
     return info
 
 

@@ -56,9 +56,17 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoints"
 # TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
-_NO_EFFECT = {"out_dir", "store", "prefetch", "checkpoint_every", "device", "metrics_out", "curves_dir", "log_every",
-              "parallel"}
-
+_NO_EFFECT = {
+    "out_dir",
+    "store",
+    "prefetch",
+    "checkpoint_every",
+    "device",
+    "metrics_out",
+    "curves_dir",
+    "log_every",
+    "parallel",
+}
 
 
 def sample_tokens(
@@ -93,8 +101,10 @@ def _check_finite_loss(step: int, stats: dict[str, dict[str, float]]) -> None:
     for name, s in stats.items():
         loss = s.get("loss")
         if loss is not None and not math.isfinite(loss):
-            raise NonFiniteError(f"variant {name}: training loss is {loss} at step {step} (diverged or non-finite "
-                                 "inputs); stopping, nothing written")
+            raise NonFiniteError(
+                f"variant {name}: training loss is {loss} at step {step} (diverged or non-finite "
+                "inputs); stopping, nothing written"
+            )
 
 
 def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict[str, float]]:
@@ -161,8 +171,14 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
         distributed.teardown(ctx)
 
 
-def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantSpec], device: torch.device,
-         ctx: distributed.Dist) -> dict[str, Any]:
+def _run(
+    cfg: TrainConfig,
+    info: CacheInfo,
+    store_url: str,
+    specs: list[VariantSpec],
+    device: torch.device,
+    ctx: distributed.Dist,
+) -> dict[str, Any]:
     """Train this process's share of ``specs``, layer by layer; write the outputs."""
     total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
     out_dir = Path(cfg.out_dir)
@@ -170,8 +186,9 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
     trained: list[tuple[Trainer, str]] = []
     epoch_tokens, seconds = 1, 0.0
     for layer, group in _group_by_layer(mine).items():
-        trainer, hook, epoch_tokens, fit_seconds = _train_layer(cfg, info, store_url, layer, group, total_steps,
-                                                                device, ctx)
+        trainer, hook, epoch_tokens, fit_seconds = _train_layer(
+            cfg, info, store_url, layer, group, total_steps, device, ctx
+        )
         trained.append((trainer, hook))
         seconds += fit_seconds
 
@@ -184,13 +201,21 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
         curve += trainer.curve
         for name, v in trainer.variants.items():
             if not all(torch.isfinite(p).all() for p in v.sae.parameters()):
-                raise NonFiniteError(f"variant {name}: weights are NaN/inf after {trainer.step} steps (training "
-                                     "diverged); nothing written")
+                raise NonFiniteError(
+                    f"variant {name}: weights are NaN/inf after {trainer.step} steps (training "
+                    "diverged); nothing written"
+                )
             final = last.get(name, {})
             metrics[name] = _variant_figures(trainer, name, final, epochs)
             sae_cfg = _sae_provenance(cfg, info, store_url, hook, trainer, name, final)
-            writes.append((name, lambda folder, sae=v.sae, c=sae_cfg, s=trainer.act_scale: save_sae(sae, folder, c,
-                                                                                                   act_scale=s)))
+            writes.append(
+                (
+                    name,
+                    lambda folder, sae=v.sae, c=sae_cfg, s=trainer.act_scale: save_sae(
+                        sae, folder, c, act_scale=s
+                    ),
+                )
+            )
     if ctx.split_variants:  # rank 0 merges every rank's rows and figures
         metrics = {k: val for part in distributed.gather(ctx, metrics) for k, val in part.items()}
         curve = [row for part in distributed.gather(ctx, curve) for row in part]
@@ -200,13 +225,22 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
         curves = write_curves(cfg.curves_dir, curve)
         atomic_write_text(cfg.metrics_out, dumps_json(metrics, indent=2, sort_keys=True) + "\n")
         # Wall time is run information, not a result: outside the metrics so reruns diff clean.
-        run_info: dict[str, Any] = {"seconds": round(seconds, 1), "device": str(device), "variants": len(specs)}
+        run_info: dict[str, Any] = {
+            "seconds": round(seconds, 1),
+            "device": str(device),
+            "variants": len(specs),
+        }
         if ctx.active:
             run_info.update(processes=ctx.world, parallel=ctx.mode)
         atomic_write_text(run_info_path(cfg.metrics_out), json.dumps(run_info, indent=2) + "\n")
         shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
-        logger.info("wrote %d SAE(s) to %s, curves %s, metrics %s", len(specs), out_dir, cfg.curves_dir,
-                    cfg.metrics_out)
+        logger.info(
+            "wrote %d SAE(s) to %s, curves %s, metrics %s",
+            len(specs),
+            out_dir,
+            cfg.curves_dir,
+            cfg.metrics_out,
+        )
         logger.debug("curve files: %s", curves)
     distributed.barrier(ctx)
     return metrics
@@ -214,33 +248,64 @@ def _run(cfg: TrainConfig, info: CacheInfo, store_url: str, specs: list[VariantS
 
 def _variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs: float) -> dict[str, Any]:
     """The metrics entry of one variant."""
-    figures = {"fvu": final.get("fvu"), "l0": final.get("l0"), "loss": final.get("loss"),
-               "dead_frac": trainer.dead_fraction(name), "tokens": trainer.tokens, "steps": trainer.step,
-               "epochs": epochs}
+    figures = {
+        "fvu": final.get("fvu"),
+        "l0": final.get("l0"),
+        "loss": final.get("loss"),
+        "dead_frac": trainer.dead_fraction(name),
+        "tokens": trainer.tokens,
+        "steps": trainer.step,
+        "epochs": epochs,
+    }
     if "selection_shift" in final:
         figures["selection_shift"] = final["selection_shift"]
     return figures
 
 
-def _sae_provenance(cfg: TrainConfig, info: CacheInfo, store_url: str, hook: str, trainer: Trainer, name: str,
-                    final: dict[str, float]) -> dict[str, Any]:
+def _sae_provenance(
+    cfg: TrainConfig,
+    info: CacheInfo,
+    store_url: str,
+    hook: str,
+    trainer: Trainer,
+    name: str,
+    final: dict[str, float],
+) -> dict[str, Any]:
     """What ``cfg.json`` records beside the SAE's own settings: store, hook, training run."""
     spec = trainer.variants[name].spec
     # train.parallel is left out: the files do not depend on the process layout.
     training = {k: val for k, val in params_to_dict(cfg).items() if k != "parallel"}
     return {
-        "variant": name, "hook_name": hook, "hook_layer": info.layer_of(hook), "model": info.model,
-        "model_name": info.model, "model_revision": info.model_revision, "cache_key": info.key,
-        "cache_store": store_url, "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
-        "prepend_bos": True, "expansion": spec.expansion,
+        "variant": name,
+        "hook_name": hook,
+        "hook_layer": info.layer_of(hook),
+        "model": info.model,
+        "model_name": info.model,
+        "model_revision": info.model_revision,
+        "cache_key": info.key,
+        "cache_store": store_url,
+        "context_size": info.context_length,
+        "dataset_path": info.dataset.get("source"),
+        "prepend_bos": True,
+        "expansion": spec.expansion,
         "training": {**training, "grid": None, "lr": spec.lr, "init_seed": spec.seed},
-        "tokens_seen": trainer.tokens, "dead_frac": trainer.dead_fraction(name), "final_fvu": final.get("fvu"),
+        "tokens_seen": trainer.tokens,
+        "dead_frac": trainer.dead_fraction(name),
+        "final_fvu": final.get("fvu"),
         "exclude_first": cfg.exclude_first,
     }
 
 
-def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int | None, specs: list[VariantSpec],
-                 total_steps: int, device: torch.device, ctx: distributed.Dist) -> tuple[Trainer, str, int, float]:
+def _train_layer(
+    cfg: TrainConfig,
+    info: CacheInfo,
+    store_url: str,
+    layer: int | None,
+    specs: list[VariantSpec],
+    total_steps: int,
+    device: torch.device,
+    ctx: distributed.Dist,
+) -> tuple[Trainer, str, int, float]:
     """Train ``specs`` (all on one layer; ``None`` = train.layer) → (trainer, hook, tokens per epoch, fit seconds)."""
     hook = resolve_hook(info, cfg.layer if layer is None else layer)
     base = Path(cfg.out_dir) / CHECKPOINT_DIR
@@ -251,8 +316,14 @@ def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int |
         ckpt_write = None if ckpt_write is None else ckpt_write / f"L{layer}"
     fingerprint = _fingerprint(cfg, info, hook, specs)
     if ctx.main or ctx.split_variants:
-        logger.info("training %d variant(s) on %s [%s], %d steps of %d tokens", len(specs), store_url, hook,
-                    total_steps, cfg.batch_size)
+        logger.info(
+            "training %d variant(s) on %s [%s], %d steps of %d tokens",
+            len(specs),
+            store_url,
+            hook,
+            total_steps,
+            cfg.batch_size,
+        )
 
     state = load_checkpoint(ckpt_read, fingerprint)
     if ctx.split_rows:
@@ -260,7 +331,9 @@ def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int |
     if state is None:
         c, gamma, b_dec = 1.0, 1.0, None
         if ctx.main or not ctx.split_rows:
-            act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
+            act, grad = sample_tokens(
+                store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first
+            )
             c, gamma = activation_scale(act), gradient_scale(grad)
             b_dec = init_b_dec(act * c, cfg.b_dec_init)
         if ctx.split_rows:  # every rank starts from rank 0's numbers
@@ -268,23 +341,45 @@ def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int |
     else:
         c, gamma, b_dec = state["trainer"]["act_scale"], state["trainer"]["grad_scale"], None
     parallel = distributed.DataParallel(ctx) if ctx.split_rows else None
-    trainer = Trainer(specs, info.d_model, cfg, total_steps=total_steps, act_scale=c, grad_scale=gamma, b_dec=b_dec,
-                      device=device, parallel=parallel)
+    trainer = Trainer(
+        specs,
+        info.d_model,
+        cfg,
+        total_steps=total_steps,
+        act_scale=c,
+        grad_scale=gamma,
+        b_dec=b_dec,
+        device=device,
+        parallel=parallel,
+    )
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         logger.info("resumed from %s at step %d", ckpt_read, trainer.step)
     logger.info("act_scale=%g grad_scale=%g (per raw gradient, before act-scale folding)", c, gamma)
 
     reader = BatchReader(
-        store_url, hook, batch_size=cfg.batch_size, seed=cfg.seed, shuffle_buffer_shards=cfg.shuffle_buffer_shards,
-        exclude_first=cfg.exclude_first, prefetch=cfg.prefetch, info=info,
+        store_url,
+        hook,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        shuffle_buffer_shards=cfg.shuffle_buffer_shards,
+        exclude_first=cfg.exclude_first,
+        prefetch=cfg.prefetch,
+        info=info,
     )
 
     def on_checkpoint(step: int, tr: Trainer) -> None:
         if ckpt_write is not None:
             epoch, offset = reader.position(step)
-            save_checkpoint(ckpt_write, fingerprint, step, {"trainer": tr.state_dict(),
-                            "reader": {"batch_index": step, "epoch": epoch, "offset": offset}})
+            save_checkpoint(
+                ckpt_write,
+                fingerprint,
+                step,
+                {
+                    "trainer": tr.state_dict(),
+                    "reader": {"batch_index": step, "epoch": epoch, "offset": offset},
+                },
+            )
             logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
 
     def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
@@ -293,14 +388,25 @@ def _train_layer(cfg: TrainConfig, info: CacheInfo, store_url: str, layer: int |
             return
         for name, s in stats.items():
             shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
-            logger.info("step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s", step, tokens, name, s["fvu"], s["l0"],
-                        s["dead_frac"], shift)
+            logger.info(
+                "step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s",
+                step,
+                tokens,
+                name,
+                s["fvu"],
+                s["l0"],
+                s["dead_frac"],
+                shift,
+            )
 
     t0 = time.perf_counter()
     batches = reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step)
     trainer.fit(
         batches if parallel is None else parallel.split(batches),
-        log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_log=on_log, on_checkpoint=on_checkpoint,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        on_log=on_log,
+        on_checkpoint=on_checkpoint,
         progress=ctx.main,
     )
     seconds = time.perf_counter() - t0

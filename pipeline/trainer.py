@@ -148,9 +148,13 @@ class Trainer:
             # float64 tensors on the device: no host sync per step; summed they equal the
             # Python-float sums of earlier versions bit for bit.
             stats: dict[str, Any] = {
-                "loss": loss.detach().double(), "fvu": fvu.detach().double(),
-                "aux": aux.detach().double() if aux is not None else torch.zeros((), dtype=torch.float64, device=x.device),
-                "l0": fires.sum().double() / x.shape[0], "lr": lr,
+                "loss": loss.detach().double(),
+                "fvu": fvu.detach().double(),
+                "aux": aux.detach().double()
+                if aux is not None
+                else torch.zeros((), dtype=torch.float64, device=x.device),
+                "l0": fires.sum().double() / x.shape[0],
+                "lr": lr,
             }
             if sae.uses_grad:
                 stats["selection_shift"] = sae.selection_shift(z.detach(), indices, values)
@@ -167,7 +171,9 @@ class Trainer:
         if self.k_aux <= 0 or self.cfg.aux_coef <= 0 or self.tokens < self.cfg.dead_tokens:
             return None
         dead = v.since_fired >= self.cfg.dead_tokens
-        top = torch.topk(z.masked_fill(~dead, float("-inf")), min(self.k_aux, v.sae.d_sae), dim=-1, sorted=False)
+        top = torch.topk(
+            z.masked_fill(~dead, float("-inf")), min(self.k_aux, v.sae.d_sae), dim=-1, sorted=False
+        )
         e_hat = v.sae.decode_sparse(top.indices, torch.relu(top.values), bias=False)
         return torch.nan_to_num(self._fvu(residual, e_hat), nan=0.0) * dead.any()
 
@@ -250,7 +256,12 @@ class Trainer:
                     stats = self.flush_log()
                     if on_log is not None:
                         on_log(self.step, self.tokens, stats)
-                if on_checkpoint is not None and checkpoint_every > 0 and self.step % checkpoint_every == 0 and not last:
+                if (
+                    on_checkpoint is not None
+                    and checkpoint_every > 0
+                    and self.step % checkpoint_every == 0
+                    and not last
+                ):
                     on_checkpoint(self.step, self)
         finally:
             bar.close()

@@ -20,8 +20,23 @@ from pipeline.errors import PipelineError
 log = logging.getLogger("gsae")
 
 NOISY_LOGGERS = (
-    "matplotlib", "PIL", "fsspec", "urllib3", "filelock", "httpx", "httpcore", "huggingface_hub",
-    "datasets", "asyncio", "numcodecs", "zarr", "dask", "distributed", "torch", "git", "h5py",
+    "matplotlib",
+    "PIL",
+    "fsspec",
+    "urllib3",
+    "filelock",
+    "httpx",
+    "httpcore",
+    "huggingface_hub",
+    "datasets",
+    "asyncio",
+    "numcodecs",
+    "zarr",
+    "dask",
+    "distributed",
+    "torch",
+    "git",
+    "h5py",
 )
 """Third-party loggers kept at WARNING under ``-v`` (matplotlib alone logs thousands of font lines)."""
 
@@ -49,9 +64,21 @@ def setup_logging(verbose: bool) -> None:
 
 
 def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a params key (dotted, repeatable).")(fn)
+    fn = click.option(
+        "-s",
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a params key (dotted, repeatable).",
+    )(fn)
     return click.option(
-        "-p", "--params", "params_path", multiple=True, default=("params.yaml",), show_default=True,
+        "-p",
+        "--params",
+        "params_path",
+        multiple=True,
+        default=("params.yaml",),
+        show_default=True,
         help="Params file; repeat to layer files (later ones override earlier ones key by key).",
     )(fn)
 
@@ -87,12 +114,23 @@ def params_cmd() -> None:
 
 @cli.command()
 @_params_options
-@click.option("--heldout", is_flag=True, help="Harvest the held-out store evaluation reads (evaluate.tokens, evaluate.store).")
+@click.option(
+    "--heldout",
+    is_flag=True,
+    help="Harvest the held-out store evaluation reads (evaluate.tokens, evaluate.store).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
 @click.option("--repair", is_flag=True, help="Re-harvest only the committed shards that fail verification.")
-@click.option("--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it.")
+@click.option(
+    "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
+)
 def harvest(
-    params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, overwrite: bool, repair: bool, break_lock: bool
+    params_path: tuple[str, ...],
+    overrides: tuple[str, ...],
+    heldout: bool,
+    overwrite: bool,
+    repair: bool,
+    break_lock: bool,
 ) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
     from pipeline.harvest import run_harvest
@@ -112,21 +150,33 @@ def _check_architectures(architectures: tuple[str, ...]) -> None:
 
     unknown = sorted(set(architectures) - set(REGISTRY))
     if unknown:
-        raise click.BadParameter(f"{unknown[0]!r} is not a registered architecture ({', '.join(sorted(REGISTRY))})",
-                                 param_hint="'-a'")
+        raise click.BadParameter(
+            f"{unknown[0]!r} is not a registered architecture ({', '.join(sorted(REGISTRY))})",
+            param_hint="'-a'",
+        )
 
 
 @cli.command()
 @_params_options
 @click.option(
-    "-a", "--architecture", "architectures", multiple=True, metavar="NAME",
+    "-a",
+    "--architecture",
+    "architectures",
+    multiple=True,
+    metavar="NAME",
     help="Train only these registered architectures (overrides train.grid.architecture).",
 )
 @click.option("--dry-run", is_flag=True, help="List the variants the grid expands to and exit.")
-@click.option("--allow-other-store", is_flag=True,
-              help="Train from an explicit train.store even if its model or layer differ from the params.")
+@click.option(
+    "--allow-other-store",
+    is_flag=True,
+    help="Train from an explicit train.store even if its model or layer differ from the params.",
+)
 def train(
-    params_path: tuple[str, ...], overrides: tuple[str, ...], architectures: tuple[str, ...], dry_run: bool,
+    params_path: tuple[str, ...],
+    overrides: tuple[str, ...],
+    architectures: tuple[str, ...],
+    dry_run: bool,
     allow_other_store: bool,
 ) -> None:
     """Stage 2: train every variant of train.grid on the cached harvest."""
@@ -163,11 +213,21 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_tra
 
 @cli.command()
 @click.argument("runs", nargs=-1)
-@click.option("-o", "--out", default="results.md", show_default=True, help="Markdown table (the numbers go to the same name with .json).")
+@click.option(
+    "-o",
+    "--out",
+    default="results.md",
+    show_default=True,
+    help="Markdown table (the numbers go to the same name with .json).",
+)
 @click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
-@click.option("--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ...")
+@click.option(
+    "--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ..."
+)
 @click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")
-def summarize(runs: tuple[str, ...], out: str, plots_dir: str, eval_json: str | None, saes_dir: str | None) -> None:
+def summarize(
+    runs: tuple[str, ...], out: str, plots_dir: str, eval_json: str | None, saes_dir: str | None
+) -> None:
     """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""
     from pipeline.results import write_results
 
@@ -210,8 +270,13 @@ def cache_verify(url: str) -> None:
 
 
 @cli.command()
-@click.option("--format", "fmt", required=True, metavar="NAME",
-              help="Target layout: sparsify (topk variants) or saelens (batchtopk variants, as JumpReLU).")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    metavar="NAME",
+    help="Target layout: sparsify (topk variants) or saelens (batchtopk variants, as JumpReLU).",
+)
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
 def export(fmt: str, src: str, dest: str) -> None:
@@ -219,15 +284,21 @@ def export(fmt: str, src: str, dest: str) -> None:
     from pipeline.saes.export import FORMATS, export_sae
 
     if fmt not in FORMATS:  # checked here, not by click.Choice: the harvest must not import the SAEs
-        raise click.BadParameter(f"{fmt!r} is not one of {', '.join(sorted(FORMATS))}", param_hint="'--format'")
+        raise click.BadParameter(
+            f"{fmt!r} is not one of {', '.join(sorted(FORMATS))}", param_hint="'--format'"
+        )
     click.echo(export_sae(src, dest, fmt))
 
 
 @cache.command("repair")
 @_params_options
 @click.option("--heldout", is_flag=True, help="Repair the held-out store (evaluate.store).")
-@click.option("--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it.")
-def cache_repair(params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, break_lock: bool) -> None:
+@click.option(
+    "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
+)
+def cache_repair(
+    params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, break_lock: bool
+) -> None:
     """Re-harvest only the damaged shards of the store the params describe (= gsae harvest --repair)."""
     from pipeline.harvest import run_harvest
     from pipeline.stores import heldout_params

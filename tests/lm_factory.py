@@ -21,28 +21,41 @@ def build_tokenizer(vocab_size: int = 320):  # noqa: ANN201 - transformers type
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<bos>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size,
+        special_tokens=["<bos>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>")
 
 
-def build_model(kind: str, vocab_size: int, n_layers: int = 4, d: int = 32, max_pos: int = 256) -> torch.nn.Module:
+def build_model(
+    kind: str, vocab_size: int, n_layers: int = 4, d: int = 32, max_pos: int = 256
+) -> torch.nn.Module:
     """A randomly initialised model of the given family (seeded)."""
     from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig
 
     torch.manual_seed(0)
     if kind == "llama":
         cfg = LlamaConfig(
-            vocab_size=vocab_size, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_pos,
+            vocab_size=vocab_size,
+            hidden_size=d,
+            intermediate_size=2 * d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=max_pos,
         )
     elif kind == "gpt2":
         cfg = GPT2Config(vocab_size=vocab_size, n_embd=d, n_layer=n_layers, n_head=4, n_positions=max_pos)
     elif kind == "neox":
         cfg = GPTNeoXConfig(
-            vocab_size=vocab_size, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
-            num_attention_heads=4, max_position_embeddings=max_pos,
+            vocab_size=vocab_size,
+            hidden_size=d,
+            intermediate_size=2 * d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            max_position_embeddings=max_pos,
         )
     else:
         raise ValueError(kind)

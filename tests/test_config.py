@@ -16,7 +16,11 @@ def test_project_params_load():
     p = load_params(ROOT / "params.yaml")
     assert p.model.name == "smollm2-135m" and p.harvest.layers == (15,)
     grid = p.train.grid  # the default run compares TopK with the experiment's g-SAE over three seeds
-    assert set(grid.architecture) == {"topk", "gsae"} and len(grid.seed) >= 3 and grid.value_mode == ("selection",)
+    assert (
+        set(grid.architecture) == {"topk", "gsae"}
+        and len(grid.seed) >= 3
+        and grid.value_mode == ("selection",)
+    )
 
 
 def test_overrides_parse_yaml_values():
@@ -57,8 +61,10 @@ def test_missing_file(tmp_path):
 def test_heldout_store_size_covers_the_evaluated_slice() -> None:
     from pipeline.stores import heldout_params
 
-    base = {"data": {"context_length": 16}, "harvest": {"tokens": 64, "tokens_per_shard": 64, "chunk_tokens": 16,
-                                                       "autocast": "bfloat16"}}
+    base = {
+        "data": {"context_length": 16},
+        "harvest": {"tokens": 64, "tokens_per_shard": 64, "chunk_tokens": 16, "autocast": "bfloat16"},
+    }
     held = heldout_params(params_from_dict(base, ["evaluate.tokens=32", "evaluate.first_token=48"]))
     assert held.harvest.tokens == 80 and held.data.split == "heldout"
     assert held.harvest.autocast == "none"  # held-out stores are always float32

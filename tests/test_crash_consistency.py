@@ -94,8 +94,14 @@ def test_kill_at_phase_then_resume_is_byte_identical(tiny_llama, tmp_path, monke
 
 def test_second_writer_is_refused_naming_the_holder(tiny_llama, tmp_path, capsys):
     url = tmp_path / "s.zarr"
-    holder = {"user": "alice", "host": socket.gethostname(), "pid": 1, "command": "gsae harvest",
-              "started": 0.0, "heartbeat": 0.0}
+    holder = {
+        "user": "alice",
+        "host": socket.gethostname(),
+        "pid": 1,
+        "command": "gsae harvest",
+        "started": 0.0,
+        "heartbeat": 0.0,
+    }
     Path(f"{url}.lock").write_text(json.dumps(holder))
     over = sum((["-s", o] for o in tiny_overrides(tiny_llama, str(url))), [])
     params = tmp_path / "p.yaml"
@@ -139,7 +145,9 @@ def test_nonfinite_values_are_not_committed(tmp_path):
     w = ShardWriter(url)
     acts = {"model.layers.1": np.full((128, 16), 1e6, np.float32)}  # beyond float16: inf
     grads = {"model.layers.1": np.zeros((128, 16), np.float32)}
-    with pytest.raises(NonFiniteError, match=r"model.layers.1/act: 128 token\(s\).*rows \[128, 256\).*float32"):
+    with pytest.raises(
+        NonFiniteError, match=r"model.layers.1/act: 128 token\(s\).*rows \[128, 256\).*float32"
+    ):
         w.write(1, np.zeros(128, np.int32), acts, grads)
     info = read_info(url)
     assert info.committed_tokens == 128 and not info.complete
@@ -156,9 +164,13 @@ def test_checkpoint_is_loaded_without_pickle(tmp_path):
     _Evil.marker = tmp_path / "pwned"
     fingerprint = {"train": {"seed": 0}}
     (folder / "state-4.pt").write_bytes(pickle.dumps({"trainer": _Evil()}))
-    (folder / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "file": "state-4.pt", "step": 4}))
+    (folder / "state.json").write_text(
+        json.dumps({"fingerprint": fingerprint, "file": "state-4.pt", "step": 4})
+    )
     assert load_checkpoint(folder, fingerprint) is None
-    assert load_checkpoint(folder, {"train": {"seed": 1}}) is None  # fingerprint first: the file is not opened
+    assert (
+        load_checkpoint(folder, {"train": {"seed": 1}}) is None
+    )  # fingerprint first: the file is not opened
     (folder / "state.json").unlink()
     (folder / "state.pt").write_bytes(pickle.dumps(_Evil()))  # pre-format checkpoint: never unpickled
     assert load_checkpoint(folder, fingerprint) is None
@@ -178,9 +190,23 @@ def test_atomic_write_honours_the_umask(tmp_path):
 
 def test_allocate_then_finalize_validates(tmp_path):
     url = str(tmp_path / "s.zarr")
-    allocate(url, {"key": "k", "model": "m", "model_revision": "r", "tokenizer": "t", "dataset": {},
-                   "context_length": 16}, hooks=["h.1"], d_model=4, total_tokens=32, tokens_per_shard=32,
-             chunk_tokens=16, dtype="float32")
+    allocate(
+        url,
+        {
+            "key": "k",
+            "model": "m",
+            "model_revision": "r",
+            "tokenizer": "t",
+            "dataset": {},
+            "context_length": 16,
+        },
+        hooks=["h.1"],
+        d_model=4,
+        total_tokens=32,
+        tokens_per_shard=32,
+        chunk_tokens=16,
+        dtype="float32",
+    )
     w = ShardWriter(url)
     w.write(0, np.arange(32), {"h.1": np.ones((32, 4))}, {"h.1": np.ones((32, 4))})
     import shutil

@@ -25,7 +25,10 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     assert all(read_info(str(s)).complete for s in stores)
     for store in stores:  # the harvest's pointer names the store train/evaluate read, with its key
         ref = json.loads((store.parent / "store.json").read_text())
-        assert ref["store"].endswith(f"{store.parent.name}/{store.name}") and ref["key"] == read_info(str(store)).key
+        assert (
+            ref["store"].endswith(f"{store.parent.name}/{store.name}")
+            and ref["key"] == read_info(str(store)).key
+        )
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert {"topk-k4-x2-s0", "gsae-k4-b0.3-x2-sel-s0", "gsae-k4-b0.3-x2-sel-s0@beta0"} <= set(metrics)
     assert (repo / "reports" / "report.md").is_file()
@@ -38,7 +41,9 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     assert {"training_fvu", "loss_recovered_vs_k", "fvu_vs_loss_recovered", "steering_kl"} <= set(plots)
     assert plots["training_fvu"][0]["content"]["encoding"]["color"]["field"] == "variant"
     assert {row["variant"] for row in plots["training_fvu"][0]["content"]["data"]["values"]} == {
-        "topk-k4-x2-s0", "gsae-k4-b0.3-x2-sel-s0"}
+        "topk-k4-x2-s0",
+        "gsae-k4-b0.3-x2-sel-s0",
+    }
     assert any(p.endswith("training_curves.png") for p in plots)
     assert (repo / "reports" / "plots" / "training_curves.png").stat().st_size > 1000
 

@@ -60,10 +60,14 @@ def _code_deps(stage: str) -> set[str]:
 
 def test_every_config_field_is_decided_and_written_in_params_yaml():
     decided = set().union(*dvcspec.READS.values()) | dvcspec.RUNTIME_ONLY
-    assert set(LEAVES) - decided == set(), "config fields no stage reads and not runtime-only (pipeline/dvcspec.py)"
+    assert set(LEAVES) - decided == set(), (
+        "config fields no stage reads and not runtime-only (pipeline/dvcspec.py)"
+    )
     assert decided - set(LEAVES) == set(), "pipeline/dvcspec.py names keys that are not config fields"
     written = _flat(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    assert set(LEAVES) - written == set(), "config fields missing from params.yaml (code defaults hide them from DVC)"
+    assert set(LEAVES) - written == set(), (
+        "config fields missing from params.yaml (code defaults hide them from DVC)"
+    )
     assert set(dvcspec.READS) == set(dvcspec.STAGES) == set(DVC["stages"])
 
 
@@ -120,8 +124,14 @@ def _record_reads(monkeypatch) -> set[str]:
     from pipeline import config
 
     seen: set[str] = set()
-    sections = {config.ModelConfig: "model", config.DataConfig: "data", config.HarvestConfig: "harvest",
-                config.TrainConfig: "train", config.GridConfig: "train.grid", config.EvaluateConfig: "evaluate"}
+    sections = {
+        config.ModelConfig: "model",
+        config.DataConfig: "data",
+        config.HarvestConfig: "harvest",
+        config.TrainConfig: "train",
+        config.GridConfig: "train.grid",
+        config.EvaluateConfig: "evaluate",
+    }
     skip = {"params_to_dict", "__post_init__"}
     for cls, section in sections.items():
         names = {f.name for f in dataclasses.fields(cls) if f"{section}.{f.name}" in LEAVES}
@@ -144,8 +154,12 @@ def test_stage_commands_read_only_declared_fields(tiny_llama, tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, tiny_params(tiny_llama))
-    commands = {"harvest": ["harvest"], "harvest_heldout": ["harvest", "--heldout"], "train": ["train"],
-                "evaluate": ["evaluate"]}
+    commands = {
+        "harvest": ["harvest"],
+        "harvest_heldout": ["harvest", "--heldout"],
+        "train": ["train"],
+        "evaluate": ["evaluate"],
+    }
     for stage, args in commands.items():
         with monkeypatch.context() as m:
             seen = _record_reads(m)

@@ -18,9 +18,23 @@ from pipeline.train import run_train
 from tests.conftest import tiny_overrides
 
 CORE_KEYS = {
-    "fvu", "mse", "l0", "dead_frac", "ce_clean", "ce_spliced", "ce_zero_ablation", "loss_recovered", "kl",
-    "steer_kl_mean", "steer_kl_median", "steer_kl_p10", "steer_kl_p90",
-    "steer_logit_mean", "steer_logit_median", "steer_logit_p10", "steer_logit_p90",
+    "fvu",
+    "mse",
+    "l0",
+    "dead_frac",
+    "ce_clean",
+    "ce_spliced",
+    "ce_zero_ablation",
+    "loss_recovered",
+    "kl",
+    "steer_kl_mean",
+    "steer_kl_median",
+    "steer_kl_p10",
+    "steer_kl_p90",
+    "steer_logit_mean",
+    "steer_logit_median",
+    "steer_logit_p10",
+    "steer_logit_p90",
 }
 
 
@@ -65,15 +79,24 @@ def project(tiny_llama, tmp_path_factory):
 def test_end_to_end(project):
     params, url, key, _ = project
     metrics = run_evaluate(params, store_url=url, expected_key=key)
-    names = {f"{v}{t}" for k in (2, 4) for v, t in ((f"topk-k{k}-x2-s0", ""), (f"gsae-k{k}-b1-x2-aug-s0", ""),
-                                                   (f"gsae-k{k}-b1-x2-aug-s0", "@beta0"))}
+    names = {
+        f"{v}{t}"
+        for k in (2, 4)
+        for v, t in (
+            (f"topk-k{k}-x2-s0", ""),
+            (f"gsae-k{k}-b1-x2-aug-s0", ""),
+            (f"gsae-k{k}-b1-x2-aug-s0", "@beta0"),
+        )
+    }
     assert set(metrics) == names
     on_disk = json.loads(Path(params.evaluate.out).read_text())
     assert set(on_disk) == names
     for name in names:
         assert on_disk[name] == pytest.approx(metrics[name])
     for name, m in metrics.items():
-        assert set(m) >= {k for k in CORE_KEYS if not (name.endswith("@beta0") and k.startswith("steer"))}, name
+        assert set(m) >= {k for k in CORE_KEYS if not (name.endswith("@beta0") and k.startswith("steer"))}, (
+            name
+        )
         assert all(isinstance(v, float) for v in m.values())
         assert 0 < m["l0"] <= (2 if "-k2-" in name else 4)
         assert 0 <= m["dead_frac"] <= 1
@@ -92,7 +115,12 @@ def test_end_to_end(project):
     ce_clean = {m["ce_clean"] for m in metrics.values()}
     assert len(ce_clean) == 1
     plots = Path(params.evaluate.plots_dir)
-    for png in ("training_curves.png", "loss_recovered_vs_k.png", "fvu_vs_loss_recovered.png", "steering.png"):
+    for png in (
+        "training_curves.png",
+        "loss_recovered_vs_k.png",
+        "fvu_vs_loss_recovered.png",
+        "steering.png",
+    ):
         assert (plots / png).stat().st_size > 1000
     variants = (plots / "variants.csv").read_text().strip().splitlines()
     assert variants[0].startswith("variant,series,architecture,k,seed,") and len(variants) == 1 + len(names)
@@ -103,7 +131,9 @@ def test_end_to_end(project):
     assert sum(",topk-x2,topk," in row for row in steer) == 2 * 3  # two k values, three latents each
     summary = json.loads(Path(params.evaluate.summary).read_text())
     assert set(summary) == {"topk-x2", "gsae-b1-aug-x2", "gsae-b1-aug-x2@beta0", "baseline"}
-    assert summary["topk-x2"]["k4"]["loss_recovered"] == pytest.approx(metrics["topk-k4-x2-s0"]["loss_recovered"])
+    assert summary["topk-x2"]["k4"]["loss_recovered"] == pytest.approx(
+        metrics["topk-k4-x2-s0"]["loss_recovered"]
+    )
     assert summary["baseline"]["ce_clean"] == pytest.approx(metrics["topk-k4-x2-s0"]["ce_clean"])
     report = Path(params.evaluate.report).read_text()
     assert "plots/loss_recovered_vs_k.png" in report and "plots/training_curves.png" in report
@@ -121,11 +151,27 @@ def test_errors(project, tmp_path):
         run_evaluate(empty, store_url=url, expected_key=None)
     # an incomplete store
     part = str(tmp_path / "part.zarr")
-    allocate(part, {"key": key, "model": params.model.name, "model_revision": "x", "tokenizer": "x",
-                    "dataset": {}, "context_length": 32, "loss": "x"},
-             hooks=["model.layers.1"], d_model=32, total_tokens=512, tokens_per_shard=256, chunk_tokens=128,
-             dtype="float16")
-    ShardWriter(part).write(0, np.zeros(256), {"model.layers.1": np.zeros((256, 32))}, {"model.layers.1": np.zeros((256, 32))})
+    allocate(
+        part,
+        {
+            "key": key,
+            "model": params.model.name,
+            "model_revision": "x",
+            "tokenizer": "x",
+            "dataset": {},
+            "context_length": 32,
+            "loss": "x",
+        },
+        hooks=["model.layers.1"],
+        d_model=32,
+        total_tokens=512,
+        tokens_per_shard=256,
+        chunk_tokens=128,
+        dtype="float16",
+    )
+    ShardWriter(part).write(
+        0, np.zeros(256), {"model.layers.1": np.zeros((256, 32))}, {"model.layers.1": np.zeros((256, 32))}
+    )
     with pytest.raises(CacheIncomplete):
         run_evaluate(params, store_url=part, expected_key=None)
 
@@ -151,21 +197,24 @@ def test_cli(project, tmp_path, capsys):
 def test_batch_level_architectures_train_and_evaluate(project, tmp_path):
     """batchtopk / gbatchtopk from the grid, evaluated with their thresholds (and stored gradients)."""
     _, url, key, overrides = project
-    params = params_from_dict({}, [
-        *overrides,
-        f"train.out_dir={tmp_path / 'saes'}",
-        f"train.metrics_out={tmp_path / 'train.json'}",
-        f"train.curves_dir={tmp_path / 'curves'}",
-        f"evaluate.out={tmp_path / 'evaluate.json'}",
-        f"evaluate.summary={tmp_path / 'summary.json'}",
-        f"evaluate.report={tmp_path / 'report.md'}",
-        f"evaluate.plots_dir={tmp_path / 'plots'}",
-        "evaluate.steer_latents=2",
-        "train.grid.architecture=[batchtopk,gbatchtopk]",
-        "train.grid.k=[4]",
-        "train.grid.beta=[4.0]",
-        "train.grid.value_mode=[selection]",
-    ])
+    params = params_from_dict(
+        {},
+        [
+            *overrides,
+            f"train.out_dir={tmp_path / 'saes'}",
+            f"train.metrics_out={tmp_path / 'train.json'}",
+            f"train.curves_dir={tmp_path / 'curves'}",
+            f"evaluate.out={tmp_path / 'evaluate.json'}",
+            f"evaluate.summary={tmp_path / 'summary.json'}",
+            f"evaluate.report={tmp_path / 'report.md'}",
+            f"evaluate.plots_dir={tmp_path / 'plots'}",
+            "evaluate.steer_latents=2",
+            "train.grid.architecture=[batchtopk,gbatchtopk]",
+            "train.grid.k=[4]",
+            "train.grid.beta=[4.0]",
+            "train.grid.value_mode=[selection]",
+        ],
+    )
     run_train(params, store_url=params.harvest.store, expected_key=None)
     metrics = run_evaluate(params, store_url=url, expected_key=key)
     twin = "gbatchtopk-k4-b4-x2-sel-s0@beta0"
@@ -174,9 +223,15 @@ def test_batch_level_architectures_train_and_evaluate(project, tmp_path):
         assert 1 < m["l0"] < 10, (name, m["l0"])  # a learned threshold: about k per token, not exactly
         assert m["kl"] > 0 and np.isfinite(m["loss_recovered"])
     assert "selection_shift" not in metrics["batchtopk-k4-x2-s0"]
-    assert 0 < metrics["gbatchtopk-k4-b4-x2-sel-s0"]["selection_shift"] < 1 and metrics[twin]["selection_shift"] == 0.0
+    assert (
+        0 < metrics["gbatchtopk-k4-b4-x2-sel-s0"]["selection_shift"] < 1
+        and metrics[twin]["selection_shift"] == 0.0
+    )
     cfg = json.loads((tmp_path / "saes" / "batchtopk-k4-x2-s0" / "cfg.json").read_text())
     assert cfg["architecture"] == "batchtopk" and cfg["threshold"] > 0
     assert set(json.loads(Path(params.evaluate.summary).read_text())) == {
-        "batchtopk-x2", "gbatchtopk-b4-sel-x2", "gbatchtopk-b4-sel-x2@beta0", "baseline",
+        "batchtopk-x2",
+        "gbatchtopk-b4-sel-x2",
+        "gbatchtopk-b4-sel-x2@beta0",
+        "baseline",
     }

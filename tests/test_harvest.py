@@ -36,7 +36,9 @@ def reference_act_grad(model_dir: Path, ids: np.ndarray, layers: list[int]) -> t
 def test_stored_act_grad_match_direct_backward(family, dtype, rtol, request, tmp_path):
     model_dir = request.getfixturevalue(family)
     url = str(tmp_path / "s.zarr")
-    params = params_from_dict({}, [*tiny_overrides(model_dir, url, tokens=512, layers="[1,2]"), f"harvest.dtype={dtype}"])
+    params = params_from_dict(
+        {}, [*tiny_overrides(model_dir, url, tokens=512, layers="[1,2]"), f"harvest.dtype={dtype}"]
+    )
     run_harvest(params)
     group = zarr.open_group(url, mode="r")
     info = read_info(url)
@@ -123,7 +125,11 @@ def test_auto_store_path_is_key_derived_and_split_aware(tiny_llama, tmp_path):
 
 
 def test_train_and_heldout_tokens_differ(tiny_llama, tmp_path):
-    over = [*tiny_overrides(tiny_llama, "auto", tokens=256), f"harvest.cache_root={tmp_path}", "evaluate.tokens=256"]
+    over = [
+        *tiny_overrides(tiny_llama, "auto", tokens=256),
+        f"harvest.cache_root={tmp_path}",
+        "evaluate.tokens=256",
+    ]
     params = params_from_dict({}, over)
     train = zarr.open_group(run_harvest(params), mode="r")["tokens"][:]
     held = zarr.open_group(run_harvest(heldout_params(params)), mode="r")["tokens"][:]

@@ -15,7 +15,13 @@ MODEL = "nonexistent-org/not-a-model-gsae"
 
 @pytest.fixture(autouse=True)
 def fresh_probe(monkeypatch):
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+    for name in (
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HTTPS_PROXY",
+        "https_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     hub._reachable.cache_clear()
     yield
@@ -26,8 +32,17 @@ def _harvest(tmp_path, capsys, *sets: str) -> tuple[int, str, float]:
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
     t0 = time.perf_counter()
-    code, _, err = run_cli(["harvest", "-p", str(params), "-s", f"harvest.store={tmp_path / 's.zarr'}",
-                              *(arg for item in sets for arg in ("-s", item))], capsys)
+    code, _, err = run_cli(
+        [
+            "harvest",
+            "-p",
+            str(params),
+            "-s",
+            f"harvest.store={tmp_path / 's.zarr'}",
+            *(arg for item in sets for arg in ("-s", item)),
+        ],
+        capsys,
+    )
     return code, err, time.perf_counter() - t0
 
 
@@ -48,8 +63,15 @@ def test_hub_model_with_unreachable_endpoint(tmp_path, capsys, monkeypatch):
 def test_hub_dataset_offline(tiny_llama, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, err, seconds = _harvest(
-        tmp_path, capsys, f"model.name={tiny_llama}", "model.device=cpu", "data.source=someone/some-dataset",
-        "data.context_length=32", "harvest.layers=[1]", "harvest.tokens=256", "harvest.tokens_per_shard=256",
+        tmp_path,
+        capsys,
+        f"model.name={tiny_llama}",
+        "model.device=cpu",
+        "data.source=someone/some-dataset",
+        "data.context_length=32",
+        "harvest.layers=[1]",
+        "harvest.tokens=256",
+        "harvest.tokens_per_shard=256",
         "harvest.chunk_tokens=128",
     )
     assert code == 1 and seconds < 30

@@ -38,7 +38,9 @@ def test_same_bytes_at_two_paths_give_the_same_key(tiny_llama, tmp_path):
 
 def test_overwritten_weights_change_the_key_and_reharvest(tiny_llama, tmp_path):
     model = Path(shutil.copytree(tiny_llama, tmp_path / "model"))
-    params = params_from_dict({}, tiny_overrides(model, str(tmp_path / "store.zarr"), tokens=256, layers="[1]"))
+    params = params_from_dict(
+        {}, tiny_overrides(model, str(tmp_path / "store.zarr"), tokens=256, layers="[1]")
+    )
     before = store_key(params)
     run_harvest(params)
     weights = _weights(model)

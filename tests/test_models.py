@@ -23,8 +23,15 @@ def test_find_blocks(kind, path):
 def test_find_blocks_gemma():
     from transformers import AutoModelForCausalLM, GemmaConfig
 
-    cfg = GemmaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=1, head_dim=8)
+    cfg = GemmaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+    )
     assert find_blocks(AutoModelForCausalLM.from_config(cfg))[0] == "model.layers"
 
 

@@ -74,7 +74,11 @@ def test_repair_refuses_damaged_attributes(tiny_llama, reference, tmp_path, caps
 
 def test_a_writer_whose_lock_was_broken_stops(tmp_path):
     url = str(tmp_path / "s.zarr")
-    with StoreLock(url) as mine, StoreLock(url, break_lock=True), pytest.raises(CacheLocked, match="lock was broken"):
+    with (
+        StoreLock(url) as mine,
+        StoreLock(url, break_lock=True),
+        pytest.raises(CacheLocked, match="lock was broken"),
+    ):
         mine.check()
 
 

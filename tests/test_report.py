@@ -23,13 +23,24 @@ def _results(ks: list[int], *, ce_zero: float = 5.0, extra: dict | None = None) 
     for arch, group in (("topk", "topk-x8"), ("gsae", "gsae-b0.5-aug-x8")):
         for k in ks:
             for seed in (0, 1):
-                m = {"fvu": 0.2 + 0.01 * seed, "l0": float(k), "dead_frac": 0.1, "train_dead_frac": 0.0,
-                     "ce_clean": 3.0, "ce_spliced": 3.2, "ce_zero_ablation": ce_zero, "loss_recovered": 0.9 + 0.01 * seed,
-                     "kl": 0.1, "steer_kl_median": 0.001}
+                m = {
+                    "fvu": 0.2 + 0.01 * seed,
+                    "l0": float(k),
+                    "dead_frac": 0.1,
+                    "train_dead_frac": 0.0,
+                    "ce_clean": 3.0,
+                    "ce_spliced": 3.2,
+                    "ce_zero_ablation": ce_zero,
+                    "loss_recovered": 0.9 + 0.01 * seed,
+                    "kl": 0.1,
+                    "steer_kl_median": 0.001,
+                }
                 if arch == "gsae":
                     m |= {"selection_shift": 0.05, **(extra or {})}
                 name = f"{arch}-k{k}-x8-s{seed}"
-                out.append(VariantResult(name, group, arch, k, seed, m, _steer(k + seed), hook="model.layers.15"))
+                out.append(
+                    VariantResult(name, group, arch, k, seed, m, _steer(k + seed), hook="model.layers.15")
+                )
     return out
 
 

@@ -11,7 +11,9 @@ from pipeline.errors import NothingToEvaluate
 from pipeline.results import load_rows, summarize, write_results
 
 
-def _variant(run: Path, name: str, arch: str, k: int, seed: int, beta: float = 0.0, mode: str = "selection") -> None:
+def _variant(
+    run: Path, name: str, arch: str, k: int, seed: int, beta: float = 0.0, mode: str = "selection"
+) -> None:
     folder = run / "saes" / name
     folder.mkdir(parents=True)
     cfg = {"architecture": arch, "k": k, "beta": beta, "value_mode": mode, "training": {"init_seed": seed}}
@@ -34,10 +36,20 @@ def _seeds(run: Path, metrics: dict, lr_topk: dict, k: int) -> None:
         metrics[f"topk-k{k}-s{seed}"] = {"loss_recovered": lr, "l0": float(k), "fvu": 0.2, "kl": 0.5}
         _variant(run, f"gsae-k{k}-b1-sel-s{seed}", "gsae", k, seed, beta=1.0)
         # g-SAE beats TopK by 0.01 + 0.001·seed on every seed: a small but consistent paired gain
-        metrics[f"gsae-k{k}-b1-sel-s{seed}"] = {"loss_recovered": lr + 0.01 + 0.001 * seed, "l0": float(k),
-                                                "fvu": 0.25, "kl": 0.4, "selection_shift": 0.3}
-        metrics[f"gsae-k{k}-b1-sel-s{seed}@beta0"] = {"loss_recovered": lr - 0.02, "l0": float(k), "fvu": 0.3,
-                                                      "kl": 0.6, "selection_shift": 0.0}
+        metrics[f"gsae-k{k}-b1-sel-s{seed}"] = {
+            "loss_recovered": lr + 0.01 + 0.001 * seed,
+            "l0": float(k),
+            "fvu": 0.25,
+            "kl": 0.4,
+            "selection_shift": 0.3,
+        }
+        metrics[f"gsae-k{k}-b1-sel-s{seed}@beta0"] = {
+            "loss_recovered": lr - 0.02,
+            "l0": float(k),
+            "fvu": 0.3,
+            "kl": 0.6,
+            "selection_shift": 0.0,
+        }
 
 
 def test_means_sds_and_paired_deltas(tmp_path):

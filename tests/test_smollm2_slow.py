@@ -20,8 +20,13 @@ def test_smollm2_python_docs_harvest(tmp_path):
     params = params_from_dict(
         {},
         [
-            "model.device=cpu", "harvest.layers=[15]", "harvest.tokens=256", f"harvest.store={url}",
-            "harvest.tokens_per_shard=128", "harvest.chunk_tokens=128", "harvest.batch_size=2",
+            "model.device=cpu",
+            "harvest.layers=[15]",
+            "harvest.tokens=256",
+            f"harvest.store={url}",
+            "harvest.tokens_per_shard=128",
+            "harvest.chunk_tokens=128",
+            "harvest.batch_size=2",
         ],
     )
     lm = load_model(params.model)

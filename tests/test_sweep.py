@@ -30,14 +30,18 @@ def test_topk_ignores_beta_and_value_mode() -> None:
 
 def test_lr_in_name_only_when_several() -> None:
     assert names(architecture=("topk",), lr=(1e-3,)) == ["topk-k32-x8-s0"]
-    assert names(architecture=("topk",), lr=(1e-3, 4e-4)) == ["topk-k32-x8-lr0.001-s0", "topk-k32-x8-lr0.0004-s0"]
+    assert names(architecture=("topk",), lr=(1e-3, 4e-4)) == [
+        "topk-k32-x8-lr0.001-s0",
+        "topk-k32-x8-lr0.0004-s0",
+    ]
 
 
 def test_order_and_fields_are_deterministic() -> None:
     a = expand_grid(GridConfig(k=(16, 32), expansion=(4, 8)))
     # architecture outermost, then k, then expansion (the default grid has topk and gsae)
     assert [(s.architecture, s.k, s.expansion) for s in a] == [
-        (arch, k, x) for arch in ("topk", "gsae") for k in (16, 32) for x in (4, 8)]
+        (arch, k, x) for arch in ("topk", "gsae") for k in (16, 32) for x in (4, 8)
+    ]
     assert a[0] == VariantSpec("topk", TopKHParams(16), 4, 4e-4, 0)
     assert a[0].d_sae(576) == 2304
 
@@ -65,9 +69,15 @@ def test_bad_grids(kw: dict, msg: str) -> None:
 def test_every_architecture_takes_exactly_the_grid_keys_of_its_hparams() -> None:
     """The registry drives the sweep: new architectures vary what their hparams declare."""
     specs = expand_grid(
-        GridConfig(architecture=("batchtopk", "gbatchtopk"), beta=(0.0, 2.0), value_mode=("selection",), k=(8,))
+        GridConfig(
+            architecture=("batchtopk", "gbatchtopk"), beta=(0.0, 2.0), value_mode=("selection",), k=(8,)
+        )
     )
-    assert [s.name for s in specs] == ["batchtopk-k8-x8-s0", "gbatchtopk-k8-b0-x8-sel-s0", "gbatchtopk-k8-b2-x8-sel-s0"]
+    assert [s.name for s in specs] == [
+        "batchtopk-k8-x8-s0",
+        "gbatchtopk-k8-b0-x8-sel-s0",
+        "gbatchtopk-k8-b2-x8-sel-s0",
+    ]
     assert specs[2].hparams == GBatchTopKHParams(k=8, beta=2.0, value_mode="selection")
     assert specs[2].hparams.threshold_decay == 0.99  # not a grid key: the dataclass default
 
@@ -75,10 +85,21 @@ def test_every_architecture_takes_exactly_the_grid_keys_of_its_hparams() -> None
 def test_one_naming_home_for_variants_series_and_labels() -> None:
     from pipeline.naming import series_name, table_label
 
-    cfg = {"architecture": "gbatchtopk", "k": 32, "beta": 0.5, "value_mode": "selection", "threshold_decay": 0.99,
-           "d_in": 576, "d_sae": 4608, "hook_name": "model.layers.15"}
+    cfg = {
+        "architecture": "gbatchtopk",
+        "k": 32,
+        "beta": 0.5,
+        "value_mode": "selection",
+        "threshold_decay": 0.99,
+        "d_in": 576,
+        "d_sae": 4608,
+        "hook_name": "model.layers.15",
+    }
     assert series_name(cfg, beta0=True, with_layer=True) == "gbatchtopk-b0.5-sel-x8-L15@beta0"
     assert series_name({**cfg, "architecture": "batchtopk"}, beta0=False, with_layer=False) == "batchtopk-x8"
     assert table_label("gsae", {"beta": 0.3, "value_mode": "selection"}) == "gsae sel β=0.3"
     assert table_label("topk", {"beta": 0.3, "value_mode": "selection"}, with_grad=True) == "topk"
-    assert table_label("gbatchtopk", {"beta": 1.0, "value_mode": "augmented"}, with_grad=False) == "gbatchtopk aug β=1 @β0"
+    assert (
+        table_label("gbatchtopk", {"beta": 1.0, "value_mode": "augmented"}, with_grad=False)
+        == "gbatchtopk aug β=1 @β0"
+    )

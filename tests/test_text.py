@@ -55,8 +55,12 @@ def test_local_sources(kind, split, tmp_path):
 
         source = tmp_path / "c.parquet"
         pq.write_table(pa.table({"body": DOCS}), source)
-    cfg = DataConfig(source=str(source), split=split, text_column="body" if kind != "txt-folder" else "text",
-                     heldout_fraction=0.2)
+    cfg = DataConfig(
+        source=str(source),
+        split=split,
+        text_column="body" if kind != "txt-folder" else "text",
+        heldout_fraction=0.2,
+    )
     assert list(iter_documents(cfg)) == _split(DOCS, split)
 
 
@@ -122,7 +126,10 @@ def f():
 class C:
     """Class doc."""
 '''
-    assert module_text(source) == "Module doc.\n\nA comment block that spans two lines.\n\nFunction doc.\n\nClass doc."
+    assert (
+        module_text(source)
+        == "Module doc.\n\nA comment block that spans two lines.\n\nFunction doc.\n\nClass doc."
+    )
     assert module_text(b"def broken(:\n") == ""
 
 

@@ -81,7 +81,9 @@ def test_run_train_checks_the_key(store: str, tmp_path: Path) -> None:
         run_train(make_params(tmp_path), store_url=store, expected_key="0" * 64)
 
 
-def test_resume_after_interruption_gives_identical_weights(store: str, tmp_path: Path, monkeypatch, caplog) -> None:
+def test_resume_after_interruption_gives_identical_weights(
+    store: str, tmp_path: Path, monkeypatch, caplog
+) -> None:
     ref = make_params(tmp_path / "ref")
     run_train(ref, store_url=store, expected_key=None)
 
@@ -133,7 +135,9 @@ def test_checkpoint_with_other_settings_is_ignored(store: str, tmp_path: Path, m
 
 
 def test_lr_schedule() -> None:
-    cfg = TrainConfig(warmup_steps=10, decay_fraction=0.2, grid=GridConfig(architecture=("topk",), k=(2,), expansion=(1,)))
+    cfg = TrainConfig(
+        warmup_steps=10, decay_fraction=0.2, grid=GridConfig(architecture=("topk",), k=(2,), expansion=(1,))
+    )
     tr = Trainer(expand_grid(cfg.grid), 4, cfg, total_steps=100)
     f = [tr.lr_factor(s) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[50] == 1.0 and f[79] == 1.0
@@ -142,7 +146,10 @@ def test_lr_schedule() -> None:
 
 def test_auxk_active_only_with_dead_latents_and_loss_falls() -> None:
     cfg = TrainConfig(
-        warmup_steps=1, decay_fraction=0.0, dead_tokens=64, k_aux=8,
+        warmup_steps=1,
+        decay_fraction=0.0,
+        dead_tokens=64,
+        k_aux=8,
         grid=GridConfig(architecture=("topk", "gsae"), k=(2,), expansion=(8,), lr=(1e-2,)),
     )
     tr = Trainer(expand_grid(cfg.grid), 8, cfg, total_steps=40)
@@ -161,9 +168,16 @@ def test_auxk_active_only_with_dead_latents_and_loss_falls() -> None:
 def test_batch_level_architectures_train_learn_a_threshold_and_resume_identically() -> None:
     """batchtopk / gbatchtopk from the grid: L0 = k per token on average, θ in the state dict."""
     cfg = TrainConfig(
-        warmup_steps=1, decay_fraction=0.0,
-        grid=GridConfig(architecture=("batchtopk", "gbatchtopk"), k=(3,), expansion=(4,), beta=(20.0,),
-                        value_mode=("selection",), lr=(1e-2,)),
+        warmup_steps=1,
+        decay_fraction=0.0,
+        grid=GridConfig(
+            architecture=("batchtopk", "gbatchtopk"),
+            k=(3,),
+            expansion=(4,),
+            beta=(20.0,),
+            value_mode=("selection",),
+            lr=(1e-2,),
+        ),
     )
     g = torch.Generator().manual_seed(1)
     batches = [(torch.randn(32, 8, generator=g) * 2, torch.randn(32, 8, generator=g)) for _ in range(12)]

@@ -38,8 +38,11 @@ def register(name: str, hparams: type[KHParams]) -> Callable[[T], T]:
     if not (dataclasses.is_dataclass(hparams) and issubclass(hparams, KHParams)):
         raise TypeError(f"{name}: hparams must be a KHParams dataclass, got {hparams!r}")
     missing = [
-        f.name for f in dataclasses.fields(hparams)
-        if f.name not in GRID_KEYS and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        f.name
+        for f in dataclasses.fields(hparams)
+        if f.name not in GRID_KEYS
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise TypeError(f"{name}: hparams field(s) {missing} are neither train.grid keys nor defaulted")
@@ -49,7 +52,9 @@ def register(name: str, hparams: type[KHParams]) -> Callable[[T], T]:
             raise ValueError(f"SAE architecture {name!r} registered twice")
         cls.architecture = name
         cls.hparams_class = hparams
-        cls.grid_hparams = tuple(f.name for f in dataclasses.fields(hparams) if f.name in GRID_KEYS and f.name != "k")
+        cls.grid_hparams = tuple(
+            f.name for f in dataclasses.fields(hparams) if f.name in GRID_KEYS and f.name != "k"
+        )
         REGISTRY[name] = cls
         return cls
 
@@ -61,7 +66,9 @@ def get_sae_class(name: str) -> type[SAE]:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown SAE architecture {name!r} (known: {', '.join(sorted(REGISTRY))})") from None
+        raise ConfigError(
+            f"unknown SAE architecture {name!r} (known: {', '.join(sorted(REGISTRY))})"
+        ) from None
 
 
 # Importing the modules registers the built-in architectures.

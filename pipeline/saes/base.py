@@ -54,7 +54,9 @@ def changed_selections(pre: torch.Tensor, indices: torch.Tensor) -> torch.Tensor
     no selection, 1 when it changed all of them.
     """
     k = indices.shape[-1]
-    plain = torch.zeros_like(pre, dtype=torch.bool).scatter_(1, torch.topk(pre, k, dim=-1, sorted=False).indices, True)
+    plain = torch.zeros_like(pre, dtype=torch.bool).scatter_(
+        1, torch.topk(pre, k, dim=-1, sorted=False).indices, True
+    )
     return (~plain.gather(1, indices)).sum()
 
 
@@ -105,7 +107,9 @@ class SAE(nn.Module):
     def from_hparams(cls, d_in: int, d_sae: int, hp: KHParams, *, grad_scale: float = 1.0) -> SAE:
         """Build from an instance of ``hparams_class``."""
         if not isinstance(hp, cls.hparams_class):
-            raise TypeError(f"{cls.architecture} expects {cls.hparams_class.__name__}, got {type(hp).__name__}")
+            raise TypeError(
+                f"{cls.architecture} expects {cls.hparams_class.__name__}, got {type(hp).__name__}"
+            )
         return cls(d_in, d_sae, grad_scale=grad_scale, **{f.name: getattr(hp, f.name) for f in fields(hp)})
 
     def __getattr__(self, name: str) -> Any:
@@ -121,7 +125,9 @@ class SAE(nn.Module):
     def __setattr__(self, name: str, value: Any) -> None:
         hp = self.__dict__.get("hp")
         if hp is not None and name in {f.name for f in fields(hp)}:
-            raise AttributeError(f"{name} is a frozen hyper-parameter of {self.architecture}: use with_hparams({name}=...)")
+            raise AttributeError(
+                f"{name} is a frozen hyper-parameter of {self.architecture}: use with_hparams({name}=...)"
+            )
         super().__setattr__(name, value)
 
     def with_hparams(self, **changes: Any) -> SAE:

@@ -104,16 +104,37 @@ def export_saelens(src: str | Path, dest: str | Path) -> Path:
     arch = str(read_cfg(src_dir)["architecture"])
     if arch != "batchtopk":
         why = SAELENS_ADVICE.get(arch, "no SAELens architecture selects latents as it does")
-        raise ExportError(f"{src_dir}: architecture {arch!r} is not exported to saelens (only batchtopk): {why}")
+        raise ExportError(
+            f"{src_dir}: architecture {arch!r} is not exported to saelens (only batchtopk): {why}"
+        )
     sae, cfg = load_sae(src_dir)
     if cfg.get("threshold") is None:
         raise ExportError(f"{src_dir}: no inference threshold in {CONFIG} (the SAE was never trained)")
     _check_dest(src_dir, out)
-    state = {name: getattr(sae, name).detach().float().contiguous() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    state = {
+        name: getattr(sae, name).detach().float().contiguous()
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec")
+    }
     state["threshold"] = torch.full((sae.d_sae,), float(cfg["threshold"]), dtype=torch.float32)
-    keep = ("sae_lens_version", "d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
-            "reshape_activations", "metadata", "model_name", "hook_name", "cache_key", "threshold")
-    saelens_cfg = {key: cfg[key] for key in keep if key in cfg} | {"architecture": "jumprelu", "source_variant": src_dir.name}
+    keep = (
+        "sae_lens_version",
+        "d_in",
+        "d_sae",
+        "dtype",
+        "device",
+        "apply_b_dec_to_input",
+        "normalize_activations",
+        "reshape_activations",
+        "metadata",
+        "model_name",
+        "hook_name",
+        "cache_key",
+        "threshold",
+    )
+    saelens_cfg = {key: cfg[key] for key in keep if key in cfg} | {
+        "architecture": "jumprelu",
+        "source_variant": src_dir.name,
+    }
     atomic_write(out / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_text(out / CONFIG, json.dumps(saelens_cfg, indent=2, sort_keys=True, default=str) + "\n")
     return out

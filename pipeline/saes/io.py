@@ -177,7 +177,9 @@ def read_cfg(sae_dir: str | Path) -> dict[str, Any]:
     if missing:
         raise SAEFormatError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
     if cfg.get("apply_b_dec_to_input", True) is not True or cfg.get("normalize_activations", "none") not in (
-        None, "none", False,
+        None,
+        "none",
+        False,
     ):
         raise SAEFormatError(
             f"{cfg_path}: only apply_b_dec_to_input=true and normalize_activations=none are supported"
@@ -192,7 +194,9 @@ def hparams_from_cfg(cls: type[SAE], cfg: dict[str, Any]) -> KHParams:
     for f in dataclasses.fields(cls.hparams_class):
         if f.name in cfg:
             value = cfg[f.name]
-            kw[f.name] = int(value) if f.name == "k" else float(value) if isinstance(value, (int, float)) else value
+            kw[f.name] = (
+                int(value) if f.name == "k" else float(value) if isinstance(value, (int, float)) else value
+            )
     return cls.hparams_class(**kw)
 
 
@@ -222,7 +226,9 @@ def load_sae(sae_dir: str | Path, device: str | torch.device = "cpu") -> tuple[S
                 f"(d_in={d_in}, d_sae={d_sae} in cfg.json)"
             )
     try:
-        sae = cls.from_hparams(d_in, d_sae, hparams_from_cfg(cls, cfg), grad_scale=float(cfg.get("grad_scale", 1.0)))
+        sae = cls.from_hparams(
+            d_in, d_sae, hparams_from_cfg(cls, cfg), grad_scale=float(cfg.get("grad_scale", 1.0))
+        )
         sae.load_inference_state(cfg)
     except (TypeError, ValueError) as exc:
         raise SAEFormatError(f"{d / CONFIG}: {exc}") from exc

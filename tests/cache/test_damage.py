@@ -23,7 +23,9 @@ HOOK = "model.layers.1"
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    return Path(build_store(str(tmp_path_factory.mktemp("d") / "s.zarr"), n_tokens=1024, d=16, dtype="float16"))
+    return Path(
+        build_store(str(tmp_path_factory.mktemp("d") / "s.zarr"), n_tokens=1024, d=16, dtype="float16")
+    )
 
 
 @pytest.fixture()
@@ -36,7 +38,9 @@ def store(pristine, tmp_path) -> Path:
 def _consume(url: Path, direct: bool = True) -> None:
     """Open the store as training does and read one full epoch."""
     info = open_store(str(url), hook=HOOK)
-    reader = BatchReader(str(url), HOOK, batch_size=64, info=info, shuffle_buffer_shards=2, direct_shards=direct)
+    reader = BatchReader(
+        str(url), HOOK, batch_size=64, info=info, shuffle_buffer_shards=2, direct_shards=direct
+    )
     for _ in reader.batches(0, reader.tokens_per_epoch // 64):
         pass
 
@@ -61,31 +65,55 @@ def _flip(path: Path, offset: int, mask: int = 0xFF) -> None:
 DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "flipped byte in a tokens shard": (lambda u: _flip(_shard(u, "tokens", 3), 20), "array tokens, shard 3"),
     "deleted tokens shard": (lambda u: _shard(u, "tokens", 5).unlink(), "array tokens, shard 5"),
-    "flipped byte in an act shard": (lambda u: _flip(_shard(u, act_path(HOOK), 2), 100), f"array {HOOK}/act, shard 2"),
+    "flipped byte in an act shard": (
+        lambda u: _flip(_shard(u, act_path(HOOK), 2), 100),
+        f"array {HOOK}/act, shard 2",
+    ),
     "deleted grad shard": (lambda u: _shard(u, grad_path(HOOK), 6).unlink(), f"array {HOOK}/grad, shard 6"),
-    "truncated act shard": (lambda u: _shard(u, act_path(HOOK), 1).write_bytes(b"xx"), f"{HOOK}/act, shard 1"),
+    "truncated act shard": (
+        lambda u: _shard(u, act_path(HOOK), 1).write_bytes(b"xx"),
+        f"{HOOK}/act, shard 1",
+    ),
     "n_tokens edited smaller": (lambda u: _attrs(u, lambda a: a.update(n_tokens=512)), "n_tokens 512"),
     "n_tokens edited larger": (lambda u: _attrs(u, lambda a: a.update(n_tokens=4096)), "n_tokens 4096"),
     "complete with half the shards": (
         lambda u: _attrs(u, lambda a: a.update(committed=a["committed"][:4], n_tokens=512)),
-        "marked complete with 4 of 8"),
-    "context_length edited": (lambda u: _attrs(u, lambda a: a.update(context_length=32)), "attributes were edited"),
+        "marked complete with 4 of 8",
+    ),
+    "context_length edited": (
+        lambda u: _attrs(u, lambda a: a.update(context_length=32)),
+        "attributes were edited",
+    ),
     "d_model edited": (lambda u: _attrs(u, lambda a: a.update(d_model=32, attrs_sha256=None)), "shape"),
     "dtype edited": (lambda u: _attrs(u, lambda a: a.update(dtype="float32", attrs_sha256=None)), "dtype"),
-    "tokens_per_shard edited": (lambda u: _attrs(u, lambda a: a.update(tokens_per_shard=256, attrs_sha256=None)),
-                                "shard length"),
-    "hook renamed": (lambda u: _attrs(u, lambda a: a.update(hooks=["model.layers.2"], attrs_sha256=None)),
-                     "array model.layers.2/act: array is missing"),
-    "complete as a string": (lambda u: _attrs(u, lambda a: a.update(complete="false")), "'complete' must be bool"),
-    "truncated group zarr.json": (lambda u: (u / "zarr.json").write_text((u / "zarr.json").read_text()[:50]),
-                                  "not valid JSON"),
+    "tokens_per_shard edited": (
+        lambda u: _attrs(u, lambda a: a.update(tokens_per_shard=256, attrs_sha256=None)),
+        "shard length",
+    ),
+    "hook renamed": (
+        lambda u: _attrs(u, lambda a: a.update(hooks=["model.layers.2"], attrs_sha256=None)),
+        "array model.layers.2/act: array is missing",
+    ),
+    "complete as a string": (
+        lambda u: _attrs(u, lambda a: a.update(complete="false")),
+        "'complete' must be bool",
+    ),
+    "truncated group zarr.json": (
+        lambda u: (u / "zarr.json").write_text((u / "zarr.json").read_text()[:50]),
+        "not valid JSON",
+    ),
     "truncated array zarr.json": (
-        lambda u: (u / act_path(HOOK) / "zarr.json").write_text("{\"zarr_format\": 3, \"node_t"),
-        f"array {HOOK}/act"),
-    "array shape edited": (lambda u: _attrs(u, lambda m: m.update(shape=[2048, 16]), f"{act_path(HOOK)}/zarr.json"),
-                           "shape (2048, 16)"),
+        lambda u: (u / act_path(HOOK) / "zarr.json").write_text('{"zarr_format": 3, "node_t'),
+        f"array {HOOK}/act",
+    ),
+    "array shape edited": (
+        lambda u: _attrs(u, lambda m: m.update(shape=[2048, 16]), f"{act_path(HOOK)}/zarr.json"),
+        "shape (2048, 16)",
+    ),
     "commit record out of order": (
-        lambda u: _attrs(u, lambda a: a["committed"].__setitem__(1, {**a["committed"][1], "index": 5})), "shard 1"),
+        lambda u: _attrs(u, lambda a: a["committed"].__setitem__(1, {**a["committed"][1], "index": 5})),
+        "shard 1",
+    ),
 }
 
 
@@ -145,13 +173,26 @@ def test_verify_names_the_damaged_shard_and_array(store):
 def test_gsae_train_on_damaged_store_one_line(store, tmp_path, capsys):
     _flip(_shard(store, grad_path(HOOK), 3), 60)
     params = tmp_path / "p.yaml"
-    params.write_text(yaml.safe_dump({
-        "model": {"name": "tiny-test-model"}, "data": {"context_length": 16},
-        "harvest": {"layers": [1], "tokens_per_shard": 128, "chunk_tokens": 64},
-        "train": {"store": str(store), "out_dir": str(tmp_path / "saes"), "tokens": 2048, "batch_size": 128,
-                  "device": "cpu", "init_sample_tokens": 128, "metrics_out": str(tmp_path / "m.json"),
-                  "curves_dir": str(tmp_path / "c"), "grid": {"architecture": ["topk"], "k": [4], "expansion": [2]}},
-    }))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "tiny-test-model"},
+                "data": {"context_length": 16},
+                "harvest": {"layers": [1], "tokens_per_shard": 128, "chunk_tokens": 64},
+                "train": {
+                    "store": str(store),
+                    "out_dir": str(tmp_path / "saes"),
+                    "tokens": 2048,
+                    "batch_size": 128,
+                    "device": "cpu",
+                    "init_sample_tokens": 128,
+                    "metrics_out": str(tmp_path / "m.json"),
+                    "curves_dir": str(tmp_path / "c"),
+                    "grid": {"architecture": ["topk"], "k": [4], "expansion": [2]},
+                },
+            }
+        )
+    )
     code, _, err = run_cli(["train", "-p", str(params)], capsys)
     lines = [line for line in err.splitlines() if line.startswith("gsae:")]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err

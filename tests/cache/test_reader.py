@@ -134,7 +134,9 @@ def test_resolve_hook(tmp_path) -> None:
 
 def test_resolve_hook_through_the_layers_attribute(tmp_path) -> None:
     """Hook names without a trailing index: the ``layers`` attribute (parallel to ``hooks``) decides."""
-    url = build_store(str(tmp_path / "l.zarr"), n_tokens=128, hooks=("enc.first", "enc.second"), layers=(7, 9))
+    url = build_store(
+        str(tmp_path / "l.zarr"), n_tokens=128, hooks=("enc.first", "enc.second"), layers=(7, 9)
+    )
     info = open_store(url)
     assert resolve_hook(info, 9) == "enc.second" and resolve_hook(info, 7) == "enc.first"
     with pytest.raises(CacheMismatch, match="no hook for layer 8"):

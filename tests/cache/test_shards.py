@@ -51,7 +51,9 @@ def test_memory_url(tmp_path) -> None:
 
 def test_unwritten_inner_chunks_read_as_fill(tmp_path) -> None:
     group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
-    arr = group.create_array("x", shape=(256, 4), chunks=(32, 4), shards=(128, 4), dtype="float32", fill_value=7)
+    arr = group.create_array(
+        "x", shape=(256, 4), chunks=(32, 4), shards=(128, 4), dtype="float32", fill_value=7
+    )
     arr[40:50] = np.arange(40, dtype=np.float32).reshape(10, 4)
     out = np.zeros((128, 4), np.float32)
     ShardFile(str(tmp_path / "g.zarr"), arr, shard_codec(arr)).read_into(0, out)

@@ -20,8 +20,6 @@ def store(tmp_path) -> Path:
     return url
 
 
-
-
 def _shard_file(store: Path) -> Path:
     return store / "model.layers.1" / "grad" / "c" / "2" / "0"
 

@@ -56,8 +56,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
             "shuffle_buffer_shards": 2,
             "device": "cpu",
             "grid": {
-                "architecture": ["topk", "gsae"], "k": [4], "expansion": [4], "beta": [4.0],
-                "value_mode": ["augmented", "selection"], "lr": [3e-3],
+                "architecture": ["topk", "gsae"],
+                "k": [4],
+                "expansion": [4],
+                "beta": [4.0],
+                "value_mode": ["augmented", "selection"],
+                "lr": [3e-3],
             },
         },
     }

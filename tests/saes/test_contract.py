@@ -77,7 +77,9 @@ def test_save_load_reproduces_on_raw_inputs(arch: str, tmp_path) -> None:
     sae = make(arch, grad_scale=float(np.float32(3.7)))
     x_raw, g_raw = data(scale=8.0)
     x_fit, g_fit = data(seed=11, scale=8.0)
-    sae(x_fit * c, g_fit)  # a training pass (sets what an architecture learns for inference, e.g. a threshold)
+    sae(
+        x_fit * c, g_fit
+    )  # a training pass (sets what an architecture learns for inference, e.g. a threshold)
     sae.eval()
     trained = sae(x_raw * c, g_raw)  # the model as trained: scaled activations, raw grads × γ inside
     save_sae(sae, tmp_path / "v", {"hook_name": "h", "model": "m", "cache_key": "abc"}, act_scale=c)

@@ -34,7 +34,10 @@ def test_trained_folders_have_the_saelens_layout(trained: Trained) -> None:
         assert cfg["beta"] == (4.0 if arch == "gsae" else 0.0)
         w = load_file(str(d / WEIGHTS))
         assert {k: tuple(v.shape) for k, v in w.items()} == {
-            "W_enc": (16, 64), "b_enc": (64,), "W_dec": (64, 16), "b_dec": (16,),
+            "W_enc": (16, 64),
+            "b_enc": (64,),
+            "W_dec": (64, 16),
+            "b_dec": (16,),
         }
         assert all(v.dtype == torch.float32 for v in w.values())
         assert (w["W_dec"].norm(dim=1) - 1).abs().max() < 1e-6, name
@@ -47,7 +50,9 @@ def _write_legacy(src: Path, dest: Path) -> None:
     c = cfg["train_act_scale"]
     legacy = {"W_enc": w["W_enc"] * c, "b_enc": w["b_enc"] * c, "W_dec": w["W_dec"] / c, "b_dec": w["b_dec"]}
     old_cfg = {k: v for k, v in cfg.items() if k not in ("sae_lens_version", "metadata", "decoder_rows")}
-    old_cfg.update(grad_scale=c * cfg["grad_scale"], activation_fn_str="topk", activation_fn_kwargs={"k": cfg["k"]})
+    old_cfg.update(
+        grad_scale=c * cfg["grad_scale"], activation_fn_str="topk", activation_fn_kwargs={"k": cfg["k"]}
+    )
     dest.mkdir(parents=True)
     save_file(legacy, str(dest / LEGACY_WEIGHTS))
     (dest / "cfg.json").write_text(json.dumps(old_cfg))

@@ -39,7 +39,12 @@ def test_topk_loads_as_saelens_topk_with_equal_encode_decode(trained: Trained) -
         enc_diff = (acts - out.acts).abs().max().item()
         dec_diff = (sl.decode(out.acts) - out.x_hat).abs().max().item()
         fwd_diff = (sl(x) - out.x_hat).abs().max().item()
-    assert max(enc_diff, dec_diff, fwd_diff) <= TOL * trained.scale, (enc_diff, dec_diff, fwd_diff, trained.scale)
+    assert max(enc_diff, dec_diff, fwd_diff) <= TOL * trained.scale, (
+        enc_diff,
+        dec_diff,
+        fwd_diff,
+        trained.scale,
+    )
     same = ((acts != 0) == (out.acts != 0)).all(dim=1).float().mean().item()
     assert same >= 0.99  # the same latents fire (up to near-ties)
     assert (out.acts != 0).sum(1).float().mean() > 2  # a non-trivial code
@@ -51,7 +56,10 @@ def test_gsae_loads_through_the_plugin_with_our_exact_selection(trained: Trained
     ours, cfg = load_sae(trained.dirs[name])
     assert type(sl) is saelens_plugin.GSAELensSAE
     assert (sl.cfg.k, sl.cfg.beta, sl.cfg.value_mode, sl.cfg.grad_scale) == (
-        cfg["k"], cfg["beta"], cfg["value_mode"], cfg["grad_scale"],
+        cfg["k"],
+        cfg["beta"],
+        cfg["value_mode"],
+        cfg["grad_scale"],
     )
     x, g = trained.x, trained.g
     with torch.no_grad():
@@ -94,7 +102,10 @@ def test_fresh_interpreter_without_plugin(trained: Trained) -> None:
     )
     res = subprocess.run(
         [sys.executable, "-c", code, str(trained.dirs[TOPK]), str(trained.dirs[GSAE_AUG])],
-        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[-2:] == ["TopKSAE", "REFUSED KeyError 'gsae'"], res.stdout
@@ -130,7 +141,9 @@ def test_batchtopk_exports_as_saelens_jumprelu_with_equal_encode(tmp_path: Path,
     for seed in range(4):  # training passes: the threshold
         sae(data(seed=20 + seed, scale=4.0 * 2.0**-2)[0])
     save_sae(sae, tmp_path / "v", {"hook_name": "model.layers.3", "model": "m"}, act_scale=2.0**-2)
-    code, out, err = run_cli(["export", "--format", "saelens", str(tmp_path / "v"), str(tmp_path / "sl")], capsys)
+    code, out, err = run_cli(
+        ["export", "--format", "saelens", str(tmp_path / "v"), str(tmp_path / "sl")], capsys
+    )
     assert code == 0, err
     sl = SAE.load_from_disk(tmp_path / "sl")
     ours, cfg = load_sae(tmp_path / "v")

@@ -41,25 +41,44 @@ def empty_params(tmp_path) -> str:
 
 
 def _train_params(tmp_path: Path, store: str, **extra: object) -> dict[str, object]:
-    return {"model.name": "tiny-test-model", "data.context_length": 16, "harvest.layers": "[1]",
-            "harvest.tokens_per_shard": 128, "harvest.chunk_tokens": 64, "train.store": store, "train.device": "cpu",
-            "train.out_dir": tmp_path / "saes", "train.tokens": 1024, "train.batch_size": 128,
-            "train.init_sample_tokens": 128, "train.metrics_out": tmp_path / "m" / "t.json",
-            "train.curves_dir": tmp_path / "m" / "c", "train.grid.architecture": "[topk]", "train.grid.k": "[4]",
-            "train.grid.expansion": "[2]", "train.log_every": 1, **extra}
+    return {
+        "model.name": "tiny-test-model",
+        "data.context_length": 16,
+        "harvest.layers": "[1]",
+        "harvest.tokens_per_shard": 128,
+        "harvest.chunk_tokens": 64,
+        "train.store": store,
+        "train.device": "cpu",
+        "train.out_dir": tmp_path / "saes",
+        "train.tokens": 1024,
+        "train.batch_size": 128,
+        "train.init_sample_tokens": 128,
+        "train.metrics_out": tmp_path / "m" / "t.json",
+        "train.curves_dir": tmp_path / "m" / "c",
+        "train.grid.architecture": "[topk]",
+        "train.grid.k": "[4]",
+        "train.grid.expansion": "[2]",
+        "train.log_every": 1,
+        **extra,
+    }
 
 
-@pytest.mark.parametrize(("overrides", "needle"), [
-    ({"train.warmup_steps": -1}, "train.warmup_steps must be >= 0"),
-    ({"train.dead_tokens": 0}, "train.dead_tokens must be positive"),
-    ({"train.k_aux": -1}, "train.k_aux must be >= 0"),
-    ({"train.device": "cuda"}, "CUDA is not available"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"train.warmup_steps": -1}, "train.warmup_steps must be >= 0"),
+        ({"train.dead_tokens": 0}, "train.dead_tokens must be positive"),
+        ({"train.k_aux": -1}, "train.k_aux must be >= 0"),
+        ({"train.device": "cuda"}, "CUDA is not available"),
+    ],
+)
 def test_bad_train_settings(tmp_path, empty_params, capsys, overrides, needle):
     store = build_store(str(tmp_path / "s.zarr"))
     if "cuda" in str(overrides) and __import__("torch").cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = run_cli(["train", "-p", empty_params, *_sets(_train_params(tmp_path, store, **overrides))], capsys)
+    code, _, err = run_cli(
+        ["train", "-p", empty_params, *_sets(_train_params(tmp_path, store, **overrides))], capsys
+    )
     _one_line(code, err, needle)
 
 
@@ -78,10 +97,13 @@ def test_params_top_level_list(tmp_path, capsys):
     _one_line(code, err, "top level must be a mapping")
 
 
-@pytest.mark.parametrize(("url", "needle"), [
-    ("foo://bucket/s.zarr", "unknown storage protocol 'foo'"),
-    ("http://127.0.0.1:9/s.zarr", "cannot reach store"),
-])
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("foo://bucket/s.zarr", "unknown storage protocol 'foo'"),
+        ("http://127.0.0.1:9/s.zarr", "cannot reach store"),
+    ],
+)
 def test_unknown_protocol_and_unreachable_http(url, needle, capsys):
     code, _, err = run_cli(["cache", "info", url], capsys)
     _one_line(code, err, needle)
@@ -98,7 +120,10 @@ def test_invalid_json_data_file(tiny_llama, tmp_path, empty_params, capsys):
 def test_tokens_not_a_multiple_of_the_context_are_reported(tiny_llama, tmp_path, caplog):
     url = tmp_path / "s.zarr"
     run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url), tokens=1000)))
-    assert "harvest.tokens 1000 is not a multiple of data.context_length 32: harvesting 992 tokens" in caplog.text
+    assert (
+        "harvest.tokens 1000 is not a multiple of data.context_length 32: harvesting 992 tokens"
+        in caplog.text
+    )
     assert read_info(str(url)).total_tokens == 992
 
 
@@ -108,10 +133,13 @@ def test_evaluate_refuses_a_train_split_store(tmp_path, empty_params, capsys):
     _one_line(code, err, "'train'-split text", "--allow-train-split")
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    ({"model.name": "other-model"}, "holds model 'tiny-test-model', params say 'other-model'"),
-    ({"harvest.layers": "[2]"}, "train layer 2"),
-])
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"model.name": "other-model"}, "holds model 'tiny-test-model', params say 'other-model'"),
+        ({"harvest.layers": "[2]"}, "train layer 2"),
+    ],
+)
 def test_train_refuses_a_store_of_another_model_or_layer(tmp_path, empty_params, capsys, extra, needle):
     store = build_store(str(tmp_path / "s.zarr"))
     root = tmp_path / "s.zarr" / "zarr.json"
@@ -131,8 +159,15 @@ def test_unwritable_out_dir_fails_before_training(tmp_path, empty_params, capsys
     store = build_store(str(tmp_path / "s.zarr"))
     blocker = tmp_path / "file"
     blocker.write_text("")
-    code, _, err = run_cli(["train", "-p", empty_params,
-                            *_sets(_train_params(tmp_path, store, **{"train.out_dir": blocker / "saes"}))], capsys)
+    code, _, err = run_cli(
+        [
+            "train",
+            "-p",
+            empty_params,
+            *_sets(_train_params(tmp_path, store, **{"train.out_dir": blocker / "saes"})),
+        ],
+        capsys,
+    )
     _one_line(code, err, "train.out_dir", "not writable")
     assert "step 1 " not in caplog.text
 
@@ -167,8 +202,12 @@ def test_diverging_training_stops_with_one_line(tmp_path, empty_params, capsys):
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     try:
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+            ).returncode
+            == 0
+        )
     except OSError:
         return False
 

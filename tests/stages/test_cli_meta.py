@@ -48,7 +48,8 @@ def test_verbose_matplotlib_import_logs_no_font_lines(tmp_path):
         "fig = plt.figure(); fig.text(0.5, 0.5, 'x'); fig.savefig('x.png')"
     )
     env = {"MPLCONFIGDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "DEBUG matplotlib" not in proc.stderr and "findfont" not in proc.stderr

@@ -60,16 +60,25 @@ def test_empty_source(params_file, tiny_llama, tmp_path, capsys):
     corpus.mkdir()
     (corpus / "a.txt").write_text("")
     url = tmp_path / "s.zarr"
-    code, err = _harvest([params_file, *tiny_overrides(tiny_llama, str(url)), f"data.source={corpus}"], capsys)
+    code, err = _harvest(
+        [params_file, *tiny_overrides(tiny_llama, str(url)), f"data.source={corpus}"], capsys
+    )
     _assert_one_line_error(code, err, "no complete context")
     assert _not_complete(url)
 
 
-@pytest.mark.parametrize(("length", "needle"), [(1, "context_length must be >= 2"), (512, "exceeds the model's maximum 256")])
+@pytest.mark.parametrize(
+    ("length", "needle"), [(1, "context_length must be >= 2"), (512, "exceeds the model's maximum 256")]
+)
 def test_bad_context_length(params_file, tiny_llama, tmp_path, capsys, length, needle):
     url = tmp_path / "s.zarr"
-    over = [*tiny_overrides(tiny_llama, str(url)), f"data.context_length={length}", "harvest.tokens_per_shard=1024",
-            "harvest.chunk_tokens=512", "harvest.tokens=1024"]
+    over = [
+        *tiny_overrides(tiny_llama, str(url)),
+        f"data.context_length={length}",
+        "harvest.tokens_per_shard=1024",
+        "harvest.chunk_tokens=512",
+        "harvest.tokens=1024",
+    ]
     code, err = _harvest([params_file, *over], capsys)
     _assert_one_line_error(code, err, needle)
     assert _not_complete(url)
@@ -93,9 +102,13 @@ def test_store_of_a_different_key_is_refused(params_file, tiny_llama, tmp_path, 
     url = tmp_path / "s.zarr"
     assert _harvest([params_file, *tiny_overrides(tiny_llama, str(url), tokens=256)], capsys)[0] == 0
     before = read_info(str(url)).key
-    code, err = _harvest([params_file, *tiny_overrides(tiny_llama, str(url), tokens=256, layers="[2]")], capsys)
+    code, err = _harvest(
+        [params_file, *tiny_overrides(tiny_llama, str(url), tokens=256, layers="[2]")], capsys
+    )
     _assert_one_line_error(code, err, "different harvest", "--overwrite")
     assert read_info(str(url)).key == before
-    code, _ = _harvest([params_file, *tiny_overrides(tiny_llama, str(url), tokens=256, layers="[2]")], capsys, "--overwrite")
+    code, _ = _harvest(
+        [params_file, *tiny_overrides(tiny_llama, str(url), tokens=256, layers="[2]")], capsys, "--overwrite"
+    )
     assert code == 0
     assert read_info(str(url)).key != before and read_info(str(url)).complete

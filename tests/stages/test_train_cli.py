@@ -31,8 +31,12 @@ def test_missing_cache_is_one_line(tmp_path, capsys):
 def test_new_architectures_train_from_the_grid_and_bad_values_are_one_line(tmp_path, capsys):
     params = tmp_path / "p.yaml"
     params.write_text("train:\n  grid:\n    value_mode: [selection]\n    beta: [0.5]\n")
-    code, out, _ = run_cli(["train", "-p", str(params), "--dry-run", "-a", "batchtopk", "-a", "gbatchtopk"], capsys)
+    code, out, _ = run_cli(
+        ["train", "-p", str(params), "--dry-run", "-a", "batchtopk", "-a", "gbatchtopk"], capsys
+    )
     assert code == 0 and out.split() == ["batchtopk-k32-x8-s0", "gbatchtopk-k32-b0.5-x8-sel-s0"]
-    code, _, err = run_cli(["train", "-p", str(params), "--dry-run", "-a", "gbatchtopk", "-s", "train.grid.value_mode=[x]"],
-                           capsys)
+    code, _, err = run_cli(
+        ["train", "-p", str(params), "--dry-run", "-a", "gbatchtopk", "-s", "train.grid.value_mode=[x]"],
+        capsys,
+    )
     assert code == 1 and len(err.strip().splitlines()) == 1 and "value_mode must be one of" in err, err

@@ -69,11 +69,14 @@ class Figures:
         out: dict[str, Any] = {}
         for stage in ("harvest", "train"):
             ts = [t for t in self.trials if t.stage == stage]
-            out[stage] = {"kills_tried": len(ts), "killed": sum(t.killed for t in ts),
-                          "identical_resumes": sum(t.identical for t in ts),
-                          "tokens_lost": sum(t.tokens_lost for t in ts),
-                          "random": sum(t.how.startswith("random") for t in ts),
-                          "phases": sorted({t.how for t in ts if not t.how.startswith("random")})}
+            out[stage] = {
+                "kills_tried": len(ts),
+                "killed": sum(t.killed for t in ts),
+                "identical_resumes": sum(t.identical for t in ts),
+                "tokens_lost": sum(t.tokens_lost for t in ts),
+                "random": sum(t.how.startswith("random") for t in ts),
+                "phases": sorted({t.how for t in ts if not t.how.startswith("random")}),
+            }
         return out
 
 
@@ -88,28 +91,57 @@ class Bench:
         self.tokens, self.train_steps = tokens, train_steps
         self.params = work / "params.yaml"
         self.params.write_text("{}\n")
-        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                    "PYTHONPATH": str(ROOT)}
+        self.env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": str(ROOT),
+        }
         self.env.pop("GSAE_FAULT", None)
 
     def harvest_args(self, store: Path) -> list[str]:
-        sets = {"model.name": self.model, "model.device": "cpu", "data.context_length": 32, "harvest.layers": "[1,3]",
-                "harvest.tokens": self.tokens, "harvest.store": store, "harvest.tokens_per_shard": 256,
-                "harvest.chunk_tokens": 128, "harvest.batch_size": 4, "harvest.cache_root": self.work / "cache_root"}
+        sets = {
+            "model.name": self.model,
+            "model.device": "cpu",
+            "data.context_length": 32,
+            "harvest.layers": "[1,3]",
+            "harvest.tokens": self.tokens,
+            "harvest.store": store,
+            "harvest.tokens_per_shard": 256,
+            "harvest.chunk_tokens": 128,
+            "harvest.batch_size": 4,
+            "harvest.cache_root": self.work / "cache_root",
+        }
         return ["harvest", "-p", str(self.params), *sum((["-s", f"{k}={v}"] for k, v in sets.items()), [])]
 
     def train_args(self, store: Path, out: Path) -> list[str]:
-        sets = {"model.name": self.model, "data.context_length": 32, "harvest.layers": "[1,3]",
-                "harvest.tokens_per_shard": 256, "harvest.chunk_tokens": 128, "train.store": store,
-                "train.out_dir": out / "saes", "train.metrics_out": out / "train.json", "train.curves_dir": out / "c",
-                "train.tokens": 128 * self.train_steps, "train.batch_size": 128, "train.checkpoint_every": 10,
-                "train.device": "cpu", "train.init_sample_tokens": 512, "train.warmup_steps": 5,
-                "train.dead_tokens": 2000, "train.grid.architecture": "[topk,gsae]", "train.grid.k": "[4]",
-                "train.grid.expansion": "[4]"}
+        sets = {
+            "model.name": self.model,
+            "data.context_length": 32,
+            "harvest.layers": "[1,3]",
+            "harvest.tokens_per_shard": 256,
+            "harvest.chunk_tokens": 128,
+            "train.store": store,
+            "train.out_dir": out / "saes",
+            "train.metrics_out": out / "train.json",
+            "train.curves_dir": out / "c",
+            "train.tokens": 128 * self.train_steps,
+            "train.batch_size": 128,
+            "train.checkpoint_every": 10,
+            "train.device": "cpu",
+            "train.init_sample_tokens": 512,
+            "train.warmup_steps": 5,
+            "train.dead_tokens": 2000,
+            "train.grid.architecture": "[topk,gsae]",
+            "train.grid.k": "[4]",
+            "train.grid.expansion": "[4]",
+        }
         return ["train", "-p", str(self.params), *sum((["-s", f"{k}={v}"] for k, v in sets.items()), [])]
 
-    def run(self, args: list[str], fault: str | None = None, kill_after: float | None = None
-            ) -> tuple[int, str, bool, float]:
+    def run(
+        self, args: list[str], fault: str | None = None, kill_after: float | None = None
+    ) -> tuple[int, str, bool, float]:
         """(exit code, stderr, killed, seconds from the first log line to the exit) of ``gsae ARGS``.
 
         ``kill_after``: SIGKILL that many seconds after the command's first log line (the end
@@ -119,8 +151,15 @@ class Bench:
         env = dict(self.env)
         if fault:
             env["GSAE_FAULT"] = fault
-        proc = subprocess.Popen([sys.executable, "-m", "stages.cli", *args], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         lines: list[str] = []
         started = threading.Event()
         t_start = [0.0]
@@ -182,11 +221,16 @@ def weights(out: Path) -> dict[str, dict[str, Any]]:
 def same_weights(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
     import torch
 
-    return bool(a) and a.keys() == b.keys() and all(
-        a[v].keys() == b[v].keys() and all(torch.equal(a[v][k], b[v][k]) for k in a[v]) for v in a)
+    return (
+        bool(a)
+        and a.keys() == b.keys()
+        and all(a[v].keys() == b[v].keys() and all(torch.equal(a[v][k], b[v][k]) for k in a[v]) for v in a)
+    )
 
 
-def harvest_trial(bench: Bench, ref: dict[str, bytes], how: str, fault: str | None, delay: float | None) -> Trial:
+def harvest_trial(
+    bench: Bench, ref: dict[str, bytes], how: str, fault: str | None, delay: float | None
+) -> Trial:
     store = bench.work / "trial.zarr"
     shutil.rmtree(store, ignore_errors=True)
     Path(f"{store}.lock").unlink(missing_ok=True)
@@ -194,7 +238,9 @@ def harvest_trial(bench: Bench, ref: dict[str, bytes], how: str, fault: str | No
     at_kill = committed_tokens(store)
     code, err, _, _ = bench.run(bench.harvest_args(store))
     if code != 0:
-        return Trial("harvest", how, killed, False, at_kill, f"resume failed: {err.strip().splitlines()[-1:]}")
+        return Trial(
+            "harvest", how, killed, False, at_kill, f"resume failed: {err.strip().splitlines()[-1:]}"
+        )
     m = re.search(r"resuming .* after (\d+) committed shards", err)
     kept = int(m.group(1)) * 256 if m else (at_kill if "nothing to do" in err else 0)
     files = store_files(store)
@@ -203,8 +249,14 @@ def harvest_trial(bench: Bench, ref: dict[str, bytes], how: str, fault: str | No
     return Trial("harvest", how, killed, identical, max(0, at_kill - kept), detail)
 
 
-def train_trial(bench: Bench, store: Path, ref: dict[str, dict[str, Any]], how: str, fault: str | None,
-                delay: float | None) -> Trial:
+def train_trial(
+    bench: Bench,
+    store: Path,
+    ref: dict[str, dict[str, Any]],
+    how: str,
+    fault: str | None,
+    delay: float | None,
+) -> Trial:
     out = bench.work / "trial-train"
     shutil.rmtree(out, ignore_errors=True)
     _, _, killed, _ = bench.run(bench.train_args(store, out), fault=fault, kill_after=delay)
@@ -213,12 +265,21 @@ def train_trial(bench: Bench, store: Path, ref: dict[str, dict[str, Any]], how: 
         return Trial("train", how, killed, False, 0, f"resume failed: {err.strip().splitlines()[-1:]}")
     m = re.search(r"resumed from .* at step (\d+)", err)
     identical = same_weights(weights(out), ref) and not (out / "saes" / ".checkpoints").exists()
-    return Trial("train", how, killed, identical, 0, f"resumed at step {m.group(1)}" if m else "from the start")
+    return Trial(
+        "train", how, killed, identical, 0, f"resumed at step {m.group(1)}" if m else "from the start"
+    )
 
 
-def run(n_random: int, seed: int, work: Path, tokens: int = 2048, train_steps: int = 80,
-        harvest_phases: tuple[str, ...] = HARVEST_PHASES, train_phases: tuple[str, ...] = TRAIN_PHASES,
-        progress: Path | None = None) -> Figures:
+def run(
+    n_random: int,
+    seed: int,
+    work: Path,
+    tokens: int = 2048,
+    train_steps: int = 80,
+    harvest_phases: tuple[str, ...] = HARVEST_PHASES,
+    train_phases: tuple[str, ...] = TRAIN_PHASES,
+    progress: Path | None = None,
+) -> Figures:
     """Run the whole experiment in ``work``; returns the figures (each trial also appended to ``progress``)."""
     rng = random.Random(seed)
     bench = Bench(work, tokens, train_steps)
@@ -232,7 +293,10 @@ def run(n_random: int, seed: int, work: Path, tokens: int = 2048, train_steps: i
     if code != 0:
         raise RuntimeError(f"reference train failed: {err[-400:]}")
     ref_weights = weights(work / "ref-train")
-    logger.info("uninterrupted, from the first log line to the exit: harvest %.1fs, train %.1fs", harvest_s, train_s)
+    logger.info(
+        "uninterrupted, from the first log line to the exit: harvest %.1fs, train %.1fs", harvest_s, train_s
+    )
+
     def record(trial: Trial) -> None:
         figures.trials.append(trial)
         logger.info("%d %s", len(figures.trials), trial)
@@ -273,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = figures.summary()
     print(json.dumps(summary, indent=2))  # noqa: T201 - the script's output
     if args.out:
-        args.out.write_text(json.dumps({"summary": summary, "trials": [asdict(t) for t in figures.trials]}, indent=2))
+        args.out.write_text(
+            json.dumps({"summary": summary, "trials": [asdict(t) for t in figures.trials]}, indent=2)
+        )
     bad = [t for t in figures.trials if not t.identical or t.tokens_lost]
     for t in bad:
         logger.error("NOT IDENTICAL: %s", t)
