@@ -275,21 +275,15 @@ def part_writer(dev: torch.device, smoke: bool) -> None:
     import numcodecs
     import xxhash
 
-    from cache.writer import ShardWriter, allocate
+    from cache.writer import ShardWriter
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train as bench_train  # benchmarks/train.py: the synthetic store
 
     d, shard = 576, 8192 if smoke else 65536
     rng = np.random.default_rng(0)
     act = (rng.normal(size=(shard, d)) * 4).astype(np.float16)
     grad = (rng.normal(size=(shard, d)) * 0.01).astype(np.float16)
-    attrs = {
-        "key": "b",
-        "model": "s",
-        "model_revision": "-",
-        "tokenizer": "-",
-        "dataset": {"source": "s"},
-        "context_length": 128,
-        "loss": "-",
-    }
     mb = 2 * act.nbytes / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         import zarr
@@ -297,17 +291,8 @@ def part_writer(dev: torch.device, smoke: bool) -> None:
         for comp, conc in (("zstd", None), ("zstd", 64), ("blosc", None), ("none", None)):
             url = f"{tmp}/{comp}-{conc}.zarr"
             cfg = {"async.concurrency": conc, "threading.max_workers": os.cpu_count()} if conc else {}
-            allocate(
-                url,
-                attrs,
-                hooks=["h"],
-                d_model=d,
-                total_tokens=4 * shard,
-                tokens_per_shard=shard,
-                chunk_tokens=shard // 32,
-                dtype="float16",
-                compressor=comp,
-                level=3,
+            bench_train.allocate_synthetic(
+                url, 4, d=d, shard=shard, hook="h", chunk=shard // 32, compressor=comp
             )
             w = ShardWriter(url)
             times = []

@@ -38,33 +38,52 @@ D, T, SHARD, CHUNK, HOOK = 576, 128, 8192, 2048, "model.layers.15"
 logger = logging.getLogger("bench")
 
 
-def build(url: str, n_shards: int) -> str:
-    """Store of ``n_shards`` shards; one random shard's data reused (fast to write, still incompressible)."""
-    rng = np.random.default_rng(0)
-    act = (rng.normal(size=(SHARD, D)) * 4).astype(np.float16)
-    grad = (rng.normal(size=(SHARD, D)) * 0.01).astype(np.float16)
-    attrs = {
-        "key": "bench",
-        "model": "synthetic",
-        "model_revision": "-",
-        "tokenizer": "-",
-        "dataset": {"source": "synthetic"},
-        "context_length": T,
-        "loss": "-",
-    }
+SYNTHETIC_ATTRS = {
+    "key": "bench",
+    "model": "synthetic",
+    "model_revision": "-",
+    "tokenizer": "-",
+    "dataset": {"source": "synthetic"},
+    "context_length": T,
+    "loss": "-",
+}
+
+
+def allocate_synthetic(
+    url: str,
+    n_shards: int,
+    *,
+    d: int = D,
+    shard: int = SHARD,
+    hook: str = HOOK,
+    chunk: int = CHUNK,
+    compressor: str = "zstd",
+) -> None:
+    """Allocate a float16 store of ``n_shards`` shards of random rows (filled by the caller)."""
     allocate(
         url,
-        attrs,
-        hooks=[HOOK],
-        d_model=D,
-        total_tokens=n_shards * SHARD,
-        tokens_per_shard=SHARD,
-        chunk_tokens=CHUNK,
+        dict(SYNTHETIC_ATTRS),
+        hooks=[hook],
+        d_model=d,
+        total_tokens=n_shards * shard,
+        tokens_per_shard=shard,
+        chunk_tokens=chunk,
         dtype="float16",
+        compressor=compressor,
     )
+
+
+def build(url: str, n_shards: int, *, d: int = D, hook: str = HOOK, fresh: bool = False) -> str:
+    """Store of ``n_shards`` shards of random rows; one shard's data reused unless ``fresh``
+    (fast to write, still incompressible)."""
+    rng = np.random.default_rng(0)
+    allocate_synthetic(url, n_shards, d=d, hook=hook)
     w = ShardWriter(url)
     for s in range(n_shards):
-        w.write(s, np.zeros(SHARD, np.int32), {HOOK: act}, {HOOK: grad})
+        if fresh or s == 0:
+            act = (rng.normal(size=(SHARD, d)) * 4).astype(np.float16)
+            grad = (rng.normal(size=(SHARD, d)) * 0.01).astype(np.float16)
+        w.write(s, np.zeros(SHARD, np.int32), {hook: act}, {hook: grad})
     w.finalize()
     return url
 

@@ -28,47 +28,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cache.writer import ShardWriter, allocate  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import train as bench_train  # noqa: E402  (benchmarks/train.py: the synthetic store)
 
 D, T, SHARD, CHUNK, HOOK = 256, 128, 8192, 2048, "model.layers.3"
 GSAE = Path(sys.executable).parent / "gsae"
 
 
 def build(url: str, n_shards: int = 8) -> str:
-    rng = np.random.default_rng(0)
-    attrs = {
-        "key": "bench",
-        "model": "synthetic",
-        "model_revision": "-",
-        "tokenizer": "-",
-        "dataset": {"source": "synthetic"},
-        "context_length": T,
-        "loss": "-",
-    }
-    allocate(
-        url,
-        attrs,
-        hooks=[HOOK],
-        d_model=D,
-        total_tokens=n_shards * SHARD,
-        tokens_per_shard=SHARD,
-        chunk_tokens=CHUNK,
-        dtype="float16",
-    )
-    w = ShardWriter(url)
-    for s in range(n_shards):
-        act = (rng.normal(size=(SHARD, D)) * 4).astype(np.float16)
-        grad = (rng.normal(size=(SHARD, D)) * 0.01).astype(np.float16)
-        w.write(s, np.zeros(SHARD, np.int32), {HOOK: act}, {HOOK: grad})
-    w.finalize()
-    return url
+    """Store of ``n_shards`` shards of fresh random rows at this benchmark's width and hook."""
+    return bench_train.build(url, n_shards, d=D, hook=HOOK, fresh=True)
 
 
 def params(store: str, steps: int) -> dict:
