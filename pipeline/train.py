@@ -207,9 +207,9 @@ def _variant_figures(trainer: Trainer, name: str, final: dict[str, float], epoch
 def _sae_provenance(cfg: TrainConfig, plan: _Plan, trainer: Trainer, name: str, final: dict[str, float]) -> dict[str, Any]:
     """What ``cfg.json`` records beside the SAE's own settings: store, hook, training run."""
     info, spec = plan.info, trainer.variants[name].spec
+    layer = cfg.layer if cfg.layer is not None else info.layer_of(plan.hook)
     return {
-        "variant": name, "hook_name": plan.hook, "hook_layer": cfg.layer if cfg.layer is not None
-        else info.layer_of(plan.hook), "model": info.model, "model_name": info.model,
+        "variant": name, "hook_name": plan.hook, "hook_layer": layer, "model": info.model, "model_name": info.model,
         "model_revision": info.model_revision, "cache_key": info.key, "cache_store": plan.store_url,
         "context_size": info.context_length, "dataset_path": info.dataset.get("source"),
         "prepend_bos": True, "expansion": spec.expansion,
