@@ -34,10 +34,10 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from cache.errors import CacheMismatch, CacheUsageError, CacheWriteError, NonFiniteError, PipelineError
+from cache.faults import fault_point
 from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
 from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, grad_path
 from cache.store import local_url, open_group, read_attrs
-from pipeline.faults import fault_point
 
 logger = logging.getLogger(__name__)
 

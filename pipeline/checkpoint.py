@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
+from cache.faults import fault_point
 from pipeline.errors import OutputError
-from pipeline.faults import fault_point
 from pipeline.fileio import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ python-docs text, in a temporary folder, each command a real ``python -m stages.
 subprocess with one thread (bit-exact on one machine). Random kills land uniformly between
 the command's first log line (the end of the interpreter start-up) and the time an
 uninterrupted run took from there to its exit; phase kills use
-``GSAE_FAULT=<phase>[:N]`` (:mod:`pipeline.faults`): the process SIGKILLs itself at that
+``GSAE_FAULT=<phase>[:N]`` (:mod:`cache.faults`): the process SIGKILLs itself at that
 point. After each kill the same command is rerun to completion, then:
 
 - harvest: every file of the store must be byte-identical to the uninterrupted store (no

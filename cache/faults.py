@@ -1,5 +1,8 @@
 """Named fault points for the fault-injection script (tests/stress/fault_inject.py).
 
+It lives in cache/ because the store writer has fault points and cache/ imports nothing
+from the library; the library's checkpoints use it too.
+
 ``fault_point(name)`` does nothing unless the environment variable ``GSAE_FAULT`` is
 ``name`` or ``name:N``; then the N-th time (default the first) the process reaches that
 point it kills itself with SIGKILL, exactly like a power cut or an OOM kill at that
