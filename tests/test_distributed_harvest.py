@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cache.store import read_info
+from cache.verify import verify
 from pipeline.config import params_from_dict
 from pipeline.harvest import run_harvest
 from pipeline.stores import store_key
@@ -81,14 +82,17 @@ def test_killed_worker_is_survived_with_identical_store(tiny_llama, reference, c
     killed: list[int] = []
 
     def kill_one_worker(index: int) -> None:
-        if index == 0:  # the window holds the next shards' tasks, running or queued on both workers
-            pid = sorted(client.run(os.getpid).values())[0]
+        if index == 0:  # the window holds the next shards' tasks: kill a worker that is running one
+            busy = [addr for addr, tasks in client.processing().items() if tasks]
+            assert busy, "no worker was running a shard task"
+            pid = client.run(os.getpid)[busy[0]]
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
     run_harvest(_params(tiny_llama, url, address), on_commit=kill_one_worker)
     assert killed and read_info(str(url)).complete
-    assert _store_bytes(url) == reference
+    assert _store_bytes(url) == reference  # no temp file of the killed writer left either
+    assert not verify(str(url)).bad  # every committed shard's digests check out
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it for the next test
 
 
