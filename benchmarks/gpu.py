@@ -15,7 +15,7 @@
 - ``e2e``: ``gsae harvest / train / evaluate`` commands on CUDA, timed.
 
 Weights are random: throughput does not depend on them (no data-dependent control flow in
-these models). FLOPs are counted from the shapes (see :func:`harvest_flops`). ``--smoke``
+these models). FLOPs are counted from the shapes (see ``harvest_flops`` in benchmarks/gpu_harvest.py). ``--smoke``
 shrinks everything so the script can be checked on a CPU.
 """
 
@@ -26,58 +26,23 @@ import importlib.util
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline.config import GridConfig, TrainConfig, params_from_dict  # noqa: E402
-from pipeline.harvest import forward_backward, run_harvest  # noqa: E402
-from pipeline.models import LoadedModel, find_blocks, load_model  # noqa: E402
+from gpu_common import RESULTS, ROOT, log, median_time, record, sync  # noqa: E402
+from gpu_harvest import harvest_pipeline_ratio, part_harvest, part_writer, smollm2_folder  # noqa: E402
+
+from pipeline.config import GridConfig, TrainConfig  # noqa: E402
 from pipeline.sweep import expand_grid  # noqa: E402
-from pipeline.text import iter_documents, pack_contexts  # noqa: E402
 from pipeline.trainer import Trainer  # noqa: E402
-
-log = logging.getLogger("gpu-bench")
-RESULTS: dict[str, Any] = {}
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_time(fn, dev: torch.device, reps: int, warmup: int = 2) -> float:
-    """Median wall seconds of ``fn()`` over ``reps`` runs (device synchronised)."""
-    for _ in range(warmup):
-        fn()
-    sync(dev)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        sync(dev)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def record(section: str, name: str, **values: Any) -> None:
-    RESULTS.setdefault(section, {})[name] = values
-    print(
-        f"[{section}] {name}: "
-        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()),
-        flush=True,
-    )
-
 
 # ---------------------------------------------------------------------------------- peak
 
@@ -94,239 +59,6 @@ def part_peak(dev: torch.device, smoke: bool) -> None:
         t = median_time(lambda a=a, b=b: a @ b, dev, reps=3 if smoke else 10)
         record("peak", name, tflops=2 * n**3 / t / 1e12)
     torch.backends.cuda.matmul.allow_tf32 = False
-
-
-# ---------------------------------------------------------------------------------- harvest
-
-
-def arch_configs(smoke: bool) -> dict[str, Any]:
-    from transformers import AutoConfig, LlamaConfig
-
-    smol = AutoConfig.from_pretrained(ROOT / ".gpu" / "smollm2")
-    if smoke:
-        smol.num_hidden_layers, smol.hidden_size, smol.intermediate_size = 4, 64, 128
-        smol.num_attention_heads, smol.num_key_value_heads = 4, 2
-        return {"smollm2-135m": smol}
-    common = {
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "max_position_embeddings": 8192,
-    }
-    return {
-        "smollm2-135m": smol,
-        "llama-1b": LlamaConfig(
-            hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, tie_word_embeddings=True, **common
-        ),
-        "llama-8b": LlamaConfig(
-            hidden_size=4096,
-            intermediate_size=14336,
-            num_hidden_layers=32,
-            tie_word_embeddings=False,
-            **common,
-        ),
-    }
-
-
-def harvest_flops(cfg: Any, layer: int, T: int) -> float:
-    """Matmul FLOPs per token of one forward + the activation backward from the loss to ``layer``.
-
-    Forward: 2·(params of the blocks' linear layers + the LM head) + causal attention
-    4·d·(T+1)/2 per block. Backward (input gradients only; weights are frozen): the same
-    for the blocks above ``layer`` and the head, attention counted twice (both operands of
-    QKᵀ and of AV are activations).
-    """
-    d, ff, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
-    hd = d // cfg.num_attention_heads
-    block = d * cfg.num_attention_heads * hd * 2 + 2 * d * cfg.num_key_value_heads * hd + 3 * d * ff
-    attn = 4 * d * (T + 1) / 2
-    above = L - 1 - layer
-    fwd = 2 * (L * block + d * V) + L * attn
-    bwd = 2 * (above * block + d * V) + above * 2 * attn
-    return float(fwd + bwd)
-
-
-def random_lm(cfg: Any, dev: torch.device, dtype: torch.dtype, name: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM
-
-    with torch.device(dev):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    model.requires_grad_(False).eval()
-    path, blocks = find_blocks(model)
-    return LoadedModel(model, None, name, "random", "-", blocks, path, dev)
-
-
-def bare_rate(lm: LoadedModel, layer: int, ids: torch.Tensor, batch: int, autocast: str, reps: int) -> float:
-    dev = lm.device
-
-    def run() -> None:
-        for b in range(0, ids.shape[0], batch):
-            out = forward_backward(lm, [layer], ids[b : b + batch], autocast)
-            del out
-
-    return ids.numel() / median_time(run, dev, reps=reps, warmup=1)
-
-
-def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float) -> None:
-    T = 32 if smoke else 128
-    for name, cfg in arch_configs(smoke).items():
-        layer = cfg.num_hidden_layers // 2
-        batch_tokens = 1024 if smoke else {"smollm2-135m": 32768, "llama-1b": 32768, "llama-8b": 16384}[name]
-        modes = [
-            ("fp32", torch.float32, "none"),
-            ("autocast-bf16", torch.float32, "bfloat16"),
-            ("bf16-weights", torch.bfloat16, "none"),
-        ]
-        if name == "llama-8b":
-            modes = modes[2:]
-        flops = harvest_flops(cfg, layer, T)
-        for mode, dtype, amp in modes:
-            lm = random_lm(cfg, dev, dtype, name)
-            g = torch.Generator(device="cpu").manual_seed(0)
-            ids = torch.randint(0, cfg.vocab_size, (4 * batch_tokens // T, T), generator=g).to(dev)
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            rate = bare_rate(lm, layer, ids, batch_tokens // T, amp, reps=2 if smoke else 3)
-            mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0
-            record(
-                "harvest",
-                f"{name}/{mode}",
-                tok_s=rate,
-                layer=layer,
-                T=T,
-                batch_tokens=batch_tokens,
-                tflops=rate * flops / 1e12,
-                mfu_vs_bf16_peak=rate * flops / peak_bf16 if peak_bf16 else 0.0,
-                peak_mem_gib=mem,
-            )
-            del lm, ids
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-
-
-def smollm2_folder(dev: torch.device, smoke: bool, where: Path) -> Path:
-    """A saved random SmolLM2-shaped model with the real tokenizer (what ``load_model`` reads)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    cfg = arch_configs(smoke)["smollm2-135m"]
-    folder = where / "smollm2-random"
-    if not (folder / "config.json").exists():
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
-        AutoTokenizer.from_pretrained(ROOT / ".gpu" / "smollm2").save_pretrained(folder)
-    return folder
-
-
-def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
-    """``run_harvest`` vs the bare loop on the same contexts (SmolLM2 shape, block 15)."""
-    tokens = 8192 if smoke else 524288
-    batch = 8 if smoke else 256
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = smollm2_folder(dev, smoke, Path(tmp))
-        layer = 2 if smoke else 15
-        for autocast, comp in (
-            ("none", "zstd"),
-            ("bfloat16", "zstd"),
-            ("bfloat16", "blosc"),
-            ("bfloat16", "none"),
-        ):
-            params = params_from_dict(
-                {},
-                [
-                    f"harvest.compressor={comp}",
-                    f"model.name={folder}",
-                    f"model.device={dev}",
-                    f"harvest.layers=[{layer}]",
-                    "data.source=python-docstrings",
-                    f"harvest.tokens={tokens}",
-                    f"harvest.batch_size={batch}",
-                    f"harvest.store={tmp}/h-{autocast}-{comp}.zarr",
-                    f"harvest.tokens_per_shard={tokens // 8}",
-                    f"harvest.chunk_tokens={tokens // 32}",
-                    f"harvest.autocast={autocast}",
-                ],
-            )
-            lm = load_model(params.model)
-            contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, 128, tokens // 128)
-            ids = torch.from_numpy(contexts).to(dev)
-            bare1 = bare_rate(lm, layer, ids, batch, autocast, reps=1)
-            t = time.perf_counter()
-            run_harvest(params, lm=lm)
-            harvest = contexts.size / (time.perf_counter() - t)
-            bare2 = bare_rate(lm, layer, ids, batch, autocast, reps=1)
-            bare = (bare1 + bare2) / 2
-            record(
-                "harvest_pipeline",
-                f"smollm2/{autocast}/{comp}",
-                bare_tok_s=bare,
-                harvest_tok_s=harvest,
-                ratio=harvest / bare,
-                tokens=int(contexts.size),
-                batch=batch,
-            )
-            del lm
-
-
-def part_writer(dev: torch.device, smoke: bool) -> None:
-    """Where a shard write spends its time on this host: zarr write per compressor, raw zstd, digests."""
-    import concurrent.futures
-    import hashlib
-
-    import numcodecs
-    import xxhash
-
-    from cache.writer import ShardWriter
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import train as bench_train  # benchmarks/train.py: the synthetic store
-
-    d, shard = 576, 8192 if smoke else 65536
-    rng = np.random.default_rng(0)
-    act = (rng.normal(size=(shard, d)) * 4).astype(np.float16)
-    grad = (rng.normal(size=(shard, d)) * 0.01).astype(np.float16)
-    mb = 2 * act.nbytes / 1e6
-    with tempfile.TemporaryDirectory() as tmp:
-        import zarr
-
-        for comp, conc in (("zstd", None), ("zstd", 64), ("blosc", None), ("none", None)):
-            url = f"{tmp}/{comp}-{conc}.zarr"
-            cfg = {"async.concurrency": conc, "threading.max_workers": os.cpu_count()} if conc else {}
-            bench_train.allocate_synthetic(
-                url, 4, d=d, shard=shard, hook="h", chunk=shard // 32, compressor=comp
-            )
-            w = ShardWriter(url)
-            times = []
-            with zarr.config.set(cfg):
-                for i in range(3):
-                    t = time.perf_counter()
-                    w.write(
-                        i, np.zeros(shard, np.int32), {"h": act}, {"h": grad}, np.zeros(shard, np.float32)
-                    )
-                    times.append(time.perf_counter() - t)
-            record(
-                "writer",
-                f"shard_write/{comp}/concurrency={conc}",
-                mb_s=mb / statistics.median(times),
-                tok_s=shard / statistics.median(times),
-            )
-    z = numcodecs.Zstd(level=3)
-    chunks = np.array_split(np.concatenate([act.view(np.uint8).ravel(), grad.view(np.uint8).ravel()]), 64)
-    t = time.perf_counter()
-    for c in chunks:
-        z.encode(c)
-    record("writer", "zstd3_1thread", mb_s=mb / (time.perf_counter() - t))
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-        t = time.perf_counter()
-        list(pool.map(z.encode, chunks))
-        record("writer", f"zstd3_{os.cpu_count()}threads", mb_s=mb / (time.perf_counter() - t))
-    for name, fn in (
-        ("sha256", lambda b: hashlib.sha256(b).digest()),
-        ("xxh3", lambda b: xxhash.xxh3_64(b).digest()),
-    ):
-        t = time.perf_counter()
-        fn(act.tobytes())
-        fn(grad.tobytes())
-        record("writer", name, mb_s=mb / (time.perf_counter() - t))
 
 
 # ---------------------------------------------------------------------------------- train

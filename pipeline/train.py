@@ -51,6 +51,7 @@ from pipeline.saes.io import save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
 from pipeline.sweep import VariantSpec, expand_grid
 from pipeline.trainer import Trainer
+from pipeline.trainrecord import final_figures, sae_provenance, variant_figures
 
 logger = logging.getLogger(__name__)
 
@@ -105,25 +106,6 @@ def _check_finite_loss(step: int, stats: dict[str, dict[str, float]]) -> None:
                 f"variant {name}: training loss is {loss} at step {step} (diverged or non-finite "
                 "inputs); stopping, nothing written"
             )
-
-
-def _final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict[str, float]]:
-    """Per variant, the mean of each logged figure over its last ``tail`` log rows.
-
-    One batch's FVU is noisy (its variance is that batch's): averaging the tail of the
-    curve gives a steadier end-of-training figure.
-    """
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for row in curve:
-        rows.setdefault(row["variant"], []).append(row)
-    return {
-        name: {
-            key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:])
-            for key in ("fvu", "loss", "l0", "selection_shift")
-            if key in rs[-1]
-        }
-        for name, rs in rows.items()
-    }
 
 
 def _group_by_layer(specs: list[VariantSpec]) -> dict[int | None, list[VariantSpec]]:
@@ -197,7 +179,7 @@ def _run(
     curve: list[dict[str, Any]] = []
     for trainer, hook in trained:
         epochs = trainer.tokens / epoch_tokens
-        last = _final_figures(trainer.curve)
+        last = final_figures(trainer.curve)
         curve += trainer.curve
         for name, v in trainer.variants.items():
             if not all(torch.isfinite(p).all() for p in v.sae.parameters()):
@@ -206,8 +188,8 @@ def _run(
                     "diverged); nothing written"
                 )
             final = last.get(name, {})
-            metrics[name] = _variant_figures(trainer, name, final, epochs)
-            sae_cfg = _sae_provenance(cfg, info, store_url, hook, trainer, name, final)
+            metrics[name] = variant_figures(trainer, name, final, epochs)
+            sae_cfg = sae_provenance(cfg, info, store_url, hook, trainer, name, final)
             writes.append(
                 (
                     name,
@@ -244,56 +226,6 @@ def _run(
         logger.debug("curve files: %s", curves)
     distributed.barrier(ctx)
     return metrics
-
-
-def _variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs: float) -> dict[str, Any]:
-    """The metrics entry of one variant."""
-    figures = {
-        "fvu": final.get("fvu"),
-        "l0": final.get("l0"),
-        "loss": final.get("loss"),
-        "dead_frac": trainer.dead_fraction(name),
-        "tokens": trainer.tokens,
-        "steps": trainer.step,
-        "epochs": epochs,
-    }
-    if "selection_shift" in final:
-        figures["selection_shift"] = final["selection_shift"]
-    return figures
-
-
-def _sae_provenance(
-    cfg: TrainConfig,
-    info: CacheInfo,
-    store_url: str,
-    hook: str,
-    trainer: Trainer,
-    name: str,
-    final: dict[str, float],
-) -> dict[str, Any]:
-    """What ``cfg.json`` records beside the SAE's own settings: store, hook, training run."""
-    spec = trainer.variants[name].spec
-    # train.parallel is left out: the files do not depend on the process layout.
-    training = {k: val for k, val in params_to_dict(cfg).items() if k != "parallel"}
-    return {
-        "variant": name,
-        "hook_name": hook,
-        "hook_layer": info.layer_of(hook),
-        "model": info.model,
-        "model_name": info.model,
-        "model_revision": info.model_revision,
-        "cache_key": info.key,
-        "cache_store": store_url,
-        "context_size": info.context_length,
-        "dataset_path": info.dataset.get("source"),
-        "prepend_bos": True,
-        "expansion": spec.expansion,
-        "training": {**training, "grid": None, "lr": spec.lr, "init_seed": spec.seed},
-        "tokens_seen": trainer.tokens,
-        "dead_frac": trainer.dead_fraction(name),
-        "final_fvu": final.get("fvu"),
-        "exclude_first": cfg.exclude_first,
-    }
 
 
 def _train_layer(

@@ -52,3 +52,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def store_files(url: Path) -> dict[str, bytes]:
+    """Every file of a local store, by path inside it (byte-identity checks)."""
+    return {str(p.relative_to(url)): p.read_bytes() for p in sorted(url.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted harvest of the tiny Llama with :func:`tiny_overrides`' settings."""
+    from pipeline.config import params_from_dict
+    from pipeline.harvest import run_harvest
+
+    url = tmp_path_factory.mktemp("ref") / "s.zarr"
+    run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url))))
+    return url

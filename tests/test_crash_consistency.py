@@ -24,18 +24,7 @@ from pipeline.fileio import atomic_write_text, check_writable
 from pipeline.harvest import run_harvest
 from tests._stores import build_store
 from tests.clirun import run_cli
-from tests.conftest import tiny_overrides
-
-
-def _files(url: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(url)): p.read_bytes() for p in sorted(url.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_llama, tmp_path_factory) -> Path:
-    url = tmp_path_factory.mktemp("ref") / "s.zarr"
-    run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url))))
-    return url
+from tests.conftest import store_files, tiny_overrides
 
 
 class _Killed(Exception):
@@ -61,7 +50,7 @@ def test_interrupted_allocation_is_redone(tiny_llama, tmp_path, monkeypatch, ref
     assert code == 1 and "allocation was interrupted" in err
     monkeypatch.undo()
     run_harvest(params)
-    assert _files(url) == _files(reference)
+    assert store_files(url) == store_files(reference)
 
 
 def test_legacy_half_allocated_store_is_redone(tiny_llama, tmp_path, reference):
@@ -71,7 +60,7 @@ def test_legacy_half_allocated_store_is_redone(tiny_llama, tmp_path, reference):
     group = zarr.open_group(str(url), mode="w", zarr_format=3)  # what a kill left before the marker existed
     group.create_array("tokens", shape=(1024,), dtype="int32")
     run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url))))
-    assert _files(url) == _files(reference)
+    assert store_files(url) == store_files(reference)
 
 
 @pytest.mark.parametrize("phase", ["shard_write", "commit", "finalize"])
@@ -88,7 +77,7 @@ def test_kill_at_phase_then_resume_is_byte_identical(tiny_llama, tmp_path, monke
     (url / "zarr.9c1e.partial").write_bytes(b"{")
     monkeypatch.undo()
     run_harvest(params)
-    assert _files(url) == _files(reference)
+    assert store_files(url) == store_files(reference)
     assert verify(str(url)).ok
 
 

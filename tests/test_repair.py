@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -16,18 +15,7 @@ from pipeline.errors import CacheLocked
 from pipeline.fileio import dumps_json
 from pipeline.harvest import run_harvest
 from tests.clirun import run_cli
-from tests.conftest import tiny_overrides
-
-
-def _files(url: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(url)): p.read_bytes() for p in sorted(url.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_llama, tmp_path_factory) -> Path:
-    url = tmp_path_factory.mktemp("ref") / "s.zarr"
-    run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url))))
-    return url
+from tests.conftest import store_files, tiny_overrides
 
 
 @pytest.mark.parametrize("command", [["harvest", "--repair"], ["cache", "repair"]])
@@ -48,7 +36,7 @@ def test_repair_rewrites_only_the_damaged_shards(tiny_llama, reference, tmp_path
     assert code == 0, err
     repaired = [r.getMessage() for r in caplog.records if r.getMessage().startswith("repaired shard")]
     assert [m.split()[2] for m in repaired] == ["0", "2"]
-    assert _files(url) == _files(reference)
+    assert store_files(url) == store_files(reference)
 
 
 def test_repair_of_a_sound_store_changes_nothing(tiny_llama, reference, tmp_path, caplog):
@@ -56,7 +44,7 @@ def test_repair_of_a_sound_store_changes_nothing(tiny_llama, reference, tmp_path
     shutil.copytree(reference, url)
     with caplog.at_level(logging.INFO, logger="pipeline.harvest"):
         run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url))), repair=True)
-    assert "nothing to repair" in caplog.text and _files(url) == _files(reference)
+    assert "nothing to repair" in caplog.text and store_files(url) == store_files(reference)
 
 
 def test_repair_refuses_damaged_attributes(tiny_llama, reference, tmp_path, capsys):
