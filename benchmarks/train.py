@@ -7,8 +7,10 @@ Figures (printed, one run):
   (c) peak RSS of a reader streaming a full epoch of a 10x larger cache / 1x (subprocesses)
       target ~1 (flat)
   (d) 8 equal-shape variants: batched bmm step time / python-loop step time (decides stacking)
+  (e) g-SAE / TopK step time, one variant each (k32 x8, batch 4096): the g-SAE's one extra
+      [B, d] x [d, n] product for |W_dec g|
 
-Run: .venv/bin/python benchmarks/train.py [--quick] [--parts abcd]
+Run: .venv/bin/python benchmarks/train.py [--quick] [--parts abcde]
 """
 
 from __future__ import annotations
@@ -171,6 +173,27 @@ def stacking(batch: int, reps: int) -> tuple[float, float]:
     return min(times["loop"]), min(times["stacked"])
 
 
+def gsae_topk_steps(batch: int, reps: int) -> tuple[float, float]:
+    """Best-of-``reps`` step time of one topk and one gsae variant (same k, width, batch), interleaved."""
+    grids = {
+        "topk": GridConfig(architecture=("topk",), k=(32,), expansion=(8,)),
+        "gsae": GridConfig(
+            architecture=("gsae",), k=(32,), expansion=(8,), beta=(1.0,), value_mode=("selection",)
+        ),
+    }
+    trainers = {name: trainer_for(grid, reps + 2, batch) for name, grid in grids.items()}
+    x, g = torch.randn(batch, D), torch.randn(batch, D)
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for tr in trainers.values():
+        tr.train_step(x, g)  # warm-up (allocations)
+    for _ in range(reps):
+        for name, tr in trainers.items():
+            t = time.perf_counter()
+            tr.train_step(x, g)
+            times[name].append(time.perf_counter() - t)
+    return min(times["topk"]), min(times["gsae"])
+
+
 def rss_child(url: str) -> None:
     """Stream one full epoch; print tokens and peak RSS in MiB (VmHWM: this process only)."""
     tune_allocator()
@@ -185,7 +208,7 @@ def rss_child(url: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps")
-    ap.add_argument("--parts", default="abcd", help="which figures to measure, e.g. 'ab'")
+    ap.add_argument("--parts", default="abcde", help="which figures to measure, e.g. 'ab'")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -262,13 +285,20 @@ def main() -> None:
             )
 
     # (d)
-    if "d" not in args.parts:
-        return
-    t_loop, t_stack = stacking(batch, steps)
-    print(
-        f"(d) 8 equal-shape variants, step of {batch} tokens: loop {t_loop:.2f}s, stacked bmm {t_stack:.2f}s, "
-        f"stacked/loop {t_stack / t_loop:.2f}  (stacking implemented only if < ~0.9)"
-    )
+    if "d" in args.parts:
+        t_loop, t_stack = stacking(batch, steps)
+        print(
+            f"(d) 8 equal-shape variants, step of {batch} tokens: loop {t_loop:.2f}s, stacked bmm {t_stack:.2f}s, "
+            f"stacked/loop {t_stack / t_loop:.2f}  (stacking implemented only if < ~0.9)"
+        )
+
+    # (e)
+    if "e" in args.parts:
+        t_topk, t_gsae = gsae_topk_steps(4096, 3 if args.quick else 6)
+        print(
+            f"(e) one variant, step of 4096 tokens (k32 x8): topk {t_topk * 1e3:.0f} ms, gsae {t_gsae * 1e3:.0f} ms, "
+            f"g-SAE / TopK step time {t_gsae / t_topk:.2f}"
+        )
 
 
 if __name__ == "__main__":

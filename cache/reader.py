@@ -1,5 +1,7 @@
 """Reading a store: validate it, then stream shuffled (act, grad) batches for training.
 
+An activation-only store (``has_grad`` false) yields (act, ``None``) and reads half the bytes.
+
 Stream order (deterministic given ``seed``): the stream is the concatenation of epochs.
 In epoch e the shard order is a permutation drawn from ``(seed, e)``; consecutive groups of
 ``shuffle_buffer_shards`` shards form buffers; a buffer is read by a thread pool, one task
@@ -41,7 +43,8 @@ from cache.store import open_group, read_info
 
 logger = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor | None]
+"""(act, grad) float32 [batch_size, d]; grad is ``None`` from an activation-only store."""
 
 
 def open_store(
@@ -104,8 +107,9 @@ def resolve_hook(info: CacheInfo, layer: int | None) -> str:
 
 def read_rows(
     url: str, hook: str, start: int, stop: int, info: CacheInfo | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows [start, stop): tokens int32 [N], act float32 [N, d], grad float32 [N, d].
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Rows [start, stop): tokens int32 [N], act float32 [N, d], grad float32 [N, d]
+    (``None`` from an activation-only store).
 
     Only committed shards are read, each whole and checked against its commit record, so
     a missing or damaged shard raises ``CacheCorrupt`` instead of reading as zeros.
@@ -119,28 +123,37 @@ def read_rows(
     checker = ShardChecker(url, info, group)
     tps = info.tokens_per_shard
     first, last = start // tps, -(-stop // tps)
-    out: list[list[np.ndarray]] = [[], [], []]
+    names = ("tokens", act_path(hook), grad_path(hook)) if info.has_grad else ("tokens", act_path(hook))
+    out: list[list[np.ndarray]] = [[] for _ in names]
     for shard in range(first, last):
         s0, s1 = info.shard_rows(shard)
         lo, hi = max(start, s0) - s0, min(stop, s1) - s0
-        for slot, name in enumerate(("tokens", act_path(hook), grad_path(hook))):
+        for slot, name in enumerate(names):
             rows = read_zarr_rows(url, open_array(url, group, name), s0, s1, shard)
             checker.check(shard, name, rows)
             out[slot].append(rows[lo:hi])
-    tokens, act, grad = (np.concatenate(parts) for parts in out)
-    return tokens.astype(np.int32, copy=False), act.astype(np.float32), grad.astype(np.float32)
+    tokens, act, *grad = (np.concatenate(parts) for parts in out)
+    return (
+        tokens.astype(np.int32, copy=False),
+        act.astype(np.float32),
+        grad[0].astype(np.float32) if grad else None,
+    )
 
 
 @dataclass
 class _Slot:
-    """A reusable buffer: act and grad rows of up to ``shuffle_buffer_shards`` shards."""
+    """A reusable buffer: act and grad (when stored) rows of up to ``shuffle_buffer_shards`` shards."""
 
     act: np.ndarray
-    grad: np.ndarray
+    grad: np.ndarray | None
 
     @classmethod
-    def empty(cls, rows: int, d: int, dtype: str) -> _Slot:
-        return cls(np.empty((rows, d), dtype), np.empty((rows, d), dtype))
+    def empty(cls, rows: int, d: int, dtype: str, with_grad: bool) -> _Slot:
+        return cls(np.empty((rows, d), dtype), np.empty((rows, d), dtype) if with_grad else None)
+
+    def arrays(self) -> list[tuple[str, np.ndarray]]:
+        """(name, buffer) of each array this slot holds."""
+        return [("act", self.act)] + ([] if self.grad is None else [("grad", self.grad)])
 
 
 def _shard_file(url: str, array: zarr.Array) -> ShardFile | None:
@@ -162,7 +175,8 @@ def _read_fast(fast: ShardFile, shard: int, out: np.ndarray) -> None:
 
 
 class BatchReader:
-    """Shuffled, epoch-cycling (act, grad) float32 batches [batch_size, d] from one hook."""
+    """Shuffled, epoch-cycling (act, grad) float32 batches [batch_size, d] from one hook
+    (grad ``None`` from an activation-only store, which is then read at half the bytes)."""
 
     def __init__(
         self,
@@ -193,7 +207,9 @@ class BatchReader:
         if self.tokens_per_epoch == 0:
             raise CacheIncomplete(f"store {url} has no usable tokens")
         group = open_group(url, "r")
-        self._paths = {"act": act_path(hook), "grad": grad_path(hook)}
+        self._paths = {"act": act_path(hook)}
+        if self.info.has_grad:
+            self._paths["grad"] = grad_path(hook)
         self._arrays = {name: open_array(url, group, path) for name, path in self._paths.items()}
         self._files = {
             name: _shard_file(url, arr) if direct_shards else None for name, arr in self._arrays.items()
@@ -244,7 +260,7 @@ class BatchReader:
         usable, offset = [], 0
         for s in shards:
             s0, s1 = self._rows(s)
-            for name, buf in (("act", slot.act), ("grad", slot.grad)):
+            for name, buf in slot.arrays():
                 tasks.append(functools.partial(self._read_shard, name, s, buf[offset : offset + s1 - s0]))
             if s not in self._tokens_ok:
                 tasks.append(functools.partial(self._check_tokens, s))
@@ -272,12 +288,13 @@ class BatchReader:
 
     def _stream(self, start_batch: int, n_batches: int | None, stop: threading.Event) -> Iterator[Batch]:
         bs, d, done = self.batch_size, self.info.d_model, 0
-        a = torch.empty(bs, d)
-        g = torch.empty(bs, d)
+        with_grad = self.info.has_grad
+        a, g = torch.empty(bs, d), torch.empty(bs, d) if with_grad else None
         filled = 0
         plan = self._plan(start_batch)
         slot, ahead = (
-            _Slot.empty(self.buffer_shards * self.info.tokens_per_shard, d, self.info.dtype) for _ in range(2)
+            _Slot.empty(self.buffer_shards * self.info.tokens_per_shard, d, self.info.dtype, with_grad)
+            for _ in range(2)
         )
         with ThreadPoolExecutor(1, thread_name_prefix="gsae-load") as pool:
             epoch, index, shards, skip = next(plan)
@@ -294,12 +311,14 @@ class BatchReader:
                     idx = perm[pos : pos + take]
                     # numpy's row gather, then torch's threaded half→float cast into the batch
                     a[filled : filled + take] = torch.from_numpy(slot.act[idx])
-                    g[filled : filled + take] = torch.from_numpy(slot.grad[idx])
+                    if g is not None and slot.grad is not None:
+                        g[filled : filled + take] = torch.from_numpy(slot.grad[idx])
                     filled += take
                     pos += take
                     if filled == bs:
                         yield a, g
-                        a, g, filled = torch.empty(bs, d), torch.empty(bs, d), 0
+                        a, filled = torch.empty(bs, d), 0
+                        g = torch.empty(bs, d) if with_grad else None
                         done += 1
                         if n_batches is not None and done >= n_batches:
                             return

@@ -1,8 +1,8 @@
 """Names, attributes and the content key of the cache format (DESIGN §3).
 
 A store is a Zarr v3 group. Its attributes describe what was harvested; its arrays are
-``tokens`` [N] int32, ``<hook>/act`` and ``<hook>/grad`` [N, d] and optionally ``loss``
-[N] float32, all sharded along the token axis. ``committed`` lists one record per shard
+``tokens`` [N] int32, ``<hook>/act`` and (unless ``has_grad`` is false) ``<hook>/grad``
+[N, d] and optionally ``loss`` [N] float32, all sharded along the token axis. ``committed`` lists one record per shard
 that was written and checksummed, in order; ``n_tokens`` counts only those rows, and
 ``complete`` is set last.
 """
@@ -169,7 +169,9 @@ class Layout:
     """Codec name (``zstd`` | ``blosc`` | ``none``)."""
     has_loss: bool = False
     """Whether the ``loss`` array is stored."""
-    # issue 13 (activation-only stores) adds its has-gradients flag here, with its attribute name.
+    has_grad: bool = True
+    """Whether ``<hook>/grad`` arrays are stored (``false``: an activation-only store; absent
+    in stores from before the option, which all hold gradients)."""
 
     def to_attrs(self) -> dict[str, Any]:
         attrs = {
@@ -181,6 +183,7 @@ class Layout:
             "chunk_tokens": self.chunk_tokens,
             "compressor": self.compressor,
             "has_loss": self.has_loss,
+            "has_grad": self.has_grad,
         }
         return {k: v for k, v in attrs.items() if v is not None}
 
@@ -195,6 +198,7 @@ class Layout:
             chunk_tokens=_get(attrs, "chunk_tokens", int, None),
             compressor=_get(attrs, "compressor", str, None),
             has_loss=_get(attrs, "has_loss", bool, False),
+            has_grad=_get(attrs, "has_grad", bool, True),
         )
 
     @property
@@ -209,10 +213,10 @@ class Layout:
 
     @property
     def array_names(self) -> list[str]:
-        """Array paths in the fixed checksum order: tokens, act and grad per hook, loss."""
+        """Array paths in the fixed checksum order: tokens, act and grad (when stored) per hook, loss."""
         names = ["tokens"]
         for hook in self.hooks:
-            names += [act_path(hook), grad_path(hook)]
+            names += [act_path(hook), grad_path(hook)] if self.has_grad else [act_path(hook)]
         if self.has_loss:
             names.append("loss")
         return names
@@ -347,6 +351,10 @@ class CacheInfo:
     @property
     def has_loss(self) -> bool:
         return self.layout.has_loss
+
+    @property
+    def has_grad(self) -> bool:
+        return self.layout.has_grad
 
     @property
     def n_shards(self) -> int:

@@ -21,6 +21,7 @@ def describe(url: str) -> dict[str, Any]:
     return {
         "url": url,
         **summary,
+        "kind": "activations and gradients" if info.has_grad else "activations only",
         "shards_committed": len(info.committed),
         "shards_total": info.n_shards,
         "bytes": _store_bytes(url),

@@ -82,6 +82,7 @@ def allocate(
     compressor: str = "zstd",
     level: int = 3,
     store_loss: bool = False,
+    store_grad: bool = True,
 ) -> zarr.Group:
     """Create a fresh, empty store (overwriting whatever is at ``url``), atomically from the user's view.
 
@@ -98,6 +99,7 @@ def allocate(
         chunk_tokens=min(chunk_tokens, tokens_per_shard),
         compressor=compressor,
         has_loss=store_loss,
+        has_grad=store_grad,
     )
     marker: dict[str, Any] = {ALLOCATING: True, "key": provenance.key}
     with writing(url, "allocation"):
@@ -189,7 +191,8 @@ class ShardWriter:
         with np.errstate(over="ignore"):  # values beyond the storage dtype become inf: refused just below
             for hook in self.info.hooks:
                 data[act_path(hook)] = np.asarray(acts[hook], dtype=self.info.dtype)
-                data[grad_path(hook)] = np.asarray(grads[hook], dtype=self.info.dtype)
+                if self.info.has_grad:
+                    data[grad_path(hook)] = np.asarray(grads[hook], dtype=self.info.dtype)
         if "loss" in self.arrays:
             if loss is None:
                 raise CacheUsageError("store expects a loss array but none was given")

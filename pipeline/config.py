@@ -83,7 +83,13 @@ class HarvestConfig:
     compression_level: int = 3
     """Codec level."""
     store_loss: bool = True
-    """Also store the per-token next-token loss (``loss`` array, float32)."""
+    """Also store the per-token next-token loss (``loss`` array, float32); only with ``gradients``
+    (an activation-only harvest computes no logits)."""
+    gradients: bool = True
+    """Store ∂L/∂activation beside each activation (``true``, what a g-SAE trains on), or
+    activations only (``false``): the forward stops after the deepest hooked block (no
+    logits, no backward), for TopK-only users; training a g-SAE on such a store is refused.
+    Part of the store key; the held-out harvest follows it."""
     autocast: Literal["none", "bfloat16", "float16"] = "none"
     """Run the LM's matmuls under torch.autocast in this dtype (residual stream and loss stay
     float32). On a 2-core AVX512-BF16 CPU bf16 harvests SmolLM2 ~4x faster; measured vs

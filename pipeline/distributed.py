@@ -209,8 +209,8 @@ class DataParallel:
         self._denoms: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def split(
-        self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self, batches: Iterator[tuple[torch.Tensor, torch.Tensor | None]]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """This rank's contiguous rows of each global batch (sizes differ by at most one)."""
         try:
             for act, grad in batches:
@@ -221,7 +221,7 @@ class DataParallel:
                     )
                 lo, hi = n * self.ctx.rank // self.ctx.world, n * (self.ctx.rank + 1) // self.ctx.world
                 self.global_rows = n
-                yield act[lo:hi], grad[lo:hi]
+                yield act[lo:hi], None if grad is None else grad[lo:hi]
         finally:
             close = getattr(batches, "close", None)
             if close is not None:

@@ -72,6 +72,7 @@ _STORE_FORMAT = {
     "harvest.compressor",
     "harvest.compression_level",
     "harvest.store_loss",
+    "harvest.gradients",
 }
 _TRAIN_STORE = (
     _MODEL_ID | _TEXT | _STORE_FORMAT | {"data.split", "harvest.tokens", "harvest.store", "harvest.autocast"}

@@ -50,6 +50,7 @@ from pipeline.saes.base import SAE
 from pipeline.saes.io import WEIGHTS, load_sae, weights_file
 from pipeline.splice import Edit, SpliceResult, sae_editor, splice_losses, zero_editor
 from pipeline.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
+from pipeline.stores import require_gradients
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,8 @@ class _HeldOut:
     """[n_ctx, T] token ids."""
     acts: dict[str, np.ndarray]
     """hook → [n_ctx·T, d] stored activations."""
-    grads: dict[str, np.ndarray]
-    """hook → [n_ctx·T, d] stored gradients."""
+    grads: dict[str, np.ndarray | None]
+    """hook → [n_ctx·T, d] stored gradients (``None`` from an activation-only store)."""
 
     @property
     def n_ctx(self) -> int:
@@ -184,7 +185,7 @@ def _window(params: Params, info: CacheInfo, store_url: str) -> int:
 def _read_held_out(store_url: str, info: CacheInfo, hooks: list[str], first: int, n_ctx: int) -> _HeldOut:
     T = info.context_length
     acts: dict[str, np.ndarray] = {}
-    grads: dict[str, np.ndarray] = {}
+    grads: dict[str, np.ndarray | None] = {}
     tokens = np.zeros(0, np.int32)
     for hook in hooks:
         open_store(store_url, hook=hook)
@@ -197,7 +198,8 @@ def _reconstructions(entries: list[Entry], data: _HeldOut) -> dict[str, ReconSta
     rows = usable_rows(0, data.ids.numel(), data.ids.shape[1])
     recon: dict[str, ReconStats] = {}
     for e in entries:
-        recon[e.name] = r = recon_stats(e.sae, data.acts[e.hook][rows], data.grads[e.hook][rows])
+        grad = data.grads[e.hook]
+        recon[e.name] = r = recon_stats(e.sae, data.acts[e.hook][rows], None if grad is None else grad[rows])
         log.info("%s: fvu %.4f, l0 %.1f, dead %.3f", e.name, r.fvu, r.l0, r.dead_frac)
     return recon
 
@@ -206,7 +208,7 @@ def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: _HeldOu
     """CE and KL with each SAE's reconstruction (and zero ablation of each hook) spliced in."""
     ev = params.evaluate
     blocks = {e.hook: e.block for e in entries}
-    grads_t = {h: data.view(g) for h, g in data.grads.items()}
+    grads_t = {h: None if g is None else data.view(g) for h, g in data.grads.items()}
     edits = {e.name: Edit(e.block, sae_editor(e.sae, grads_t[e.hook])) for e in entries}
     edits |= {f"zero:{h}": Edit(b, zero_editor()) for h, b in blocks.items()}
     stored = {blocks[h]: data.view(a) for h, a in data.acts.items()}
@@ -297,6 +299,9 @@ def run_evaluate(
     n_ctx = _window(params, info, store_url)
     lm = lm or load_model(params.model)
     entries = load_entries(params, lm, info)
+    require_gradients(
+        info, store_url, [e.name for e in entries if e.sae.uses_grad and not e.name.endswith(BETA0_SUFFIX)]
+    )
     data = _read_held_out(
         store_url, info, sorted({e.hook for e in entries}), params.evaluate.first_token, n_ctx
     )

@@ -1,5 +1,8 @@
 """Stage 1: stream packed contexts through the LM and cache activations and gradients.
 
+With ``harvest.gradients: false`` only activations are cached: the forward stops after the
+deepest hooked block (a hook raises once it has the output), with no graph, logits or backward.
+
 One forward and one backward pass per batch serve every hooked layer: the output of the
 shallowest hooked block is detached and made a leaf (nothing before it needs a graph),
 deeper hooked outputs stay in the graph, and ``torch.autograd.grad`` of the summed
@@ -14,7 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -87,6 +90,39 @@ def forward_backward(
     )
 
 
+class _StopForward(Exception):
+    """Raised by the hook of the deepest hooked block: nothing after it is needed."""
+
+
+def forward_activations(
+    lm: LoadedModel, layers: Sequence[int], ids: torch.Tensor, autocast: str = "none"
+) -> dict[int, torch.Tensor]:
+    """layer → activations [B, T, d] at ``layers`` for ``ids`` [B, T], from a forward that stops
+    after the deepest hooked block (no later blocks, no logits, no graph)."""
+    captured: dict[int, torch.Tensor] = {}
+    last = max(layers)
+
+    def capture(layer: int) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        def fn(hidden: torch.Tensor) -> torch.Tensor | None:
+            captured[layer] = hidden
+            if layer == last:
+                raise _StopForward
+            return None
+
+        return fn
+
+    with ExitStack() as stack, torch.inference_mode():
+        for layer in layers:
+            stack.enter_context(edit_block_output(lm.blocks[layer], capture(layer)))
+        amp = autocast != "none"
+        with (
+            suppress(_StopForward),
+            torch.autocast(lm.device.type, dtype=getattr(torch, autocast) if amp else None, enabled=amp),
+        ):
+            lm.model(input_ids=ids, use_cache=False)
+    return captured
+
+
 def _validate(params: Params, lm: LoadedModel) -> list[str]:
     hooks = [lm.hook_name(layer) for layer in params.harvest.layers]
     limit = lm.max_length
@@ -105,7 +141,8 @@ class _Shard:
     tokens: np.ndarray
     acts: dict[str, np.ndarray]
     grads: dict[str, np.ndarray]
-    loss: np.ndarray
+    """Empty for an activation-only store."""
+    loss: np.ndarray | None
 
 
 class _BackgroundWriter:
@@ -249,7 +286,8 @@ def run_harvest(
                 dtype=h.dtype,
                 compressor=h.compressor,
                 level=h.compression_level,
-                store_loss=h.store_loss,
+                store_loss=h.store_loss and h.gradients,
+                store_grad=h.gradients,
             )
         else:
             log.info("resuming %s after %d committed shards", url, len(existing.committed))
@@ -331,29 +369,40 @@ def _compute_shard(
     # buffers without waiting (CUDA): the device never idles on the host within a shard.
     # Torch's float32 → float16 rounding equals numpy's bit for bit (round to nearest even).
     pinned, store_dtype = lm.device.type == "cuda", getattr(torch, dtype.name)
-    acts = {hk: torch.empty((n, info.d_model), dtype=store_dtype, pin_memory=pinned) for hk in hooks}
-    grads = {hk: torch.empty((n, info.d_model), dtype=store_dtype, pin_memory=pinned) for hk in hooks}
-    loss = torch.empty(n, dtype=torch.float32, pin_memory=pinned)
+
+    def host(rows: int, *shape: int, dt: torch.dtype = store_dtype) -> torch.Tensor:
+        return torch.empty((rows, *shape), dtype=dt, pin_memory=pinned)
+
+    acts = {hk: host(n, info.d_model) for hk in hooks}
+    grads = {hk: host(n, info.d_model) for hk in hooks} if info.has_grad else {}
+    loss = host(n, dt=torch.float32) if info.has_loss else None
     for b in range(0, len(shard_ctx), params.harvest.batch_size):
         ids = torch.from_numpy(shard_ctx[b : b + params.harvest.batch_size]).to(lm.device)
-        out = forward_backward(lm, layers, ids, params.harvest.autocast)
         rows = slice(b * T, b * T + ids.numel())
+        if info.has_grad:
+            out = forward_backward(lm, layers, ids, params.harvest.autocast)
+            batch_acts, batch_grads = out.acts, out.grads
+            if loss is not None:
+                loss[rows].copy_(out.loss.flatten(), non_blocking=pinned)
+        else:
+            batch_acts, batch_grads = forward_activations(lm, layers, ids, params.harvest.autocast), {}
         for layer, hk in zip(layers, hooks, strict=True):
-            acts[hk][rows].copy_(out.acts[layer].flatten(0, 1).float().to(store_dtype), non_blocking=pinned)
-            grads[hk][rows].copy_(out.grads[layer].flatten(0, 1).float().to(store_dtype), non_blocking=pinned)
-        loss[rows].copy_(out.loss.flatten(), non_blocking=pinned)
+            acts[hk][rows].copy_(batch_acts[layer].flatten(0, 1).float().to(store_dtype), non_blocking=pinned)
+            if hk in grads:
+                grads[hk][rows].copy_(
+                    batch_grads[layer].flatten(0, 1).float().to(store_dtype), non_blocking=pinned
+                )
         if bar is not None:
             bar.update(ids.numel())
     if pinned:
         torch.cuda.current_stream(lm.device).synchronize()
-    shard = _Shard(
+    return _Shard(
         index,
         shard_ctx.reshape(-1).copy(),
         {hk: t.numpy() for hk, t in acts.items()},
         {hk: t.numpy() for hk, t in grads.items()},
-        loss.numpy(),
+        None if loss is None else loss.numpy(),
     )
-    return shard
 
 
 def _harvest_shards(

@@ -44,10 +44,12 @@ class ReconStats:
 
 
 @torch.no_grad()
-def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 4096) -> ReconStats:
-    """Encode/decode act [N, d] (with grad [N, d]) in chunks and accumulate the metrics."""
-    if act.shape != grad.shape or act.ndim != 2:
-        raise ValueError(f"act {act.shape} and grad {grad.shape} must be equal [N, d] arrays")
+def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray | None, *, chunk: int = 4096) -> ReconStats:
+    """Encode/decode act [N, d] (with grad [N, d], or ``None`` for a gradient-free SAE) in chunks
+    and accumulate the metrics."""
+    if act.ndim != 2 or (grad is not None and act.shape != grad.shape):
+        shape = None if grad is None else grad.shape
+        raise ValueError(f"act {act.shape} and grad {shape} must be equal [N, d] arrays")
     n, d = act.shape
     if n == 0:
         raise ValueError("no rows to evaluate")
@@ -60,7 +62,7 @@ def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray, *, chunk: int = 409
     act_sum = torch.zeros(sae.d_sae, dtype=torch.float64)
     for start in range(0, n, chunk):
         x = torch.from_numpy(act[start : start + chunk]).to(device, torch.float32)
-        g = torch.from_numpy(grad[start : start + chunk]).to(device, torch.float32)
+        g = None if grad is None else torch.from_numpy(grad[start : start + chunk]).to(device, torch.float32)
         out = sae(x, g)
         sse += float(((out.x_hat - x).double() ** 2).sum())
         active = out.acts > 0

@@ -76,6 +76,8 @@ def key_fields(params: Params) -> dict[str, Any]:
     }
     if h.autocast != "none":  # only when set, so stores harvested before the option keep their keys
         fields["autocast"] = h.autocast
+    if not h.gradients:  # the same: gradient stores keep the keys they had before the option
+        fields["gradients"] = False
     return fields
 
 
@@ -227,6 +229,18 @@ def _differences(want: dict[str, Any], have: dict[str, Any], prefix: str = "") -
         elif have[name] != value and not (isinstance(value, tuple) and list(value) == have[name]):
             out.append(f"{prefix}{name}: {have[name]!r} stored, {value!r} in the params")
     return out
+
+
+def require_gradients(info: CacheInfo, url: str, needing: list[str]) -> None:
+    """``CacheMismatch`` when ``needing`` (variants that select with the loss gradient) is not empty
+    and the store holds activations only."""
+    if needing and not info.has_grad:
+        more = f" and {len(needing) - 1} more" if len(needing) > 1 else ""
+        raise CacheMismatch(
+            f"store {url} holds activations only (harvest.gradients: false), but {needing[0]}{more} "
+            "selects latents with the loss gradient: harvest with harvest.gradients: true, "
+            "or train and evaluate gradient-free architectures only (topk, batchtopk)"
+        )
 
 
 def check_settings(params: Params, info: CacheInfo, url: str) -> None:

@@ -47,8 +47,10 @@ from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, NonFiniteError
 from pipeline.fileio import atomic_write_text, check_writable, dumps_json
 from pipeline.plotdata import run_info_path, write_curves
+from pipeline.saes import REGISTRY
 from pipeline.saes.io import save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec
+from pipeline.stores import require_gradients
 from pipeline.sweep import VariantSpec, expand_grid
 from pipeline.trainer import Trainer
 from pipeline.trainrecord import final_figures, sae_provenance, variant_figures
@@ -72,8 +74,9 @@ _NO_EFFECT = {
 
 def sample_tokens(
     url: str, hook: str, info: CacheInfo, n: int, seed: int, exclude_first: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` usable rows (act, grad) float32 [n, d] from shards in a seeded random order."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Up to ``n`` usable rows (act, grad) float32 [n, d] from shards in a seeded random order
+    (grad ``None`` from an activation-only store)."""
     rng = np.random.default_rng([seed, 0xC0FFEE])
     acts, grads, have = [], [], 0
     for shard in rng.permutation(info.committed_shards):
@@ -81,14 +84,15 @@ def sample_tokens(
         _, a, g = read_rows(url, hook, start, stop, info=info)
         keep = usable_rows(start, stop, info.context_length, exclude_first)
         acts.append(a[keep])
-        grads.append(g[keep])
+        if g is not None:
+            grads.append(g[keep])
         have += len(keep)
         if have >= n:
             break
-    act, grad = np.concatenate(acts), np.concatenate(grads)
+    act, grad = np.concatenate(acts), np.concatenate(grads) if grads else None
     if len(act) > n:
         pick = np.sort(rng.choice(len(act), n, replace=False))
-        act, grad = act[pick], grad[pick]
+        act, grad = act[pick], None if grad is None else grad[pick]
     return act, grad
 
 
@@ -139,6 +143,7 @@ def run_train(params: Params, *, store_url: str, expected_key: str | None) -> di
     for spec in specs:
         if spec.k > spec.d_sae(d):
             raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
+    require_gradients(info, store_url, [s.name for s in specs if REGISTRY[s.architecture].uses_grad])
     for layer in {s.layer for s in specs}:  # every hook exists before any layer trains
         resolve_hook(info, cfg.layer if layer is None else layer)
     device = resolve_device(cfg.device, "train.device")
@@ -266,7 +271,7 @@ def _train_layer(
             act, grad = sample_tokens(
                 store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first
             )
-            c, gamma = activation_scale(act), gradient_scale(grad)
+            c, gamma = activation_scale(act), 1.0 if grad is None else gradient_scale(grad)
             b_dec = init_b_dec(act * c, cfg.b_dec_init)
         if ctx.split_rows:  # every rank starts from rank 0's numbers
             c, gamma, b_dec = distributed.from_main(ctx, (c, gamma, b_dec))

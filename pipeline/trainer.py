@@ -124,8 +124,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _variant_step(self, v: Variant, x: torch.Tensor, g: torch.Tensor, lr_factor: float) -> dict[str, Any]:
+    def _variant_step(
+        self, v: Variant, x: torch.Tensor, g: torch.Tensor | None, lr_factor: float
+    ) -> dict[str, Any]:
         sae = v.sae
+        if sae.uses_grad and g is None:
+            raise ValueError(f"variant {v.spec.name}: {sae.architecture} needs the loss gradient")
         z = sae.encode_pre(x)
         indices, values = sae.select(z, g if sae.uses_grad else None)
         x_hat = sae.decode_sparse(indices, values)
@@ -185,15 +189,16 @@ class Trainer:
         v.since_fired += n_tokens
         v.since_fired.masked_fill_(hits > 0, 0)
 
-    def train_step(self, act: torch.Tensor, grad: torch.Tensor) -> dict[str, dict[str, Any]]:
-        """One optimizer step of every variant on raw act [B, d], grad [B, d].
+    def train_step(self, act: torch.Tensor, grad: torch.Tensor | None) -> dict[str, dict[str, Any]]:
+        """One optimizer step of every variant on raw act [B, d], grad [B, d] (``None`` from an
+        activation-only store: only gradient-free architectures can train on it).
 
         Returns the step's statistics per variant as 0-d float64 tensors on the trainer's
         device (``lr`` is a float); reading one with ``float()`` waits for the device.
         """
         # Copy in the stored dtype (half the bytes of float32), convert on the device.
         x = act.to(self.device, non_blocking=True).float() * self.act_scale
-        g = grad.to(self.device, non_blocking=True).float()
+        g = None if grad is None else grad.to(self.device, non_blocking=True).float()
         factor = self.lr_factor(self.step)
         out = {}
         for name, v in self.variants.items():
@@ -231,7 +236,7 @@ class Trainer:
 
     def fit(
         self,
-        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
         *,
         log_every: int = 10,
         checkpoint_every: int = 0,
