@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint bench test-floors
+.PHONY: setup repro test lint bench bench-peers test-floors
 
 setup: $(STAMP)
 
@@ -37,3 +37,7 @@ test-floors:
 bench: setup
 	$(BIN)/python benchmarks/harvest.py
 	$(BIN)/python benchmarks/train.py
+
+# ours vs SAELens 6 and sparsify on the same model, layer and tokens (creates .bench/venvs/ once; ≈ 25 min on 2 cores)
+bench-peers: setup
+	$(BIN)/python benchmarks/peers.py $(ARGS)

@@ -1,0 +1,397 @@
+"""Side-by-side benchmark of this pipeline against its peers, SAELens 6 and sparsify (issue 13).
+
+    .venv/bin/python benchmarks/peers.py [--quick] [--only 1,2,3] [--tokens N] [--json PATH]
+    make bench-peers
+
+Creates one virtual environment per peer (``.bench/venvs/<peer>/``: CPU torch 2.13.0, then
+``sae-lens==6.54.12`` / ``eai-sparsify==1.3.3``; reused while their stamp file says so),
+converts the embedded SmolLM2-135M GGUF once into an HF folder (``.bench/smollm2/``: neither
+peer loads GGUF) and exports our packed ``python-docs`` contexts (``.bench/contexts.npy``), so
+both sides see the same model, block 15 (``model.layers.15``), tokens, k, width 4,608 (d = 576
+x 8) and batch 4,096 tokens. None of that preparation is timed. Our side loads the same
+converted folder (``model.name=.bench/smollm2``; ``--our-model alias`` uses ``smollm2-135m``,
+whose GGUF parsing adds ~35 s to every process that loads the model). Each measurement then runs
+our side and the peer back to back, each as a subprocess in its own venv (child scripts
+``peers_ours.py``, ``peers_saelens.py``, ``peers_sparsify.py`` print one JSON line), and the
+ratios ours / peer are printed in a table:
+
+1. SAE training throughput from a cache (TopK k=32): our trainer reading our activation-only
+   store vs SAELens's trainer reading its own ``CacheActivationsRunner`` cache (both the
+   caches of measurement 3). Steady tok/s between step timestamps after a warm-up.
+   Target: ours >= 2x SAELens.
+2. An 8-variant TopK sweep end to end (k in {16, 32, 64, 128} x seeds {0, 1}, one pass over
+   the same tokens): ours = ``gsae harvest`` (activation-only) + one ``gsae train`` with the
+   grid; SAELens = one activation cache + 8 trainings in one process (model loaded once);
+   sparsify = on-the-fly training, one ``sparsify.Trainer`` run per k (both seeds in each run
+   via ``init_seeds``) in one process. Wall time of each side's process(es), from launch to
+   exit (process start and model load included on every side). Target: ours / faster peer <= 0.5.
+3. Activation-only harvest, float16 on both sides: our ``run_harvest`` (what ``gsae harvest -s
+   harvest.gradients=false -s harvest.dtype=float16`` runs) vs SAELens's
+   ``CacheActivationsRunner.run()`` (dtype float16), both timed after model load and a warm-up
+   forward. Targets: tok/s ours / SAELens >= 1.0, bytes per token on disk ours / SAELens <= 1.0.
+
+Every "nearest honest equivalent" is printed under the table (and documented in the child
+scripts' docstrings); neither peer trains a g-SAE, so only TopK is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import peers_setup as setup  # noqa: E402
+from peers_child import RESULT_PREFIX, versions  # noqa: E402
+from peers_ours import harvest_overrides, train_overrides  # noqa: E402
+
+ROOT = setup.ROOT
+HERE = ROOT / "benchmarks"
+WORK = setup.BENCH / "work"
+LOGS = setup.BENCH / "logs"
+OURS_PY = Path(sys.executable)
+KS, SEEDS = [16, 32, 64, 128], [0, 1]
+log = logging.getLogger("peers")
+
+ALWAYS_NOTES = [
+    "neither peer trains a g-SAE (gradient-aware selection): only TopK is compared",
+    "SAELens and sparsify: the converted HF folder of the embedded GGUF model (.bench/smollm2, float32; "
+    "neither loads GGUF)",
+    "both peers get our packed python-docs contexts (.bench/contexts.npy) as a pre-tokenized in-memory HF "
+    "dataset (input_ids, 128 tokens a row); our harvest packs the same contexts itself (checked: same tokens)",
+    "the BOS position is left out of training on every side (ours: train.exclude_first; SAELens: "
+    "exclude_special_tokens=[BOS]; sparsify: exclude_tokens=[BOS]); BOS occurs only at position 0",
+    "each side keeps its own TopK training recipe (init, aux loss, scaling); Adam at lr 4e-4 on every side "
+    "(sparsify's default optimizer is signum)",
+    "SAELens: n_batches_in_buffer=512 (a 65,536-token mixing buffer, as our 4-shard shuffle buffer); "
+    "its default (20 x 128 tokens) is smaller than one 4,096-token batch and is refused",
+    "sparsify: its CLI places the model on CUDA (device_map), so sparsify.Trainer is called directly on CPU",
+]
+
+
+@dataclass
+class Sizes:
+    """Token counts of one run (multiples of 128; of 16,384 above 16,384)."""
+
+    tokens: int  # measurement 3 and the caches of measurement 1
+    sweep_tokens: int  # measurement 2
+    steps: int  # training steps timed in measurement 1
+    warmup: int  # of which the first ones are warm-up
+    our_model: str = "smollm2-135m"  # our model.name: the converted folder (default) or the GGUF alias
+
+
+@dataclass
+class Report:
+    """Everything the run found; written as JSON with --json."""
+
+    command: str
+    sizes: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=lambda: list(ALWAYS_NOTES))
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def note(self, text: str) -> None:
+        log.info("note: %s", text)
+        self.notes.append(text)
+
+
+def whole(tokens: int) -> int:
+    """``tokens`` rounded down to whole contexts, and to whole 16,384-token shards above one shard."""
+    unit = 16384 if tokens > 16384 else 128
+    return max(128, tokens // unit * unit)
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        WANDB_MODE="disabled",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONWARNINGS="ignore",
+    )
+    return env
+
+
+def run_process(label: str, argv: list[str]) -> tuple[dict[str, Any] | None, float]:
+    """Run one process (stderr to ``.bench/logs/<label>.log``); returns its RESULT dict and wall seconds."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log.info("[%s] %s", label, shlex.join(argv))
+    start = time.perf_counter()
+    with open(LOGS / f"{label}.log", "w") as err:
+        proc = subprocess.run(argv, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"[{label}] exited {proc.returncode}; see {LOGS / f'{label}.log'}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    result = json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else None
+    log.info("[%s] done in %.1f s", label, wall)
+    return result, wall
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def peer_args(model: Path, contexts: Path, tokens: int) -> list[str]:
+    return [
+        "--model",
+        str(model),
+        "--contexts",
+        str(contexts),
+        "--tokens",
+        str(tokens),
+        "--bos",
+        str(setup.bos_id()),
+    ]
+
+
+def build_caches(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool) -> dict[str, Any]:
+    """Measurement 3's two harvests (also the caches of measurement 1)."""
+    ours_cmd = [str(OURS_PY), str(HERE / "peers_ours.py"), "harvest", "--tokens", str(sz.tokens)]
+    ours_cmd += [
+        "--store",
+        str(fresh(WORK / "ours-act.zarr")),
+        "--cache-root",
+        str(fresh(WORK / "ours-root")),
+    ]
+    ours_cmd += ["--contexts", str(contexts), "--model", sz.our_model] + (
+        ["--gradients-flag"] if flag else []
+    )
+    ours, ours_wall = run_process("3-ours-harvest", ours_cmd)
+    sl_cmd = [str(setup.venv_python("saelens")), str(HERE / "peers_saelens.py"), "cache"]
+    sl_cmd += peer_args(model, contexts, sz.tokens)
+    sl_cmd += ["--cache", str(fresh(WORK / "saelens-cache")), "--work", str(WORK / "saelens")]
+    peer, peer_wall = run_process("3-saelens-cache", sl_cmd)
+    assert ours is not None and peer is not None
+    ours["process_wall_s"], peer["process_wall_s"] = ours_wall, peer_wall
+    if not ours.get("same_tokens_as_peers"):
+        rep.note("WARNING: our store's tokens differ from the contexts given to the peers")
+    rep.versions["ours"] = ours.pop("versions")
+    rep.versions["saelens"] = peer.pop("versions")
+    return {"ours": ours, "saelens": peer}
+
+
+def measure_harvest(rep: Report, caches: dict[str, Any]) -> None:
+    ours, peer = caches["ours"], caches["saelens"]
+    rep.results["3_harvest"] = caches
+    rep.rows.append(
+        row("3 harvest tok/s (act-only, float16)", ours["tok_s"], peer["tok_s"], ">= 1.0", "tok/s")
+    )
+    rep.rows.append(
+        row(
+            "3 cache bytes per token on disk", ours["bytes_per_token"], peer["bytes_per_token"], "<= 1.0", "B"
+        )
+    )
+    rep.note(
+        "harvest: our harvest tokenizes the text itself (timed); SAELens gets the pre-tokenized contexts; "
+        "ours writes zstd-compressed Zarr shards with checksums, SAELens an uncompressed Arrow dataset "
+        "(activations + token ids) that its run() also consolidates and shuffles (timed)"
+    )
+
+
+def measure_training(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool) -> None:
+    common = ["--steps", str(sz.steps), "--warmup", str(sz.warmup)]
+    ours_cmd = [str(OURS_PY), str(HERE / "peers_ours.py"), "train", "--tokens", str(sz.tokens)]
+    ours_cmd += ["--store", str(WORK / "ours-act.zarr"), "--cache-root", str(WORK / "ours-root")]
+    ours_cmd += ["--work", str(fresh(WORK / "ours-train")), "--model", sz.our_model] + common
+    ours_cmd += ["--gradients-flag"] if flag else []
+    ours, _ = run_process("1-ours-train", ours_cmd)
+    sl_cmd = [str(setup.venv_python("saelens")), str(HERE / "peers_saelens.py"), "train"]
+    sl_cmd += peer_args(model, contexts, sz.tokens) + ["--cache", str(WORK / "saelens-cache")]
+    sl_cmd += ["--work", str(fresh(WORK / "saelens-train"))] + common
+    peer, _ = run_process("1-saelens-train", sl_cmd)
+    assert ours is not None and peer is not None
+    ours.pop("versions", None), peer.pop("versions", None)
+    rep.results["1_training"] = {"ours": ours, "saelens": peer}
+    rep.rows.append(
+        row(
+            "1 TopK training tok/s from a cache",
+            ours["steady_tok_s"],
+            peer["steady_tok_s"],
+            ">= 2.0",
+            "tok/s",
+        )
+    )
+
+
+def our_sweep(sz: Sizes, flag: bool) -> dict[str, Any]:
+    """``gsae harvest`` + one ``gsae train`` of the 8 variants; wall time of both processes."""
+    gsae = str(OURS_PY.parent / "gsae")
+    work = fresh(WORK / "ours-sweep")
+    sets = harvest_overrides(sz.sweep_tokens, work / "store.zarr", work / "root", flag, sz.our_model)
+    sets += train_overrides(sz.sweep_tokens, work, KS, SEEDS, min(16384, sz.sweep_tokens))
+    argv = [a for s in sets for a in ("-s", s)]
+    _, harvest_wall = run_process("2-ours-harvest", [gsae, "harvest", *argv])
+    _, train_wall = run_process("2-ours-train", [gsae, "train", *argv])
+    return {"harvest_wall_s": harvest_wall, "train_wall_s": train_wall, "wall_s": harvest_wall + train_wall}
+
+
+def measure_sweep(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool) -> None:
+    ks, seeds = ",".join(map(str, KS)), ",".join(map(str, SEEDS))
+    ours = our_sweep(sz, flag)
+    sl_cmd = [str(setup.venv_python("saelens")), str(HERE / "peers_saelens.py"), "sweep"]
+    sl_cmd += peer_args(model, contexts, sz.sweep_tokens) + [
+        "--cache",
+        str(fresh(WORK / "saelens-sweep-cache")),
+    ]
+    sl_cmd += ["--work", str(fresh(WORK / "saelens-sweep")), "--ks", ks, "--seeds", seeds]
+    sl, sl_wall = run_process("2-saelens-sweep", sl_cmd)
+    sp_cmd = [str(setup.venv_python("sparsify")), str(HERE / "peers_sparsify.py"), "sweep"]
+    sp_cmd += peer_args(model, contexts, sz.sweep_tokens)
+    sp_cmd += ["--work", str(fresh(WORK / "sparsify-sweep")), "--ks", ks, "--seeds", seeds]
+    sp, sp_wall = run_process("2-sparsify-sweep", sp_cmd)
+    assert sl is not None and sp is not None
+    rep.versions["sparsify"] = sp.pop("versions")
+    sl.pop("versions", None)
+    sl["wall_s"], sp["wall_s"] = sl_wall, sp_wall
+    rep.results["2_sweep"] = {"ours": ours, "saelens": sl, "sparsify": sp}
+    faster, best = min((("SAELens", sl_wall), ("sparsify", sp_wall)), key=lambda p: p[1])
+    rep.rows.append(row(f"2 sweep wall s, vs faster peer ({faster})", ours["wall_s"], best, "<= 0.5", "s"))
+    rep.rows.append(row("2 sweep wall s, vs SAELens (cache + 8 trainings)", ours["wall_s"], sl_wall, "", "s"))
+    rep.rows.append(row("2 sweep wall s, vs sparsify (on the fly)", ours["wall_s"], sp_wall, "", "s"))
+    rep.note(
+        "sweep: sparsify runs one Trainer per k (4 runs; it cannot sweep k in one run), both seeds in each "
+        "run (init_seeds=[0,1]), all in one process with the model loaded once; it computes activations "
+        "with a full model forward per batch (no cache, no early exit)"
+    )
+    rep.note(
+        "sweep: SAELens runs its CacheActivationsRunner, then 8 LanguageModelSAETrainingRunner trainings "
+        "in one process, the model loaded once and handed to each training (override_model)"
+    )
+    rep.note(
+        "sweep: ours is two processes (gsae harvest, gsae train); every side's wall time includes process "
+        "start and model load; SAE files are written on every side"
+    )
+
+
+def row(what: str, ours: float, peer: float, target: str, unit: str) -> dict[str, Any]:
+    return {
+        "measurement": what,
+        "ratio": ours / peer,
+        "target": target,
+        "ours": ours,
+        "peer": peer,
+        "unit": unit,
+    }
+
+
+def print_table(rep: Report) -> None:
+    print(
+        f"\n{'ratio (ours / peer)':>19}  {'target':<7}  {'measurement':<48} {'ours':>10}{'':6} {'peer':>10}"
+    )
+    for r in rep.rows:
+        print(
+            f"{r['ratio']:>19.3f}  {r['target']:<7}  {r['measurement']:<48} "
+            f"{r['ours']:>10,.1f} {r['unit']:<5} {r['peer']:>10,.1f} {r['unit']}"
+        )
+    print("\nWhat was done where a peer cannot do the same thing exactly:")
+    for n in rep.notes:
+        print(f"  - {n}")
+    print("\nVersions:")
+    for side, found in rep.versions.items():
+        print(f"  {side}: " + ", ".join(f"{k} {v}" for k, v in found.items()))
+    print(f"\nCommand: {rep.command}")
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny token counts: a smoke run of a few minutes")
+    ap.add_argument("--only", default="1,2,3", help="comma-separated measurements to run (1, 2, 3)")
+    ap.add_argument(
+        "--tokens", type=int, help="tokens of the harvests / caches (3 and 1); default 32768, quick 4096"
+    )
+    ap.add_argument("--sweep-tokens", type=int, help="tokens of the sweep (2); default 16384, quick 4096")
+    ap.add_argument("--steps", type=int, help="training steps timed in 1; default 48, quick 10")
+    ap.add_argument("--warmup", type=int, help="of which warm-up steps; default 8, quick 3")
+    ap.add_argument(
+        "--our-model",
+        choices=["folder", "alias"],
+        default="folder",
+        help="our model.name: the same converted HF folder the peers load (default) or the GGUF alias",
+    )
+    ap.add_argument("--json", type=Path, help="write all results, versions and the command here")
+    return ap.parse_args()
+
+
+def sizes_of(args: argparse.Namespace) -> Sizes:
+    q = args.quick
+    return Sizes(
+        tokens=whole(args.tokens or (4096 if q else 32768)),
+        sweep_tokens=whole(args.sweep_tokens or (4096 if q else 16384)),
+        steps=args.steps or (10 if q else 48),
+        warmup=args.warmup or (3 if q else 8),
+        our_model=args.our_model,
+    )
+
+
+def prepare(rep: Report, sz: Sizes) -> tuple[Path, Path, bool]:
+    """Venvs, converted model, exported contexts (untimed); whether our harvest.gradients key exists."""
+    for peer in setup.PEER_PINS:
+        setup.ensure_venv(peer)
+    model = setup.converted_model()
+    contexts = setup.exported_contexts(max(sz.tokens, sz.sweep_tokens))
+    if sz.our_model == "folder":
+        sz.our_model = str(model)
+        rep.note(
+            "ours loads the same converted HF folder as the peers (model.name=.bench/smollm2), so every side "
+            "loads the same files; --our-model alias uses smollm2-135m, whose GGUF load costs ~35 s more per "
+            "process on this machine"
+        )
+    else:
+        sz.our_model = "smollm2-135m"
+        rep.note("ours loads the GGUF alias smollm2-135m (peers: the converted HF folder of the same GGUF)")
+    flag = setup.our_gradients_flag()
+    if not flag:
+        rep.note(
+            "harvest.gradients is not a key of our params yet: our harvests also computed and stored gradients"
+        )
+    return model, contexts, flag
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    only = {int(x) for x in args.only.split(",") if x.strip()}
+    sz = sizes_of(args)
+    rep = Report(command=shlex.join([sys.executable, *sys.argv]), sizes={})
+    model, contexts, flag = prepare(rep, sz)
+    rep.sizes = vars(sz)
+    log.info("sizes: %s; measurements %s; %d CPU cores", vars(sz), sorted(only), os.cpu_count())
+    start = time.perf_counter()
+    if only & {1, 3}:
+        caches = build_caches(rep, sz, model, contexts, flag)
+        if 3 in only:
+            measure_harvest(rep, caches)
+    if 1 in only:
+        measure_training(rep, sz, model, contexts, flag)
+    if 2 in only:
+        measure_sweep(rep, sz, model, contexts, flag)
+    rep.versions["orchestrator"] = {"python": platform.python_version(), **versions("gsae-pipeline")}
+    rep.results["benchmark_wall_s"] = time.perf_counter() - start
+    rep.rows.sort(key=lambda r: r["measurement"][0])  # by measurement number, stable within one
+    print_table(rep)
+    print(f"Benchmark wall time (preparation excluded): {rep.results['benchmark_wall_s']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(vars(rep), indent=2, default=str) + "\n")
+        print(f"JSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
