@@ -78,6 +78,8 @@ ALWAYS_NOTES = [
     "SAELens: n_batches_in_buffer=512 (a 65,536-token mixing buffer, as our 4-shard shuffle buffer); "
     "its default (20 x 128 tokens) is smaller than one 4,096-token batch and is refused",
     "sparsify: its CLI places the model on CUDA (device_map), so sparsify.Trainer is called directly on CPU",
+    "ours: gsae harvest and gsae train tune glibc's allocator as they ship (stages/allocator.py; our timed "
+    "child processes do the same); the peers run as they ship",
 ]
 
 
@@ -317,7 +319,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--tokens", type=int, help="tokens of the harvests / caches (3 and 1); default 32768, quick 4096"
     )
-    ap.add_argument("--sweep-tokens", type=int, help="tokens of the sweep (2); default 16384, quick 4096")
+    ap.add_argument("--sweep-tokens", type=int, help="tokens of the sweep (2); default 32768, quick 4096")
     ap.add_argument("--steps", type=int, help="training steps timed in 1; default 48, quick 10")
     ap.add_argument("--warmup", type=int, help="of which warm-up steps; default 8, quick 3")
     ap.add_argument(
@@ -334,7 +336,7 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
     q = args.quick
     return Sizes(
         tokens=whole(args.tokens or (4096 if q else 32768)),
-        sweep_tokens=whole(args.sweep_tokens or (4096 if q else 16384)),
+        sweep_tokens=whole(args.sweep_tokens or (4096 if q else 32768)),
         steps=args.steps or (10 if q else 48),
         warmup=args.warmup or (3 if q else 8),
         our_model=args.our_model,

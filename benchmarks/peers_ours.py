@@ -82,7 +82,9 @@ def measure_harvest(args: argparse.Namespace) -> dict[str, Any]:
 
     from pipeline.harvest import forward_activations, run_harvest
     from pipeline.models import load_model
+    from stages.allocator import tune_allocator
 
+    tune_allocator()  # as `gsae harvest` does
     params = params_for(
         harvest_overrides(args.tokens, args.store, args.cache_root, args.gradients_flag, args.model)
     )

@@ -138,9 +138,12 @@ def harvest(
 
     if overwrite and repair:
         raise click.UsageError("--overwrite and --repair exclude each other")
+    from stages.allocator import tune_allocator
+
     params = _load(params_path, overrides)
     if heldout:
         params = heldout_params(params)
+    tune_allocator()  # the model's [B, T, 4d] temporaries are reused, not page-faulted per batch
     click.echo(run_harvest(params, overwrite=overwrite, repair=repair, break_lock=break_lock))
 
 

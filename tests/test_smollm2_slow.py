@@ -50,3 +50,30 @@ def test_smollm2_python_docs_harvest(tmp_path):
 
     ref = forward_backward(lm, [15], torch.from_numpy(ids)).grads[15][0].numpy()
     assert np.abs(grad[:128] - ref).max() <= 2e-3 * np.abs(ref).max()
+
+
+def test_converted_folder_computes_what_the_gguf_does():
+    """load_model reads the GGUF converted once into a folder (pipeline.gguf_folder): same tokens,
+    same logits, bit for bit, as transformers' own GGUF load."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.gguf_folder import DONE, converted_folder
+    from pipeline.models import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    folder = converted_folder(gguf)
+    assert (folder / DONE).is_file() and converted_folder(gguf) == folder
+    text = "def read_rows(url, hook, start, stop):\n    return np.concatenate(parts)  # 3 × 4 ≠ 13"
+    tok_gguf = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok_folder = AutoTokenizer.from_pretrained(folder)
+    ids = tok_gguf(text)["input_ids"]
+    assert tok_folder(text)["input_ids"] == ids
+    assert (tok_folder.bos_token_id, tok_folder.eos_token_id) == (tok_gguf.bos_token_id, tok_gguf.eos_token_id)
+    batch = torch.tensor([ids])
+    with torch.no_grad():
+        ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        want = ref.eval()(input_ids=batch).logits
+        del ref
+        got = load_model(params_from_dict({}, ["model.device=cpu"]).model).model(input_ids=batch).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
