@@ -69,7 +69,10 @@ def test_converted_folder_computes_what_the_gguf_does():
     tok_folder = AutoTokenizer.from_pretrained(folder)
     ids = tok_gguf(text)["input_ids"]
     assert tok_folder(text)["input_ids"] == ids
-    assert (tok_folder.bos_token_id, tok_folder.eos_token_id) == (tok_gguf.bos_token_id, tok_gguf.eos_token_id)
+    assert (tok_folder.bos_token_id, tok_folder.eos_token_id) == (
+        tok_gguf.bos_token_id,
+        tok_gguf.eos_token_id,
+    )
     batch = torch.tensor([ids])
     with torch.no_grad():
         ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
