@@ -1,0 +1,45 @@
+"""Loading the embedded SmolLM2: ``load_model`` (the GGUF converted once into a cached HF
+folder, pipeline/gguf_folder.py) vs transformers' own GGUF load, in one process.
+
+    .venv/bin/python benchmarks/model_load.py
+
+Imports and the one-time conversion happen before either timing (a first ``load_model``).
+Prints both times and their ratio.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import params_from_dict  # noqa: E402
+from pipeline.models import load_model, smollm2_gguf  # noqa: E402
+
+
+def main() -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logging.basicConfig(level=logging.WARNING)
+    cfg = params_from_dict({}, ["model.device=cpu"]).model
+    load_model(cfg)  # converts once when the folder is missing; imports transformers' modules
+    start = time.perf_counter()
+    load_model(cfg)
+    folder = time.perf_counter() - start
+    gguf = smollm2_gguf()
+    start = time.perf_counter()
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    direct = time.perf_counter() - start
+    print(f"load_model(smollm2-135m), converted folder : {folder:6.1f} s")
+    print(f"transformers' GGUF load (tokenizer + model): {direct:6.1f} s")
+    print(f"ratio GGUF / folder                         : {direct / folder:6.0f}x")
+
+
+if __name__ == "__main__":
+    main()
