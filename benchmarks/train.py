@@ -9,8 +9,10 @@ Figures (printed, one run):
   (d) 8 equal-shape variants: batched bmm step time / python-loop step time (decides stacking)
   (e) g-SAE / TopK step time, one variant each (k32 x8, batch 4096): the g-SAE's one extra
       [B, d] x [d, n] product for |W_dec g|
+  (f) one TopK variant's step (k32 x8, batch 4096), the CPU trainer's sparse encoder gradient
+      vs autograd's dense one, without AuxK and with AuxK on (the dead latents counted)
 
-Run: .venv/bin/python benchmarks/train.py [--quick] [--parts abcde]
+Run: .venv/bin/python benchmarks/train.py [--quick] [--parts abcdef]
 """
 
 from __future__ import annotations
@@ -194,6 +196,29 @@ def gsae_topk_steps(batch: int, reps: int) -> tuple[float, float]:
     return min(times["topk"]), min(times["gsae"])
 
 
+def sparse_vs_dense(batch: int, reps: int, aux: bool) -> tuple[float, float, int]:
+    """Best-of-``reps`` step time of one topk variant with the sparse and the dense encoder gradient,
+    and how many latents were dead (AuxK's latents) at the end."""
+    grid = GridConfig(architecture=("topk",), k=(32,), expansion=(8,))
+    times: dict[bool, list[float]] = {True: [], False: []}
+    x = torch.randn(batch, D)
+    trainers = {}
+    for sparse in (True, False):
+        cfg = TrainConfig(batch_size=batch, grid=grid, warmup_steps=1, dead_tokens=batch if aux else 10**9)
+        tr = Trainer(expand_grid(grid), D, cfg, total_steps=reps + 4, act_scale=0.25)
+        tr.sparse_encoder_grad = sparse
+        for _ in range(2):  # warm-up; past dead_tokens, so AuxK runs when ``aux``
+            tr.train_step(x, None)
+        trainers[sparse] = tr
+    for _ in range(reps):
+        for sparse, tr in trainers.items():
+            t = time.perf_counter()
+            tr.train_step(x, None)
+            times[sparse].append(time.perf_counter() - t)
+    v = next(iter(trainers[True].variants.values()))
+    return min(times[True]), min(times[False]), int((v.since_fired >= trainers[True].cfg.dead_tokens).sum())
+
+
 def rss_child(url: str) -> None:
     """Stream one full epoch; print tokens and peak RSS in MiB (VmHWM: this process only)."""
     tune_allocator()
@@ -208,7 +233,7 @@ def rss_child(url: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps")
-    ap.add_argument("--parts", default="abcde", help="which figures to measure, e.g. 'ab'")
+    ap.add_argument("--parts", default="abcdef", help="which figures to measure, e.g. 'ab'")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -299,6 +324,16 @@ def main() -> None:
             f"(e) one variant, step of 4096 tokens (k32 x8): topk {t_topk * 1e3:.0f} ms, gsae {t_gsae * 1e3:.0f} ms, "
             f"g-SAE / TopK step time {t_gsae / t_topk:.2f}"
         )
+
+    # (f)
+    if "f" in args.parts:
+        for aux in (False, True):
+            t_sparse, t_dense, dead = sparse_vs_dense(4096, 3 if args.quick else 5, aux)
+            state = f"on, {dead} dead latents" if aux else "off"
+            print(
+                f"(f) one topk variant, step of 4096 tokens, AuxK {state}: sparse encoder "
+                f"gradient {t_sparse * 1e3:.0f} ms, dense {t_dense * 1e3:.0f} ms, dense/sparse {t_dense / t_sparse:.2f}"
+            )
 
 
 if __name__ == "__main__":

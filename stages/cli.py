@@ -143,7 +143,7 @@ def harvest(
     params = _load(params_path, overrides)
     if heldout:
         params = heldout_params(params)
-    tune_allocator()  # the model's [B, T, 4d] temporaries are reused, not page-faulted per batch
+    tune_allocator()  # as gsae train: large temporaries stay in the heap (benchmarks/allocator.py)
     click.echo(run_harvest(params, overwrite=overwrite, repair=repair, break_lock=break_lock))
 
 

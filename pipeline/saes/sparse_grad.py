@@ -12,8 +12,8 @@ gradients are
 
 with one sparse × dense product, O(B·m·d) instead of O(B·n·d). They equal the dense
 gradients up to float summation order (tests/saes/test_sparse_grad.py checks every
-registered architecture, AuxK included). Measured on 2 CPU cores (d = 576, n = 4,608,
-k = 32, B = 4,096): that product takes ~40 ms where the dense GEMM takes ~230 ms.
+registered architecture, AuxK included). On 2 CPU cores (d = 576, n = 4,608, k = 32,
+B = 4,096) a training step is 1.49x faster this way (benchmarks/train.py, figure f).
 """
 
 from __future__ import annotations
