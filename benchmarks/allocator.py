@@ -24,7 +24,7 @@ def child(tuned: bool) -> None:
     import torch
 
     from pipeline.config import params_from_dict
-    from pipeline.harvest import forward_activations
+    from pipeline.forward import forward_activations
     from pipeline.models import load_model
     from pipeline.text import iter_documents, pack_contexts
     from stages.allocator import tune_allocator

@@ -16,7 +16,8 @@ import torch
 from gpu_common import ROOT, median_time, record
 
 from pipeline.config import params_from_dict
-from pipeline.harvest import forward_backward, run_harvest
+from pipeline.forward import forward_backward
+from pipeline.harvest import run_harvest
 from pipeline.models import LoadedModel, find_blocks, load_model
 from pipeline.text import iter_documents, pack_contexts
 

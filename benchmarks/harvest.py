@@ -21,7 +21,8 @@ import time
 import torch
 
 from pipeline.config import params_from_dict
-from pipeline.harvest import forward_activations, forward_backward, run_harvest
+from pipeline.forward import forward_activations, forward_backward
+from pipeline.harvest import run_harvest
 from pipeline.models import LoadedModel, load_model
 from pipeline.text import iter_documents, pack_contexts
 

@@ -80,7 +80,8 @@ def same_tokens(store: Path, contexts: np.ndarray) -> bool:
 def measure_harvest(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from pipeline.harvest import forward_activations, run_harvest
+    from pipeline.forward import forward_activations
+    from pipeline.harvest import run_harvest
     from pipeline.models import load_model
     from stages.allocator import tune_allocator
 

@@ -36,10 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.reader import open_store, read_rows
+from cache.reader import open_store
 from cache.schema import CacheInfo, block_index, usable_rows
 from pipeline.config import Params
 from pipeline.errors import ConfigError, NothingToEvaluate, SAEFormatError
+from pipeline.heldout import HeldOut, eval_window, read_held_out
 from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats
 from pipeline.models import LoadedModel, load_model
 from pipeline.naming import BETA0_SUFFIX, series_name
@@ -146,54 +147,7 @@ def load_entries(params: Params, lm: LoadedModel, info: CacheInfo) -> list[Entry
     return entries
 
 
-@dataclass(frozen=True)
-class _HeldOut:
-    """The evaluated window of the held-out store: contexts, and rows per hook."""
-
-    ids: torch.Tensor
-    """[n_ctx, T] token ids."""
-    acts: dict[str, np.ndarray]
-    """hook → [n_ctx·T, d] stored activations."""
-    grads: dict[str, np.ndarray | None]
-    """hook → [n_ctx·T, d] stored gradients (``None`` from an activation-only store)."""
-
-    @property
-    def n_ctx(self) -> int:
-        return int(self.ids.shape[0])
-
-    def view(self, rows: np.ndarray) -> torch.Tensor:
-        """[n_ctx, T, d] of ``rows``."""
-        return torch.from_numpy(rows).view(*self.ids.shape, -1)
-
-
-def _window(params: Params, info: CacheInfo, store_url: str) -> int:
-    """Whole contexts evaluated from ``evaluate.first_token`` on; ``ConfigError`` when there are none."""
-    ev, T = params.evaluate, info.context_length
-    n_ctx = min(ev.tokens, max(0, info.committed_tokens - ev.first_token)) // T
-    if n_ctx == 0:
-        raise ConfigError(
-            f"{store_url} holds no whole context from token {ev.first_token} on "
-            f"({info.committed_tokens} tokens, evaluate.tokens={ev.tokens})"
-        )
-    if n_ctx * T < ev.tokens:
-        log.warning(
-            "evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens
-        )
-    return n_ctx
-
-
-def _read_held_out(store_url: str, info: CacheInfo, hooks: list[str], first: int, n_ctx: int) -> _HeldOut:
-    T = info.context_length
-    acts: dict[str, np.ndarray] = {}
-    grads: dict[str, np.ndarray | None] = {}
-    tokens = np.zeros(0, np.int32)
-    for hook in hooks:
-        open_store(store_url, hook=hook)
-        tokens, acts[hook], grads[hook] = read_rows(store_url, hook, first, first + n_ctx * T)
-    return _HeldOut(torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T), acts, grads)
-
-
-def _reconstructions(entries: list[Entry], data: _HeldOut) -> dict[str, ReconStats]:
+def _reconstructions(entries: list[Entry], data: HeldOut) -> dict[str, ReconStats]:
     """FVU, L0, latent statistics of every entry on the non-first positions."""
     rows = usable_rows(0, data.ids.numel(), data.ids.shape[1])
     recon: dict[str, ReconStats] = {}
@@ -204,7 +158,7 @@ def _reconstructions(entries: list[Entry], data: _HeldOut) -> dict[str, ReconSta
     return recon
 
 
-def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: _HeldOut) -> SpliceResult:
+def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: HeldOut) -> SpliceResult:
     """CE and KL with each SAE's reconstruction (and zero ablation of each hook) spliced in."""
     ev = params.evaluate
     blocks = {e.hook: e.block for e in entries}
@@ -228,7 +182,7 @@ def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: _HeldOu
 
 
 def _steering(
-    params: Params, lm: LoadedModel, entries: list[Entry], data: _HeldOut, recon: dict[str, ReconStats]
+    params: Params, lm: LoadedModel, entries: list[Entry], data: HeldOut, recon: dict[str, ReconStats]
 ) -> tuple[dict[str, SteerResult], np.ndarray]:
     """Steering figures of every trained entry (not the β = 0 twins), and the contexts used."""
     ev = params.evaluate
@@ -296,13 +250,13 @@ def run_evaluate(
     t0 = time.perf_counter()
     find_variants(params.train.out_dir)  # fail fast, before loading the LM
     info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
-    n_ctx = _window(params, info, store_url)
+    n_ctx = eval_window(params, info, store_url)
     lm = lm or load_model(params.model)
     entries = load_entries(params, lm, info)
     require_gradients(
         info, store_url, [e.name for e in entries if e.sae.uses_grad and not e.name.endswith(BETA0_SUFFIX)]
     )
-    data = _read_held_out(
+    data = read_held_out(
         store_url, info, sorted({e.hook for e in entries}), params.evaluate.first_token, n_ctx
     )
     recon = _reconstructions(entries, data)

@@ -1,13 +1,9 @@
 """Stage 1: stream packed contexts through the LM and cache activations and gradients.
 
-With ``harvest.gradients: false`` only activations are cached: the forward stops after the
-deepest hooked block (a hook raises once it has the output), with no graph, logits or backward.
-
-One forward and one backward pass per batch serve every hooked layer: the output of the
-shallowest hooked block is detached and made a leaf (nothing before it needs a graph),
-deeper hooked outputs stay in the graph, and ``torch.autograd.grad`` of the summed
-next-token CE (DESIGN §1) returns ∂L_seq/∂x at each of them. Batches never straddle a
-shard, so a resumed harvest computes exactly the same batches as an uninterrupted one.
+Each batch runs :func:`pipeline.forward.forward_backward` (activations and ∂L_seq/∂x at every
+hooked layer), or with ``harvest.gradients: false`` :func:`pipeline.forward.forward_activations`
+(the forward stopped after the deepest hooked block: activations only). Batches never
+straddle a shard, so a resumed harvest computes exactly the same batches as an uninterrupted one.
 A background thread compresses and writes finished shards while the next is computed.
 """
 
@@ -16,14 +12,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cache import store as cache_store
@@ -32,95 +26,12 @@ from cache.schema import LOSS_DEFINITION, Provenance, content_key
 from cache.writer import ShardWriter, allocate, check_same_key, interrupted_allocation
 from pipeline.config import Params, params_to_dict
 from pipeline.errors import CacheCorrupt, ConfigError
-from pipeline.models import LoadedModel, edit_block_output, load_model
+from pipeline.forward import forward_activations, forward_backward
+from pipeline.models import LoadedModel, load_model
 from pipeline.stores import harvest_rows, key_fields, record_store, store_url
 from pipeline.tokenstream import ShardContexts, read_start, remove_start, write_start
 
 log = logging.getLogger(__name__)
-
-
-class BatchGrads(NamedTuple):
-    """Activations and loss gradients of one batch of contexts."""
-
-    acts: dict[int, torch.Tensor]
-    """layer → [B, T, d] residual stream after the block."""
-    grads: dict[int, torch.Tensor]
-    """layer → [B, T, d] ∂L_seq/∂x (last position 0)."""
-    loss: torch.Tensor
-    """[B, T] next-token CE at each position (last position 0)."""
-
-
-def forward_backward(
-    lm: LoadedModel, layers: Sequence[int], ids: torch.Tensor, autocast: str = "none"
-) -> BatchGrads:
-    """Activations and ∂(sum of next-token CE)/∂activation at ``layers`` for ``ids`` [B, T].
-
-    ``autocast`` (``none`` | ``bfloat16`` | ``float16``) runs the model under
-    ``torch.autocast``; the CE is always computed in float32.
-    """
-    captured: dict[int, torch.Tensor] = {}
-    first = min(layers)
-
-    def capture(layer: int) -> Callable[[torch.Tensor], torch.Tensor | None]:
-        def fn(hidden: torch.Tensor) -> torch.Tensor | None:
-            if layer == first:  # start the graph here: nothing upstream needs gradients
-                hidden = hidden.detach().requires_grad_(True)
-                captured[layer] = hidden
-                return hidden
-            captured[layer] = hidden
-            return None
-
-        return fn
-
-    with ExitStack() as stack, torch.enable_grad():
-        for layer in layers:
-            stack.enter_context(edit_block_output(lm.blocks[layer], capture(layer)))
-        amp = autocast != "none"
-        with torch.autocast(lm.device.type, dtype=getattr(torch, autocast) if amp else None, enabled=amp):
-            logits = lm.model(input_ids=ids, use_cache=False).logits
-        ce = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten().long(), reduction="none"
-        ).view(ids.shape[0], -1)
-        grads = torch.autograd.grad(ce.sum(), [captured[layer] for layer in layers])
-    loss = F.pad(ce.detach(), (0, 1))
-    return BatchGrads(
-        {layer: captured[layer].detach() for layer in layers},
-        dict(zip(layers, (g.detach() for g in grads), strict=True)),
-        loss,
-    )
-
-
-class _StopForward(Exception):
-    """Raised by the hook of the deepest hooked block: nothing after it is needed."""
-
-
-def forward_activations(
-    lm: LoadedModel, layers: Sequence[int], ids: torch.Tensor, autocast: str = "none"
-) -> dict[int, torch.Tensor]:
-    """layer → activations [B, T, d] at ``layers`` for ``ids`` [B, T], from a forward that stops
-    after the deepest hooked block (no later blocks, no logits, no graph)."""
-    captured: dict[int, torch.Tensor] = {}
-    last = max(layers)
-
-    def capture(layer: int) -> Callable[[torch.Tensor], torch.Tensor | None]:
-        def fn(hidden: torch.Tensor) -> torch.Tensor | None:
-            captured[layer] = hidden
-            if layer == last:
-                raise _StopForward
-            return None
-
-        return fn
-
-    with ExitStack() as stack, torch.inference_mode():
-        for layer in layers:
-            stack.enter_context(edit_block_output(lm.blocks[layer], capture(layer)))
-        amp = autocast != "none"
-        with (
-            suppress(_StopForward),
-            torch.autocast(lm.device.type, dtype=getattr(torch, autocast) if amp else None, enabled=amp),
-        ):
-            lm.model(input_ids=ids, use_cache=False)
-    return captured
 
 
 def _validate(params: Params, lm: LoadedModel) -> list[str]:

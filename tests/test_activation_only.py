@@ -21,7 +21,8 @@ from cache.verify import describe, verify
 from pipeline.config import params_from_dict
 from pipeline.errors import CacheMismatch
 from pipeline.evaluate import run_evaluate
-from pipeline.harvest import forward_activations, forward_backward, run_harvest
+from pipeline.forward import forward_activations, forward_backward
+from pipeline.harvest import run_harvest
 from pipeline.models import load_model
 from pipeline.stores import heldout_params, store_key
 from pipeline.train import run_train

@@ -9,7 +9,8 @@ import zarr
 from cache.store import read_info
 from cache.verify import verify
 from pipeline.config import params_from_dict
-from pipeline.harvest import forward_backward, run_harvest
+from pipeline.forward import forward_backward
+from pipeline.harvest import run_harvest
 from pipeline.models import load_model
 
 pytestmark = pytest.mark.slow
