@@ -84,21 +84,37 @@ def host_batches(d: int, B: int, n: int) -> list[tuple[torch.Tensor, torch.Tenso
 
 
 def trainer_rate(
-    cls: type, grid: GridConfig, d: int, B: int, steps: int, dev: torch.device, batches
+    cls: type,
+    grid: GridConfig,
+    d: int,
+    B: int,
+    steps: int,
+    dev: torch.device,
+    batches,
+    sparse: bool | None = None,
+    amp: str = "none",
 ) -> tuple[float, float]:
+    """Trainer tokens/s and peak memory; ``sparse`` forces the sparse encoder gradient on or
+    off, ``amp`` runs each step under ``torch.autocast`` in that dtype."""
     cfg = TrainConfig(batch_size=B, grid=grid, warmup_steps=1, dead_tokens=10**9)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     tr = cls(expand_grid(grid), d, cfg, total_steps=steps + 3, act_scale=0.25, grad_scale=100.0, device=dev)
-    for i in range(3):
-        tr.train_step(*batches[i % len(batches)])
-    sync(dev)
-    t = time.perf_counter()
-    for i in range(steps):
-        tr.train_step(*batches[i % len(batches)])
-    tr.flush_log()  # the trainer's statistics reach the host once per log interval
-    sync(dev)
+    if sparse is not None:
+        tr.sparse_encoder_grad = sparse
+    autocast = torch.autocast(
+        dev.type, dtype=getattr(torch, amp) if amp != "none" else None, enabled=amp != "none"
+    )
+    with autocast:
+        for i in range(3):
+            tr.train_step(*batches[i % len(batches)])
+        sync(dev)
+        t = time.perf_counter()
+        for i in range(steps):
+            tr.train_step(*batches[i % len(batches)])
+        tr.flush_log()  # the trainer's statistics reach the host once per log interval
+        sync(dev)
     rate = steps * B / (time.perf_counter() - t)
     mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0
     return rate, mem
@@ -126,6 +142,17 @@ def part_train(dev: torch.device, smoke: bool) -> None:
         )
         record("train", f"gsae_over_topk_step_time/{precision}", ratio=t / g)
     torch.set_float32_matmul_precision("highest")
+    # the sparse encoder gradient (the CPU default) and bf16 autocast, each against the default path
+    for label, grid in (("topk", topk), ("gsae", gsae)):
+        base = RESULTS["train"][f"d{d}-n{8 * d}-k32-B{B}/{label}/highest"]["tok_s"]
+        for variant, kw in (
+            ("sparse_encoder_grad", {"sparse": True}),
+            ("autocast_bf16", {"amp": "bfloat16"}),
+        ):
+            rate = trainer_rate(Trainer, grid, d, B, steps, dev, batches, **kw)[0]
+            record("train_variants", f"{label}/{variant}", tok_s=rate, over_default=rate / base)
+    if os.environ.get("GSAE_BENCH_WIDE", "1") == "0":
+        return
     for d_big, mult in () if smoke else ((2048, 16), (4096, 16)):
         big = host_batches(d_big, B, 2)
         for arch, grid in (
@@ -253,6 +280,7 @@ def main() -> None:
     ap.add_argument("--parts", default="peak,harvest,hpipe,train,reader,e2e")
     ap.add_argument("--json", default=None, help="Write every figure to this JSON file.")
     ap.add_argument("--smoke", action="store_true", help="Tiny sizes, to check the script on a CPU.")
+    ap.add_argument("--shapes", default="all", help="harvest part: model shapes, e.g. smollm2-135m+llama-1b")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -269,7 +297,7 @@ def main() -> None:
             part_peak(dev, args.smoke)
         peak_bf16 = RESULTS.get("peak", {}).get("bf16", {}).get("tflops", 0.0) * 1e12
         for name, fn in (
-            ("harvest", lambda: part_harvest(dev, args.smoke, peak_bf16)),
+            ("harvest", lambda: part_harvest(dev, args.smoke, peak_bf16, args.shapes)),
             ("hpipe", lambda: harvest_pipeline_ratio(dev, args.smoke)),
             ("writer", lambda: part_writer(dev, args.smoke)),
             ("train", lambda: part_train(dev, args.smoke)),

@@ -3,6 +3,7 @@ against that bare loop, and where a shard write spends its time (parts of benchm
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -16,10 +17,9 @@ import torch
 from gpu_common import ROOT, median_time, record
 
 from pipeline.config import params_from_dict
-from pipeline.forward import forward_backward
+from pipeline.forward import forward_activations, forward_backward
 from pipeline.harvest import run_harvest
 from pipeline.models import LoadedModel, find_blocks, load_model
-from pipeline.text import iter_documents, pack_contexts
 
 # ---------------------------------------------------------------------------------- harvest
 
@@ -86,6 +86,14 @@ def harvest_flops(cfg: Any, layer: int, T: int) -> float:
     return float(fwd + bwd)
 
 
+def activation_flops(cfg: Any, layer: int, T: int) -> float:
+    """Matmul FLOPs per token of the activation-only forward: blocks 0..``layer``, no head."""
+    d, ff = cfg.hidden_size, cfg.intermediate_size
+    hd = d // cfg.num_attention_heads
+    block = d * cfg.num_attention_heads * hd * 2 + 2 * d * cfg.num_key_value_heads * hd + 3 * d * ff
+    return float((layer + 1) * (2 * block + 4 * d * (T + 1) / 2))
+
+
 def random_lm(cfg: Any, dev: torch.device, dtype: torch.dtype, name: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
@@ -96,20 +104,32 @@ def random_lm(cfg: Any, dev: torch.device, dtype: torch.dtype, name: str) -> Loa
     return LoadedModel(model, None, name, "random", "-", blocks, path, dev)
 
 
-def bare_rate(lm: LoadedModel, layer: int, ids: torch.Tensor, batch: int, autocast: str, reps: int) -> float:
+def bare_rate(
+    lm: LoadedModel,
+    layer: int,
+    ids: torch.Tensor,
+    batch: int,
+    autocast: str,
+    reps: int,
+    gradients: bool = True,
+) -> float:
+    """Tokens/s of the model passes alone (``forward_backward`` or ``forward_activations``)."""
     dev = lm.device
+    step = forward_backward if gradients else forward_activations
 
     def run() -> None:
         for b in range(0, ids.shape[0], batch):
-            out = forward_backward(lm, [layer], ids[b : b + batch], autocast)
+            out = step(lm, [layer], ids[b : b + batch], autocast)
             del out
 
     return ids.numel() / median_time(run, dev, reps=reps, warmup=1)
 
 
-def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float) -> None:
+def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float, shapes: str = "all") -> None:
     T = 32 if smoke else 128
     for name, cfg in arch_configs(smoke).items():
+        if shapes != "all" and name not in shapes.split("+"):
+            continue
         layer = cfg.num_hidden_layers // 2
         batch_tokens = 1024 if smoke else {"smollm2-135m": 32768, "llama-1b": 32768, "llama-8b": 16384}[name]
         modes = [
@@ -119,29 +139,32 @@ def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float) -> None:
         ]
         if name == "llama-8b":
             modes = modes[2:]
-        flops = harvest_flops(cfg, layer, T)
-        for mode, dtype, amp in modes:
-            lm = random_lm(cfg, dev, dtype, name)
-            g = torch.Generator(device="cpu").manual_seed(0)
-            ids = torch.randint(0, cfg.vocab_size, (4 * batch_tokens // T, T), generator=g).to(dev)
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            rate = bare_rate(lm, layer, ids, batch_tokens // T, amp, reps=2 if smoke else 3)
-            mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0
-            record(
-                "harvest",
-                f"{name}/{mode}",
-                tok_s=rate,
-                layer=layer,
-                T=T,
-                batch_tokens=batch_tokens,
-                tflops=rate * flops / 1e12,
-                mfu_vs_bf16_peak=rate * flops / peak_bf16 if peak_bf16 else 0.0,
-                peak_mem_gib=mem,
-            )
-            del lm, ids
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+        elif name != "smollm2-135m":  # float32 on the larger shapes was measured once (docs/gpu.md)
+            modes = modes[1:]
+        for kind, flops in (("grad", harvest_flops(cfg, layer, T)), ("act", activation_flops(cfg, layer, T))):
+            for mode, dtype, amp in modes:
+                lm = random_lm(cfg, dev, dtype, name)
+                g = torch.Generator(device="cpu").manual_seed(0)
+                ids = torch.randint(0, cfg.vocab_size, (4 * batch_tokens // T, T), generator=g).to(dev)
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                reps = 2 if smoke else 3
+                rate = bare_rate(lm, layer, ids, batch_tokens // T, amp, reps, gradients=kind == "grad")
+                mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0.0
+                record(
+                    "harvest",
+                    f"{name}/{kind}/{mode}",
+                    tok_s=rate,
+                    layer=layer,
+                    T=T,
+                    batch_tokens=batch_tokens,
+                    tflops=rate * flops / 1e12,
+                    mfu_vs_bf16_peak=rate * flops / peak_bf16 if peak_bf16 else 0.0,
+                    peak_mem_gib=mem,
+                )
+                del lm, ids
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
 
 
 def smollm2_folder(dev: torch.device, smoke: bool, where: Path) -> Path:
@@ -157,54 +180,101 @@ def smollm2_folder(dev: torch.device, smoke: bool, where: Path) -> Path:
     return folder
 
 
+def docstrings_jsonl(where: Path) -> Path:
+    """``python-docstrings`` as a JSON-lines file (``.gpu/docstrings.jsonl`` when carried): the
+    timed harvests then read and tokenize text as from any local dataset, without the
+    corpus's own extraction (parsing every stdlib module, ~50 s on 2 cores)."""
+
+    carried = ROOT / ".gpu" / "docstrings.jsonl"
+    if carried.exists():
+        return carried
+    path = where / "docstrings.jsonl"
+    if not path.exists():
+        from pipeline.corpora import python_docstrings
+
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in python_docstrings()))
+    return path
+
+
+def _pipeline_lm(shape: str, folder: Path, dev: torch.device, smoke: bool, tokens_dtype: str) -> LoadedModel:
+    if shape == "smollm2":
+        return load_model(params_from_dict({}, [f"model.name={folder}", f"model.device={dev}"]).model)
+    from transformers import AutoTokenizer
+
+    lm = random_lm(arch_configs(smoke)["llama-1b"], dev, getattr(torch, tokens_dtype), "llama-1b-random")
+    return LoadedModel(
+        lm.model,
+        AutoTokenizer.from_pretrained(folder),
+        lm.name,
+        "random",
+        "smollm2",
+        lm.blocks,
+        lm.block_path,
+        dev,
+    )
+
+
 def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
-    """``run_harvest`` vs the bare loop on the same contexts (SmolLM2 shape, block 15)."""
-    tokens = 8192 if smoke else 524288
-    batch = 8 if smoke else 256
+    """``run_harvest`` vs the bare loop on the same contexts, per writer setting; and the text
+    packing alone. SmolLM2 shape at block 15 (bf16 autocast), the 1B shape at block 8 (bf16 weights)."""
+    from pipeline.tokenstream import ShardContexts
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = smollm2_folder(dev, smoke, Path(tmp))
-        layer = 2 if smoke else 15
-        for autocast, comp in (
-            ("none", "zstd"),
-            ("bfloat16", "zstd"),
-            ("bfloat16", "blosc"),
-            ("bfloat16", "none"),
-        ):
+        text = docstrings_jsonl(Path(tmp))
+        # python-docstrings read back from that file: no extraction, and no ``datasets`` needed
+        from pipeline import corpora
+
+        corpora.python_docstrings = lambda: (json.loads(line)["text"] for line in text.open())  # type: ignore[assignment]
+        # (shape, layer, tokens, contexts per batch, autocast, model dtype, gradients)
+        runs = [("smollm2", 15, 1048576, 256, "bfloat16", "float32", g) for g in (True, False)]
+        if "llama-1b" in arch_configs(smoke):
+            runs.append(("llama-1b", 8, 262144, 256, "none", "bfloat16", True))
+        if smoke:
+            runs = [("smollm2", 2, 8192, 8, "none", "float32", g) for g in (True, False)]
+        for shape, layer, tokens, batch, autocast, dtype, gradients in runs:
             params = params_from_dict(
                 {},
                 [
-                    f"harvest.compressor={comp}",
                     f"model.name={folder}",
                     f"model.device={dev}",
                     f"harvest.layers=[{layer}]",
                     "data.source=python-docstrings",
                     f"harvest.tokens={tokens}",
                     f"harvest.batch_size={batch}",
-                    f"harvest.store={tmp}/h-{autocast}-{comp}.zarr",
+                    f"harvest.store={tmp}/h-{shape}-{gradients}.zarr",
                     f"harvest.tokens_per_shard={tokens // 8}",
                     f"harvest.chunk_tokens={tokens // 32}",
                     f"harvest.autocast={autocast}",
+                    f"harvest.gradients={str(gradients).lower()}",
                 ],
             )
-            lm = load_model(params.model)
-            contexts = pack_contexts(iter_documents(params.data), lm.tokenizer, 128, tokens // 128)
+            lm = _pipeline_lm(shape, folder, dev, smoke, dtype)
+            n_ctx = tokens // 128
+            t = time.perf_counter()
+            packed = ShardContexts(params.data, lm.tokenizer, 128, n_ctx, n_ctx // 8)
+            contexts = np.concatenate([packed.shard(i) for i in range(8)])
+            text_rate = contexts.size / (time.perf_counter() - t)
             ids = torch.from_numpy(contexts).to(dev)
-            bare1 = bare_rate(lm, layer, ids, batch, autocast, reps=1)
+            bare1 = bare_rate(lm, layer, ids, batch, autocast, reps=1, gradients=gradients)
             t = time.perf_counter()
             run_harvest(params, lm=lm)
             harvest = contexts.size / (time.perf_counter() - t)
-            bare2 = bare_rate(lm, layer, ids, batch, autocast, reps=1)
+            bare2 = bare_rate(lm, layer, ids, batch, autocast, reps=1, gradients=gradients)
             bare = (bare1 + bare2) / 2
             record(
                 "harvest_pipeline",
-                f"smollm2/{autocast}/{comp}",
+                f"{shape}/{'grad' if gradients else 'act'}/{autocast}/{dtype}",
                 bare_tok_s=bare,
                 harvest_tok_s=harvest,
                 ratio=harvest / bare,
+                text_packing_tok_s=text_rate,
                 tokens=int(contexts.size),
                 batch=batch,
             )
-            del lm
+            del lm, ids
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def part_writer(dev: torch.device, smoke: bool) -> None:

@@ -47,17 +47,6 @@ def worker_model(cfg: ModelConfig) -> LoadedModel:
         return _MODELS[cfg]
 
 
-class _OneShard:
-    """The contexts of one shard, shipped to the worker (what ``_compute_shard`` asks for)."""
-
-    def __init__(self, index: int, contexts: np.ndarray) -> None:
-        self.index, self.contexts = index, contexts
-
-    def shard(self, index: int) -> np.ndarray:
-        assert index == self.index
-        return self.contexts
-
-
 def harvest_shard(
     params: Params, url: str, hooks: list[str], index: int, contexts: np.ndarray
 ) -> dict[str, Any]:
@@ -66,7 +55,7 @@ def harvest_shard(
 
     lm = worker_model(params.model)
     writer = ShardWriter(url)
-    shard = _compute_shard(params, lm, hooks, _OneShard(index, contexts), writer, index, None)  # type: ignore[arg-type]
+    shard = _compute_shard(params, lm, hooks, contexts, writer, index, None)
     return writer.write_uncommitted(index, shard.tokens, shard.acts, shard.grads, shard.loss)
 
 

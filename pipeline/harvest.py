@@ -4,16 +4,15 @@ Each batch runs :func:`pipeline.forward.forward_backward` (activations and ∂L_
 hooked layer), or with ``harvest.gradients: false`` :func:`pipeline.forward.forward_activations`
 (the forward stopped after the deepest hooked block: activations only). Batches never
 straddle a shard, so a resumed harvest computes exactly the same batches as an uninterrupted one.
-A background thread compresses and writes finished shards while the next is computed.
+Finished shards are compressed and written on a thread while the next is computed
+(:mod:`pipeline.shard_writers`), and the next shard's text is packed on another.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from pipeline.config import Params, params_to_dict
 from pipeline.errors import CacheCorrupt, ConfigError
 from pipeline.forward import forward_activations, forward_backward
 from pipeline.models import LoadedModel, load_model
+from pipeline.shard_writers import Shard, ThreadWriter
 from pipeline.stores import harvest_rows, key_fields, record_store, store_url
 from pipeline.tokenstream import ShardContexts, read_start, remove_start, write_start
 
@@ -42,53 +42,6 @@ def _validate(params: Params, lm: LoadedModel) -> list[str]:
             f"data.context_length {params.data.context_length} exceeds the model's maximum {limit}"
         )
     return hooks
-
-
-@dataclass
-class _Shard:
-    """Host buffers of one shard being filled batch by batch."""
-
-    index: int
-    tokens: np.ndarray
-    acts: dict[str, np.ndarray]
-    grads: dict[str, np.ndarray]
-    """Empty for an activation-only store."""
-    loss: np.ndarray | None
-
-
-class _BackgroundWriter:
-    """Writes and commits shards on a thread so compression overlaps compute."""
-
-    def __init__(self, writer: ShardWriter, on_commit: Callable[[int], None] | None) -> None:
-        self.writer, self.on_commit = writer, on_commit
-        self.queue: queue.Queue[_Shard | None] = queue.Queue(maxsize=1)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="gsae-shard-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (shard := self.queue.get()) is not None:
-            if self.error is not None:
-                continue
-            try:
-                self.writer.write(shard.index, shard.tokens, shard.acts, shard.grads, shard.loss)
-                if self.on_commit is not None:
-                    self.on_commit(shard.index)
-            except BaseException as exc:  # reported on the main thread
-                self.error = exc
-
-    def put(self, shard: _Shard) -> None:
-        self._raise()
-        self.queue.put(shard)
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
 
 
 def _provenance(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any]) -> Provenance:
@@ -250,7 +203,7 @@ def _repair_shards(
     if not report.bad_shards:
         log.info("%s: every committed shard checks out; nothing to repair", writer.url)
     for index in report.bad_shards:
-        shard = _compute_shard(params, lm, hooks, contexts, writer, index, None)
+        shard = _compute_shard(params, lm, hooks, contexts.shard(index), writer, index, None)
         same = writer.rewrite(index, shard.tokens, shard.acts, shard.grads, shard.loss)
         log.info(
             "repaired shard %d of %s%s",
@@ -266,15 +219,14 @@ def _compute_shard(
     params: Params,
     lm: LoadedModel,
     hooks: list[str],
-    contexts: ShardContexts,
+    shard_ctx: np.ndarray,
     writer: ShardWriter,
     index: int,
     bar: Any,
-) -> _Shard:
-    """Run the LM over the contexts of shard ``index`` and collect its rows."""
+) -> Shard:
+    """Run the LM over ``shard_ctx`` [contexts, T], the contexts of shard ``index``, and collect its rows."""
     info, layers = writer.info, list(params.harvest.layers)
     T, dtype = params.data.context_length, np.dtype(params.harvest.dtype)
-    shard_ctx = contexts.shard(index)
     n = shard_ctx.size
     # Rows are converted to the storage dtype on the device and copied into pinned host
     # buffers without waiting (CUDA): the device never idles on the host within a shard.
@@ -307,7 +259,7 @@ def _compute_shard(
             bar.update(ids.numel())
     if pinned:
         torch.cuda.current_stream(lm.device).synchronize()
-    return _Shard(
+    return Shard(
         index,
         shard_ctx.reshape(-1).copy(),
         {hk: t.numpy() for hk, t in acts.items()},
@@ -326,20 +278,29 @@ def _harvest_shards(
     lock: StoreLock | None = None,
 ) -> None:
     info = writer.info
-    bg = _BackgroundWriter(writer, on_commit)
+    bg = ThreadWriter(writer, on_commit)
     bar = tqdm(
         total=info.total_tokens, initial=info.committed_tokens, unit="tok", unit_scale=True, desc="harvest"
     )
+    # The next shard's text is packed on a thread while this one is computed (tokenizing
+    # releases the GIL); only that thread touches the packer until the loop ends.
+    text = ThreadPoolExecutor(1, thread_name_prefix="gsae-text")
     try:
-        for index in range(writer.next_shard, info.n_shards):
-            shard = _compute_shard(params, lm, hooks, contexts, writer, index, bar)
+        todo = range(writer.next_shard, info.n_shards)
+        ahead = text.submit(contexts.shard, todo[0]) if todo else None
+        for index in todo:
+            assert ahead is not None
+            shard_ctx = ahead.result()
+            if index + 1 < info.n_shards:
+                ahead = text.submit(contexts.shard, index + 1)
+            shard = _compute_shard(params, lm, hooks, shard_ctx, writer, index, bar)
             if lock is not None:
                 lock.check()
             bg.put(shard)
     except BaseException:
-        bg.queue.put(None)
-        bg.thread.join()
+        bg.abort()
         raise
     finally:
+        text.shutdown(wait=True, cancel_futures=True)
         bar.close()
     bg.close()
