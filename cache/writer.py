@@ -23,8 +23,9 @@ An ``OSError`` while writing (disk full, read-only store, permissions) becomes o
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any
@@ -37,6 +38,7 @@ from cache.errors import CacheMismatch, CacheUsageError, CacheWriteError, NonFin
 from cache.faults import fault_point
 from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
 from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, grad_path
+from cache.shard_encode import ShardEncoder, shard_encoder
 from cache.store import local_url, open_group, read_attrs
 
 logger = logging.getLogger(__name__)
@@ -171,6 +173,8 @@ class ShardWriter:
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
         self.names = self.info.array_names
         self.arrays: dict[str, zarr.Array] = {name: open_array(url, self.group, name) for name in self.names}
+        # whole shards bypass zarr's sequential codec pipeline where the bytes are the same
+        self.encoders: dict[str, ShardEncoder | None] = {n: shard_encoder(a) for n, a in self.arrays.items()}
 
     @property
     def next_shard(self) -> int:
@@ -184,8 +188,10 @@ class ShardWriter:
         acts: Mapping[str, np.ndarray],
         grads: Mapping[str, np.ndarray],
         loss: np.ndarray | None,
+        pool: Executor | None = None,
     ) -> dict[str, np.ndarray]:
-        """Every array's rows of shard ``index`` in the store dtypes, checked for shape and finiteness."""
+        """Every array's rows of shard ``index`` in the store dtypes, checked for shape and
+        finiteness (on ``pool`` in row blocks when given)."""
         start, stop = self.info.shard_rows(index)
         data: dict[str, np.ndarray] = {"tokens": np.asarray(tokens, dtype=np.int32)}
         with np.errstate(over="ignore"):  # values beyond the storage dtype become inf: refused just below
@@ -202,8 +208,10 @@ class ShardWriter:
                 raise CacheUsageError(
                     f"shard {index}: {name} has {data[name].shape[0]} rows, expected {stop - start}"
                 )
-            if name != "tokens" and not self.allow_nonfinite:
-                _check_finite(name, data[name], start, self.info.dtype)
+            if name == "tokens" or self.allow_nonfinite:
+                continue
+            if pool is None or not all(pool.map(_all_finite, np.array_split(data[name], 16))):
+                _check_finite(name, data[name], start, self.info.dtype)  # names the bad rows
         return data
 
     def write(
@@ -237,19 +245,23 @@ class ShardWriter:
         """
         if index < self.next_shard:
             raise CacheUsageError(f"shard {index} is already committed")
-        data = self._shard_data(index, tokens, acts, grads, loss)
-        start, stop = self.info.shard_rows(index)
-        with writing(self.url, f"shard {index}"), ThreadPoolExecutor(len(self.names)) as pool:
-            # The digests and the other arrays' encoding overlap (hashing and compression
-            # release the GIL): one shard write used to run them one after the other.
+        with writing(self.url, f"shard {index}"), ThreadPoolExecutor(max(2, os.cpu_count() or 1)) as pool:
+            data = self._shard_data(index, tokens, acts, grads, loss, pool)
+            # The digests overlap the writes (hashing and compression release the GIL).
             record = pool.submit(self._record, index, data)
-            self.arrays[self.names[0]][start:stop] = data[self.names[0]]
-            fault_point("shard_write")
-            rest = [
-                pool.submit(self.arrays[name].__setitem__, slice(start, stop), data[name])
-                for name in self.names[1:]
-            ]
-            for future in rest:
+            start, stop = self.info.shard_rows(index)
+            pending = []
+            for i, name in enumerate(self.names):
+                encoder = self.encoders[name]
+                if encoder is not None and encoder.handles(index):
+                    encoder.write(index, data[name], pool)  # its inner chunks compressed on the pool
+                else:  # zarr's own write, overlapping the others
+                    pending.append(pool.submit(self.arrays[name].__setitem__, slice(start, stop), data[name]))
+                if i == 0:
+                    for future in pending:
+                        future.result()
+                    fault_point("shard_write")
+            for future in pending:
                 future.result()
             return record.result()
 
@@ -313,6 +325,10 @@ class ShardWriter:
         with writing(self.url, "finalize"):
             self.group.attrs.update(replace(self.info, complete=True).progress_attrs())
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    return bool(np.isfinite(values).all())
 
 
 def _check_finite(name: str, values: np.ndarray, start: int, dtype: str) -> None:
