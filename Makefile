@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/allocator.py
 	$(BIN)/python benchmarks/model_load.py
+	$(BIN)/python benchmarks/shard_write.py
 
 # ours vs SAELens 6 and sparsify on the same model, layer and tokens (creates .bench/venvs/ once; ≈ 25 min on 2 cores)
 bench-peers: setup

@@ -4,13 +4,16 @@
 
 - ``peak``: the ceilings measured here (bf16 and float32/tf32 matrix products).
 - ``harvest``: tokens/s and model-FLOP utilisation of the harvest's forward + activation
-  backward (``pipeline.harvest.forward_backward``) for randomly initialised models of the
-  SmolLM2-135M, Llama-3.2-1B and Llama-3.1-8B shapes, at float32, bf16 autocast and bf16
-  weights; ``hpipe``: ``run_harvest`` (copies, fp16, zstd, shard commits) against that bare loop.
+  backward (``pipeline.forward.forward_backward``) and of the activation-only forward
+  (``forward_activations``) for randomly initialised models of the SmolLM2-135M,
+  Llama-3.2-1B and Llama-3.1-8B shapes (``--shapes``), at float32, bf16 autocast and bf16
+  weights; ``hpipe``: ``run_harvest`` (text, copies, fp16, zstd, shard commits) against that
+  bare loop, with the text read from a JSON-lines copy (``.gpu/docstrings.jsonl`` if carried).
 - ``train``: trainer tokens/s from host float16 batches (what the reader yields), the
-  g-SAE / TopK step ratio, 8 variants in one pass, float32 vs tf32 matmuls, the trainer of
+  g-SAE / TopK step ratio, 8 variants in one pass, float32 vs tf32 matmuls, the sparse
+  encoder gradient and bf16 autocast against the default path, the trainer of
   the previous commit (``.gpu/old_trainer.py`` when present) side by side, and wider SAEs
-  for the scaling estimates (memory per variant).
+  for the scaling estimates (memory per variant; ``GSAE_BENCH_WIDE=0`` skips them).
 - ``reader``: ``BatchReader`` steady tokens/s on this host and the trainer fed by it.
 - ``e2e``: ``gsae harvest / train / evaluate`` commands on CUDA, timed.
 

@@ -243,6 +243,7 @@ def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
                     f"harvest.tokens={tokens}",
                     f"harvest.batch_size={batch}",
                     f"harvest.store={tmp}/h-{shape}-{gradients}.zarr",
+                    f"harvest.cache_root={tmp}/root",  # the DVC pointer beside it too: nothing in the repo
                     f"harvest.tokens_per_shard={tokens // 8}",
                     f"harvest.chunk_tokens={tokens // 32}",
                     f"harvest.autocast={autocast}",

@@ -49,7 +49,9 @@ def one_write(url: str, d: int, shard: int, act: np.ndarray, grad: np.ndarray, d
         level=3,
         store_loss=True,
     )
-    with mock.patch.object(cache.writer, "shard_encoder", cache.writer.shard_encoder if direct else lambda a: None):
+    with mock.patch.object(
+        cache.writer, "shard_encoder", cache.writer.shard_encoder if direct else lambda a: None
+    ):
         writer = ShardWriter(url)
     t = time.perf_counter()
     writer.write(0, np.zeros(shard, np.int32), {"h": act}, {"h": grad}, np.zeros(shard, np.float32))

@@ -11,6 +11,7 @@ Finished shards are compressed and written on a thread while the next is compute
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -290,13 +291,24 @@ def _harvest_shards(
         ahead = text.submit(contexts.shard, todo[0]) if todo else None
         for index in todo:
             assert ahead is not None
+            t0 = time.perf_counter()
             shard_ctx = ahead.result()
             if index + 1 < info.n_shards:
                 ahead = text.submit(contexts.shard, index + 1)
+            t1 = time.perf_counter()
             shard = _compute_shard(params, lm, hooks, shard_ctx, writer, index, bar)
             if lock is not None:
                 lock.check()
+            t2 = time.perf_counter()
             bg.put(shard)
+            # where a shard's time goes (gsae -v): the slowest of text, model and writer sets the pace
+            log.debug(
+                "shard %d: waited %.3f s for its text, computed in %.3f s, waited %.3f s for the writer",
+                index,
+                t1 - t0,
+                t2 - t1,
+                time.perf_counter() - t2,
+            )
     except BaseException:
         bg.abort()
         raise

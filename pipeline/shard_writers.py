@@ -8,14 +8,18 @@ rate of this one thread, so they were not kept (docs/gpu.md).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from cache.writer import ShardWriter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,7 +53,11 @@ class ThreadWriter:
             if self.error is not None:
                 continue
             try:
+                start = time.perf_counter()
                 self.writer.write(shard.index, shard.tokens, shard.acts, shard.grads, shard.loss)
+                log.debug(
+                    "shard %d written and committed in %.3f s", shard.index, time.perf_counter() - start
+                )
                 if self.on_commit is not None:
                     self.on_commit(shard.index)
             except BaseException as exc:  # reported on the main thread

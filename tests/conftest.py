@@ -8,6 +8,24 @@ import pytest
 
 from tests.lm_factory import save_tiny_lm
 
+_REPO_CACHE = Path(__file__).resolve().parents[1] / "data" / "cache"
+
+
+def _repo_pointers() -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(_REPO_CACHE.glob("*/store.json"))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_store_pointers_untouched():
+    """No test may write the DVC pointers of the repository's own stores (a harvest with a custom
+    ``harvest.store`` still writes ``<harvest.cache_root>/<split>/store.json``): one did, and
+    ``dvc commit`` then recorded a pointer into a pytest temp folder."""
+    before = _repo_pointers()
+    yield
+    assert _repo_pointers() == before, (
+        "a test wrote data/cache/*/store.json: give its harvest a harvest.cache_root under tmp_path"
+    )
+
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -39,6 +39,8 @@ def _harvest(tmp_path, capsys, *sets: str) -> tuple[int, str, float]:
             str(params),
             "-s",
             f"harvest.store={tmp_path / 's.zarr'}",
+            "-s",
+            f"harvest.cache_root={tmp_path / 'cache'}",
             *(arg for item in sets for arg in ("-s", item)),
         ],
         capsys,

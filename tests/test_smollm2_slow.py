@@ -25,6 +25,7 @@ def test_smollm2_python_docs_harvest(tmp_path):
             "harvest.layers=[15]",
             "harvest.tokens=256",
             f"harvest.store={url}",
+            f"harvest.cache_root={tmp_path / 'cache'}",  # the DVC pointer too: nothing in the repo
             "harvest.tokens_per_shard=128",
             "harvest.chunk_tokens=128",
             "harvest.batch_size=2",

@@ -42,7 +42,9 @@ def test_store_is_byte_identical_to_zarrs(tmp_path: Path, monkeypatch, compresso
 
 def test_encoder_is_used_for_zstd_and_raw_and_not_for_blosc(tmp_path: Path) -> None:
     for compressor, handled in (("zstd", True), ("none", True), ("blosc", False)):
-        url = build_store(str(tmp_path / f"{compressor}.zarr"), compressor=compressor, shards=0, complete=False)
+        url = build_store(
+            str(tmp_path / f"{compressor}.zarr"), compressor=compressor, shards=0, complete=False
+        )
         group = zarr.open_group(url, mode="r")
         assert (shard_encoder(group["model.layers.1/act"]) is not None) == handled
 
