@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.adam import FusedAdam
 from pipeline.config import TrainConfig
 from pipeline.distributed import DataParallel
 from pipeline.saes import get_sae_class
@@ -66,7 +67,7 @@ class Variant:
 
     spec: VariantSpec
     sae: SAE
-    opt: torch.optim.Adam
+    opt: FusedAdam
     since_fired: torch.Tensor
     """[n] int64 tokens since each latent last fired."""
     sums: dict[str, float] = field(default_factory=dict)
@@ -117,7 +118,7 @@ class Trainer:
                 with torch.no_grad():
                     sae.b_dec.copy_(b_dec)
             sae.to(self.device).train()
-            opt = torch.optim.Adam(sae.parameters(), lr=spec.lr, betas=(0.9, 0.999), eps=6.25e-10, fused=True)
+            opt = FusedAdam(sae.parameters(), lr=spec.lr, betas=(0.9, 0.999), eps=6.25e-10)
             since = torch.zeros(sae.d_sae, dtype=torch.int64, device=self.device)
             self.variants[spec.name] = Variant(spec, sae, opt, since)
 
@@ -139,22 +140,23 @@ class Trainer:
         sae = v.sae
         if sae.uses_grad and g is None:
             raise ValueError(f"variant {v.spec.name}: {sae.architecture} needs the loss gradient")
-        if self.sparse_encoder_grad:  # z a leaf: the encoder's gradients come from its sparse grad
+        g = g if sae.uses_grad else None
+        if self.sparse_encoder_grad:  # the values are the leaves: ∂L/∂z is never built densely
             with torch.no_grad():
                 z = sae.encode_pre(x)
-            z.requires_grad_(True)
+                indices, values = sae.select(z, g)
+            values.requires_grad_(True)
         else:
             z = sae.encode_pre(x)
-        indices, values = sae.select(z, g if sae.uses_grad else None)
+            indices, values = sae.select(z, g)
         x_hat = sae.decode_sparse(indices, values)
         fvu = self._fvu(x, x_hat)
-        aux, aux_indices = self._aux_loss(v, z, (x - x_hat).detach())
+        aux, aux_indices, aux_values = self._aux_loss(v, z, (x - x_hat).detach())
         loss = fvu + self.cfg.aux_coef * aux if aux is not None else fvu
         v.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.sparse_encoder_grad:
-            assert z.grad is not None
-            encoder_backward_(sae, x, z.grad, [indices] if aux_indices is None else [indices, aux_indices])
+            self._encoder_backward(sae, x, z, (indices, values), (aux_indices, aux_values))
         if self.parallel is not None:
             self.parallel.all_reduce_grads(sae)
         sae.remove_parallel_grad_()
@@ -178,38 +180,61 @@ class Trainer:
                 "lr": lr,
             }
             if sae.uses_grad:
-                stats["selection_shift"] = sae.selection_shift(z.detach(), indices, values)
+                stats["selection_shift"] = sae.selection_shift(z.detach(), indices, values.detach())
         return stats
+
+    @staticmethod
+    def _encoder_backward(
+        sae: SAE,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        selected: tuple[torch.Tensor, torch.Tensor],
+        aux: tuple[torch.Tensor | None, torch.Tensor | None],
+    ) -> None:
+        """The encoder's gradients from the leaf values' gradients (CPU, sparse path): the selected
+        values through :meth:`~pipeline.saes.base.SAE.value_slope`, AuxK's ReLU(z) through 1[z > 0]."""
+        indices, values = selected
+        assert values.grad is not None
+        entries = [(indices, values.grad * sae.value_slope(z.gather(1, indices), values.detach()))]
+        aux_indices, aux_values = aux
+        if aux_indices is not None and aux_values is not None and aux_values.grad is not None:
+            entries.append((aux_indices, aux_values.grad * (aux_values.detach() > 0)))
+        encoder_backward_(sae, x, entries)
 
     def _aux_loss(
         self, v: Variant, z: torch.Tensor, residual: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(AuxK loss of the dead latents, the latents it used [B, ≤ k_aux]), or Nones when no latent
-        can be dead yet.
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(AuxK loss of the dead latents, the latents it used [B, ≤ k_aux], their values), or
+        Nones when no latent can be dead yet.
 
         On CUDA without a host sync: the top ``k_aux`` of z over dead latents only (the others
         masked to −inf, which ReLU turns into zero weights), zeroed when none is dead. On the
         CPU, where reading the dead count costs nothing, the top-k runs over the dead latents'
         columns only and is skipped when none is dead (the loss and gradients it would add are
-        exact zeros). No latent can be dead before ``dead_tokens`` tokens were seen, so the
-        topk is skipped until then.
+        exact zeros); its values ReLU(z) are then a leaf of the sparse encoder gradient. No latent
+        can be dead before ``dead_tokens`` tokens were seen, so the topk is skipped until then.
         """
         if self.k_aux <= 0 or self.cfg.aux_coef <= 0 or self.tokens < self.cfg.dead_tokens:
-            return None, None
+            return None, None, None
         dead = v.since_fired >= self.cfg.dead_tokens
         if self.sparse_encoder_grad:
             dead_latents = torch.nonzero(dead).flatten()
             if dead_latents.numel() == 0:
-                return None, None
-            top = torch.topk(z[:, dead_latents], min(self.k_aux, dead_latents.numel()), dim=-1, sorted=False)
-            indices = dead_latents[top.indices]
-            e_hat = v.sae.decode_sparse(indices, torch.relu(top.values), bias=False)
-            return torch.nan_to_num(self._fvu(residual, e_hat), nan=0.0), indices
+                return None, None, None
+            with torch.no_grad():
+                top = torch.topk(
+                    z[:, dead_latents], min(self.k_aux, dead_latents.numel()), dim=-1, sorted=False
+                )
+                indices, values = dead_latents[top.indices], torch.relu(top.values)
+            values.requires_grad_(True)
+            e_hat = v.sae.decode_sparse(indices, values, bias=False)
+            return torch.nan_to_num(self._fvu(residual, e_hat), nan=0.0), indices, values
         top = torch.topk(
             z.masked_fill(~dead, float("-inf")), min(self.k_aux, v.sae.d_sae), dim=-1, sorted=False
         )
-        e_hat = v.sae.decode_sparse(top.indices, torch.relu(top.values), bias=False)
-        return torch.nan_to_num(self._fvu(residual, e_hat), nan=0.0) * dead.any(), top.indices
+        values = torch.relu(top.values)
+        e_hat = v.sae.decode_sparse(top.indices, values, bias=False)
+        return torch.nan_to_num(self._fvu(residual, e_hat), nan=0.0) * dead.any(), top.indices, values
 
     @staticmethod
     def _update_dead_counters(v: Variant, indices: torch.Tensor, fires: torch.Tensor, n_tokens: int) -> None:

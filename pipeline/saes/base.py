@@ -176,6 +176,20 @@ class SAE(nn.Module):
         count with distinct unselected latents of value 0.
         """
 
+    def value_slope(self, z_sel: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """∂values/∂z at the selected entries (the CPU trainer's sparse gradient, see
+        :mod:`pipeline.saes.sparse_grad`): z_sel [B, m] (z at ``select``'s indices), values [B, m]
+        → [B, m].
+
+        Every registered architecture's value is c · ReLU(z_i) with c > 0 a detached factor
+        (1, or 1 + β|W_dec g|_i for augmented g-SAE values) or a constant 0 (padding), so the
+        slope is values / z_i where the value is positive and 0 elsewhere. An architecture whose
+        values take another form overrides this (tests/saes/test_sparse_grad.py checks each one
+        against autograd).
+        """
+        positive = values > 0
+        return torch.where(positive, values / torch.where(positive, z_sel, 1.0), 0.0)
+
     def selection_changes(
         self, z: torch.Tensor, indices: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,8 +4,9 @@ In training, the loss reaches the pre-activations z = x W_enc + (b_enc − b_dec
 through the latents a step gathers: the selected ones (``select``'s indices) and, once
 latents die, the AuxK ones. ∂L/∂z [B, n] is therefore zero outside at most B·(k + k_aux)
 entries, and autograd's dense ∂L/∂W_enc = xᵀ ∂L/∂z spends a [d, B] × [B, n] GEMM (as much
-as the forward) on zeros. Here the non-zero entries are gathered at those indices and the
-gradients are
+as the forward) on zeros. The CPU trainer therefore never builds ∂L/∂z: the gathered values
+are autograd leaves, their gradients times ∂values/∂z (:meth:`~pipeline.saes.base.SAE.value_slope`)
+are ∂L/∂z at those entries, and the gradients are
 
     ∂L/∂W_enc = xᵀ G − b_dec ⊗ Σ_b G_b      (G: ∂L/∂z as a sparse [B, n] matrix)
     ∂L/∂b_enc = Σ_b G_b                    ∂L/∂b_dec += −W_enc Σ_b G_b
@@ -27,25 +28,21 @@ from pipeline.saes.base import SAE
 
 @torch.no_grad()
 def encoder_backward_(
-    sae: SAE, x: torch.Tensor, dz: torch.Tensor, index_sets: Sequence[torch.Tensor]
+    sae: SAE, x: torch.Tensor, entries: Sequence[tuple[torch.Tensor, torch.Tensor]]
 ) -> None:
-    """Accumulate into ``sae``'s W_enc, b_enc, b_dec ``.grad`` the gradients that ∂L/∂z reaching z
-    only at ``index_sets`` gives: x [B, d] (the encoder's input), dz [B, n] (consumed: zeroed at
-    the gathered entries), each index set [B, m] (distinct latents per row; an entry in two sets
-    counts once)."""
-    B, n = dz.shape
-    rows, cols, vals = [], [], []
-    for idx in index_sets:
-        g = dz.gather(1, idx)
-        dz.scatter_(1, idx, 0.0)
-        rows.append(idx.reshape(-1))
-        cols.append(torch.arange(B, device=dz.device).repeat_interleave(idx.shape[1]))
-        vals.append(g.reshape(-1))
-    latent, token, value = torch.cat(rows), torch.cat(cols), torch.cat(vals)
-    g_b_enc = torch.zeros(n, dtype=dz.dtype, device=dz.device).index_add_(0, latent, value)
+    """Accumulate into ``sae``'s W_enc, b_enc, b_dec ``.grad`` the gradients of a loss that reaches
+    z only at ``entries``: x [B, d] (the encoder's input), each entry a pair (indices [B, m],
+    ∂L/∂z at them [B, m]); an entry in two pairs adds both parts (each pair carries its own)."""
+    B, n = x.shape[0], sae.d_sae
+    latent = torch.cat([idx.reshape(-1) for idx, _ in entries])
+    token = torch.cat(
+        [torch.arange(B, device=x.device).repeat_interleave(idx.shape[1]) for idx, _ in entries]
+    )
+    value = torch.cat([g.reshape(-1) for _, g in entries]).to(x.dtype)
+    g_b_enc = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, latent, value)
     G_t = torch.sparse_coo_tensor(
         torch.stack([latent, token]), value, (n, B), check_invariants=False
-    )  # [n, B]
+    )  # [n, B]; duplicates are summed
     g_W = (torch.sparse.mm(G_t, x).t() - torch.outer(sae.b_dec, g_b_enc)).contiguous()  # [d, n]
     _accumulate(sae.W_enc, g_W)
     _accumulate(sae.b_enc, g_b_enc)

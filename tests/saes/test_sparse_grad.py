@@ -54,18 +54,33 @@ def test_sparse_encoder_gradients_equal_dense_ones(arch: str) -> None:
     assert saw_aux, "AuxK never ran: the test would not cover its indices"
 
 
-def test_entries_in_two_index_sets_count_once() -> None:
+def test_entries_in_two_index_sets_add_up() -> None:
     sae = TopKSAE(4, 6, k=2)
     x = torch.randn(3, 4)
     z = sae.encode_pre(x)
-    picked = torch.tensor([[0, 1], [2, 3], [4, 5]])
-    loss = (z.gather(1, picked) ** 2).sum()
+    picked, again = torch.tensor([[0, 1], [2, 3], [4, 5]]), torch.tensor([[0], [3], [5]])
+    loss = (z.gather(1, picked) ** 2).sum() + 3 * z.gather(1, again).sum()  # the second set repeats entries
     loss.backward()
     want = [p.grad.clone() for p in (sae.W_enc, sae.b_enc, sae.b_dec)]
     sae.zero_grad(set_to_none=True)
     with torch.no_grad():
-        dz = torch.zeros(3, 6).scatter_(1, picked, 2 * z.gather(1, picked))
-    encoder_backward_(sae, x, dz, [picked, picked[:, :1]])  # the second set repeats entries
+        parts = [(picked, 2 * z.gather(1, picked)), (again, torch.full((3, 1), 3.0))]
+    encoder_backward_(sae, x, parts)
     for p, w in zip((sae.W_enc, sae.b_enc, sae.b_dec), want, strict=True):
         torch.testing.assert_close(p.grad, w)
-    assert not dz.any()  # consumed
+
+
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
+def test_value_slope_is_the_derivative_of_the_values(arch: str) -> None:
+    """∂values/∂z at the selected entries, from autograd through ``select``, equals ``value_slope``."""
+    cls = REGISTRY[arch]
+    hp = {"beta": 2.0, "value_mode": "augmented"} if cls.uses_grad else {}
+    sae = cls(8, 32, k=4, grad_scale=2.0, **hp).train()
+    gen = torch.Generator().manual_seed(3)
+    x, g = torch.randn(16, 8, generator=gen), torch.randn(16, 8, generator=gen)
+    z = sae.encode_pre(x).detach().requires_grad_(True)
+    indices, values = sae.select(z, g if cls.uses_grad else None)
+    (dz,) = torch.autograd.grad(values.sum(), z)
+    slope = sae.value_slope(z.detach().gather(1, indices), values.detach())
+    torch.testing.assert_close(slope, dz.gather(1, indices), rtol=1e-6, atol=0.0)
+    assert (values > 0).any() and (slope[values > 0] > 0).all()
