@@ -1,6 +1,6 @@
 """Side-by-side benchmark of this pipeline against its peers, SAELens 6 and sparsify (issue 13).
 
-    .venv/bin/python benchmarks/peers.py [--quick] [--only 1,2,3] [--tokens N] [--json PATH]
+    .venv/bin/python benchmarks/peers.py [--quick] [--only 1,2,3] [--tokens N] [--repeat R] [--json PATH]
     make bench-peers
 
 Creates one virtual environment per peer (``.bench/venvs/<peer>/``: CPU torch 2.13.0, then
@@ -25,6 +25,8 @@ ratios ours / peer are printed in a table:
    sparsify = on-the-fly training, one ``sparsify.Trainer`` run per k (both seeds in each run
    via ``init_seeds``) in one process. Wall time of each side's process(es), from launch to
    exit (process start and model load included on every side). Target: ours / faster peer <= 0.5.
+   ``--repeat R`` runs R rounds, alternating which side goes first, and reports the median of
+   the per-round ratios with their range (machine noise moves one round by several percent).
 3. Activation-only harvest, float16 on both sides: our ``run_harvest`` (what ``gsae harvest -s
    harvest.gradients=false -s harvest.dtype=float16`` runs) vs SAELens's
    ``CacheActivationsRunner.run()`` (dtype float16), both timed after model load and a warm-up
@@ -48,6 +50,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,6 +80,7 @@ class Sizes:
     warmup: int  # of which the first ones are warm-up
     our_model: str = "smollm2-135m"  # our model.name: the converted folder (default) or the GGUF alias
     sweep_sparsify: bool = True  # run sparsify's side of the sweep (its slowest part)
+    repeat: int = 1  # rounds of the sweep (2)
 
 
 def whole(tokens: int) -> int:
@@ -214,38 +218,67 @@ def our_sweep(sz: Sizes, flag: bool) -> dict[str, Any]:
     return {"harvest_wall_s": harvest_wall, "train_wall_s": train_wall, "wall_s": harvest_wall + train_wall}
 
 
-def measure_sweep(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool) -> None:
-    ks, seeds = ",".join(map(str, KS)), ",".join(map(str, SEEDS))
-    ours = our_sweep(sz, flag)
+def peer_sweep_commands(sz: Sizes, model: Path, contexts: Path) -> list[tuple[str, list[str]]]:
+    """The peers' sweep processes: SAELens (cache + 8 trainings), then sparsify (one run per k)."""
+    grid = ["--ks", ",".join(map(str, KS)), "--seeds", ",".join(map(str, SEEDS))]
     sl_cmd = [str(setup.venv_python("saelens")), str(HERE / "peers_saelens.py"), "sweep"]
     sl_cmd += peer_args(model, contexts, sz.sweep_tokens) + [
         "--cache",
         str(fresh(WORK / "saelens-sweep-cache")),
     ]
-    sl_cmd += ["--work", str(fresh(WORK / "saelens-sweep")), "--ks", ks, "--seeds", seeds]
-    sl, sl_wall = run_process("2-saelens-sweep", sl_cmd)
-    assert sl is not None
-    sl.pop("versions", None)
-    sl["wall_s"] = sl_wall
-    rep.results["2_sweep"] = {"ours": ours, "saelens": sl}
-    walls = [("SAELens", sl_wall)]
+    found = [("saelens", [*sl_cmd, "--work", str(fresh(WORK / "saelens-sweep")), *grid])]
     if sz.sweep_sparsify:
         sp_cmd = [str(setup.venv_python("sparsify")), str(HERE / "peers_sparsify.py"), "sweep"]
         sp_cmd += peer_args(model, contexts, sz.sweep_tokens)
-        sp_cmd += ["--work", str(fresh(WORK / "sparsify-sweep")), "--ks", ks, "--seeds", seeds]
-        sp, sp_wall = run_process("2-sparsify-sweep", sp_cmd)
-        assert sp is not None
-        rep.versions["sparsify"] = sp.pop("versions")
-        sp["wall_s"] = sp_wall
-        rep.results["2_sweep"]["sparsify"] = sp
-        walls.append(("sparsify", sp_wall))
+        found.append(("sparsify", [*sp_cmd, "--work", str(fresh(WORK / "sparsify-sweep")), *grid]))
+    return found
+
+
+def sweep_round(
+    rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool, peers_first: bool
+) -> dict[str, Any]:
+    """One round: our two processes and each peer's process, the peers first when ``peers_first``."""
+    found: dict[str, Any] = {"order": "peers, ours" if peers_first else "ours, peers"}
+    if not peers_first:
+        found["ours"] = our_sweep(sz, flag)
+    for name, cmd in peer_sweep_commands(sz, model, contexts):
+        result, wall = run_process(f"2-{name}-sweep", cmd)
+        assert result is not None
+        rep.versions[name] = result.pop("versions", rep.versions.get(name, {}))
+        found[name] = {**result, "wall_s": wall}
+    if peers_first:
+        found["ours"] = our_sweep(sz, flag)
+    return found
+
+
+def measure_sweep(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool) -> None:
+    """``sz.repeat`` rounds of the sweep, alternating which side runs first; ratios per round and their median."""
+    peers = ["saelens", "sparsify"] if sz.sweep_sparsify else ["saelens"]
+    rounds = [sweep_round(rep, sz, model, contexts, flag, peers_first=i % 2 == 1) for i in range(sz.repeat)]
+    faster = min(peers, key=lambda p: median([r[p]["wall_s"] for r in rounds]))
+    ours = [r["ours"]["wall_s"] for r in rounds]
+    ratios = {p: [r["ours"]["wall_s"] / r[p]["wall_s"] for r in rounds] for p in peers}
+    rep.results["2_sweep"] = {"rounds": rounds, "ratios": ratios, "faster_peer": faster}
+    label = {"saelens": "SAELens", "sparsify": "sparsify"}
+
+    def add(what: str, peer: str, target: str) -> None:
+        r = row(what, median(ours), median([x[peer]["wall_s"] for x in rounds]), target, "s")
+        r["ratio"] = median(ratios[peer])  # the median of per-round ratios, each of the same round's walls
+        r["ratio_min"], r["ratio_max"] = min(ratios[peer]), max(ratios[peer])
+        rep.rows.append(r)
+
+    add(f"2 sweep wall s, vs faster peer ({label[faster]})", faster, "<= 0.5")
+    add("2 sweep wall s, vs SAELens (cache + 8 trainings)", "saelens", "")
+    if sz.sweep_sparsify:
+        add("2 sweep wall s, vs sparsify (on the fly)", "sparsify", "")
     else:
         rep.note("sweep: sparsify skipped (--sweep-peers saelens); 'faster peer' is SAELens only")
-    faster, best = min(walls, key=lambda p: p[1])
-    rep.rows.append(row(f"2 sweep wall s, vs faster peer ({faster})", ours["wall_s"], best, "<= 0.5", "s"))
-    rep.rows.append(row("2 sweep wall s, vs SAELens (cache + 8 trainings)", ours["wall_s"], sl_wall, "", "s"))
-    if sz.sweep_sparsify:
-        rep.rows.append(row("2 sweep wall s, vs sparsify (on the fly)", ours["wall_s"], walls[1][1], "", "s"))
+    if sz.repeat > 1:
+        spread = ", ".join(f"{x:.3f}" for x in ratios[faster])
+        rep.note(
+            f"sweep: {sz.repeat} rounds, alternating which side runs first; the ratio is the median of the "
+            f"per-round ratios vs {label[faster]} ({spread}), the walls are medians"
+        )
     rep.note(
         "sweep: sparsify runs one Trainer per k (4 runs; it cannot sweep k in one run), both seeds in each "
         "run (init_seeds=[0,1]), all in one process with the model loaded once; it computes activations "
@@ -283,11 +316,19 @@ def parse_args() -> argparse.Namespace:
         default="all",
         help="peers of the sweep (2): all, or SAELens only (sparsify's on-the-fly runs take longest)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the sweep (2), alternating which side runs first; reports the median ratio and its range",
+    )
     ap.add_argument("--json", type=Path, help="write all results, versions and the command here")
     return ap.parse_args()
 
 
 def sizes_of(args: argparse.Namespace) -> Sizes:
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat must be at least 1, got {args.repeat}")
     q = args.quick
     return Sizes(
         tokens=whole(args.tokens or (4096 if q else 32768)),
@@ -296,6 +337,7 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
         warmup=args.warmup or (3 if q else 8),
         our_model=args.our_model,
         sweep_sparsify=args.sweep_peers == "all",
+        repeat=args.repeat,
     )
 
 

@@ -63,6 +63,8 @@ def print_table(rep: Report) -> None:
             f"{r['ratio']:>19.3f}  {r['target']:<7}  {r['measurement']:<48} "
             f"{r['ours']:>10,.1f} {r['unit']:<5} {r['peer']:>10,.1f} {r['unit']}"
         )
+        if "ratio_min" in r:  # several rounds: the ratio is their median
+            print(f"{'':>19}  {'':<7}  (range over rounds {r['ratio_min']:.3f} to {r['ratio_max']:.3f})")
     print("\nWhat was done where a peer cannot do the same thing exactly:")
     for n in rep.notes:
         print(f"  - {n}")
