@@ -25,12 +25,14 @@ ratios ours / peer are printed in a table:
    sparsify = on-the-fly training, one ``sparsify.Trainer`` run per k (both seeds in each run
    via ``init_seeds``) in one process. Wall time of each side's process(es), from launch to
    exit (process start and model load included on every side). Target: ours / faster peer <= 0.5.
-   ``--repeat R`` runs R rounds, alternating which side goes first, and reports the median of
-   the per-round ratios with their range (machine noise moves one round by several percent).
 3. Activation-only harvest, float16 on both sides: our ``run_harvest`` (what ``gsae harvest -s
    harvest.gradients=false -s harvest.dtype=float16`` runs) vs SAELens's
    ``CacheActivationsRunner.run()`` (dtype float16), both timed after model load and a warm-up
    forward. Targets: tok/s ours / SAELens >= 1.0, bytes per token on disk ours / SAELens <= 1.0.
+
+``--repeat R`` runs measurements 2 and 3 R times each, alternating which side goes first, and
+reports the median of the per-round ratios with their range (machine noise moves one round by
+several percent; measurement 1 trains on the last round's caches).
 
 Every "nearest honest equivalent" is printed under the table (and documented in the child
 scripts' docstrings); neither peer trains a g-SAE, so only TopK is compared.
@@ -59,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import peers_setup as setup  # noqa: E402
 from peers_child import RESULT_PREFIX, versions  # noqa: E402
 from peers_ours import harvest_overrides, train_overrides  # noqa: E402
-from peers_report import Report, print_table, row  # noqa: E402
+from peers_report import Report, median_row, print_table, row  # noqa: E402
 
 ROOT = setup.ROOT
 HERE = ROOT / "benchmarks"
@@ -137,8 +139,10 @@ def peer_args(model: Path, contexts: Path, tokens: int) -> list[str]:
     ]
 
 
-def build_caches(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool) -> dict[str, Any]:
-    """Measurement 3's two harvests (also the caches of measurement 1)."""
+def harvest_round(
+    rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool, peer_first: bool
+) -> dict[str, Any]:
+    """Measurement 3's two harvests (also the caches of measurement 1), SAELens first when ``peer_first``."""
     ours_cmd = [str(OURS_PY), str(HERE / "peers_ours.py"), "harvest", "--tokens", str(sz.tokens)]
     ours_cmd += [
         "--store",
@@ -149,31 +153,30 @@ def build_caches(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool
     ours_cmd += ["--contexts", str(contexts), "--model", sz.our_model] + (
         ["--gradients-flag"] if flag else []
     )
-    ours, ours_wall = run_process("3-ours-harvest", ours_cmd)
     sl_cmd = [str(setup.venv_python("saelens")), str(HERE / "peers_saelens.py"), "cache"]
     sl_cmd += peer_args(model, contexts, sz.tokens)
     sl_cmd += ["--cache", str(fresh(WORK / "saelens-cache")), "--work", str(WORK / "saelens")]
-    peer, peer_wall = run_process("3-saelens-cache", sl_cmd)
+    runs = [("3-ours-harvest", ours_cmd), ("3-saelens-cache", sl_cmd)]
+    done = {label: run_process(label, cmd) for label, cmd in (runs[::-1] if peer_first else runs)}
+    (ours, ours_wall), (peer, peer_wall) = done["3-ours-harvest"], done["3-saelens-cache"]
     assert ours is not None and peer is not None
     ours["process_wall_s"], peer["process_wall_s"] = ours_wall, peer_wall
     if not ours.get("same_tokens_as_peers"):
         rep.note("WARNING: our store's tokens differ from the contexts given to the peers")
     rep.versions["ours"] = ours.pop("versions")
     rep.versions["saelens"] = peer.pop("versions")
-    return {"ours": ours, "saelens": peer}
+    return {"order": "saelens, ours" if peer_first else "ours, saelens", "ours": ours, "saelens": peer}
 
 
-def measure_harvest(rep: Report, caches: dict[str, Any]) -> None:
-    ours, peer = caches["ours"], caches["saelens"]
-    rep.results["3_harvest"] = caches
-    rep.rows.append(
-        row("3 harvest tok/s (act-only, float16)", ours["tok_s"], peer["tok_s"], ">= 1.0", "tok/s")
-    )
-    rep.rows.append(
-        row(
-            "3 cache bytes per token on disk", ours["bytes_per_token"], peer["bytes_per_token"], "<= 1.0", "B"
-        )
-    )
+def measure_harvest(rep: Report, rounds: list[dict[str, Any]]) -> None:
+    rep.results["3_harvest"] = {"rounds": rounds}
+
+    def add(what: str, key: str, target: str, unit: str) -> None:
+        ours, peer = [r["ours"][key] for r in rounds], [r["saelens"][key] for r in rounds]
+        rep.rows.append(median_row(what, ours, peer, target, unit))
+
+    add("3 harvest tok/s (act-only, float16)", "tok_s", ">= 1.0", "tok/s")
+    add("3 cache bytes per token on disk", "bytes_per_token", "<= 1.0", "B")
     rep.note(
         "harvest: our harvest tokenizes the text itself (timed); SAELens gets the pre-tokenized contexts; "
         "ours writes zstd-compressed Zarr shards with checksums, SAELens an uncompressed Arrow dataset "
@@ -257,15 +260,11 @@ def measure_sweep(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: boo
     rounds = [sweep_round(rep, sz, model, contexts, flag, peers_first=i % 2 == 1) for i in range(sz.repeat)]
     faster = min(peers, key=lambda p: median([r[p]["wall_s"] for r in rounds]))
     ours = [r["ours"]["wall_s"] for r in rounds]
-    ratios = {p: [r["ours"]["wall_s"] / r[p]["wall_s"] for r in rounds] for p in peers}
-    rep.results["2_sweep"] = {"rounds": rounds, "ratios": ratios, "faster_peer": faster}
+    rep.results["2_sweep"] = {"rounds": rounds, "faster_peer": faster}
     label = {"saelens": "SAELens", "sparsify": "sparsify"}
 
     def add(what: str, peer: str, target: str) -> None:
-        r = row(what, median(ours), median([x[peer]["wall_s"] for x in rounds]), target, "s")
-        r["ratio"] = median(ratios[peer])  # the median of per-round ratios, each of the same round's walls
-        r["ratio_min"], r["ratio_max"] = min(ratios[peer]), max(ratios[peer])
-        rep.rows.append(r)
+        rep.rows.append(median_row(what, ours, [r[peer]["wall_s"] for r in rounds], target, "s"))
 
     add(f"2 sweep wall s, vs faster peer ({label[faster]})", faster, "<= 0.5")
     add("2 sweep wall s, vs SAELens (cache + 8 trainings)", "saelens", "")
@@ -274,10 +273,9 @@ def measure_sweep(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: boo
     else:
         rep.note("sweep: sparsify skipped (--sweep-peers saelens); 'faster peer' is SAELens only")
     if sz.repeat > 1:
-        spread = ", ".join(f"{x:.3f}" for x in ratios[faster])
         rep.note(
-            f"sweep: {sz.repeat} rounds, alternating which side runs first; the ratio is the median of the "
-            f"per-round ratios vs {label[faster]} ({spread}), the walls are medians"
+            f"sweep and harvest: {sz.repeat} rounds each, alternating which side runs first; each ratio is the "
+            "median of the per-round ratios (range printed under it), ours and peer the median figures"
         )
     rep.note(
         "sweep: sparsify runs one Trainer per k (4 runs; it cannot sweep k in one run), both seeds in each "
@@ -320,7 +318,7 @@ def parse_args() -> argparse.Namespace:
         "--repeat",
         type=int,
         default=1,
-        help="rounds of the sweep (2), alternating which side runs first; reports the median ratio and its range",
+        help="rounds of the sweep (2) and of the harvest (3), alternating which side runs first; median ratio and range",
     )
     ap.add_argument("--json", type=Path, help="write all results, versions and the command here")
     return ap.parse_args()
@@ -376,9 +374,10 @@ def main() -> None:
     log.info("sizes: %s; measurements %s; %d CPU cores", vars(sz), sorted(only), os.cpu_count())
     start = time.perf_counter()
     if only & {1, 3}:
-        caches = build_caches(rep, sz, model, contexts, flag)
+        n = sz.repeat if 3 in only else 1
+        rounds = [harvest_round(rep, sz, model, contexts, flag, peer_first=i % 2 == 1) for i in range(n)]
         if 3 in only:
-            measure_harvest(rep, caches)
+            measure_harvest(rep, rounds)
     if 1 in only:
         measure_training(rep, sz, model, contexts, flag)
     if 2 in only:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from statistics import median
 from typing import Any
 
 log = logging.getLogger("peers")
@@ -52,6 +53,16 @@ def row(what: str, ours: float, peer: float, target: str, unit: str) -> dict[str
         "peer": peer,
         "unit": unit,
     }
+
+
+def median_row(what: str, ours: list[float], peer: list[float], target: str, unit: str) -> dict[str, Any]:
+    """One row over rounds: the median of the per-round ratios, the median figures of each side,
+    and the ratios' range (several rounds only)."""
+    ratios = [o / p for o, p in zip(ours, peer, strict=True)]
+    found = row(what, median(ours), median(peer), target, unit)
+    if len(ratios) > 1:
+        found.update(ratio=median(ratios), ratio_min=min(ratios), ratio_max=max(ratios), ratios=ratios)
+    return found
 
 
 def print_table(rep: Report) -> None:
