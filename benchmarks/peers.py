@@ -82,7 +82,8 @@ class Sizes:
     warmup: int  # of which the first ones are warm-up
     our_model: str = "smollm2-135m"  # our model.name: the converted folder (default) or the GGUF alias
     sweep_sparsify: bool = True  # run sparsify's side of the sweep (its slowest part)
-    repeat: int = 1  # rounds of the sweep (2)
+    repeat: int = 1  # rounds of the sweep (2) and of the harvest (3)
+    lm_autocast: str = "none"  # the LM forward of every harvest / cache: none (float32) or bfloat16
 
 
 def whole(tokens: int) -> int:
@@ -126,8 +127,8 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def peer_args(model: Path, contexts: Path, tokens: int) -> list[str]:
-    return [
+def peer_args(model: Path, contexts: Path, tokens: int, autocast: str = "none") -> list[str]:
+    return (["--autocast-lm"] if autocast == "bfloat16" else []) + [
         "--model",
         str(model),
         "--contexts",
@@ -139,9 +140,7 @@ def peer_args(model: Path, contexts: Path, tokens: int) -> list[str]:
     ]
 
 
-def harvest_round(
-    rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool, peer_first: bool
-) -> dict[str, Any]:
+def harvest_round(rep: Report, sz: Sizes, model: Path, contexts: Path, peer_first: bool) -> dict[str, Any]:
     """Measurement 3's two harvests (also the caches of measurement 1), SAELens first when ``peer_first``."""
     ours_cmd = [str(OURS_PY), str(HERE / "peers_ours.py"), "harvest", "--tokens", str(sz.tokens)]
     ours_cmd += [
@@ -150,11 +149,9 @@ def harvest_round(
         "--cache-root",
         str(fresh(WORK / "ours-root")),
     ]
-    ours_cmd += ["--contexts", str(contexts), "--model", sz.our_model] + (
-        ["--gradients-flag"] if flag else []
-    )
+    ours_cmd += ["--contexts", str(contexts), "--model", sz.our_model, "--autocast", sz.lm_autocast]
     sl_cmd = [str(setup.venv_python("saelens")), str(HERE / "peers_saelens.py"), "cache"]
-    sl_cmd += peer_args(model, contexts, sz.tokens)
+    sl_cmd += peer_args(model, contexts, sz.tokens, sz.lm_autocast)
     sl_cmd += ["--cache", str(fresh(WORK / "saelens-cache")), "--work", str(WORK / "saelens")]
     runs = [("3-ours-harvest", ours_cmd), ("3-saelens-cache", sl_cmd)]
     done = {label: run_process(label, cmd) for label, cmd in (runs[::-1] if peer_first else runs)}
@@ -184,12 +181,19 @@ def measure_harvest(rep: Report, rounds: list[dict[str, Any]]) -> None:
     )
 
 
-def measure_training(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool) -> None:
+def measure_training(rep: Report, sz: Sizes, model: Path, contexts: Path) -> None:
     common = ["--steps", str(sz.steps), "--warmup", str(sz.warmup)]
     ours_cmd = [str(OURS_PY), str(HERE / "peers_ours.py"), "train", "--tokens", str(sz.tokens)]
     ours_cmd += ["--store", str(WORK / "ours-act.zarr"), "--cache-root", str(WORK / "ours-root")]
-    ours_cmd += ["--work", str(fresh(WORK / "ours-train")), "--model", sz.our_model] + common
-    ours_cmd += ["--gradients-flag"] if flag else []
+    ours_cmd += [
+        "--work",
+        str(fresh(WORK / "ours-train")),
+        "--model",
+        sz.our_model,
+        "--autocast",
+        sz.lm_autocast,
+    ]
+    ours_cmd += common
     ours, _ = run_process("1-ours-train", ours_cmd)
     sl_cmd = [str(setup.venv_python("saelens")), str(HERE / "peers_saelens.py"), "train"]
     sl_cmd += peer_args(model, contexts, sz.tokens) + ["--cache", str(WORK / "saelens-cache")]
@@ -209,11 +213,13 @@ def measure_training(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: 
     )
 
 
-def our_sweep(sz: Sizes, flag: bool) -> dict[str, Any]:
+def our_sweep(sz: Sizes) -> dict[str, Any]:
     """``gsae harvest`` + one ``gsae train`` of the 8 variants; wall time of both processes."""
     gsae = str(OURS_PY.parent / "gsae")
     work = fresh(WORK / "ours-sweep")
-    sets = harvest_overrides(sz.sweep_tokens, work / "store.zarr", work / "root", flag, sz.our_model)
+    sets = harvest_overrides(
+        sz.sweep_tokens, work / "store.zarr", work / "root", sz.our_model, sz.lm_autocast
+    )
     sets += train_overrides(sz.sweep_tokens, work, KS, SEEDS, min(16384, sz.sweep_tokens))
     argv = [a for s in sets for a in ("-s", s)]
     _, harvest_wall = run_process("2-ours-harvest", [gsae, "harvest", *argv])
@@ -225,7 +231,7 @@ def peer_sweep_commands(sz: Sizes, model: Path, contexts: Path) -> list[tuple[st
     """The peers' sweep processes: SAELens (cache + 8 trainings), then sparsify (one run per k)."""
     grid = ["--ks", ",".join(map(str, KS)), "--seeds", ",".join(map(str, SEEDS))]
     sl_cmd = [str(setup.venv_python("saelens")), str(HERE / "peers_saelens.py"), "sweep"]
-    sl_cmd += peer_args(model, contexts, sz.sweep_tokens) + [
+    sl_cmd += peer_args(model, contexts, sz.sweep_tokens, sz.lm_autocast) + [
         "--cache",
         str(fresh(WORK / "saelens-sweep-cache")),
     ]
@@ -237,27 +243,25 @@ def peer_sweep_commands(sz: Sizes, model: Path, contexts: Path) -> list[tuple[st
     return found
 
 
-def sweep_round(
-    rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool, peers_first: bool
-) -> dict[str, Any]:
+def sweep_round(rep: Report, sz: Sizes, model: Path, contexts: Path, peers_first: bool) -> dict[str, Any]:
     """One round: our two processes and each peer's process, the peers first when ``peers_first``."""
     found: dict[str, Any] = {"order": "peers, ours" if peers_first else "ours, peers"}
     if not peers_first:
-        found["ours"] = our_sweep(sz, flag)
+        found["ours"] = our_sweep(sz)
     for name, cmd in peer_sweep_commands(sz, model, contexts):
         result, wall = run_process(f"2-{name}-sweep", cmd)
         assert result is not None
         rep.versions[name] = result.pop("versions", rep.versions.get(name, {}))
         found[name] = {**result, "wall_s": wall}
     if peers_first:
-        found["ours"] = our_sweep(sz, flag)
+        found["ours"] = our_sweep(sz)
     return found
 
 
-def measure_sweep(rep: Report, sz: Sizes, model: Path, contexts: Path, flag: bool) -> None:
+def measure_sweep(rep: Report, sz: Sizes, model: Path, contexts: Path) -> None:
     """``sz.repeat`` rounds of the sweep, alternating which side runs first; ratios per round and their median."""
     peers = ["saelens", "sparsify"] if sz.sweep_sparsify else ["saelens"]
-    rounds = [sweep_round(rep, sz, model, contexts, flag, peers_first=i % 2 == 1) for i in range(sz.repeat)]
+    rounds = [sweep_round(rep, sz, model, contexts, peers_first=i % 2 == 1) for i in range(sz.repeat)]
     faster = min(peers, key=lambda p: median([r[p]["wall_s"] for r in rounds]))
     ours = [r["ours"]["wall_s"] for r in rounds]
     rep.results["2_sweep"] = {"rounds": rounds, "faster_peer": faster}
@@ -320,6 +324,12 @@ def parse_args() -> argparse.Namespace:
         default=1,
         help="rounds of the sweep (2) and of the harvest (3), alternating which side runs first; median ratio and range",
     )
+    ap.add_argument(
+        "--lm-autocast",
+        choices=["none", "bfloat16"],
+        default="none",
+        help="every harvest's LM forward (ours: harvest.autocast; SAELens: autocast_lm); SAELens peer only",
+    )
     ap.add_argument("--json", type=Path, help="write all results, versions and the command here")
     return ap.parse_args()
 
@@ -327,6 +337,8 @@ def parse_args() -> argparse.Namespace:
 def sizes_of(args: argparse.Namespace) -> Sizes:
     if args.repeat < 1:
         raise SystemExit(f"--repeat must be at least 1, got {args.repeat}")
+    if args.lm_autocast != "none" and args.sweep_peers == "all" and "2" in args.only:
+        raise SystemExit("--lm-autocast needs --sweep-peers saelens: sparsify's trainer has no LM autocast")
     q = args.quick
     return Sizes(
         tokens=whole(args.tokens or (4096 if q else 32768)),
@@ -336,11 +348,12 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
         our_model=args.our_model,
         sweep_sparsify=args.sweep_peers == "all",
         repeat=args.repeat,
+        lm_autocast=args.lm_autocast,
     )
 
 
-def prepare(rep: Report, sz: Sizes) -> tuple[Path, Path, bool]:
-    """Venvs, converted model, exported contexts (untimed); whether our harvest.gradients key exists."""
+def prepare(rep: Report, sz: Sizes) -> tuple[Path, Path]:
+    """Venvs, converted model, exported contexts (untimed)."""
     for peer in setup.PEER_PINS:
         setup.ensure_venv(peer)
     model = setup.converted_model()
@@ -355,12 +368,12 @@ def prepare(rep: Report, sz: Sizes) -> tuple[Path, Path, bool]:
     else:
         sz.our_model = "smollm2-135m"
         rep.note("ours loads the GGUF alias smollm2-135m (peers: the converted HF folder of the same GGUF)")
-    flag = setup.our_gradients_flag()
-    if not flag:
+    if sz.lm_autocast != "none":
         rep.note(
-            "harvest.gradients is not a key of our params yet: our harvests also computed and stored gradients"
+            "every harvest's LM forward runs under bf16 autocast: ours harvest.autocast=bfloat16, SAELens "
+            "autocast_lm=True (both torch.autocast on the CPU); the SAEs still train in float32"
         )
-    return model, contexts, flag
+    return model, contexts
 
 
 def main() -> None:
@@ -369,19 +382,19 @@ def main() -> None:
     only = {int(x) for x in args.only.split(",") if x.strip()}
     sz = sizes_of(args)
     rep = Report(command=shlex.join([sys.executable, *sys.argv]), sizes={})
-    model, contexts, flag = prepare(rep, sz)
+    model, contexts = prepare(rep, sz)
     rep.sizes = vars(sz)
     log.info("sizes: %s; measurements %s; %d CPU cores", vars(sz), sorted(only), os.cpu_count())
     start = time.perf_counter()
     if only & {1, 3}:
         n = sz.repeat if 3 in only else 1
-        rounds = [harvest_round(rep, sz, model, contexts, flag, peer_first=i % 2 == 1) for i in range(n)]
+        rounds = [harvest_round(rep, sz, model, contexts, peer_first=i % 2 == 1) for i in range(n)]
         if 3 in only:
             measure_harvest(rep, rounds)
     if 1 in only:
-        measure_training(rep, sz, model, contexts, flag)
+        measure_training(rep, sz, model, contexts)
     if 2 in only:
-        measure_sweep(rep, sz, model, contexts, flag)
+        measure_sweep(rep, sz, model, contexts)
     rep.versions["orchestrator"] = {"python": platform.python_version(), **versions("gsae-pipeline")}
     rep.results["benchmark_wall_s"] = time.perf_counter() - start
     rep.rows.sort(key=lambda r: r["measurement"][0])  # by measurement number, stable within one

@@ -27,11 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def harvest_overrides(
-    tokens: int, store: Path, cache_root: Path, gradients_flag: bool, model: str
+    tokens: int, store: Path, cache_root: Path, model: str, autocast: str = "none"
 ) -> list[str]:
-    """``-s`` overrides of an activation-only float16 harvest of ``tokens`` tokens of ``model`` into ``store``."""
+    """``-s`` overrides of an activation-only float16 harvest of ``tokens`` tokens of ``model`` into
+    ``store``, the LM under ``autocast`` (``none`` or ``bfloat16``)."""
     per_shard = min(16384, tokens)
-    found = [
+    return [
         f"model.name={model}",
         f"harvest.tokens={tokens}",
         f"harvest.store={store}",
@@ -41,10 +42,9 @@ def harvest_overrides(
         f"harvest.tokens_per_shard={per_shard}",
         f"harvest.chunk_tokens={min(2048, per_shard)}",
         "model.device=cpu",
+        f"harvest.autocast={autocast}",
+        "harvest.gradients=false",
     ]
-    if gradients_flag:  # the key lands concurrently; without it the harvest also stores gradients
-        found.append("harvest.gradients=false")
-    return found
 
 
 def train_overrides(tokens: int, work: Path, ks: list[int], seeds: list[int], sample: int) -> list[str]:
@@ -87,7 +87,7 @@ def measure_harvest(args: argparse.Namespace) -> dict[str, Any]:
 
     tune_allocator()  # as `gsae harvest` does
     params = params_for(
-        harvest_overrides(args.tokens, args.store, args.cache_root, args.gradients_flag, args.model)
+        harvest_overrides(args.tokens, args.store, args.cache_root, args.model, args.autocast)
     )
     lm = load_model(params.model)
     contexts = load_contexts(args.contexts, args.tokens)
@@ -103,7 +103,6 @@ def measure_harvest(args: argparse.Namespace) -> dict[str, Any]:
         "bytes": dir_bytes(args.store),
         "bytes_per_token": dir_bytes(args.store) / n,
         "same_tokens_as_peers": same_tokens(args.store, contexts),
-        "activation_only": args.gradients_flag,
     }
 
 
@@ -125,7 +124,7 @@ def measure_train(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.stores import train_store
     from stages.allocator import tune_allocator
 
-    overrides = harvest_overrides(args.tokens, args.store, args.cache_root, args.gradients_flag, args.model)
+    overrides = harvest_overrides(args.tokens, args.store, args.cache_root, args.model, args.autocast)
     overrides += train_overrides(args.steps * BATCH_TOKENS, args.work, [32], [0], min(16384, args.tokens))
     params = params_for(overrides)
     clock = StepClock()
@@ -150,7 +149,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--model", default="smollm2-135m", help="model.name: the alias or the converted folder")
-    ap.add_argument("--gradients-flag", action="store_true", help="pass harvest.gradients=false")
+    ap.add_argument("--autocast", choices=["none", "bfloat16"], default="none", help="harvest.autocast")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     assert args.tokens % CONTEXT == 0

@@ -72,6 +72,7 @@ def cache_config(args: argparse.Namespace, out: Path) -> Any:
         buffer_size_gb=(per_shard * D_MODEL * 2 + 0.5) / 1e9,
         prepend_bos=False,
         streaming=False,
+        autocast_lm=args.autocast_lm,
     )
 
 
@@ -82,7 +83,7 @@ def build_cache(args: argparse.Namespace, out: Path) -> tuple[Any, dict[str, Any
 
     dataset = contexts_dataset(args.contexts, args.tokens)
     runner = CacheActivationsRunner(cache_config(args, out), override_dataset=dataset)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast_lm):
         runner.model(torch.tensor(dataset[:8]["input_ids"]))  # warm-up
     start = time.perf_counter()
     runner.run()
@@ -183,6 +184,7 @@ def main() -> None:
     ap.add_argument("--ks", default="16,32,64,128")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--autocast-lm", action="store_true", help="the cache's LM forward under bf16 autocast")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("sae_lens").setLevel(logging.WARNING)

@@ -96,12 +96,3 @@ def exported_contexts(tokens: int) -> Path:
 def bos_id() -> int:
     """The BOS token id (first position of every packed context)."""
     return int(np.load(BENCH / "contexts.npy", mmap_mode="r")[0, 0])
-
-
-def our_gradients_flag() -> bool:
-    """Whether our params know ``harvest.gradients`` (being added concurrently; guarded)."""
-    import dataclasses
-
-    from pipeline.config import HarvestConfig
-
-    return any(f.name == "gradients" for f in dataclasses.fields(HarvestConfig))
