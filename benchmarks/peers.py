@@ -276,11 +276,6 @@ def measure_sweep(rep: Report, sz: Sizes, model: Path, contexts: Path) -> None:
         add("2 sweep wall s, vs sparsify (on the fly)", "sparsify", "")
     else:
         rep.note("sweep: sparsify skipped (--sweep-peers saelens); 'faster peer' is SAELens only")
-    if sz.repeat > 1:
-        rep.note(
-            f"sweep and harvest: {sz.repeat} rounds each, alternating which side runs first; each ratio is the "
-            "median of the per-round ratios (range printed under it), ours and peer the median figures"
-        )
     rep.note(
         "sweep: sparsify runs one Trainer per k (4 runs; it cannot sweep k in one run), both seeds in each "
         "run (init_seeds=[0,1]), all in one process with the model loaded once; it computes activations "
@@ -368,6 +363,11 @@ def prepare(rep: Report, sz: Sizes) -> tuple[Path, Path]:
     else:
         sz.our_model = "smollm2-135m"
         rep.note("ours loads the GGUF alias smollm2-135m (peers: the converted HF folder of the same GGUF)")
+    if sz.repeat > 1:
+        rep.note(
+            f"sweep and harvest: {sz.repeat} rounds each, alternating which side runs first; each ratio is the "
+            "median of the per-round ratios (range printed under it), ours and peer the median figures"
+        )
     if sz.lm_autocast != "none":
         rep.note(
             "every harvest's LM forward runs under bf16 autocast: ours harvest.autocast=bfloat16, SAELens "
