@@ -46,8 +46,6 @@ import logging
 import os
 import platform
 import shlex
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -59,14 +57,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import peers_setup as setup  # noqa: E402
-from peers_child import RESULT_PREFIX, versions  # noqa: E402
+from peers_child import versions  # noqa: E402
 from peers_ours import harvest_overrides, train_overrides  # noqa: E402
+from peers_proc import fresh, run_process  # noqa: E402
 from peers_report import Report, median_row, print_table, row  # noqa: E402
 
 ROOT = setup.ROOT
 HERE = ROOT / "benchmarks"
 WORK = setup.BENCH / "work"
-LOGS = setup.BENCH / "logs"
 OURS_PY = Path(sys.executable)
 KS, SEEDS = [16, 32, 64, 128], [0, 1]
 log = logging.getLogger("peers")
@@ -90,41 +88,6 @@ def whole(tokens: int) -> int:
     """``tokens`` rounded down to whole contexts, and to whole 16,384-token shards above one shard."""
     unit = 16384 if tokens > 16384 else 128
     return max(128, tokens // unit * unit)
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        WANDB_MODE="disabled",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONWARNINGS="ignore",
-    )
-    return env
-
-
-def run_process(label: str, argv: list[str]) -> tuple[dict[str, Any] | None, float]:
-    """Run one process (stderr to ``.bench/logs/<label>.log``); returns its RESULT dict and wall seconds."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    log.info("[%s] %s", label, shlex.join(argv))
-    start = time.perf_counter()
-    with open(LOGS / f"{label}.log", "w") as err:
-        proc = subprocess.run(argv, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=err, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"[{label}] exited {proc.returncode}; see {LOGS / f'{label}.log'}")
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    result = json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else None
-    log.info("[%s] done in %.1f s", label, wall)
-    return result, wall
-
-
-def fresh(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def peer_args(model: Path, contexts: Path, tokens: int, autocast: str = "none") -> list[str]:
