@@ -26,7 +26,8 @@ def child(tuned: bool) -> None:
     from pipeline.config import params_from_dict
     from pipeline.forward import forward_activations
     from pipeline.models import load_model
-    from pipeline.text import iter_documents, pack_contexts
+    from pipeline.text import iter_documents
+    from pipeline.tokenstream import pack_contexts
     from stages.allocator import tune_allocator
 
     if tuned:

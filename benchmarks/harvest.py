@@ -24,7 +24,8 @@ from pipeline.config import params_from_dict
 from pipeline.forward import forward_activations, forward_backward
 from pipeline.harvest import run_harvest
 from pipeline.models import LoadedModel, load_model
-from pipeline.text import iter_documents, pack_contexts
+from pipeline.text import iter_documents
+from pipeline.tokenstream import pack_contexts
 
 
 def bare_loop(lm: LoadedModel, contexts, layers, batch_size: int, gradients: bool = True) -> float:

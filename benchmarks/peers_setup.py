@@ -82,7 +82,8 @@ def exported_contexts(tokens: int) -> Path:
     from transformers import AutoTokenizer
 
     from pipeline.config import load_params
-    from pipeline.text import iter_documents, pack_contexts
+    from pipeline.text import iter_documents
+    from pipeline.tokenstream import pack_contexts
 
     params = load_params(ROOT / "params.yaml")
     tokenizer = AutoTokenizer.from_pretrained(converted_model())

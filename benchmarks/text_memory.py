@@ -45,8 +45,8 @@ def child(corpus: str, tokenizer_dir: str, mode: str, context_length: int, per_s
 
     from pipeline.config import DataConfig
     from pipeline.errors import DataError
-    from pipeline.text import iter_documents, pack_contexts
-    from pipeline.tokenstream import ContextPacker, ShardContexts
+    from pipeline.text import iter_documents
+    from pipeline.tokenstream import ContextPacker, ShardContexts, pack_contexts
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     data = DataConfig(source=corpus, heldout_fraction=0.01)

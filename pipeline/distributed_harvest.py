@@ -29,7 +29,9 @@ from cache.lock import StoreLock
 from cache.writer import ShardWriter
 from pipeline.config import ModelConfig, Params
 from pipeline.errors import PipelineError, SchedulerError
+from pipeline.forward import compute_shard
 from pipeline.models import LoadedModel, load_model
+from pipeline.shard_writers import clean_debris
 from pipeline.tokenstream import ShardContexts
 
 log = logging.getLogger(__name__)
@@ -51,11 +53,9 @@ def harvest_shard(
     params: Params, url: str, hooks: list[str], index: int, contexts: np.ndarray
 ) -> dict[str, Any]:
     """Task: compute and write shard ``index`` of the store at ``url``; returns its commit record."""
-    from pipeline.harvest import _compute_shard
-
     lm = worker_model(params.model)
     writer = ShardWriter(url)
-    shard = _compute_shard(params, lm, hooks, contexts, writer, index, None)
+    shard = compute_shard(params, lm, hooks, contexts, writer, index, None)
     return writer.write_uncommitted(index, shard.tokens, shard.acts, shard.grads, shard.loss)
 
 
@@ -156,6 +156,4 @@ def harvest_distributed(
             raise
         finally:
             bar.close()
-    from pipeline.harvest import clean_debris
-
     clean_debris(writer.url)  # temp files of a worker killed mid-write

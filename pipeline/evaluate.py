@@ -39,12 +39,13 @@ import torch
 from cache.reader import open_store
 from cache.schema import CacheInfo, block_index, usable_rows
 from pipeline.config import Params
+from pipeline.curves import read_curves
 from pipeline.errors import ConfigError, NothingToEvaluate, SAEFormatError
 from pipeline.heldout import HeldOut, eval_window, read_held_out
 from pipeline.metrics import ReconStats, distribution, loss_recovered, recon_stats
 from pipeline.models import LoadedModel, load_model
 from pipeline.naming import BETA0_SUFFIX, series_name
-from pipeline.plotdata import read_curves, write_plot_data, write_summary
+from pipeline.plotdata import write_plot_data, write_summary
 from pipeline.plots import make_plots
 from pipeline.report import VariantResult, write_metrics, write_report
 from pipeline.saes.base import SAE

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import OutputError
+
 _umask_lock = threading.Lock()
 
 
@@ -70,8 +72,6 @@ def dumps_json(obj: Any, **kwargs: Any) -> str:
 
 def check_writable(folder: str | Path, what: str) -> None:
     """Create ``folder`` and write/remove a probe file in it; ``OutputError`` naming ``what`` if that fails."""
-    from pipeline.errors import OutputError
-
     p = Path(folder)
     try:
         p.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The model passes a harvest runs on one batch of contexts.
+"""The model passes a harvest runs: one batch of contexts, and a whole shard's rows.
 
 :func:`forward_backward`: one forward and one backward serve every hooked layer. The output
 of the shallowest hooked block is detached and made a leaf (nothing before it needs a graph),
@@ -8,18 +8,25 @@ CE (DESIGN §1) returns ∂L_seq/∂x at each of them.
 :func:`forward_activations` (``harvest.gradients: false``): the forward stops after the
 deepest hooked block — its hook raises once it has the output — with no graph, no later
 blocks, no logits and no backward.
+
+:func:`compute_shard` runs one of them over every batch of a shard and collects the rows
+in the storage dtype (the in-process and the distributed harvest share it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cache.writer import ShardWriter
+from pipeline.config import Params
 from pipeline.models import LoadedModel, edit_block_output
+from pipeline.shard_writers import Shard
 
 
 class BatchGrads(NamedTuple):
@@ -107,3 +114,56 @@ def forward_activations(
     with torch.inference_mode(), suppress(_StopForward), _hooked_run(lm, layers, capture, autocast):
         lm.model(input_ids=ids, use_cache=False)
     return captured
+
+
+def compute_shard(
+    params: Params,
+    lm: LoadedModel,
+    hooks: list[str],
+    shard_ctx: np.ndarray,
+    writer: ShardWriter,
+    index: int,
+    bar: Any,
+) -> Shard:
+    """Run the LM over ``shard_ctx`` [contexts, T], the contexts of shard ``index``, and collect its rows."""
+    info, layers = writer.info, list(params.harvest.layers)
+    T, dtype = params.data.context_length, np.dtype(params.harvest.dtype)
+    n = shard_ctx.size
+    # Rows are converted to the storage dtype on the device and copied into pinned host
+    # buffers without waiting (CUDA): the device never idles on the host within a shard.
+    # Torch's float32 → float16 rounding equals numpy's bit for bit (round to nearest even).
+    pinned, store_dtype = lm.device.type == "cuda", getattr(torch, dtype.name)
+
+    def host(rows: int, *shape: int, dt: torch.dtype = store_dtype) -> torch.Tensor:
+        return torch.empty((rows, *shape), dtype=dt, pin_memory=pinned)
+
+    acts = {hk: host(n, info.d_model) for hk in hooks}
+    grads = {hk: host(n, info.d_model) for hk in hooks} if info.has_grad else {}
+    loss = host(n, dt=torch.float32) if info.has_loss else None
+    for b in range(0, len(shard_ctx), params.harvest.batch_size):
+        ids = torch.from_numpy(shard_ctx[b : b + params.harvest.batch_size]).to(lm.device)
+        rows = slice(b * T, b * T + ids.numel())
+        if info.has_grad:
+            out = forward_backward(lm, layers, ids, params.harvest.autocast)
+            batch_acts, batch_grads = out.acts, out.grads
+            if loss is not None:
+                loss[rows].copy_(out.loss.flatten(), non_blocking=pinned)
+        else:
+            batch_acts, batch_grads = forward_activations(lm, layers, ids, params.harvest.autocast), {}
+        for layer, hk in zip(layers, hooks, strict=True):
+            acts[hk][rows].copy_(batch_acts[layer].flatten(0, 1).float().to(store_dtype), non_blocking=pinned)
+            if hk in grads:
+                grads[hk][rows].copy_(
+                    batch_grads[layer].flatten(0, 1).float().to(store_dtype), non_blocking=pinned
+                )
+        if bar is not None:
+            bar.update(ids.numel())
+    if pinned:
+        torch.cuda.current_stream(lm.device).synchronize()
+    return Shard(
+        index,
+        shard_ctx.reshape(-1).copy(),
+        {hk: t.numpy() for hk, t in acts.items()},
+        {hk: t.numpy() for hk, t in grads.items()},
+        None if loss is None else loss.numpy(),
+    )

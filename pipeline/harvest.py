@@ -16,20 +16,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from cache import store as cache_store
 from cache.lock import StoreLock
 from cache.schema import LOSS_DEFINITION, Provenance, content_key
+from cache.verify import verify
 from cache.writer import ShardWriter, allocate, check_same_key, interrupted_allocation
 from pipeline.config import Params, params_to_dict
+from pipeline.distributed_harvest import harvest_distributed
 from pipeline.errors import CacheCorrupt, ConfigError
-from pipeline.forward import forward_activations, forward_backward
+from pipeline.forward import compute_shard
 from pipeline.models import LoadedModel, load_model
-from pipeline.shard_writers import Shard, ThreadWriter
-from pipeline.stores import harvest_rows, key_fields, record_store, store_url
+from pipeline.shard_writers import ThreadWriter, clean_debris
+from pipeline.store_key import harvest_rows, key_fields, store_url
+from pipeline.stores import record_store
 from pipeline.tokenstream import ShardContexts, read_start, remove_start, write_start
 
 log = logging.getLogger(__name__)
@@ -64,22 +65,6 @@ def _provenance(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any
             if k not in ("store", "cache_root", "scheduler")
         },
     )
-
-
-def clean_debris(url: str) -> int:
-    """Remove ``*.partial`` temp files a killed writer left inside a local store; returns how many."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" not in protocols:
-        return 0
-    debris = [p for p in fs.glob(f"{root.rstrip('/')}/**/*.partial") if fs.isfile(p)]
-    for path in debris:
-        fs.rm_file(path)
-    if debris:
-        log.info("removed %d partial file(s) left by an interrupted write in %s", len(debris), url)
-    return len(debris)
 
 
 def run_harvest(
@@ -163,8 +148,6 @@ def run_harvest(
         if params.harvest.scheduler == "none":
             _harvest_shards(params, lm, hooks, contexts, writer, committed, lock)
         else:
-            from pipeline.distributed_harvest import harvest_distributed
-
             harvest_distributed(params, hooks, contexts, writer, committed, lock)
         if not writer.info.complete:
             remove_start(url)
@@ -194,8 +177,6 @@ def _repair_shards(
     params: Params, lm: LoadedModel, hooks: list[str], contexts: ShardContexts, writer: ShardWriter
 ) -> None:
     """Re-harvest the committed shards that fail verification, in place."""
-    from cache.verify import verify
-
     report = verify(writer.url)
     if report.bad and not report.bad_shards:
         raise CacheCorrupt(
@@ -204,7 +185,7 @@ def _repair_shards(
     if not report.bad_shards:
         log.info("%s: every committed shard checks out; nothing to repair", writer.url)
     for index in report.bad_shards:
-        shard = _compute_shard(params, lm, hooks, contexts.shard(index), writer, index, None)
+        shard = compute_shard(params, lm, hooks, contexts.shard(index), writer, index, None)
         same = writer.rewrite(index, shard.tokens, shard.acts, shard.grads, shard.loss)
         log.info(
             "repaired shard %d of %s%s",
@@ -214,59 +195,6 @@ def _repair_shards(
             if same
             else " (new data differs from the original checksum: harvest not bit-reproducible here)",
         )
-
-
-def _compute_shard(
-    params: Params,
-    lm: LoadedModel,
-    hooks: list[str],
-    shard_ctx: np.ndarray,
-    writer: ShardWriter,
-    index: int,
-    bar: Any,
-) -> Shard:
-    """Run the LM over ``shard_ctx`` [contexts, T], the contexts of shard ``index``, and collect its rows."""
-    info, layers = writer.info, list(params.harvest.layers)
-    T, dtype = params.data.context_length, np.dtype(params.harvest.dtype)
-    n = shard_ctx.size
-    # Rows are converted to the storage dtype on the device and copied into pinned host
-    # buffers without waiting (CUDA): the device never idles on the host within a shard.
-    # Torch's float32 → float16 rounding equals numpy's bit for bit (round to nearest even).
-    pinned, store_dtype = lm.device.type == "cuda", getattr(torch, dtype.name)
-
-    def host(rows: int, *shape: int, dt: torch.dtype = store_dtype) -> torch.Tensor:
-        return torch.empty((rows, *shape), dtype=dt, pin_memory=pinned)
-
-    acts = {hk: host(n, info.d_model) for hk in hooks}
-    grads = {hk: host(n, info.d_model) for hk in hooks} if info.has_grad else {}
-    loss = host(n, dt=torch.float32) if info.has_loss else None
-    for b in range(0, len(shard_ctx), params.harvest.batch_size):
-        ids = torch.from_numpy(shard_ctx[b : b + params.harvest.batch_size]).to(lm.device)
-        rows = slice(b * T, b * T + ids.numel())
-        if info.has_grad:
-            out = forward_backward(lm, layers, ids, params.harvest.autocast)
-            batch_acts, batch_grads = out.acts, out.grads
-            if loss is not None:
-                loss[rows].copy_(out.loss.flatten(), non_blocking=pinned)
-        else:
-            batch_acts, batch_grads = forward_activations(lm, layers, ids, params.harvest.autocast), {}
-        for layer, hk in zip(layers, hooks, strict=True):
-            acts[hk][rows].copy_(batch_acts[layer].flatten(0, 1).float().to(store_dtype), non_blocking=pinned)
-            if hk in grads:
-                grads[hk][rows].copy_(
-                    batch_grads[layer].flatten(0, 1).float().to(store_dtype), non_blocking=pinned
-                )
-        if bar is not None:
-            bar.update(ids.numel())
-    if pinned:
-        torch.cuda.current_stream(lm.device).synchronize()
-    return Shard(
-        index,
-        shard_ctx.reshape(-1).copy(),
-        {hk: t.numpy() for hk, t in acts.items()},
-        {hk: t.numpy() for hk, t in grads.items()},
-        None if loss is None else loss.numpy(),
-    )
 
 
 def _harvest_shards(
@@ -296,7 +224,7 @@ def _harvest_shards(
             if index + 1 < info.n_shards:
                 ahead = text.submit(contexts.shard, index + 1)
             t1 = time.perf_counter()
-            shard = _compute_shard(params, lm, hooks, shard_ctx, writer, index, bar)
+            shard = compute_shard(params, lm, hooks, shard_ctx, writer, index, bar)
             if lock is not None:
                 lock.check()
             t2 = time.perf_counter()

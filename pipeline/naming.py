@@ -12,14 +12,10 @@ Every name is built from an architecture's registered hyper-parameters (those th
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.config import GridConfig
-
-GRID_KEYS = tuple(f.name for f in dataclasses.fields(GridConfig))
-"""``train.grid`` keys, in the order their values appear in variant names."""
+from pipeline.saes.registry import GRID_KEYS, get_sae_class
 
 BETA0_SUFFIX = "@beta0"
 """Appended to a variant (and series) name for its β = 0 evaluation."""
@@ -40,8 +36,6 @@ def _part(key: str, value: Any) -> str:
 
 def grid_hparams(architecture: str) -> tuple[str, ...]:
     """The grid keys ``architecture`` reads besides ``k`` (``beta``, ``value_mode``...)."""
-    from pipeline.saes import get_sae_class  # the registry imports torch: only when a name needs it
-
     return get_sae_class(architecture).grid_hparams
 
 

@@ -1,8 +1,7 @@
-"""Long-format plot data (one row per variant and step / metric) and the compact metrics file.
+"""Long-format plot data of the evaluation (one row per variant / metric) and the compact metrics file.
 
-Files (every one written atomically):
+Files (every one written atomically; the training curves are :mod:`pipeline.curves`'s):
 
-- ``<train.curves_dir>/curves.csv``  variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr, selection_shift (g-SAEs)
 - ``<evaluate.plots_dir>/variants.csv``  one row per evaluated entry: variant, series,
   architecture, k, seed and every metric (the source of the k and FVU plots)
 - ``<evaluate.plots_dir>/metrics_long.csv``  variant, series, architecture, k, seed, metric, value
@@ -19,19 +18,16 @@ holds, so ``dvc exp show`` lines up experiments with different grids.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.curves import csv_text
 from pipeline.fileio import atomic_write_text
 
-CURVES_FILE = "curves.csv"
-CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
 ID_COLUMNS = ("variant", "series", "architecture", "k", "seed")
 SUMMARY_KEYS = (
     "loss_recovered",
@@ -45,63 +41,6 @@ SUMMARY_KEYS = (
     "selection_shift",
 )
 """Per-cell figures of the summary (each only when the entries have it)."""
-
-
-def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """CSV with a header; missing and non-finite cells are left empty."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: _cell(row.get(c)) for c in columns})
-    return buf.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    return value
-
-
-# ----------------------------------------------------------------------------- training curves
-
-
-def run_info_path(metrics_out: str | Path) -> Path:
-    """``metrics/train_metrics.json`` → ``metrics/train_metrics.run.json`` (wall time, device)."""
-    p = Path(metrics_out)
-    return p.with_name(p.stem + ".run.json")
-
-
-def write_curves(curves_dir: str | Path, curve: Sequence[Mapping[str, Any]]) -> Path:
-    """All variants' curve rows in one long CSV (older per-variant CSVs in the folder are removed)."""
-    root = Path(curves_dir)
-    if root.is_dir():
-        for old in root.glob("*.csv"):
-            if old.name != CURVES_FILE:
-                old.unlink()
-    rows = [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in curve]
-    return atomic_write_text(root / CURVES_FILE, csv_text(rows, CURVE_FIELDS))
-
-
-def read_curves(curves_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``curves.csv`` with numbers parsed ([] when the file is absent)."""
-    path = Path(curves_dir) / CURVES_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for row in csv.DictReader(path.read_text().splitlines()):
-        rows.append({k: (v if k == "variant" else _number(v)) for k, v in row.items()})
-    return rows
-
-
-def _number(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
-# ----------------------------------------------------------------------------- evaluation
 
 
 def _ids(r: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import fsspec
 import numpy as np
 
 from cache.writer import ShardWriter
@@ -80,3 +81,17 @@ class ThreadWriter:
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+def clean_debris(url: str) -> int:
+    """Remove ``*.partial`` temp files a killed writer left inside a local store; returns how many."""
+    fs, root = fsspec.core.url_to_fs(url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" not in protocols:
+        return 0
+    debris = [p for p in fs.glob(f"{root.rstrip('/')}/**/*.partial") if fs.isfile(p)]
+    for path in debris:
+        fs.rm_file(path)
+    if debris:
+        log.info("removed %d partial file(s) left by an interrupted write in %s", len(debris), url)
+    return len(debris)

@@ -1,8 +1,8 @@
-"""Which store a stage reads: the content key, the store's URL, and the harvest's pointer.
+"""The seam between harvest and train/evaluate: the harvest's pointer, and which store a stage reads.
 
-The harvest computes the store's content key (:func:`store_key`: a hash of everything
-that determines the contents, local corpora and model folders included) and records it
-with the store's URL in ``<harvest.cache_root>/<split>/store.json`` (:func:`record_store`).
+The harvest computes the store's content key (:func:`pipeline.store_key.store_key`: a hash of
+everything that determines the contents, local corpora and model folders included) and records
+it with the store's URL in ``<harvest.cache_root>/<split>/store.json`` (:func:`record_store`).
 That folder is the harvest stage's DVC output: with ``harvest.store: auto`` the store
 lives there too; with any other path or URL DVC versions the pointer, which changes
 exactly when the store's contents do.
@@ -17,8 +17,12 @@ recorded attributes), so a stale store is refused with one line. The policy:
   ``allow_other``).
 - evaluation reads the held-out harvest (:func:`heldout_params`); an explicit
   ``evaluate.store`` without a pointer (harvested elsewhere) is checked for model and split only.
-- no pointer (a store harvested before pointers were written for every store): the key is
-  recomputed from the params, as before.
+- no pointer (a store harvested before pointers were written for every store):
+  :class:`~pipeline.errors.CacheNotFound`; ``gsae harvest`` on a complete store only records
+  its pointer.
+
+This module does no key maths, so train and evaluate never import the LM loader or the text
+packer (editing those reruns the harvest, not training).
 """
 
 from __future__ import annotations
@@ -31,12 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from cache.reader import open_store
-from cache.schema import CacheInfo, content_key
+from cache.schema import CacheInfo
 from pipeline.config import Params, params_to_dict
-from pipeline.errors import CacheMismatch
+from pipeline.errors import CacheMismatch, CacheNotFound
 from pipeline.fileio import atomic_write_text
-from pipeline.models import model_identity, pretrained_source
-from pipeline.text import source_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -53,51 +55,6 @@ _DATASET_SETTINGS = (
     "hf_split",
     "hf_config",
 )
-
-
-def key_fields(params: Params) -> dict[str, Any]:
-    """Everything that determines a store's contents (hashed into its key)."""
-    _, _, revision = pretrained_source(params.model)
-    h, d = params.harvest, params.data
-    fields = {
-        "model": model_identity(params.model),
-        "model_revision": revision,
-        "model_dtype": params.model.dtype,
-        "dataset": source_fingerprint(d),
-        "context_length": d.context_length,
-        "layers": list(h.layers),
-        "dtype": h.dtype,
-        "tokens_per_shard": h.tokens_per_shard,
-        "chunk_tokens": h.chunk_tokens,
-        "compressor": [h.compressor, h.compression_level],
-        "store_loss": h.store_loss,
-        # whole contexts only: the store's total rows (the attributes' n_tokens counts committed rows)
-        "n_tokens": harvest_rows(params),
-    }
-    if h.autocast != "none":  # only when set, so stores harvested before the option keep their keys
-        fields["autocast"] = h.autocast
-    if not h.gradients:  # the same: gradient stores keep the keys they had before the option
-        fields["gradients"] = False
-    return fields
-
-
-def harvest_rows(params: Params) -> int:
-    """Rows the store of these params holds when complete: whole contexts of ``harvest.tokens``."""
-    T = params.data.context_length
-    return params.harvest.tokens // T * T
-
-
-def store_key(params: Params) -> str:
-    """The content key of the store these params describe."""
-    return content_key(key_fields(params))
-
-
-def store_url(params: Params, key: str | None = None) -> str:
-    """``harvest.store``, or ``<cache_root>/<split>/<key16>.zarr`` when it is ``auto``."""
-    if params.harvest.store != "auto":
-        return params.harvest.store
-    key = key or store_key(params)
-    return f"{params.harvest.cache_root.rstrip('/')}/{params.data.split}/{key[:16]}.zarr"
 
 
 def heldout_params(params: Params) -> Params:
@@ -155,11 +112,11 @@ def harvested_store(params: Params) -> StoreRef:
     """The store the harvest of ``params`` made, refused when it was harvested with other settings."""
     recorded = recorded_store(params)
     if recorded is None:
-        key = store_key(params)
-        url = store_url(params, key)
-        log.debug("no harvest pointer in %s: key recomputed from the params", stage_dir(params))
-    else:
-        url, key = recorded
+        raise CacheNotFound(
+            f"no harvest of the {params.data.split} split recorded in {stage_dir(params) / STORE_REF}: "
+            "run gsae harvest (or dvc repro); on a complete store it only records the pointer"
+        )
+    url, key = recorded
     info = open_store(url, expected_key=key)
     check_settings(params, info, url)
     return StoreRef(url, key, info)

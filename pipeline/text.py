@@ -1,4 +1,4 @@
-"""Text sources, the deterministic train/held-out split, and packing into contexts.
+"""Text sources and the deterministic train/held-out split.
 
 Sources (``data.source``): an embedded corpus (:mod:`pipeline.corpora`: ``python-docs``,
 ``python-docstrings``, ``shakespeare``),
@@ -8,12 +8,7 @@ dataset id, the last two read (streamed) through ``datasets``.
 Split: a document belongs to ``heldout`` when the first 8 bytes of SHA-256 of its text,
 read as a fraction of 2^64, fall below ``data.heldout_fraction``; otherwise to ``train``.
 The rule depends only on the text, so it is the same for every order, shard or machine.
-
-Packing: documents (in source order) are tokenized without special tokens and joined
-into one stream with EOS between documents (when the tokenizer has one). Each context
-is BOS (when the tokenizer has one) followed by the next ``T − 1`` stream tokens, so
-contexts run across document boundaries and no token is padded or dropped but the
-stream's incomplete tail.
+Packing the documents into contexts is :mod:`pipeline.tokenstream`'s job.
 """
 
 from __future__ import annotations
@@ -23,8 +18,6 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from pipeline import corpora
 from pipeline.config import DataConfig
@@ -136,14 +129,3 @@ def source_fingerprint(cfg: DataConfig) -> dict[str, Any]:
             commit=resolve_commit(cfg.source, cfg.revision, "dataset"),
         )
     return info
-
-
-def pack_contexts(docs: Iterator[str], tokenizer: Any, context_length: int, n_contexts: int) -> np.ndarray:
-    """The first ``n_contexts`` packed contexts [n, T] int32 (see module docstring).
-
-    Tokenizes only as far as needed; a harvest packs shard by shard instead
-    (:class:`pipeline.tokenstream.ShardContexts`, the same contexts).
-    """
-    from pipeline.tokenstream import ContextPacker
-
-    return ContextPacker(docs, tokenizer, context_length, total=n_contexts).take(n_contexts)

@@ -1,8 +1,11 @@
-"""Lazy packing: the contexts of one shard at a time, and where each shard starts in the text.
+"""Packing documents into contexts, lazily: one shard at a time, and where each shard starts.
 
-:func:`pipeline.text.pack_contexts` describes the packing (documents tokenized without
-special tokens, EOS after each, BOS + ``T − 1`` stream tokens per context). This module
-produces exactly the same contexts without holding the stream: :class:`ContextPacker`
+Packing: documents (in source order) are tokenized without special tokens and joined
+into one stream with EOS between documents (when the tokenizer has one). Each context
+is BOS (when the tokenizer has one) followed by the next ``T − 1`` stream tokens, so
+contexts run across document boundaries and no token is padded or dropped but the
+stream's incomplete tail. :func:`pack_contexts` returns the first contexts at once;
+a harvest never holds the stream: :class:`ContextPacker`
 tokenizes documents only as contexts are taken and keeps at most one shard's tokens plus
 one document. A position in the stream is a :class:`StreamPos` (index of the document
 among the split's documents, tokens of it already consumed), so a resumed harvest seeks
@@ -28,6 +31,8 @@ import numpy as np
 
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
+from pipeline.fileio import atomic_write_text
+from pipeline.text import iter_documents
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +171,6 @@ class ShardContexts:
         return -(-self.n_contexts // self.per_shard)
 
     def _packer_at(self, index: int) -> None:
-        from pipeline.text import iter_documents
-
         known = max(i for i in self.starts if i <= index)
         if known:
             log.info("text stream: seeking to shard %d at document %d, token %d", known, *self.starts[known])
@@ -211,6 +214,15 @@ class ShardContexts:
                 self.starts.pop(i, None)
 
 
+def pack_contexts(docs: Iterator[str], tokenizer: Any, context_length: int, n_contexts: int) -> np.ndarray:
+    """The first ``n_contexts`` packed contexts [n, T] int32 (see the module docstring).
+
+    Tokenizes only as far as needed; a harvest packs shard by shard instead
+    (:class:`ShardContexts`, the same contexts).
+    """
+    return ContextPacker(docs, tokenizer, context_length, total=n_contexts).take(n_contexts)
+
+
 def _sidecar(url: str) -> tuple[Any, str]:
     fs, root = fsspec.core.url_to_fs(url)
     return fs, root.rstrip("/") + SIDECAR_SUFFIX
@@ -237,8 +249,6 @@ def write_start(url: str, key: str, shard: int, pos: StreamPos) -> None:
     blob = json.dumps({"key": key, "shard": shard, "doc": pos.doc, "offset": pos.offset}).encode()
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     if local:
-        from pipeline.fileio import atomic_write_text
-
         atomic_write_text(path, blob.decode())
     else:
         fs.pipe_file(path, blob)

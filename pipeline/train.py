@@ -43,10 +43,10 @@ from cache.schema import CacheInfo, usable_rows
 from pipeline import distributed
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import Params, TrainConfig, params_to_dict
+from pipeline.curves import run_info_path, write_curves
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, NonFiniteError
 from pipeline.fileio import atomic_write_text, check_writable, dumps_json
-from pipeline.plotdata import run_info_path, write_curves
 from pipeline.saes import REGISTRY
 from pipeline.saes.io import save_sae
 from pipeline.scaling import activation_scale, gradient_scale, init_b_dec

@@ -24,7 +24,8 @@ from pipeline.evaluate import run_evaluate
 from pipeline.forward import forward_activations, forward_backward
 from pipeline.harvest import run_harvest
 from pipeline.models import load_model
-from pipeline.stores import heldout_params, store_key
+from pipeline.store_key import store_key
+from pipeline.stores import heldout_params
 from pipeline.train import run_train
 from tests.clirun import run_cli
 from tests.conftest import tiny_overrides

@@ -18,7 +18,7 @@ from cache.store import read_info
 from cache.verify import verify
 from pipeline.config import params_from_dict
 from pipeline.harvest import run_harvest
-from pipeline.stores import store_key
+from pipeline.store_key import store_key
 from tests.conftest import tiny_overrides
 
 SHARDS = 8

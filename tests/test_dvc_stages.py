@@ -104,7 +104,7 @@ def test_closure_sees_function_level_and_decorator_imports(tmp_path: Path):
 def test_runtime_only_keys_change_no_output_relevant_key():
     """The runtime-only keys never enter a store key."""
     from pipeline.config import params_from_dict
-    from pipeline.stores import key_fields
+    from pipeline.store_key import key_fields
 
     base = params_from_dict({})
     changed = params_from_dict({}, ["model.device=cpu", "harvest.batch_size=3"])

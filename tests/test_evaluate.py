@@ -13,7 +13,8 @@ from pipeline.config import params_from_dict
 from pipeline.errors import CacheIncomplete, CacheMismatch, NothingToEvaluate
 from pipeline.evaluate import run_evaluate
 from pipeline.harvest import run_harvest
-from pipeline.stores import heldout_params, store_key, store_url
+from pipeline.store_key import store_key, store_url
+from pipeline.stores import heldout_params
 from pipeline.train import run_train
 from tests.conftest import tiny_overrides
 

@@ -13,7 +13,7 @@ from pipeline import filehash
 from pipeline.config import params_from_dict
 from pipeline.harvest import run_harvest
 from pipeline.models import _fingerprint_dir
-from pipeline.stores import store_key
+from pipeline.store_key import store_key
 from tests.conftest import tiny_overrides
 
 

@@ -1,5 +1,5 @@
 """Which store train and evaluate read (pipeline.stores): the harvest's pointer and recorded key,
-the settings check, the fallback, explicit stores; hub revisions keyed by their commit."""
+the settings check, a missing pointer, explicit stores; hub revisions keyed by their commit."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import pytest
 from cache.store import read_info
 from pipeline import corpora, hub
 from pipeline.config import Params, params_from_dict
-from pipeline.errors import CacheMismatch
+from pipeline.errors import CacheMismatch, CacheNotFound
 from pipeline.harvest import run_harvest
-from pipeline.stores import STORE_REF, evaluate_store, stage_dir, store_key, train_store
+from pipeline.store_key import store_key
+from pipeline.stores import STORE_REF, evaluate_store, stage_dir, train_store
 from tests.conftest import tiny_overrides
 
 
@@ -62,10 +63,15 @@ def test_stale_store_is_refused_with_the_setting_named(tiny_llama, tmp_path, cor
         train_store(changed)
 
 
-def test_without_a_pointer_the_key_is_recomputed(tiny_llama, tmp_path, corpus):
+def test_without_a_pointer_train_asks_for_the_harvest_which_only_records_it(tiny_llama, tmp_path, corpus):
     params = _params(tiny_llama, tmp_path, corpus)
     url = run_harvest(params)
     (stage_dir(params) / STORE_REF).unlink()  # a store harvested before every store had a pointer
+    with pytest.raises(CacheNotFound, match="run gsae harvest"):
+        train_store(params)
+    before = read_info(url)
+    assert run_harvest(params) == url  # complete: nothing recomputed, only the pointer written
+    assert read_info(url) == before
     ref = train_store(params)
     assert ref.url == url and ref.key == store_key(params)
 

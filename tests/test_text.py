@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
-from pipeline.text import in_heldout, iter_documents, pack_contexts, source_fingerprint
+from pipeline.text import in_heldout, iter_documents, source_fingerprint
+from pipeline.tokenstream import pack_contexts
 from tests.lm_factory import build_tokenizer
 
 DOCS = [f"Document number {i}. " + "word " * (20 + i) for i in range(60)]

@@ -14,8 +14,8 @@ from pipeline.config import DataConfig, params_from_dict
 from pipeline.errors import DataError
 from pipeline.harvest import run_harvest
 from pipeline.models import load_model
-from pipeline.text import iter_documents, pack_contexts
-from pipeline.tokenstream import ContextPacker, ShardContexts, StreamPos
+from pipeline.text import iter_documents
+from pipeline.tokenstream import ContextPacker, ShardContexts, StreamPos, pack_contexts
 from tests.conftest import tiny_overrides
 from tests.lm_factory import build_tokenizer
 

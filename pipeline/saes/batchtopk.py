@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from pipeline.saes import register
 from pipeline.saes.base import SAE, KHParams
+from pipeline.saes.registry import register
 
 
 @dataclass(frozen=True)

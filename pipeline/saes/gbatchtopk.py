@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.saes import register
 from pipeline.saes.base import SAE
 from pipeline.saes.batchtopk import BatchTopKHParams, BatchTopKSAE, batch_mask
 from pipeline.saes.gsae import GradientScoring, GSAEHParams
+from pipeline.saes.registry import register
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from typing import Literal
 
 import torch
 
-from pipeline.saes import register
 from pipeline.saes.base import SAE, KHParams
+from pipeline.saes.registry import register
 
 ValueMode = Literal["augmented", "selection"]
 VALUE_MODES: tuple[str, ...] = ("augmented", "selection")

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.saes import register
 from pipeline.saes.base import SAE, KHParams
+from pipeline.saes.registry import register
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,72 @@
+"""The hand-off from train to evaluate: the training curves file and the run record's path.
+
+``gsae train`` writes ``<train.curves_dir>/curves.csv`` (one long CSV: variant, step, tokens,
+loss, fvu, aux, l0, dead_frac, lr, selection_shift for g-SAEs) and ``<metrics>.run.json``;
+``gsae evaluate`` reads both for its plots and settings table. Neither stage imports the
+other: this module is the contract between them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.fileio import atomic_write_text
+
+CURVES_FILE = "curves.csv"
+CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """CSV with a header; missing and non-finite cells are left empty."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _cell(row.get(c)) for c in columns})
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return value
+
+
+def run_info_path(metrics_out: str | Path) -> Path:
+    """``metrics/train_metrics.json`` → ``metrics/train_metrics.run.json`` (wall time, device)."""
+    p = Path(metrics_out)
+    return p.with_name(p.stem + ".run.json")
+
+
+def write_curves(curves_dir: str | Path, curve: Sequence[Mapping[str, Any]]) -> Path:
+    """All variants' curve rows in one long CSV (older per-variant CSVs in the folder are removed)."""
+    root = Path(curves_dir)
+    if root.is_dir():
+        for old in root.glob("*.csv"):
+            if old.name != CURVES_FILE:
+                old.unlink()
+    rows = [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in curve]
+    return atomic_write_text(root / CURVES_FILE, csv_text(rows, CURVE_FIELDS))
+
+
+def read_curves(curves_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``curves.csv`` with numbers parsed ([] when the file is absent)."""
+    path = Path(curves_dir) / CURVES_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for row in csv.DictReader(path.read_text().splitlines()):
+        rows.append({k: (v if k == "variant" else _number(v)) for k, v in row.items()})
+    return rows
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
