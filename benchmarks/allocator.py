@@ -23,11 +23,11 @@ def child(tuned: bool) -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from pipeline.config import params_from_dict
-    from pipeline.forward import forward_activations
-    from pipeline.models import load_model
-    from pipeline.text import iter_documents
-    from pipeline.tokenstream import pack_contexts
+    from pipeline.core.config import params_from_dict
+    from pipeline.harvest.forward import forward_activations
+    from pipeline.lm.models import load_model
+    from pipeline.text.packing import pack_contexts
+    from pipeline.text.sources import iter_documents
     from stages.allocator import tune_allocator
 
     if tuned:

@@ -4,7 +4,7 @@
 
 - ``peak``: the ceilings measured here (bf16 and float32/tf32 matrix products).
 - ``harvest``: tokens/s and model-FLOP utilisation of the harvest's forward + activation
-  backward (``pipeline.forward.forward_backward``) and of the activation-only forward
+  backward (``pipeline.harvest.forward.forward_backward``) and of the activation-only forward
   (``forward_activations``) for randomly initialised models of the SmolLM2-135M,
   Llama-3.2-1B and Llama-3.1-8B shapes (``--shapes``), at float32, bf16 autocast and bf16
   weights; ``hpipe``: ``run_harvest`` (text, copies, fp16, zstd, shard commits) against that
@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_common import RESULTS, ROOT, log, median_time, record, sync  # noqa: E402
 from gpu_harvest import harvest_pipeline_ratio, part_harvest, part_writer, smollm2_folder  # noqa: E402
 
-from pipeline.config import GridConfig, TrainConfig  # noqa: E402
-from pipeline.sweep import expand_grid  # noqa: E402
-from pipeline.trainer import Trainer  # noqa: E402
+from pipeline.core.config import GridConfig, TrainConfig  # noqa: E402
+from pipeline.train.sweep import expand_grid  # noqa: E402
+from pipeline.train.trainer import Trainer  # noqa: E402
 
 # ---------------------------------------------------------------------------------- peak
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from gpu_common import ROOT, median_time, record
 
-from pipeline.config import params_from_dict
-from pipeline.forward import forward_activations, forward_backward
-from pipeline.harvest import run_harvest
-from pipeline.models import LoadedModel, find_blocks, load_model
+from pipeline.core.config import params_from_dict
+from pipeline.harvest.forward import forward_activations, forward_backward
+from pipeline.harvest.run import run_harvest
+from pipeline.lm.models import LoadedModel, find_blocks, load_model
 
 # ---------------------------------------------------------------------------------- harvest
 
@@ -31,7 +31,7 @@ def smollm2_shape() -> Path:
     if not (folder / "config.json").exists():
         from transformers import AutoConfig, AutoTokenizer
 
-        from pipeline.models import smollm2_gguf
+        from pipeline.lm.models import smollm2_gguf
 
         gguf = smollm2_gguf()
         AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(folder)
@@ -190,7 +190,7 @@ def docstrings_jsonl(where: Path) -> Path:
         return carried
     path = where / "docstrings.jsonl"
     if not path.exists():
-        from pipeline.corpora import python_docstrings
+        from pipeline.text.corpora import python_docstrings
 
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in python_docstrings()))
     return path
@@ -217,13 +217,13 @@ def _pipeline_lm(shape: str, folder: Path, dev: torch.device, smoke: bool, token
 def harvest_pipeline_ratio(dev: torch.device, smoke: bool) -> None:
     """``run_harvest`` vs the bare loop on the same contexts, per writer setting; and the text
     packing alone. SmolLM2 shape at block 15 (bf16 autocast), the 1B shape at block 8 (bf16 weights)."""
-    from pipeline.tokenstream import ShardContexts
+    from pipeline.text.packing import ShardContexts
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = smollm2_folder(dev, smoke, Path(tmp))
         text = docstrings_jsonl(Path(tmp))
         # python-docstrings read back from that file: no extraction, and no ``datasets`` needed
-        from pipeline import corpora
+        from pipeline.text import corpora
 
         corpora.python_docstrings = lambda: (json.loads(line)["text"] for line in text.open())  # type: ignore[assignment]
         # (shape, layer, tokens, contexts per batch, autocast, model dtype, gradients)

@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from pipeline.config import params_from_dict
-from pipeline.forward import forward_activations, forward_backward
-from pipeline.harvest import run_harvest
-from pipeline.models import LoadedModel, load_model
-from pipeline.text import iter_documents
-from pipeline.tokenstream import pack_contexts
+from pipeline.core.config import params_from_dict
+from pipeline.harvest.forward import forward_activations, forward_backward
+from pipeline.harvest.run import run_harvest
+from pipeline.lm.models import LoadedModel, load_model
+from pipeline.text.packing import pack_contexts
+from pipeline.text.sources import iter_documents
 
 
 def bare_loop(lm: LoadedModel, contexts, layers, batch_size: int, gradients: bool = True) -> float:

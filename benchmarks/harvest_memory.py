@@ -30,8 +30,8 @@ def _peak_mib() -> float:
 
 
 def child(corpus: str, model: str, tokens: int, scheduler: str, store: str) -> dict:
-    from pipeline.config import params_from_dict
-    from pipeline.harvest import run_harvest
+    from pipeline.core.config import params_from_dict
+    from pipeline.harvest.run import run_harvest
 
     over = [
         f"model.name={model}",
@@ -50,7 +50,7 @@ def child(corpus: str, model: str, tokens: int, scheduler: str, store: str) -> d
     if scheduler == "none":
         run_harvest(params_from_dict({}, over))
         return {"driver_mib": _peak_mib(), "workers_mib": []}
-    from pipeline.distributed_harvest import scheduler_client
+    from pipeline.harvest.distributed import scheduler_client
 
     with scheduler_client("local:2") as client:
         run_harvest(params_from_dict({}, [*over, f"harvest.scheduler={client.scheduler.address}"]))
@@ -62,9 +62,9 @@ def count_tokens(corpus: Path, model: Path) -> int:
     """Tokens of every complete shard of the corpus (counted lazily in this process)."""
     from transformers import AutoTokenizer
 
-    from pipeline.config import DataConfig
-    from pipeline.errors import DataError
-    from pipeline.tokenstream import ShardContexts
+    from pipeline.core.config import DataConfig
+    from pipeline.core.errors import DataError
+    from pipeline.text.packing import ShardContexts
 
     shards = ShardContexts(
         DataConfig(source=str(corpus), heldout_fraction=0.01),

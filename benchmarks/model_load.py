@@ -1,5 +1,5 @@
 """Loading the embedded SmolLM2: ``load_model`` (the GGUF converted once into a cached HF
-folder, pipeline/gguf_folder.py) vs transformers' own GGUF load, in one process.
+folder, pipeline/lm/gguf_folder.py) vs transformers' own GGUF load, in one process.
 
     .venv/bin/python benchmarks/model_load.py
 
@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import params_from_dict  # noqa: E402
-from pipeline.models import load_model, smollm2_gguf  # noqa: E402
+from pipeline.core.config import params_from_dict  # noqa: E402
+from pipeline.lm.models import load_model, smollm2_gguf  # noqa: E402
 
 
 def main() -> None:

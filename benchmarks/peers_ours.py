@@ -65,7 +65,7 @@ def train_overrides(tokens: int, work: Path, ks: list[int], seeds: list[int], sa
 
 
 def params_for(overrides: list[str]) -> Any:
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
 
     return load_params(ROOT / "params.yaml", overrides)
 
@@ -80,9 +80,9 @@ def same_tokens(store: Path, contexts: np.ndarray) -> bool:
 def measure_harvest(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from pipeline.forward import forward_activations
-    from pipeline.harvest import run_harvest
-    from pipeline.models import load_model
+    from pipeline.harvest.forward import forward_activations
+    from pipeline.harvest.run import run_harvest
+    from pipeline.lm.models import load_model
     from stages.allocator import tune_allocator
 
     tune_allocator()  # as `gsae harvest` does
@@ -120,7 +120,7 @@ def timed_reader(clock: StepClock) -> type:
 
 
 def measure_train(args: argparse.Namespace) -> dict[str, Any]:
-    import pipeline.train
+    import pipeline.train.run
     from pipeline.stores import train_store
     from stages.allocator import tune_allocator
 
@@ -128,11 +128,11 @@ def measure_train(args: argparse.Namespace) -> dict[str, Any]:
     overrides += train_overrides(args.steps * BATCH_TOKENS, args.work, [32], [0], min(16384, args.tokens))
     params = params_for(overrides)
     clock = StepClock()
-    pipeline.train.BatchReader = timed_reader(clock)  # type: ignore[attr-defined,misc]
+    pipeline.train.run.BatchReader = timed_reader(clock)  # type: ignore[attr-defined,misc]
     store = train_store(params)
     tune_allocator()  # as `gsae train` does
     start = time.perf_counter()
-    pipeline.train.run_train(params, store_url=store.url, expected_key=store.key)
+    pipeline.train.run.run_train(params, store_url=store.url, expected_key=store.key)
     result: dict[str, Any] = {"steps": len(clock.marks), "fit_s": time.perf_counter() - start}
     result.update(clock.steady_rate(args.warmup, BATCH_TOKENS))
     return result

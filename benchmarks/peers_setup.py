@@ -56,7 +56,7 @@ def converted_model() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.models import smollm2_gguf
+    from pipeline.lm.models import smollm2_gguf
 
     gguf = smollm2_gguf()
     log.info("converting %s to an HF folder %s (once)", gguf.name, folder)
@@ -81,9 +81,9 @@ def exported_contexts(tokens: int) -> Path:
         return path
     from transformers import AutoTokenizer
 
-    from pipeline.config import load_params
-    from pipeline.text import iter_documents
-    from pipeline.tokenstream import pack_contexts
+    from pipeline.core.config import load_params
+    from pipeline.text.packing import pack_contexts
+    from pipeline.text.sources import iter_documents
 
     params = load_params(ROOT / "params.yaml")
     tokenizer = AutoTokenizer.from_pretrained(converted_model())

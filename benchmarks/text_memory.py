@@ -1,7 +1,7 @@
 """Peak RSS of the harvest's text path (tokenize + pack every shard) for a corpus and one 10× larger.
 
 Each measurement runs in its own subprocess (``ru_maxrss`` is per process). ``lazy`` is what
-the harvest runs (:class:`pipeline.tokenstream.ShardContexts`, one shard's contexts at a
+the harvest runs (:class:`pipeline.text.packing.ShardContexts`, one shard's contexts at a
 time); ``eager`` packs every context at once, as the harvest did before, for comparison.
 
     .venv/bin/python benchmarks/text_memory.py --docs 2000 --mode lazy eager
@@ -43,10 +43,10 @@ def child(corpus: str, tokenizer_dir: str, mode: str, context_length: int, per_s
     """Pack every complete shard of the corpus; returns tokens packed and peak RSS (MiB)."""
     from transformers import AutoTokenizer
 
-    from pipeline.config import DataConfig
-    from pipeline.errors import DataError
-    from pipeline.text import iter_documents
-    from pipeline.tokenstream import ContextPacker, ShardContexts, pack_contexts
+    from pipeline.core.config import DataConfig
+    from pipeline.core.errors import DataError
+    from pipeline.text.packing import ContextPacker, ShardContexts, pack_contexts
+    from pipeline.text.sources import iter_documents
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     data = DataConfig(source=corpus, heldout_fraction=0.01)

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cache.reader import BatchReader  # noqa: E402
 from cache.writer import ShardWriter, allocate  # noqa: E402
-from pipeline.config import GridConfig, TrainConfig  # noqa: E402
-from pipeline.sweep import expand_grid  # noqa: E402
-from pipeline.trainer import Trainer  # noqa: E402
+from pipeline.core.config import GridConfig, TrainConfig  # noqa: E402
+from pipeline.train.sweep import expand_grid  # noqa: E402
+from pipeline.train.trainer import Trainer  # noqa: E402
 from stages.allocator import tune_allocator  # noqa: E402
 
 D, T, SHARD, CHUNK, HOOK = 576, 128, 8192, 2048, "model.layers.15"

@@ -2,8 +2,8 @@
 
 :class:`PipelineError` is defined here, at the bottom of the import graph, so the cache
 (which imports nothing from the library) and the library share one root: the library's
-:mod:`pipeline.errors` re-exports it and these classes, so ``except PipelineError`` and
-``except pipeline.errors.CacheCorrupt`` cover what ``cache/`` raises. Each class also
+:mod:`pipeline.core.errors` re-exports it and these classes, so ``except PipelineError`` and
+``except pipeline.core.errors.CacheCorrupt`` cover what ``cache/`` raises. Each class also
 inherits the matching builtin so callers can catch either.
 """
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.fileio import atomic_write_text
+from pipeline.core.fileio import atomic_write_text
 
 CURVES_FILE = "curves.csv"
 CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")

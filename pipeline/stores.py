@@ -1,6 +1,6 @@
 """The seam between harvest and train/evaluate: the harvest's pointer, and which store a stage reads.
 
-The harvest computes the store's content key (:func:`pipeline.store_key.store_key`: a hash of
+The harvest computes the store's content key (:func:`pipeline.harvest.identity.store_key`: a hash of
 everything that determines the contents, local corpora and model folders included) and records
 it with the store's URL in ``<harvest.cache_root>/<split>/store.json`` (:func:`record_store`).
 That folder is the harvest stage's DVC output: with ``harvest.store: auto`` the store
@@ -18,7 +18,7 @@ recorded attributes), so a stale store is refused with one line. The policy:
 - evaluation reads the held-out harvest (:func:`heldout_params`); an explicit
   ``evaluate.store`` without a pointer (harvested elsewhere) is checked for model and split only.
 - no pointer (a store harvested before pointers were written for every store):
-  :class:`~pipeline.errors.CacheNotFound`; ``gsae harvest`` on a complete store only records
+  :class:`~pipeline.core.errors.CacheNotFound`; ``gsae harvest`` on a complete store only records
   its pointer.
 
 This module does no key maths, so train and evaluate never import the LM loader or the text
@@ -36,9 +36,9 @@ from typing import Any
 
 from cache.reader import open_store
 from cache.schema import CacheInfo
-from pipeline.config import Params, params_to_dict
-from pipeline.errors import CacheMismatch, CacheNotFound
-from pipeline.fileio import atomic_write_text
+from pipeline.core.config import Params, params_to_dict
+from pipeline.core.errors import CacheMismatch, CacheNotFound
+from pipeline.core.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Process-wide memory-allocator tuning, applied by the commands that train and harvest.
 
 A library call must not change process-global state behind its caller's back, so
-``gsae train`` and ``gsae harvest`` (not :func:`pipeline.train.run_train` or
-:func:`pipeline.harvest.run_harvest`) call :func:`tune_allocator`.
+``gsae train`` and ``gsae harvest`` (not :func:`pipeline.train.run.run_train` or
+:func:`pipeline.harvest.run.run_harvest`) call :func:`tune_allocator`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 log = logging.getLogger("gsae")
 
@@ -84,7 +84,7 @@ def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> Any:
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
 
     return load_params(params_path, overrides)
 
@@ -106,8 +106,8 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 @cli.command("params")
 def params_cmd() -> None:
     """List every params.yaml key with its default, type, docstring and the DVC stages it reruns."""
-    from pipeline.dvcspec import tracked_by
-    from pipeline.paramdoc import render
+    from stages.dvcspec import tracked_by
+    from stages.paramdoc import render
 
     click.echo(render(tracked_by()), nl=False)
 
@@ -133,7 +133,7 @@ def harvest(
     break_lock: bool,
 ) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
-    from pipeline.harvest import run_harvest
+    from pipeline.harvest.run import run_harvest
     from pipeline.stores import heldout_params
 
     if overwrite and repair:
@@ -184,8 +184,8 @@ def train(
 ) -> None:
     """Stage 2: train every variant of train.grid on the cached harvest."""
     from pipeline.stores import train_store
-    from pipeline.sweep import expand_grid
-    from pipeline.train import run_train
+    from pipeline.train.run import run_train
+    from pipeline.train.sweep import expand_grid
     from stages.allocator import tune_allocator
 
     if architectures:
@@ -206,7 +206,7 @@ def train(
 @click.option("--allow-train-split", is_flag=True, help="Evaluate on a store harvested from the train split.")
 def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_train_split: bool) -> None:
     """Stage 3: held-out metrics, steering, plots and report for every trained variant."""
-    from pipeline.evaluate import run_evaluate
+    from pipeline.evaluate.run import run_evaluate
     from pipeline.stores import evaluate_store
 
     params = _load(params_path, overrides)
@@ -232,7 +232,7 @@ def summarize(
     runs: tuple[str, ...], out: str, plots_dir: str, eval_json: str | None, saes_dir: str | None
 ) -> None:
     """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""
-    from pipeline.results import write_results
+    from pipeline.report.summarize import write_results
 
     if (eval_json is None) != (saes_dir is None):
         raise click.UsageError("--evaluate and --saes go together")
@@ -303,7 +303,7 @@ def cache_repair(
     params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, break_lock: bool
 ) -> None:
     """Re-harvest only the damaged shards of the store the params describe (= gsae harvest --repair)."""
-    from pipeline.harvest import run_harvest
+    from pipeline.harvest.run import run_harvest
     from pipeline.stores import heldout_params
 
     params = _load(params_path, overrides)

@@ -18,15 +18,15 @@ import zarr
 
 from cache.reader import BatchReader, open_store, read_rows
 from cache.verify import describe, verify
-from pipeline.config import params_from_dict
-from pipeline.errors import CacheMismatch
-from pipeline.evaluate import run_evaluate
-from pipeline.forward import forward_activations, forward_backward
-from pipeline.harvest import run_harvest
-from pipeline.models import load_model
-from pipeline.store_key import store_key
+from pipeline.core.config import params_from_dict
+from pipeline.core.errors import CacheMismatch
+from pipeline.evaluate.run import run_evaluate
+from pipeline.harvest.forward import forward_activations, forward_backward
+from pipeline.harvest.identity import store_key
+from pipeline.harvest.run import run_harvest
+from pipeline.lm.models import load_model
 from pipeline.stores import heldout_params
-from pipeline.train import run_train
+from pipeline.train.run import run_train
 from tests.clirun import run_cli
 from tests.conftest import tiny_overrides
 

@@ -1,11 +1,11 @@
-"""pipeline.adam.FusedAdam: bit-identical to torch.optim.Adam(fused=True), state dicts interchangeable."""
+"""pipeline.train.adam.FusedAdam: bit-identical to torch.optim.Adam(fused=True), state dicts interchangeable."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pipeline.adam import FusedAdam
+from pipeline.train.adam import FusedAdam
 
 
 def _params(seed: int) -> list[torch.nn.Parameter]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Params, load_params, params_from_dict, params_to_dict
-from pipeline.errors import ConfigError
+from pipeline.core.config import Params, load_params, params_from_dict, params_to_dict
+from pipeline.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

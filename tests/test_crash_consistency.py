@@ -17,11 +17,11 @@ from cache.lock import StoreLock
 from cache.store import read_attrs, read_info
 from cache.verify import verify
 from cache.writer import ShardWriter, allocate
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import params_from_dict
-from pipeline.errors import CacheLocked, NonFiniteError, OutputError
-from pipeline.fileio import atomic_write_text, check_writable
-from pipeline.harvest import run_harvest
+from pipeline.core.config import params_from_dict
+from pipeline.core.errors import CacheLocked, NonFiniteError, OutputError
+from pipeline.core.fileio import atomic_write_text, check_writable
+from pipeline.harvest.run import run_harvest
+from pipeline.train.checkpoint import load_checkpoint
 from tests._stores import build_store
 from tests.clirun import run_cli
 from tests.conftest import store_files, tiny_overrides
@@ -207,12 +207,12 @@ def test_allocate_then_finalize_validates(tmp_path):
 
 
 def test_sigint_prints_the_resume_hint(monkeypatch, tmp_path, capsys):
-    import pipeline.harvest
+    import pipeline.harvest.run
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.harvest, "run_harvest", interrupted)
+    monkeypatch.setattr(pipeline.harvest.run, "run_harvest", interrupted)
     params = tmp_path / "p.yaml"
     params.write_text("{}")
     code, _, err = run_cli(["harvest", "-p", str(params)], capsys)

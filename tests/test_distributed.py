@@ -27,12 +27,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pipeline import distributed
-from pipeline.config import params_from_dict
-from pipeline.errors import ConfigError
+from pipeline.core.config import params_from_dict
+from pipeline.core.errors import ConfigError
 from pipeline.stores import train_store
-from pipeline.train import run_train
-from pipeline.trainer import Trainer
+from pipeline.train import distributed
+from pipeline.train.run import run_train
+from pipeline.train.trainer import Trainer
 from tests._stores import build_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -246,7 +246,7 @@ def test_layer_grid_resume_does_not_retrain_a_finished_layer(store, tmp_path, mo
     assert json.loads((ckpts / "L2" / "state.json").read_text())["step"] == 4
     layers_started.clear()
     monkeypatch.setattr(Trainer, "train_step", real_step)
-    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+    with caplog.at_level(logging.INFO, logger="pipeline.train.run"):
         monkeypatch.chdir(tmp_path / "run")
         p = params_from_dict(raw)
         run_train(p, store_url=p.train.store, expected_key=None)

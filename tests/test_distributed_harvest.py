@@ -16,9 +16,9 @@ import pytest
 
 from cache.store import read_info
 from cache.verify import verify
-from pipeline.config import params_from_dict
-from pipeline.harvest import run_harvest
-from pipeline.store_key import store_key
+from pipeline.core.config import params_from_dict
+from pipeline.harvest.identity import store_key
+from pipeline.harvest.run import run_harvest
 from tests.conftest import tiny_overrides
 
 SHARDS = 8
@@ -36,7 +36,7 @@ def _params(model_dir: Path, url: Path, scheduler: str = "none"):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from pipeline.distributed_harvest import scheduler_client
+    from pipeline.harvest.distributed import scheduler_client
 
     with scheduler_client("local:2") as client:
         assert len(client.nthreads()) == 2 and set(client.nthreads().values()) == {1}
@@ -122,7 +122,7 @@ def test_interrupted_harvest_resumes_with_either_scheduler(
 def test_unreachable_scheduler_is_one_clear_error(tiny_llama, tmp_path):
     import dask
 
-    from pipeline.errors import SchedulerError
+    from pipeline.core.errors import SchedulerError
 
     with (
         dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
@@ -132,7 +132,7 @@ def test_unreachable_scheduler_is_one_clear_error(tiny_llama, tmp_path):
 
 
 def test_bad_scheduler_value_is_rejected():
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     for bad in ("local:0", "local:x", "slurm", "local"):
         with pytest.raises(ConfigError, match="harvest.scheduler"):

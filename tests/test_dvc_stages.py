@@ -1,6 +1,6 @@
 """dvc.yaml against the code: deps cover each stage's import closure, params are exactly its reads.
 
-Fails when a config field is added without a decision in pipeline/dvcspec.py and a line in
+Fails when a config field is added without a decision in stages/dvcspec.py and a line in
 params.yaml, when a stage's command starts importing a module dvc.yaml does not list, or
 when dvc.yaml tracks a runtime-only key or misses an output-changing one.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import dvcspec
-from pipeline.paramdoc import leaf_fields
+from stages import dvcspec
+from stages.paramdoc import leaf_fields
 from tests.import_closure import ROOT, command_closure, rel
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -61,9 +61,9 @@ def _code_deps(stage: str) -> set[str]:
 def test_every_config_field_is_decided_and_written_in_params_yaml():
     decided = set().union(*dvcspec.READS.values()) | dvcspec.RUNTIME_ONLY
     assert set(LEAVES) - decided == set(), (
-        "config fields no stage reads and not runtime-only (pipeline/dvcspec.py)"
+        "config fields no stage reads and not runtime-only (stages/dvcspec.py)"
     )
-    assert decided - set(LEAVES) == set(), "pipeline/dvcspec.py names keys that are not config fields"
+    assert decided - set(LEAVES) == set(), "stages/dvcspec.py names keys that are not config fields"
     written = _flat(yaml.safe_load((ROOT / "params.yaml").read_text()))
     assert set(LEAVES) - written == set(), (
         "config fields missing from params.yaml (code defaults hide them from DVC)"
@@ -85,7 +85,7 @@ def test_stage_deps_are_its_import_closure(stage):
     deps = _code_deps(stage)
     assert closure - deps == set(), f"{stage}: modules its command imports are not deps"
     assert deps - closure == set(), f"{stage}: deps its command never imports (needless reruns)"
-    assert "pipeline/config.py" in deps
+    assert "pipeline/core/config.py" in deps
 
 
 def test_stage_commands_match_dvcspec():
@@ -96,15 +96,20 @@ def test_stage_commands_match_dvcspec():
 def test_closure_sees_function_level_and_decorator_imports(tmp_path: Path):
     """The closure helper itself: a lazy import inside the command is followed."""
     closure = rel(command_closure("evaluate"))
-    assert {"pipeline/evaluate.py", "pipeline/report.py", "pipeline/plots.py", "cache/shards.py"} <= closure
-    assert "pipeline/evaluate.py" not in rel(command_closure("harvest"))
+    assert {
+        "pipeline/evaluate/run.py",
+        "pipeline/report/markdown.py",
+        "pipeline/report/plots.py",
+        "cache/shards.py",
+    } <= closure
+    assert "pipeline/evaluate/run.py" not in rel(command_closure("harvest"))
     assert not any(f.startswith("pipeline/saes/") for f in rel(command_closure("harvest")))
 
 
 def test_runtime_only_keys_change_no_output_relevant_key():
     """The runtime-only keys never enter a store key."""
-    from pipeline.config import params_from_dict
-    from pipeline.store_key import key_fields
+    from pipeline.core.config import params_from_dict
+    from pipeline.harvest.identity import key_fields
 
     base = params_from_dict({})
     changed = params_from_dict({}, ["model.device=cpu", "harvest.batch_size=3"])
@@ -121,7 +126,7 @@ def _record_reads(monkeypatch) -> set[str]:
     import dataclasses
     import sys
 
-    from pipeline import config
+    from pipeline.core import config
 
     seen: set[str] = set()
     sections = {
@@ -170,4 +175,4 @@ def test_stage_commands_read_only_declared_fields(tiny_llama, tmp_path, monkeypa
             swapped = {k for k in seen if k in dvcspec.HELDOUT_SWAPPED}
             seen = (seen - swapped) | {v for k in swapped if (v := dvcspec.HELDOUT_SWAPPED[k])}
         undeclared = seen - dvcspec.READS[stage]
-        assert undeclared == set(), f"{stage} reads fields pipeline/dvcspec.py does not declare"
+        assert undeclared == set(), f"{stage} reads fields stages/dvcspec.py does not declare"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from cache.writer import ShardWriter, allocate
-from pipeline.config import params_from_dict
-from pipeline.errors import CacheIncomplete, CacheMismatch, NothingToEvaluate
-from pipeline.evaluate import run_evaluate
-from pipeline.harvest import run_harvest
-from pipeline.store_key import store_key, store_url
+from pipeline.core.config import params_from_dict
+from pipeline.core.errors import CacheIncomplete, CacheMismatch, NothingToEvaluate
+from pipeline.evaluate.run import run_evaluate
+from pipeline.harvest.identity import store_key, store_url
+from pipeline.harvest.run import run_harvest
 from pipeline.stores import heldout_params
-from pipeline.train import run_train
+from pipeline.train.run import run_train
 from tests.conftest import tiny_overrides
 
 CORE_KEYS = {

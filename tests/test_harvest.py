@@ -12,9 +12,9 @@ import zarr
 from transformers import AutoModelForCausalLM
 
 from cache.store import read_info
-from pipeline.config import params_from_dict
-from pipeline.harvest import run_harvest
-from pipeline.store_key import store_key, store_url
+from pipeline.core.config import params_from_dict
+from pipeline.harvest.identity import store_key, store_url
+from pipeline.harvest.run import run_harvest
 from pipeline.stores import heldout_params
 from tests.conftest import tiny_overrides
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline import hub
+from pipeline.core import hub
 from tests.clirun import run_cli
 
 MODEL = "nonexistent-org/not-a-model-gsae"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cache.schema import usable_rows
-from pipeline.metrics import distribution, recon_stats
+from pipeline.evaluate.metrics import distribution, recon_stats
 from pipeline.saes.topk import TopKSAE
 
 

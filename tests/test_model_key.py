@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import filehash
-from pipeline.config import params_from_dict
-from pipeline.harvest import run_harvest
-from pipeline.models import _fingerprint_dir
-from pipeline.store_key import store_key
+from pipeline.core.config import params_from_dict
+from pipeline.harvest.identity import store_key
+from pipeline.harvest.run import run_harvest
+from pipeline.lm import filehash
+from pipeline.lm.models import _fingerprint_dir
 from tests.conftest import tiny_overrides
 
 
@@ -50,7 +50,7 @@ def test_overwritten_weights_change_the_key_and_reharvest(tiny_llama, tmp_path):
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
     after = store_key(params)
     assert after != before
-    from pipeline.errors import CacheMismatch
+    from pipeline.core.errors import CacheMismatch
 
     with pytest.raises(CacheMismatch):  # the old store is not silently reused
         run_harvest(params)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config import ModelConfig
-from pipeline.errors import ConfigError, ModelLoadError
-from pipeline.models import edit_block_output, find_blocks, load_model
+from pipeline.core.config import ModelConfig
+from pipeline.core.errors import ConfigError, ModelLoadError
+from pipeline.lm.models import edit_block_output, find_blocks, load_model
 from tests.lm_factory import build_model
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from cache.lock import StoreLock
 from cache.verify import verify
-from pipeline.config import params_from_dict
-from pipeline.errors import CacheLocked
-from pipeline.fileio import dumps_json
-from pipeline.harvest import run_harvest
+from pipeline.core.config import params_from_dict
+from pipeline.core.errors import CacheLocked
+from pipeline.core.fileio import dumps_json
+from pipeline.harvest.run import run_harvest
 from tests.clirun import run_cli
 from tests.conftest import store_files, tiny_overrides
 
@@ -31,7 +31,7 @@ def test_repair_rewrites_only_the_damaged_shards(tiny_llama, reference, tmp_path
     params = tmp_path / "p.yaml"
     params.write_text("{}")
     args = sum((["-s", o] for o in tiny_overrides(tiny_llama, str(url))), [])
-    with caplog.at_level(logging.INFO, logger="pipeline.harvest"):
+    with caplog.at_level(logging.INFO, logger="pipeline.harvest.run"):
         code, _, err = run_cli([*command, "-p", str(params), *args], capsys)
     assert code == 0, err
     repaired = [r.getMessage() for r in caplog.records if r.getMessage().startswith("repaired shard")]
@@ -42,7 +42,7 @@ def test_repair_rewrites_only_the_damaged_shards(tiny_llama, reference, tmp_path
 def test_repair_of_a_sound_store_changes_nothing(tiny_llama, reference, tmp_path, caplog):
     url = tmp_path / "s.zarr"
     shutil.copytree(reference, url)
-    with caplog.at_level(logging.INFO, logger="pipeline.harvest"):
+    with caplog.at_level(logging.INFO, logger="pipeline.harvest.run"):
         run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url))), repair=True)
     assert "nothing to repair" in caplog.text and store_files(url) == store_files(reference)
 

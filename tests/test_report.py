@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pipeline.plotdata import summary, write_plot_data, write_summary
-from pipeline.plots import make_plots, steering_boxes
-from pipeline.report import VariantResult, table, write_report
+from pipeline.report.markdown import VariantResult, table, write_report
+from pipeline.report.plotdata import summary, write_plot_data, write_summary
+from pipeline.report.plots import make_plots, steering_boxes
 
 
 def _steer(seed: int) -> SimpleNamespace:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import NothingToEvaluate
-from pipeline.results import load_rows, summarize, write_results
+from pipeline.core.errors import NothingToEvaluate
+from pipeline.report.summarize import load_rows, summarize, write_results
 
 
 def _variant(

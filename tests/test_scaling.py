@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from pipeline.scaling import activation_scale, geometric_median, gradient_scale, init_b_dec
+from pipeline.train.normalize import activation_scale, geometric_median, gradient_scale, init_b_dec
 
 
 def test_activation_scale_is_power_of_two_near_sqrt_d() -> None:

@@ -8,10 +8,10 @@ import zarr
 
 from cache.store import read_info
 from cache.verify import verify
-from pipeline.config import params_from_dict
-from pipeline.forward import forward_backward
-from pipeline.harvest import run_harvest
-from pipeline.models import load_model
+from pipeline.core.config import params_from_dict
+from pipeline.harvest.forward import forward_backward
+from pipeline.harvest.run import run_harvest
+from pipeline.lm.models import load_model
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +55,13 @@ def test_smollm2_python_docs_harvest(tmp_path):
 
 
 def test_converted_folder_computes_what_the_gguf_does():
-    """load_model reads the GGUF converted once into a folder (pipeline.gguf_folder): same tokens,
+    """load_model reads the GGUF converted once into a folder (pipeline.lm.gguf_folder): same tokens,
     same logits, bit for bit, as transformers' own GGUF load."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.gguf_folder import DONE, converted_folder
-    from pipeline.models import smollm2_gguf
+    from pipeline.lm.gguf_folder import DONE, converted_folder
+    from pipeline.lm.models import smollm2_gguf
 
     gguf = smollm2_gguf()
     folder = converted_folder(gguf)

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import ModelConfig
-from pipeline.metrics import loss_recovered
-from pipeline.models import load_model
-from pipeline.splice import Edit, sae_editor, splice_losses, zero_editor
+from pipeline.core.config import ModelConfig
+from pipeline.evaluate.metrics import loss_recovered
+from pipeline.evaluate.splice import Edit, sae_editor, splice_losses, zero_editor
+from pipeline.lm.models import load_model
 
 
 class _Out(NamedTuple):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ModelConfig
-from pipeline.models import load_model
-from pipeline.steering import (
+from pipeline.core.config import ModelConfig
+from pipeline.evaluate.steering import (
     bootstrap_ci,
     clean_reference,
     pick_contexts,
@@ -16,6 +15,7 @@ from pipeline.steering import (
     steer_effects,
     steer_sae,
 )
+from pipeline.lm.models import load_model
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from cache.store import read_info
-from pipeline import corpora, hub
-from pipeline.config import Params, params_from_dict
-from pipeline.errors import CacheMismatch, CacheNotFound
-from pipeline.harvest import run_harvest
-from pipeline.store_key import store_key
+from pipeline.core import hub
+from pipeline.core.config import Params, params_from_dict
+from pipeline.core.errors import CacheMismatch, CacheNotFound
+from pipeline.harvest.identity import store_key
+from pipeline.harvest.run import run_harvest
 from pipeline.stores import STORE_REF, evaluate_store, stage_dir, train_store
+from pipeline.text import corpora
 from tests.conftest import tiny_overrides
 
 

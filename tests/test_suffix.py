@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config import ModelConfig
-from pipeline.models import load_model
-from pipeline.splice import Edit, logits, sae_editor, splice_losses, zero_editor
-from pipeline.suffix import PrefixCapture, suffix_logits
+from pipeline.core.config import ModelConfig
+from pipeline.evaluate.splice import Edit, logits, sae_editor, splice_losses, zero_editor
+from pipeline.lm.models import load_model
+from pipeline.lm.suffix import PrefixCapture, suffix_logits
 
 
 class _Out(tuple):

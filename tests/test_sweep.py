@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import GridConfig
-from pipeline.errors import ConfigError
+from pipeline.core.config import GridConfig
+from pipeline.core.errors import ConfigError
 from pipeline.saes.gbatchtopk import GBatchTopKHParams
 from pipeline.saes.topk import TopKHParams
-from pipeline.sweep import VariantSpec, expand_grid
+from pipeline.train.sweep import VariantSpec, expand_grid
 
 
 def names(**kw: object) -> list[str]:
@@ -83,7 +83,7 @@ def test_every_architecture_takes_exactly_the_grid_keys_of_its_hparams() -> None
 
 
 def test_one_naming_home_for_variants_series_and_labels() -> None:
-    from pipeline.naming import series_name, table_label
+    from pipeline.saes.naming import series_name, table_label
 
     cfg = {
         "architecture": "gbatchtopk",

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import DataConfig
-from pipeline.errors import DataError
-from pipeline.text import in_heldout, iter_documents, source_fingerprint
-from pipeline.tokenstream import pack_contexts
+from pipeline.core.config import DataConfig
+from pipeline.core.errors import DataError
+from pipeline.text.packing import pack_contexts
+from pipeline.text.sources import in_heldout, iter_documents, source_fingerprint
 from tests.lm_factory import build_tokenizer
 
 DOCS = [f"Document number {i}. " + "word " * (20 + i) for i in range(60)]
@@ -111,7 +111,7 @@ def test_packing_errors(tokenizer):
 
 
 def test_module_text_keeps_docstrings_and_comments_in_source_order() -> None:
-    from pipeline.corpora import module_text
+    from pipeline.text.corpora import module_text
 
     source = b'''#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
@@ -137,7 +137,7 @@ class C:
 def test_python_docstrings_source_is_lazy_split_and_fingerprinted() -> None:
     import itertools
 
-    from pipeline import corpora
+    from pipeline.text import corpora
 
     first = list(itertools.islice(iter_documents(DataConfig(source="python-docstrings")), 3))
     held = list(itertools.islice(iter_documents(DataConfig(source="python-docstrings", split="heldout")), 3))

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from cache.store import read_info
-from pipeline.config import DataConfig, params_from_dict
-from pipeline.errors import DataError
-from pipeline.harvest import run_harvest
-from pipeline.models import load_model
-from pipeline.text import iter_documents
-from pipeline.tokenstream import ContextPacker, ShardContexts, StreamPos, pack_contexts
+from pipeline.core.config import DataConfig, params_from_dict
+from pipeline.core.errors import DataError
+from pipeline.harvest.run import run_harvest
+from pipeline.lm.models import load_model
+from pipeline.text.packing import ContextPacker, ShardContexts, StreamPos, pack_contexts
+from pipeline.text.sources import iter_documents
 from tests.conftest import tiny_overrides
 from tests.lm_factory import build_tokenizer
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.config import GridConfig, TrainConfig, params_from_dict
-from pipeline.errors import CacheMismatch
+from pipeline.core.config import GridConfig, TrainConfig, params_from_dict
+from pipeline.core.errors import CacheMismatch
 from pipeline.saes.io import load_sae
-from pipeline.sweep import expand_grid
-from pipeline.train import run_train
-from pipeline.trainer import Trainer
+from pipeline.train.run import run_train
+from pipeline.train.sweep import expand_grid
+from pipeline.train.trainer import Trainer
 from tests._stores import build_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,7 +105,7 @@ def test_resume_after_interruption_gives_identical_weights(
     assert not (tmp_path / "run" / "saes" / "topk-k4-x4-s0").exists()  # nothing marked done
 
     monkeypatch.setattr(Trainer, "train_step", real_step)
-    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+    with caplog.at_level(logging.INFO, logger="pipeline.train.run"):
         run_train(run, store_url=store, expected_key=None)
     assert "resumed from" in caplog.text and "at step 4" in caplog.text
     for name in ("topk-k4-x4-s0", "gsae-k4-b1-x4-aug-s0"):

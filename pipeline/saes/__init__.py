@@ -4,9 +4,9 @@ Adding an architecture = one file that declares a frozen hyper-parameter datacla
 (subclass of :class:`~pipeline.saes.base.KHParams`, one docstring per field) and a subclass of
 :class:`~pipeline.saes.base.SAE`, decorates the class with ``@register("name", HParams)`` and
 is imported below (SAELens's pattern: name → (SAE class, config class)). Everything else
-reads the registry: the sweep (:mod:`pipeline.sweep`: an hparams field named like a
+reads the registry: the sweep (:mod:`pipeline.train.sweep`: an hparams field named like a
 ``train.grid`` key is varied by it, the others keep their defaults), variant names and
-series labels (:mod:`pipeline.naming`), ``cfg.json`` and
+series labels (:mod:`pipeline.saes.naming`), ``cfg.json`` and
 :func:`pipeline.saes.io.load_sae`, and the CLI's ``-a`` choices. Files:
 :mod:`pipeline.saes.io` (SAELens 6 layout), :mod:`pipeline.saes.saelens_plugin` (the ``gsae``
 architecture for SAELens; imports ``sae_lens``), :mod:`pipeline.saes.export` (sparsify).

@@ -63,7 +63,7 @@ def changed_selections(pre: torch.Tensor, indices: torch.Tensor) -> torch.Tensor
 @dataclass(frozen=True)
 class KHParams:
     """Hyper-parameters of a TopK-style architecture (every architecture registers its own
-    frozen dataclass; field names double as ``train.grid`` keys, see :mod:`pipeline.sweep`)."""
+    frozen dataclass; field names double as ``train.grid`` keys, see :mod:`pipeline.train.sweep`)."""
 
     k: int
     """Active latents per token (for batch-level selection: on average)."""

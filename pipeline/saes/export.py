@@ -23,7 +23,7 @@ receives
 sparsify encodes TopK(ReLU(z)) where we take ReLU(TopK(z)): the dense codes are equal (they
 differ only in which zero-valued latents are listed when fewer than k are positive). Only
 ``topk`` variants export: a g-SAE selects with the loss gradient, which sparsify cannot,
-so it is refused (:class:`~pipeline.errors.ExportError`) rather than written as a TopK
+so it is refused (:class:`~pipeline.core.errors.ExportError`) rather than written as a TopK
 model. sparsify names its weights ``sae.safetensors`` (our legacy name), so the export
 goes to its own folder, never into a variant folder.
 """
@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from pipeline.errors import ExportError
-from pipeline.fileio import atomic_write, atomic_write_text
+from pipeline.core.errors import ExportError
+from pipeline.core.fileio import atomic_write, atomic_write_text
 from pipeline.saes.io import CONFIG, WEIGHTS, load_sae, read_cfg, weights_file
 
 SPARSIFY_WEIGHTS = "sae.safetensors"

@@ -25,7 +25,7 @@ architecture into ``topk``), and no ``activation_fn_str: topk`` is written eithe
 Folders written before this layout (``sae.safetensors``) still load here.
 
 Scale folding (unit-norm decoder rows, exact). The trainer fits the SAE on x_s = c·x
-(``act_scale`` c, a power of two, see :mod:`pipeline.scaling`) with internal parameters
+(``act_scale`` c, a power of two, see :mod:`pipeline.train.normalize`) with internal parameters
 (W_enc, b_enc, W_dec, b_dec), unit-norm W_dec rows and gradient factor |W_dec (γ g_raw)|
 (γ = the module's ``grad_scale``). Dividing every latent by c gives, for raw inputs,
 
@@ -54,8 +54,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pipeline.errors import SAEFormatError
-from pipeline.fileio import atomic_write, atomic_write_text
+from pipeline.core.errors import SAEFormatError
+from pipeline.core.fileio import atomic_write, atomic_write_text
 from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE, KHParams
 

@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
 
-from pipeline.config import GridConfig
-from pipeline.errors import ConfigError
+from pipeline.core.config import GridConfig
+from pipeline.core.errors import ConfigError
 from pipeline.saes.base import SAE, KHParams
 
 GRID_KEYS = tuple(f.name for f in dataclasses.fields(GridConfig))

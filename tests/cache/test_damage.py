@@ -14,7 +14,7 @@ import yaml
 from cache.reader import BatchReader, open_store, read_rows
 from cache.schema import act_path, grad_path
 from cache.verify import verify
-from pipeline.errors import CacheCorrupt, CacheIncomplete
+from pipeline.core.errors import CacheCorrupt, CacheIncomplete
 from tests._stores import build_store
 from tests.clirun import run_cli
 

@@ -9,7 +9,7 @@ import pytest
 
 from cache.reader import BatchReader, open_store, read_rows, resolve_hook
 from cache.store import open_group
-from pipeline.errors import CacheCorrupt, CacheIncomplete, CacheMismatch, CacheNotFound
+from pipeline.core.errors import CacheCorrupt, CacheIncomplete, CacheMismatch, CacheNotFound
 from tests._stores import build_store
 
 HOOK = "model.layers.1"

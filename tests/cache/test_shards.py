@@ -10,7 +10,7 @@ from cache.reader import BatchReader
 from cache.schema import act_path, grad_path
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group
-from pipeline.errors import CacheCorrupt
+from pipeline.core.errors import CacheCorrupt
 from tests._stores import build_store
 
 HOOK = "model.layers.1"

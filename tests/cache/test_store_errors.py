@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cache.store import exists, open_group
-from pipeline.errors import CacheNotFound, CacheWriteError
+from pipeline.core.errors import CacheNotFound, CacheWriteError
 
 
 def test_file_url_store_is_created_with_its_parents(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cache.reader import read_rows
-from pipeline.config import params_from_dict
-from pipeline.train import run_train
+from pipeline.core.config import params_from_dict
+from pipeline.train.run import run_train
 from tests._stores import build_store
 
 HOOK = "model.layers.1"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.errors import SAEFormatError
+from pipeline.core.errors import SAEFormatError
 from pipeline.saes import REGISTRY, get_sae_class
 from pipeline.saes.base import SAE
 from pipeline.saes.gsae import GSAE
@@ -73,7 +73,7 @@ def test_inference_is_token_by_token(arch: str) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_save_load_reproduces_on_raw_inputs(arch: str, tmp_path) -> None:
-    c = 2.0**-3  # activation scale used in training (a power of two, as pipeline.scaling gives)
+    c = 2.0**-3  # activation scale used in training (a power of two, as pipeline.train.normalize gives)
     sae = make(arch, grad_scale=float(np.float32(3.7)))
     x_raw, g_raw = data(scale=8.0)
     x_fit, g_fit = data(seed=11, scale=8.0)
@@ -242,8 +242,8 @@ def test_hparams_are_a_documented_frozen_dataclass(arch: str) -> None:
     """Each architecture's hparams: frozen, one docstring per field, rebuilt from its own cfg.json."""
     import dataclasses
 
-    from pipeline.paramdoc import _attribute_docs
     from pipeline.saes.io import hparams_from_cfg
+    from stages.paramdoc import _attribute_docs
 
     cls = get_sae_class(arch)
     hp_cls = cls.hparams_class

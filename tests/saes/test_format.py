@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.evaluate import find_variants
+from pipeline.evaluate.run import find_variants
 from pipeline.saes.io import LEGACY_WEIGHTS, WEIGHTS, load_sae, save_sae
 from tests.saes.conftest import GSAE_AUG, HOOK, TOPK, Trained
 

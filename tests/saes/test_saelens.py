@@ -161,7 +161,7 @@ def test_batchtopk_exports_as_saelens_jumprelu_with_equal_encode(tmp_path: Path,
 
 @pytest.mark.parametrize("arch", ["topk", "gsae", "gbatchtopk"])
 def test_saelens_export_refuses_other_architectures(arch: str, tmp_path: Path) -> None:
-    from pipeline.errors import ExportError
+    from pipeline.core.errors import ExportError
     from pipeline.saes.export import export_sae
 
     save_sae(make(arch), tmp_path / "v", {"hook_name": "model.layers.3"})

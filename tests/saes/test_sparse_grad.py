@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config import GridConfig, TrainConfig
+from pipeline.core.config import GridConfig, TrainConfig
 from pipeline.saes import REGISTRY
 from pipeline.saes.sparse_grad import encoder_backward_
 from pipeline.saes.topk import TopKSAE
-from pipeline.sweep import expand_grid
-from pipeline.trainer import Trainer
+from pipeline.train.sweep import expand_grid
+from pipeline.train.trainer import Trainer
 
 
 def _pair(arch: str) -> tuple[Trainer, Trainer]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import ExportError
+from pipeline.core.errors import ExportError
 from pipeline.saes import REGISTRY
 from pipeline.saes.export import export_sae
 from pipeline.saes.io import load_sae, save_sae

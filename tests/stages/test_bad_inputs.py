@@ -11,8 +11,8 @@ import pytest
 
 from cache.store import read_info
 from cache.verify import verify
-from pipeline.config import params_from_dict
-from pipeline.harvest import run_harvest
+from pipeline.core.config import params_from_dict
+from pipeline.harvest.run import run_harvest
 from tests._stores import build_store
 from tests.clirun import run_cli
 from tests.conftest import tiny_overrides
@@ -173,10 +173,10 @@ def test_unwritable_out_dir_fails_before_training(tmp_path, empty_params, capsys
 
 
 def test_variants_are_written_all_or_none(tmp_path, empty_params, capsys, monkeypatch):
-    import pipeline.train
+    import pipeline.train.run
 
     store = build_store(str(tmp_path / "s.zarr"))
-    real, calls = pipeline.train.save_sae, []
+    real, calls = pipeline.train.run.save_sae, []
 
     def full_disk(sae, folder, cfg, **kw):
         calls.append(folder)
@@ -184,7 +184,7 @@ def test_variants_are_written_all_or_none(tmp_path, empty_params, capsys, monkey
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(sae, folder, cfg, **kw)
 
-    monkeypatch.setattr(pipeline.train, "save_sae", full_disk)
+    monkeypatch.setattr(pipeline.train.run, "save_sae", full_disk)
     args = _sets(_train_params(tmp_path, store, **{"train.grid.architecture": "[topk,gsae]"}))
     code, _, err = run_cli(["train", "-p", empty_params, *args], capsys)
     _one_line(code, err, "No space left on device", "no variant was written")

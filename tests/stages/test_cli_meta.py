@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.paramdoc import leaf_fields
 from stages.cli import NOISY_LOGGERS, setup_logging
+from stages.paramdoc import leaf_fields
 from tests.clirun import run_cli
 
 
@@ -19,7 +19,7 @@ def test_params_lists_every_key_with_default_and_doc(capsys):
     assert code == 0
     for fd in leaf_fields():
         assert f"  {fd.key} = " in out, fd.key
-        assert fd.doc, f"{fd.key} has no docstring in pipeline/config.py"
+        assert fd.doc, f"{fd.key} has no docstring in pipeline/core/config.py"
     assert "train.aux_coef = 0.03125" in out and "AuxK loss coefficient" in out
     assert "model.device = auto" in out and "reruns: nothing (runtime only)" in out
 
@@ -29,7 +29,7 @@ def test_verbose_keeps_third_party_loggers_quiet():
     saved = (root.level, list(root.handlers))
     try:
         setup_logging(True)
-        assert logging.getLogger("pipeline.harvest").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("pipeline.harvest.run").isEnabledFor(logging.DEBUG)
         for name in NOISY_LOGGERS:
             assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
         assert not logging.getLogger("matplotlib.font_manager").isEnabledFor(logging.DEBUG)

@@ -1,0 +1,20 @@
+"""Turning a device setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``) into a torch device."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.core.errors import ConfigError
+
+
+def resolve_device(spec: str, key: str = "device") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a bad or unavailable device → ``ConfigError`` naming ``key``."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise ConfigError(f"{key}: bad device {spec!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key} is {spec!r} but CUDA is not available here (use auto or cpu)")
+    return device

@@ -1,0 +1,145 @@
+"""Typed mappings → frozen dataclasses: the generic half of the params loader.
+
+:mod:`pipeline.core.config` declares the dataclasses; this module checks a parsed YAML mapping
+against their annotations (``Literal`` choices, unions, tuples, numbers), rejects unknown
+keys, applies dotted ``KEY=VALUE`` overrides and layers several files. It knows nothing of
+the project's sections, so it never needs to change when a config field is added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from pipeline.core.errors import ConfigError
+
+
+def check(cond: bool, msg: str) -> None:
+    """``ConfigError(msg)`` unless ``cond``."""
+    if not cond:
+        raise ConfigError(msg)
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        check(
+            value in typing.get_args(tp), f"{key} must be one of {list(typing.get_args(tp))}, got {value!r}"
+        )
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            f"{key} must be a number, got {value!r}",
+        )
+        return float(value)
+    if tp is int:
+        check(
+            isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}"
+        )
+        return value
+    if tp is bool:
+        check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        check(
+            isinstance(value, (str, int, float)) and not isinstance(value, bool),
+            f"{key} must be a string, got {value!r}",
+        )
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    if raw is None:
+        raw = {}
+    check(isinstance(raw, dict), f"{prefix or 'params'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    where = f"{prefix}." if prefix else ""
+    check(
+        not unknown,
+        f"unknown params key '{where}{unknown[0] if unknown else ''}' (known: {', '.join(sorted(names))})",
+    )
+    kwargs = {name: coerce(value, hints[name], f"{where}{name}") for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        raise ConfigError(str(exc)) from exc
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    check(bool(sep) and bool(key.strip()), f"override must look like KEY=VALUE, got {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        check(isinstance(child, dict), f"override {key!r}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError(f"params file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"params file {p} cannot be read: {exc}") from exc
+    check(
+        isinstance(raw, dict), f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}"
+    )
+    return raw
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` merged in (mappings recursively, everything else replaced)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [deep_copy(v) for v in raw]
+    return raw

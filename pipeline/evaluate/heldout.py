@@ -1,0 +1,64 @@
+"""The evaluated window of the held-out store: which whole contexts, and their stored rows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cache.reader import open_store, read_rows
+from cache.schema import CacheInfo
+from pipeline.core.config import Params
+from pipeline.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The evaluated window of the held-out store: contexts, and rows per hook."""
+
+    ids: torch.Tensor
+    """[n_ctx, T] token ids."""
+    acts: dict[str, np.ndarray]
+    """hook → [n_ctx·T, d] stored activations."""
+    grads: dict[str, np.ndarray | None]
+    """hook → [n_ctx·T, d] stored gradients (``None`` from an activation-only store)."""
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.ids.shape[0])
+
+    def view(self, rows: np.ndarray) -> torch.Tensor:
+        """[n_ctx, T, d] of ``rows``."""
+        return torch.from_numpy(rows).view(*self.ids.shape, -1)
+
+
+def eval_window(params: Params, info: CacheInfo, store_url: str) -> int:
+    """Whole contexts evaluated from ``evaluate.first_token`` on; ``ConfigError`` when there are none."""
+    ev, T = params.evaluate, info.context_length
+    n_ctx = min(ev.tokens, max(0, info.committed_tokens - ev.first_token)) // T
+    if n_ctx == 0:
+        raise ConfigError(
+            f"{store_url} holds no whole context from token {ev.first_token} on "
+            f"({info.committed_tokens} tokens, evaluate.tokens={ev.tokens})"
+        )
+    if n_ctx * T < ev.tokens:
+        log.warning(
+            "evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens
+        )
+    return n_ctx
+
+
+def read_held_out(store_url: str, info: CacheInfo, hooks: list[str], first: int, n_ctx: int) -> HeldOut:
+    """Tokens, activations and (when stored) gradients of ``n_ctx`` contexts from row ``first`` on."""
+    T = info.context_length
+    acts: dict[str, np.ndarray] = {}
+    grads: dict[str, np.ndarray | None] = {}
+    tokens = np.zeros(0, np.int32)
+    for hook in hooks:
+        open_store(store_url, hook=hook)
+        tokens, acts[hook], grads[hook] = read_rows(store_url, hook, first, first + n_ctx * T)
+    return HeldOut(torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T), acts, grads)

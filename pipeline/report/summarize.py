@@ -1,0 +1,316 @@
+"""Aggregating evaluated runs over seeds: mean ± spread tables, paired differences, Pareto plots.
+
+Input: run folders, each holding ``evaluate.json`` (DESIGN §3 metrics, variant → figures)
+and ``saes/<variant>/cfg.json`` (architecture, k, β, value mode, seed). Variants that
+differ only by their initialisation seed form a *group*; a g-SAE's ``@beta0`` twin (the
+same weights encoded without the gradient) is its own group. Per group and metric the
+table gives the mean and the sample standard deviation over seeds (n − 1 in the
+denominator; "±" is omitted for one seed). A g-SAE group is also compared with TopK at
+the same k *seed by seed* (same seeds, same tokens): Δ = g-SAE − TopK per seed, reported
+as mean ± sd of the differences, which is the figure to hold against the noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.errors import NothingToEvaluate
+from pipeline.core.fileio import atomic_write_text
+from pipeline.saes.naming import base_variant, grid_hparams, table_label
+
+COLUMNS = (
+    ("loss_recovered", "loss rec.", 4),
+    ("ce_spliced", "CE spliced", 4),
+    ("kl", "KL", 4),
+    ("fvu", "FVU", 4),
+    ("l0", "L0", 1),
+    ("dead_frac", "dead (held-out)", 4),
+    ("train_dead_frac", "dead (train)", 4),
+    ("selection_shift", "sel. shift", 3),
+    ("steer_kl_mean", "steer KL", 4),
+)
+PAIRED = ("loss_recovered", "kl", "fvu", "dead_frac", "steer_kl_mean")
+
+
+@dataclass(frozen=True)
+class Group:
+    """What identifies a group of seeds."""
+
+    architecture: str
+    k: int
+    beta: float
+    value_mode: str
+    with_grad: bool
+
+    @property
+    def label(self) -> str:
+        hp = {"beta": self.beta, "value_mode": self.value_mode}
+        return table_label(self.architecture, hp, with_grad=self.with_grad)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One evaluated variant."""
+
+    group: Group
+    seed: int
+    metrics: dict[str, float]
+
+
+def load_rows(
+    run_dirs: Iterable[str | Path], pairs: Iterable[tuple[str | Path, str | Path]] = ()
+) -> list[Row]:
+    """Every evaluated variant of the given run folders (``evaluate.json`` + ``saes/``) and of
+    explicit (metrics JSON, SAE folder) pairs, with its group and seed."""
+    rows = []
+    sources = [(Path(r) / "evaluate.json", Path(r) / "saes") for r in run_dirs] + [
+        (Path(a), Path(b)) for a, b in pairs
+    ]
+    for path, saes in sources:
+        if not path.is_file():
+            raise NothingToEvaluate(f"{path} not found: evaluate the run first")
+        for name, metrics in json.loads(path.read_text()).items():
+            base, with_grad = base_variant(name)
+            cfg = json.loads((saes / base / "cfg.json").read_text())
+            arch = str(cfg["architecture"])
+            read = grid_hparams(arch)
+            group = Group(
+                arch,
+                int(cfg["k"]),
+                float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
+                str(cfg.get("value_mode", "")) if "value_mode" in read else "",
+                with_grad,
+            )
+            seed = int(cfg.get("training", {}).get("init_seed", cfg.get("seed", 0)))
+            rows.append(Row(group, seed, {k: float(v) for k, v in metrics.items() if v is not None}))
+    return rows
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
+
+
+def _fmt(mean: float, sd: float, digits: int) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
+
+
+def summarize(rows: list[Row]) -> dict[str, Any]:
+    """group label per k → {n, seeds, metric → [mean, sd], paired Δ vs TopK → [mean, sd, n]}."""
+    by_group: dict[Group, list[Row]] = {}
+    for r in rows:
+        by_group.setdefault(r.group, []).append(r)
+    out: dict[str, Any] = {}
+    for g in sorted(
+        by_group, key=lambda g: (g.k, g.architecture != "topk", g.value_mode, g.beta, not g.with_grad)
+    ):
+        rs = sorted(by_group[g], key=lambda r: r.seed)
+        entry: dict[str, Any] = {
+            "k": g.k,
+            "label": g.label,
+            "seeds": [r.seed for r in rs],
+            "architecture": g.architecture,
+            "beta": g.beta,
+            "value_mode": g.value_mode,
+            "with_grad": g.with_grad,
+        }
+        for key, _, _ in COLUMNS:
+            mean, sd, n = _stats([r.metrics.get(key, math.nan) for r in rs])
+            if n:
+                entry[key] = [mean, sd]
+        if len(rs) == 1 and "steer_kl_ci_lo" in rs[0].metrics:
+            entry["steer_kl_ci"] = [rs[0].metrics["steer_kl_ci_lo"], rs[0].metrics["steer_kl_ci_hi"]]
+        base = by_group.get(Group("topk", g.k, 0.0, "", True))
+        if base and g.architecture != "topk":
+            entry["delta_vs_topk"] = _paired(rs, base)
+        out[f"k{g.k} {g.label}"] = entry
+    return out
+
+
+def _paired(rows: list[Row], base: list[Row]) -> dict[str, list[float]]:
+    """metric → [mean, sd, n] of (variant − TopK) over the seeds both have."""
+    ref = {r.seed: r.metrics for r in base}
+    deltas: dict[str, list[float]] = {}
+    for key in PAIRED:
+        diffs = [
+            r.metrics[key] - ref[r.seed][key]
+            for r in rows
+            if r.seed in ref and key in r.metrics and key in ref[r.seed]
+        ]
+        mean, sd, n = _stats(diffs)
+        if n:
+            deltas[key] = [mean, sd, float(n)]
+    return deltas
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The summary as one markdown table (a row per group, k-major)."""
+    head = ["k", "variant", "seeds", *[title for _, title, _ in COLUMNS], "Δ loss rec. vs TopK (paired)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for entry in summary.values():
+        cells = [str(entry["k"]), entry["label"], str(len(entry["seeds"]))]
+        for key, _, digits in COLUMNS:
+            mean, sd = entry.get(key, [math.nan, math.nan])
+            cell = _fmt(mean, sd, digits)
+            if key == "steer_kl_mean" and "steer_kl_ci" in entry:
+                lo, hi = entry["steer_kl_ci"]
+                cell += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+            cells.append(cell)
+        delta = entry.get("delta_vs_topk", {}).get("loss_recovered")
+        cells.append(
+            "–"
+            if delta is None
+            else f"{delta[0]:+.4f} ± {delta[1]:.4f} (n={int(delta[2])})"
+            if math.isfinite(delta[1])
+            else f"{delta[0]:+.4f} (n=1)"
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pareto_plots(summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """Loss recovered, FVU and steering KL against L0, one line per variant family, ±1 sd bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    families: dict[str, list[dict[str, Any]]] = {}
+    for entry in summary.values():
+        families.setdefault(entry["label"], []).append(entry)
+    paths = []
+    for key, title in (
+        ("loss_recovered", "Loss recovered"),
+        ("fvu", "FVU (held-out)"),
+        ("steer_kl_mean", "Steering KL"),
+    ):
+        if not any(key in e for e in summary.values()):
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, entries in families.items():
+            pts = sorted((e["l0"][0], *e[key]) for e in entries if key in e and "l0" in e)
+            if not pts:
+                continue
+            x, y, sd = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
+            style = "-o" if label == "topk" else ("--s" if "@β0" in label else "-^")
+            ax.errorbar(
+                x,
+                y,
+                yerr=np.nan_to_num(sd),
+                fmt=style,
+                capsize=3,
+                label=label,
+                linewidth=1.5 if label == "topk" else 1,
+                color=plt.get_cmap("tab20")(len(ax.lines) % 20),
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("L0 (active latents per token, held-out)")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} vs L0 (mean ± sd over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = out / f"{key}_vs_l0.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None:
+    """Loss recovered, held-out dead fraction and selection shift against β, per k (None if < 2 βs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = list(summary.values())
+    families: dict[tuple[int, str, str, bool], list[dict[str, Any]]] = {}
+    for e in entries:
+        if "beta" in grid_hparams(e["architecture"]):
+            families.setdefault((e["k"], e["architecture"], e["value_mode"], e["with_grad"]), []).append(e)
+    if not any(len({e["beta"] for e in fam}) > 1 for fam in families.values()):
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    keys = (
+        ("loss_recovered", "loss recovered"),
+        ("dead_frac", "dead latents (held-out)"),
+        ("selection_shift", "selection shift"),
+    )
+    colors = plt.get_cmap("tab10")
+    for i, ((k, arch, mode, grad), fam) in enumerate(sorted(families.items())):
+        fam = sorted(fam, key=lambda e: e["beta"])
+        label = f"k={k} {arch} {mode}" + ("" if grad else " @β0 (no gradient at inference)")
+        for ax, (key, _) in zip(axes, keys, strict=True):
+            pts = [(e["beta"], *e[key]) for e in fam if key in e]
+            if pts and not (key == "selection_shift" and not grad):
+                x, y, sd = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=np.nan_to_num(sd),
+                    fmt="-o" if grad else "--s",
+                    color=colors(i // 2 % 10),
+                    alpha=1.0 if grad else 0.6,
+                    capsize=3,
+                    label=label,
+                )
+    for e in entries:
+        if e["architecture"] == "topk":
+            for ax, (key, _) in zip(axes[:2], keys[:2], strict=True):
+                ax.axhline(e[key][0], color="black", linestyle=":", linewidth=1, label=f"TopK k={e['k']}")
+    for ax, (_, title) in zip(axes, keys, strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("β (gradients scaled to mean norm √d)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "beta_sweep.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_results(
+    run_dirs: Sequence[str | Path],
+    out_md: str | Path,
+    plots_dir: str | Path,
+    pairs: Sequence[tuple[str | Path, str | Path]] = (),
+) -> dict[str, Any]:
+    """Aggregate ``run_dirs`` (and ``pairs``) into ``out_md`` (+ the same name with ``.json``) and the plots."""
+    summary = summarize(load_rows(run_dirs, pairs))
+    sweep = beta_sweep_plot(summary, plots_dir)
+    pngs = ([sweep] if sweep else []) + (
+        pareto_plots(summary, plots_dir) if len({e["k"] for e in summary.values()}) > 1 else []
+    )
+    md = Path(out_md)
+    rel = [p.relative_to(md.parent) if p.is_relative_to(md.parent) else p for p in pngs]
+    text = (
+        "# g-SAE vs TopK: aggregated results\n\n"
+        f"Generated by `gsae summarize` from {', '.join(str(r) for r in [*run_dirs, *(a for a, _ in pairs)])}."
+        " Mean ± sample sd over seeds;"
+        " Δ is g-SAE − TopK paired by seed (same seeds, same tokens). `@β0`: the same g-SAE encoded without the"
+        " gradient. Steering KL: mean over latents (one seed: [95 % bootstrap CI over latents]).\n\n"
+        + markdown_table(summary)
+        + "\n"
+        + "".join(f"![{p.stem}]({p})\n" for p in rel)
+    )
+    atomic_write_text(md, text)
+    atomic_write_text(md.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

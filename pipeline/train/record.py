@@ -1,0 +1,83 @@
+"""What a training run records per variant: end-of-training figures and ``cfg.json`` provenance.
+
+The metrics entry (``train.metrics_out``) and the provenance written beside each SAE's own
+settings are built here from the trainer's curve and state, so the training loop in
+:mod:`pipeline.train.run` only decides when to write them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cache.schema import CacheInfo
+from pipeline.core.config import TrainConfig, params_to_dict
+from pipeline.train.trainer import Trainer
+
+
+def final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict[str, float]]:
+    """Per variant, the mean of each logged figure over its last ``tail`` log rows.
+
+    One batch's FVU is noisy (its variance is that batch's): averaging the tail of the
+    curve gives a steadier end-of-training figure.
+    """
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for row in curve:
+        rows.setdefault(row["variant"], []).append(row)
+    return {
+        name: {
+            key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:])
+            for key in ("fvu", "loss", "l0", "selection_shift")
+            if key in rs[-1]
+        }
+        for name, rs in rows.items()
+    }
+
+
+def variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs: float) -> dict[str, Any]:
+    """The metrics entry of one variant."""
+    figures = {
+        "fvu": final.get("fvu"),
+        "l0": final.get("l0"),
+        "loss": final.get("loss"),
+        "dead_frac": trainer.dead_fraction(name),
+        "tokens": trainer.tokens,
+        "steps": trainer.step,
+        "epochs": epochs,
+    }
+    if "selection_shift" in final:
+        figures["selection_shift"] = final["selection_shift"]
+    return figures
+
+
+def sae_provenance(
+    cfg: TrainConfig,
+    info: CacheInfo,
+    store_url: str,
+    hook: str,
+    trainer: Trainer,
+    name: str,
+    final: dict[str, float],
+) -> dict[str, Any]:
+    """What ``cfg.json`` records beside the SAE's own settings: store, hook, training run."""
+    spec = trainer.variants[name].spec
+    # train.parallel is left out: the files do not depend on the process layout.
+    training = {k: val for k, val in params_to_dict(cfg).items() if k != "parallel"}
+    return {
+        "variant": name,
+        "hook_name": hook,
+        "hook_layer": info.layer_of(hook),
+        "model": info.model,
+        "model_name": info.model,
+        "model_revision": info.model_revision,
+        "cache_key": info.key,
+        "cache_store": store_url,
+        "context_size": info.context_length,
+        "dataset_path": info.dataset.get("source"),
+        "prepend_bos": True,
+        "expansion": spec.expansion,
+        "training": {**training, "grid": None, "lr": spec.lr, "init_seed": spec.seed},
+        "tokens_seen": trainer.tokens,
+        "dead_frac": trainer.dead_fraction(name),
+        "final_fvu": final.get("fvu"),
+        "exclude_first": cfg.exclude_first,
+    }

@@ -1,0 +1,356 @@
+"""The train stage as a library call: cache → every variant of the grid → SAE files + curves.
+
+``run_train`` validates the store, picks the hook (the one for ``train.layer``, else the
+store's first; with ``train.grid.layer`` one hook per listed block, trained one after the
+other, each with its own scales, stream and checkpoint folder ``L<layer>``), expands the grid, sets the input scales and b_dec from a sample
+(:mod:`pipeline.train.normalize`), trains all variants on one shuffled stream
+(:mod:`cache.reader`, :mod:`pipeline.train.trainer`) and writes, atomically:
+
+- ``<out_dir>/<variant>/sae_weights.safetensors`` + ``cfg.json``   (DESIGN §3, SAELens 6 layout)
+- ``<curves_dir>/curves.csv``     long format: variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr, selection_shift
+- ``<metrics_out>``               JSON variant → final figures
+- ``<metrics_out stem>.run.json`` wall time and device (run information, not a metric)
+
+Checkpoints (``checkpoint_every`` > 0) go to ``<out_dir>/.checkpoints/`` (pickle-free,
+fingerprint checked first: :mod:`pipeline.train.checkpoint`) and hold the trainer state plus
+the reader position; a rerun with the same settings resumes from it, regenerating the
+deterministic batch stream from that batch, and ends with the same weights as an
+uninterrupted run. The folder is removed after a successful run.
+
+Under torchrun the processes split the variants or the rows of each batch
+(``train.parallel``, :mod:`pipeline.train.distributed`); the files are those of one process.
+
+Before the first step the output folders are checked for writability; a non-finite
+training loss stops the run with one line; the variants are written all or none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.reader import BatchReader, open_store, read_rows, resolve_hook
+from cache.schema import CacheInfo, usable_rows
+from pipeline.core.config import Params, TrainConfig, params_to_dict
+from pipeline.core.devices import resolve_device
+from pipeline.core.errors import ConfigError, NonFiniteError
+from pipeline.core.fileio import atomic_write_text, check_writable, dumps_json
+from pipeline.curves import run_info_path, write_curves
+from pipeline.saes import REGISTRY
+from pipeline.saes.io import save_sae
+from pipeline.stores import require_gradients
+from pipeline.train import distributed
+from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.train.normalize import activation_scale, gradient_scale, init_b_dec
+from pipeline.train.record import final_figures, sae_provenance, variant_figures
+from pipeline.train.sweep import VariantSpec, expand_grid
+from pipeline.train.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = ".checkpoints"
+# TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
+_NO_EFFECT = {
+    "out_dir",
+    "store",
+    "prefetch",
+    "checkpoint_every",
+    "device",
+    "metrics_out",
+    "curves_dir",
+    "log_every",
+    "parallel",
+}
+
+
+def sample_tokens(
+    url: str, hook: str, info: CacheInfo, n: int, seed: int, exclude_first: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Up to ``n`` usable rows (act, grad) float32 [n, d] from shards in a seeded random order
+    (grad ``None`` from an activation-only store)."""
+    rng = np.random.default_rng([seed, 0xC0FFEE])
+    acts, grads, have = [], [], 0
+    for shard in rng.permutation(info.committed_shards):
+        start, stop = info.committed_rows(int(shard))
+        _, a, g = read_rows(url, hook, start, stop, info=info)
+        keep = usable_rows(start, stop, info.context_length, exclude_first)
+        acts.append(a[keep])
+        if g is not None:
+            grads.append(g[keep])
+        have += len(keep)
+        if have >= n:
+            break
+    act, grad = np.concatenate(acts), np.concatenate(grads) if grads else None
+    if len(act) > n:
+        pick = np.sort(rng.choice(len(act), n, replace=False))
+        act, grad = act[pick], None if grad is None else grad[pick]
+    return act, grad
+
+
+def _fingerprint(cfg: TrainConfig, info: CacheInfo, hook: str, specs: list[VariantSpec]) -> dict[str, Any]:
+    train = {k: v for k, v in params_to_dict(cfg).items() if k not in _NO_EFFECT}
+    return {"train": train, "key": info.key, "hook": hook, "variants": [s.name for s in specs]}
+
+
+def _check_finite_loss(step: int, stats: dict[str, dict[str, float]]) -> None:
+    """``NonFiniteError`` when a variant's logged loss is NaN or inf."""
+    for name, s in stats.items():
+        loss = s.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteError(
+                f"variant {name}: training loss is {loss} at step {step} (diverged or non-finite "
+                "inputs); stopping, nothing written"
+            )
+
+
+def _group_by_layer(specs: list[VariantSpec]) -> dict[int | None, list[VariantSpec]]:
+    """Specs per ``spec.layer`` in grid order (``None``: the run's one layer)."""
+    groups: dict[int | None, list[VariantSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.layer, []).append(spec)
+    return groups
+
+
+def _curve_order(specs: list[VariantSpec]) -> Callable[[dict[str, Any]], tuple[int, int, int]]:
+    """Sort key giving one process's curve order: layer, then step, then grid order."""
+    layers = list(_group_by_layer(specs))
+    pos = {s.name: (layers.index(s.layer), i) for i, s in enumerate(specs)}
+    return lambda row: (pos[row["variant"]][0], int(row["step"]), pos[row["variant"]][1])
+
+
+def run_train(params: Params, *, store_url: str, expected_key: str | None) -> dict[str, Any]:
+    """Train every variant of ``params.train.grid`` on the store at ``store_url``.
+
+    Returns the metrics dict written to ``train.metrics_out`` (variant → final figures).
+    Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``.
+    Which store to train on is :mod:`pipeline.stores`' decision.
+    Under torchrun (``WORLD_SIZE`` > 1) the processes share the work per ``train.parallel``
+    (:mod:`pipeline.train.distributed`); rank 0 writes the curves and metrics.
+    """
+    cfg = params.train
+    info = open_store(store_url, expected_key=expected_key)
+    d = info.d_model
+    specs = expand_grid(cfg.grid)
+    for spec in specs:
+        if spec.k > spec.d_sae(d):
+            raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
+    require_gradients(info, store_url, [s.name for s in specs if REGISTRY[s.architecture].uses_grad])
+    for layer in {s.layer for s in specs}:  # every hook exists before any layer trains
+        resolve_hook(info, cfg.layer if layer is None else layer)
+    device = resolve_device(cfg.device, "train.device")
+    out_dir = Path(cfg.out_dir)
+    check_writable(out_dir, "train.out_dir")
+    check_writable(cfg.curves_dir, "train.curves_dir")
+    check_writable(Path(cfg.metrics_out).parent, "the folder of train.metrics_out")
+    ctx, device = distributed.setup(cfg.parallel, device)
+    try:
+        return _run(cfg, info, store_url, specs, device, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run(
+    cfg: TrainConfig,
+    info: CacheInfo,
+    store_url: str,
+    specs: list[VariantSpec],
+    device: torch.device,
+    ctx: distributed.Dist,
+) -> dict[str, Any]:
+    """Train this process's share of ``specs``, layer by layer; write the outputs."""
+    total_steps = max(1, math.ceil(cfg.tokens / cfg.batch_size))
+    out_dir = Path(cfg.out_dir)
+    mine = distributed.my_share(ctx, specs)
+    trained: list[tuple[Trainer, str]] = []
+    epoch_tokens, seconds = 1, 0.0
+    for layer, group in _group_by_layer(mine).items():
+        trainer, hook, epoch_tokens, fit_seconds = _train_layer(
+            cfg, info, store_url, layer, group, total_steps, device, ctx
+        )
+        trained.append((trainer, hook))
+        seconds += fit_seconds
+
+    metrics: dict[str, Any] = {}
+    writes = []
+    curve: list[dict[str, Any]] = []
+    for trainer, hook in trained:
+        epochs = trainer.tokens / epoch_tokens
+        last = final_figures(trainer.curve)
+        curve += trainer.curve
+        for name, v in trainer.variants.items():
+            if not all(torch.isfinite(p).all() for p in v.sae.parameters()):
+                raise NonFiniteError(
+                    f"variant {name}: weights are NaN/inf after {trainer.step} steps (training "
+                    "diverged); nothing written"
+                )
+            final = last.get(name, {})
+            metrics[name] = variant_figures(trainer, name, final, epochs)
+            sae_cfg = sae_provenance(cfg, info, store_url, hook, trainer, name, final)
+            writes.append(
+                (
+                    name,
+                    lambda folder, sae=v.sae, c=sae_cfg, s=trainer.act_scale: save_sae(
+                        sae, folder, c, act_scale=s
+                    ),
+                )
+            )
+    if ctx.split_variants:  # rank 0 merges every rank's rows and figures
+        metrics = {k: val for part in distributed.gather(ctx, metrics) for k, val in part.items()}
+        curve = [row for part in distributed.gather(ctx, curve) for row in part]
+    curve.sort(key=_curve_order(specs))
+    distributed.write_variants(ctx, out_dir, writes)
+    if ctx.main:
+        curves = write_curves(cfg.curves_dir, curve)
+        atomic_write_text(cfg.metrics_out, dumps_json(metrics, indent=2, sort_keys=True) + "\n")
+        # Wall time is run information, not a result: outside the metrics so reruns diff clean.
+        run_info: dict[str, Any] = {
+            "seconds": round(seconds, 1),
+            "device": str(device),
+            "variants": len(specs),
+        }
+        if ctx.active:
+            run_info.update(processes=ctx.world, parallel=ctx.mode)
+        atomic_write_text(run_info_path(cfg.metrics_out), json.dumps(run_info, indent=2) + "\n")
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+        logger.info(
+            "wrote %d SAE(s) to %s, curves %s, metrics %s",
+            len(specs),
+            out_dir,
+            cfg.curves_dir,
+            cfg.metrics_out,
+        )
+        logger.debug("curve files: %s", curves)
+    distributed.barrier(ctx)
+    return metrics
+
+
+def _train_layer(
+    cfg: TrainConfig,
+    info: CacheInfo,
+    store_url: str,
+    layer: int | None,
+    specs: list[VariantSpec],
+    total_steps: int,
+    device: torch.device,
+    ctx: distributed.Dist,
+) -> tuple[Trainer, str, int, float]:
+    """Train ``specs`` (all on one layer; ``None`` = train.layer) → (trainer, hook, tokens per epoch, fit seconds)."""
+    hook = resolve_hook(info, cfg.layer if layer is None else layer)
+    base = Path(cfg.out_dir) / CHECKPOINT_DIR
+    ckpt_write = distributed.checkpoint_folder(ctx, base)
+    ckpt_read = distributed.read_folder(ctx, base)
+    if layer is not None:  # several layers in one run: one checkpoint per layer
+        ckpt_read = ckpt_read / f"L{layer}"
+        ckpt_write = None if ckpt_write is None else ckpt_write / f"L{layer}"
+    fingerprint = _fingerprint(cfg, info, hook, specs)
+    if ctx.main or ctx.split_variants:
+        logger.info(
+            "training %d variant(s) on %s [%s], %d steps of %d tokens",
+            len(specs),
+            store_url,
+            hook,
+            total_steps,
+            cfg.batch_size,
+        )
+
+    state = load_checkpoint(ckpt_read, fingerprint)
+    if ctx.split_rows:
+        state = distributed.agree_on_resume(ctx, state)
+    if state is None:
+        c, gamma, b_dec = 1.0, 1.0, None
+        if ctx.main or not ctx.split_rows:
+            act, grad = sample_tokens(
+                store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first
+            )
+            c, gamma = activation_scale(act), 1.0 if grad is None else gradient_scale(grad)
+            b_dec = init_b_dec(act * c, cfg.b_dec_init)
+        if ctx.split_rows:  # every rank starts from rank 0's numbers
+            c, gamma, b_dec = distributed.from_main(ctx, (c, gamma, b_dec))
+    else:
+        c, gamma, b_dec = state["trainer"]["act_scale"], state["trainer"]["grad_scale"], None
+    parallel = distributed.DataParallel(ctx) if ctx.split_rows else None
+    trainer = Trainer(
+        specs,
+        info.d_model,
+        cfg,
+        total_steps=total_steps,
+        act_scale=c,
+        grad_scale=gamma,
+        b_dec=b_dec,
+        device=device,
+        parallel=parallel,
+    )
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        logger.info("resumed from %s at step %d", ckpt_read, trainer.step)
+    logger.info("act_scale=%g grad_scale=%g (per raw gradient, before act-scale folding)", c, gamma)
+
+    reader = BatchReader(
+        store_url,
+        hook,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        shuffle_buffer_shards=cfg.shuffle_buffer_shards,
+        exclude_first=cfg.exclude_first,
+        prefetch=cfg.prefetch,
+        info=info,
+    )
+
+    def on_checkpoint(step: int, tr: Trainer) -> None:
+        if ckpt_write is not None:
+            epoch, offset = reader.position(step)
+            save_checkpoint(
+                ckpt_write,
+                fingerprint,
+                step,
+                {
+                    "trainer": tr.state_dict(),
+                    "reader": {"batch_index": step, "epoch": epoch, "offset": offset},
+                },
+            )
+            logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
+
+    def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
+        _check_finite_loss(step, stats)
+        if not (ctx.main or ctx.split_variants):
+            return
+        for name, s in stats.items():
+            shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
+            logger.info(
+                "step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s",
+                step,
+                tokens,
+                name,
+                s["fvu"],
+                s["l0"],
+                s["dead_frac"],
+                shift,
+            )
+
+    t0 = time.perf_counter()
+    batches = reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step)
+    trainer.fit(
+        batches if parallel is None else parallel.split(batches),
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        on_log=on_log,
+        on_checkpoint=on_checkpoint,
+        progress=ctx.main,
+    )
+    seconds = time.perf_counter() - t0
+    if trainer.step < total_steps:
+        raise RuntimeError(f"training stopped at step {trainer.step} of {total_steps}")
+    if parallel is not None:
+        parallel.check_same_weights({n: v.sae for n, v in trainer.variants.items()})
+    if layer is not None and cfg.checkpoint_every > 0:
+        on_checkpoint(trainer.step, trainer)  # a finished layer is not retrained after a crash in a later one
+    return trainer, hook, reader.tokens_per_epoch, seconds
