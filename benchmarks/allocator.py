@@ -23,7 +23,7 @@ def child(tuned: bool) -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from pipeline.core.config import params_from_dict
+    from pipeline.core.loader import params_from_dict
     from pipeline.harvest.forward import forward_activations
     from pipeline.lm.models import load_model
     from pipeline.text.packing import pack_contexts

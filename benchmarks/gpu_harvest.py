@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from gpu_common import ROOT, median_time, record
 
-from pipeline.core.config import params_from_dict
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.forward import forward_activations, forward_backward
 from pipeline.harvest.run import run_harvest
 from pipeline.lm.models import LoadedModel, find_blocks, load_model

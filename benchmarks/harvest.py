@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from pipeline.core.config import params_from_dict
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.forward import forward_activations, forward_backward
 from pipeline.harvest.run import run_harvest
 from pipeline.lm.models import LoadedModel, load_model

@@ -30,7 +30,7 @@ def _peak_mib() -> float:
 
 
 def child(corpus: str, model: str, tokens: int, scheduler: str, store: str) -> dict:
-    from pipeline.core.config import params_from_dict
+    from pipeline.core.loader import params_from_dict
     from pipeline.harvest.run import run_harvest
 
     over = [

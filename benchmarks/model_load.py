@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.core.config import params_from_dict  # noqa: E402
+from pipeline.core.loader import params_from_dict  # noqa: E402
 from pipeline.lm.models import load_model, smollm2_gguf  # noqa: E402
 
 

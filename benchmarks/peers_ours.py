@@ -65,7 +65,7 @@ def train_overrides(tokens: int, work: Path, ks: list[int], seeds: list[int], sa
 
 
 def params_for(overrides: list[str]) -> Any:
-    from pipeline.core.config import load_params
+    from pipeline.core.loader import load_params
 
     return load_params(ROOT / "params.yaml", overrides)
 

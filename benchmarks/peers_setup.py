@@ -81,7 +81,7 @@ def exported_contexts(tokens: int) -> Path:
         return path
     from transformers import AutoTokenizer
 
-    from pipeline.core.config import load_params
+    from pipeline.core.loader import load_params
     from pipeline.text.packing import pack_contexts
     from pipeline.text.sources import iter_documents
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 def harvest_run(args: argparse.Namespace, url: str, dtype: str, scheduler: str, shards: int) -> dict:
     """Harvest ``shards`` shards; per-shard seconds and bytes/token of the store."""
     from cache.store import read_info
-    from pipeline.core.config import params_from_dict
+    from pipeline.core.loader import params_from_dict
     from pipeline.harvest.run import run_harvest
 
     params = params_from_dict(

@@ -54,7 +54,6 @@ def open_store(
     expected_key: str | None = None,
     expected_model: str | None = None,
     require_complete: bool = True,
-    expected_split: str | None = None,
 ) -> CacheInfo:
     """Validated info of the store at ``url``.
 
@@ -62,7 +61,7 @@ def open_store(
     attributes that do not match the arrays or the committed shards:
     :func:`cache.integrity.validate_layout`), ``CacheIncomplete`` (``complete`` false and
     ``require_complete``) or ``CacheMismatch`` (other format version, ``hook`` not stored,
-    other key, model or data split than expected).
+    other key or model than expected).
     """
     info = read_info(url)
     if info.version != CACHE_VERSION:
@@ -70,9 +69,6 @@ def open_store(
             f"store {url} has cache format version {info.version}, this code reads {CACHE_VERSION}"
         )
     validate_layout(url, open_group(url, "r"), info)
-    split = info.dataset.get("split")
-    if expected_split is not None and split != expected_split:
-        raise CacheMismatch(f"store {url} holds {split!r}-split text, {expected_split!r} expected")
     if expected_key is not None and info.key != expected_key:
         raise CacheMismatch(
             f"store {url} holds a different harvest (key {info.key[:12]}…, expected {expected_key[:12]}…)"
@@ -81,14 +77,20 @@ def open_store(
         raise CacheMismatch(
             f"store {url} was harvested from model {info.model!r}, expected {expected_model!r}"
         )
-    if hook is not None and hook not in info.hooks:
-        raise CacheMismatch(f"store {url} has no hook {hook!r} (stored hooks: {', '.join(info.hooks)})")
+    if hook is not None:
+        require_hook(info, url, hook)
     if require_complete and not info.complete:
         raise CacheIncomplete(
             f"store {url} is incomplete ({info.committed_tokens} of {info.total_tokens} tokens committed); "
             "finish the harvest first"
         )
     return info
+
+
+def require_hook(info: CacheInfo, url: str, hook: str) -> None:
+    """``CacheMismatch`` unless the store at ``url`` (described by ``info``) holds ``hook``."""
+    if hook not in info.hooks:
+        raise CacheMismatch(f"store {url} has no hook {hook!r} (stored hooks: {', '.join(info.hooks)})")
 
 
 def resolve_hook(info: CacheInfo, layer: int | None) -> str:

@@ -1,9 +1,9 @@
-"""The hand-off from train to evaluate: the training curves file and the run record's path.
+"""The hand-off from train to evaluate: the training curves file.
 
 ``gsae train`` writes ``<train.curves_dir>/curves.csv`` (one long CSV: variant, step, tokens,
-loss, fvu, aux, l0, dead_frac, lr, selection_shift for g-SAEs) and ``<metrics>.run.json``;
-``gsae evaluate`` reads both for its plots and settings table. Neither stage imports the
-other: this module is the contract between them.
+loss, fvu, aux, l0, dead_frac, lr, selection_shift for g-SAEs); ``gsae evaluate`` reads it for
+the training-curves plot. Neither stage imports the other: this module is the contract
+between them (with the SAE folders of :mod:`pipeline.saes.io`).
 """
 
 from __future__ import annotations
@@ -35,12 +35,6 @@ def _cell(value: Any) -> Any:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     return value
-
-
-def run_info_path(metrics_out: str | Path) -> Path:
-    """``metrics/train_metrics.json`` → ``metrics/train_metrics.run.json`` (wall time, device)."""
-    p = Path(metrics_out)
-    return p.with_name(p.stem + ".run.json")
 
 
 def write_curves(curves_dir: str | Path, curve: Sequence[Mapping[str, Any]]) -> Path:

@@ -36,9 +36,10 @@ from typing import Any
 
 from cache.reader import open_store
 from cache.schema import CacheInfo
-from pipeline.core.config import Params, params_to_dict
+from pipeline.core.config import Params
 from pipeline.core.errors import CacheMismatch, CacheNotFound
 from pipeline.core.fileio import atomic_write_text
+from pipeline.core.loader import params_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,9 @@ def evaluate_store(params: Params, *, allow_train_split: bool = False) -> StoreR
     if params.evaluate.store == "auto" or recorded_store(held) is not None:
         ref = harvested_store(held)
     else:
-        ref = StoreRef(held.harvest.store, None, open_store(held.harvest.store))
+        ref = StoreRef(
+            held.harvest.store, None, open_store(held.harvest.store, expected_model=params.model.name)
+        )
     split = ref.info.dataset.get("split")
     if not allow_train_split and split != "heldout":
         raise CacheMismatch(

@@ -84,7 +84,7 @@ def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> Any:
-    from pipeline.core.config import load_params
+    from pipeline.core.loader import load_params
 
     return load_params(params_path, overrides)
 
@@ -198,7 +198,7 @@ def train(
         return
     store = train_store(params, allow_other=allow_other_store)
     tune_allocator()  # process-wide, so here and not in the library
-    run_train(params, store_url=store.url, expected_key=store.key)
+    run_train(params, store_url=store.url, expected_key=store.key, info=store.info)
 
 
 @cli.command()
@@ -211,7 +211,7 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_tra
 
     params = _load(params_path, overrides)
     store = evaluate_store(params, allow_train_split=allow_train_split)
-    run_evaluate(params, store_url=store.url, expected_key=store.key)
+    run_evaluate(params, store_url=store.url, expected_key=store.key, info=store.info)
 
 
 @cli.command()

@@ -16,7 +16,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.config import Params, params_to_dict
+from pipeline.core.config import Params
+from pipeline.core.loader import params_to_dict
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def store_files(url: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def reference(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted harvest of the tiny Llama with :func:`tiny_overrides`' settings."""
-    from pipeline.core.config import params_from_dict
+    from pipeline.core.loader import params_from_dict
     from pipeline.harvest.run import run_harvest
 
     url = tmp_path_factory.mktemp("ref") / "s.zarr"

@@ -18,8 +18,8 @@ import zarr
 
 from cache.reader import BatchReader, open_store, read_rows
 from cache.verify import describe, verify
-from pipeline.core.config import params_from_dict
 from pipeline.core.errors import CacheMismatch
+from pipeline.core.loader import params_from_dict
 from pipeline.evaluate.run import run_evaluate
 from pipeline.harvest.forward import forward_activations, forward_backward
 from pipeline.harvest.identity import store_key

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import Params, load_params, params_from_dict, params_to_dict
+from pipeline.core.config import Params
 from pipeline.core.errors import ConfigError
+from pipeline.core.loader import load_params, params_from_dict, params_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,9 @@ from cache.lock import StoreLock
 from cache.store import read_attrs, read_info
 from cache.verify import verify
 from cache.writer import ShardWriter, allocate
-from pipeline.core.config import params_from_dict
 from pipeline.core.errors import CacheLocked, NonFiniteError, OutputError
 from pipeline.core.fileio import atomic_write_text, check_writable
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.run import run_harvest
 from pipeline.train.checkpoint import load_checkpoint
 from tests._stores import build_store

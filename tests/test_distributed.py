@@ -27,8 +27,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pipeline.core.config import params_from_dict
 from pipeline.core.errors import ConfigError
+from pipeline.core.loader import params_from_dict
 from pipeline.stores import train_store
 from pipeline.train import distributed
 from pipeline.train.run import run_train

@@ -16,7 +16,7 @@ import pytest
 
 from cache.store import read_info
 from cache.verify import verify
-from pipeline.core.config import params_from_dict
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.identity import store_key
 from pipeline.harvest.run import run_harvest
 from tests.conftest import tiny_overrides

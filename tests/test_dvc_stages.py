@@ -108,7 +108,7 @@ def test_closure_sees_function_level_and_decorator_imports(tmp_path: Path):
 
 def test_runtime_only_keys_change_no_output_relevant_key():
     """The runtime-only keys never enter a store key."""
-    from pipeline.core.config import params_from_dict
+    from pipeline.core.loader import params_from_dict
     from pipeline.harvest.identity import key_fields
 
     base = params_from_dict({})

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cache.writer import ShardWriter, allocate
-from pipeline.core.config import params_from_dict
 from pipeline.core.errors import CacheIncomplete, CacheMismatch, NothingToEvaluate
+from pipeline.core.loader import params_from_dict
 from pipeline.evaluate.run import run_evaluate
 from pipeline.harvest.identity import store_key, store_url
 from pipeline.harvest.run import run_harvest

@@ -12,7 +12,7 @@ import zarr
 from transformers import AutoModelForCausalLM
 
 from cache.store import read_info
-from pipeline.core.config import params_from_dict
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.identity import store_key, store_url
 from pipeline.harvest.run import run_harvest
 from pipeline.stores import heldout_params

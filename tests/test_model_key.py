@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import params_from_dict
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.identity import store_key
 from pipeline.harvest.run import run_harvest
 from pipeline.lm import filehash

@@ -10,9 +10,9 @@ import pytest
 
 from cache.lock import StoreLock
 from cache.verify import verify
-from pipeline.core.config import params_from_dict
 from pipeline.core.errors import CacheLocked
 from pipeline.core.fileio import dumps_json
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.run import run_harvest
 from tests.clirun import run_cli
 from tests.conftest import store_files, tiny_overrides

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pipeline.report.markdown import VariantResult, table, write_report
+from pipeline.report.entries import VariantResult
+from pipeline.report.markdown import table, write_report
 from pipeline.report.plotdata import summary, write_plot_data, write_summary
 from pipeline.report.plots import make_plots, steering_boxes
 

@@ -111,7 +111,7 @@ def test_harvest_verify_train_from_s3(tiny_llama, s3_env, tmp_path, capsys, capl
 
 
 def test_dvc_remote_on_s3_pushes_and_pulls_the_cache(tiny_llama, s3_env, tmp_path):
-    from pipeline.core.config import params_from_dict
+    from pipeline.core.loader import params_from_dict
     from pipeline.harvest.run import run_harvest
 
     repo = tmp_path / "repo"
@@ -146,7 +146,7 @@ def test_two_dask_workers_write_the_same_objects_as_one_process(tiny_llama, s3_e
     """``local:2`` workers (spawned with the test's environment) harvest to S3: same objects, same bytes."""
     import boto3
 
-    from pipeline.core.config import params_from_dict
+    from pipeline.core.loader import params_from_dict
     from pipeline.harvest.run import run_harvest
 
     def objects(prefix: str) -> dict[str, bytes]:

@@ -8,7 +8,7 @@ import zarr
 
 from cache.store import read_info
 from cache.verify import verify
-from pipeline.core.config import params_from_dict
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.forward import forward_backward
 from pipeline.harvest.run import run_harvest
 from pipeline.lm.models import load_model

@@ -14,8 +14,9 @@ import pytest
 
 from cache.store import read_info
 from pipeline.core import hub
-from pipeline.core.config import Params, params_from_dict
+from pipeline.core.config import Params
 from pipeline.core.errors import CacheMismatch, CacheNotFound
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.identity import store_key
 from pipeline.harvest.run import run_harvest
 from pipeline.stores import STORE_REF, evaluate_store, stage_dir, train_store

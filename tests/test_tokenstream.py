@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from cache.store import read_info
-from pipeline.core.config import DataConfig, params_from_dict
+from pipeline.core.config import DataConfig
 from pipeline.core.errors import DataError
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.run import run_harvest
 from pipeline.lm.models import load_model
 from pipeline.text.packing import ContextPacker, ShardContexts, StreamPos, pack_contexts

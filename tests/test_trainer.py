@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.core.config import GridConfig, TrainConfig, params_from_dict
+from pipeline.core.config import GridConfig, TrainConfig
 from pipeline.core.errors import CacheMismatch
+from pipeline.core.loader import params_from_dict
 from pipeline.saes.io import load_sae
 from pipeline.train.run import run_train
 from pipeline.train.sweep import expand_grid

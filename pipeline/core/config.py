@@ -1,25 +1,18 @@
-"""Typed configuration: one frozen dataclass per params.yaml section, and one loader.
+"""Typed configuration: one frozen dataclass per params.yaml section, a docstring per field.
 
-``load_params`` reads params.yaml, applies ``-s dotted.key=value`` overrides (values are
-parsed as YAML, so ``-s harvest.layers=[3,5]`` gives a list), rejects unknown keys and
-checks types, then builds the frozen dataclasses whose ``__post_init__`` does the
-cross-field checks. Nothing else in the project reads params.yaml.
+Each ``__post_init__`` does the cross-field checks of its section (``ConfigError``). The one
+loader that builds these from params.yaml and ``-s`` overrides is :mod:`pipeline.core.loader`;
+``gsae params`` reads the field docstrings back from this file (:mod:`stages.paramdoc`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pipeline.core.loader import apply_override, build, check, deep_copy, merge, read_yaml
+from pipeline.core.errors import config_check as _check
 
 Split = Literal["train", "heldout"]
-
-
-_check = check  # cross-field checks below raise ConfigError
 
 
 @dataclass(frozen=True)
@@ -297,40 +290,3 @@ class Params:
             f"train.grid.layer {list(grid_layers)} is not a subset of harvest.layers {list(self.harvest.layers)}",
         )
         _check(len(set(grid_layers)) == len(grid_layers), "train.grid.layer has duplicates")
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def params_from_dict(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> Params:
-    """Build ``Params`` from a plain mapping plus dotted ``KEY=VALUE`` overrides."""
-    raw = deep_copy(raw)
-    for item in overrides:
-        apply_override(raw, item)
-    return build(Params, raw, "")
-
-
-def load_params(
-    path: str | Path | typing.Sequence[str | Path] | None = "params.yaml",
-    overrides: typing.Sequence[str] = (),
-) -> Params:
-    """Read params.yaml (missing file = all defaults when ``path`` is None).
-
-    Several files are layered in order: a later file's mappings merge into the earlier
-    ones key by key, and its scalars and lists replace theirs (an experiment's sweep file
-    over its shared params, say). The ``-s`` overrides apply last.
-    """
-    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
-    raw: dict[str, Any] = {}
-    for item in paths:
-        raw = merge(raw, read_yaml(Path(item)))
-    return params_from_dict(raw, overrides)
-
-
-def params_to_dict(params: Any) -> Any:
-    """Plain nested dict of a config (tuples as lists), for JSON and cfg files."""
-    if dataclasses.is_dataclass(params):
-        return {f.name: params_to_dict(getattr(params, f.name)) for f in dataclasses.fields(params)}
-    if isinstance(params, tuple):
-        return [params_to_dict(v) for v in params]
-    return params

@@ -52,3 +52,9 @@ class OutputError(PipelineError, OSError):
 
 class SchedulerError(PipelineError, ConnectionError):
     """The dask scheduler of ``harvest.scheduler`` cannot be reached, or a shard task failed for good."""
+
+
+def config_check(cond: bool, msg: str) -> None:
+    """``ConfigError(msg)`` unless ``cond`` (the config dataclasses' cross-field checks)."""
+    if not cond:
+        raise ConfigError(msg)

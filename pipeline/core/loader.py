@@ -1,9 +1,11 @@
-"""Typed mappings → frozen dataclasses: the generic half of the params loader.
+"""The one params loader: params.yaml (+ ``-s`` overrides) → :class:`~pipeline.core.config.Params`.
 
-:mod:`pipeline.core.config` declares the dataclasses; this module checks a parsed YAML mapping
-against their annotations (``Literal`` choices, unions, tuples, numbers), rejects unknown
-keys, applies dotted ``KEY=VALUE`` overrides and layers several files. It knows nothing of
-the project's sections, so it never needs to change when a config field is added.
+:func:`load_params` reads one or several YAML files (layered), applies dotted ``KEY=VALUE``
+overrides (values parsed as YAML, so ``-s harvest.layers=[3,5]`` gives a list), checks the
+mapping against the dataclasses' annotations (``Literal`` choices, unions, tuples, numbers),
+rejects unknown keys, and builds the frozen dataclasses of :mod:`pipeline.core.config`, whose
+``__post_init__`` does the cross-field checks. The checking is generic: adding a config field
+never changes this module. Nothing else in the project reads params.yaml.
 """
 
 from __future__ import annotations
@@ -16,13 +18,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from pipeline.core.config import Params
 from pipeline.core.errors import ConfigError
-
-
-def check(cond: bool, msg: str) -> None:
-    """``ConfigError(msg)`` unless ``cond``."""
-    if not cond:
-        raise ConfigError(msg)
+from pipeline.core.errors import config_check as check
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
@@ -143,3 +141,37 @@ def deep_copy(raw: Any) -> Any:
     if isinstance(raw, list):
         return [deep_copy(v) for v in raw]
     return raw
+
+
+def params_from_dict(raw: dict[str, Any], overrides: typing.Sequence[str] = ()) -> Params:
+    """Build ``Params`` from a plain mapping plus dotted ``KEY=VALUE`` overrides."""
+    raw = deep_copy(raw)
+    for item in overrides:
+        apply_override(raw, item)
+    return build(Params, raw, "")
+
+
+def load_params(
+    path: str | Path | typing.Sequence[str | Path] | None = "params.yaml",
+    overrides: typing.Sequence[str] = (),
+) -> Params:
+    """Read params.yaml (missing file = all defaults when ``path`` is None).
+
+    Several files are layered in order: a later file's mappings merge into the earlier
+    ones key by key, and its scalars and lists replace theirs (an experiment's sweep file
+    over its shared params, say). The ``-s`` overrides apply last.
+    """
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    raw: dict[str, Any] = {}
+    for item in paths:
+        raw = merge(raw, read_yaml(Path(item)))
+    return params_from_dict(raw, overrides)
+
+
+def params_to_dict(params: Any) -> Any:
+    """Plain nested dict of a config (tuples as lists), for JSON and cfg files."""
+    if dataclasses.is_dataclass(params):
+        return {f.name: params_to_dict(getattr(params, f.name)) for f in dataclasses.fields(params)}
+    if isinstance(params, tuple):
+        return [params_to_dict(v) for v in params]
+    return params

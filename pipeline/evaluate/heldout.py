@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cache.reader import open_store, read_rows
+from cache.reader import read_rows, require_hook
 from cache.schema import CacheInfo
 from pipeline.core.config import Params
 from pipeline.core.errors import ConfigError
@@ -59,6 +59,6 @@ def read_held_out(store_url: str, info: CacheInfo, hooks: list[str], first: int,
     grads: dict[str, np.ndarray | None] = {}
     tokens = np.zeros(0, np.int32)
     for hook in hooks:
-        open_store(store_url, hook=hook)
-        tokens, acts[hook], grads[hook] = read_rows(store_url, hook, first, first + n_ctx * T)
+        require_hook(info, store_url, hook)  # info is validated already: no second open per hook
+        tokens, acts[hook], grads[hook] = read_rows(store_url, hook, first, first + n_ctx * T, info)
     return HeldOut(torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T), acts, grads)

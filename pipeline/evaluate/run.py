@@ -46,7 +46,8 @@ from pipeline.evaluate.metrics import ReconStats, distribution, loss_recovered, 
 from pipeline.evaluate.splice import Edit, SpliceResult, sae_editor, splice_losses, zero_editor
 from pipeline.evaluate.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
 from pipeline.lm.models import LoadedModel, load_model
-from pipeline.report.markdown import VariantResult, write_metrics, write_report
+from pipeline.report.entries import VariantResult
+from pipeline.report.markdown import write_metrics, write_report
 from pipeline.report.plotdata import write_plot_data, write_summary
 from pipeline.report.plots import make_plots
 from pipeline.saes.base import SAE
@@ -245,12 +246,22 @@ def _results(
 
 
 def run_evaluate(
-    params: Params, *, store_url: str, expected_key: str | None = None, lm: LoadedModel | None = None
+    params: Params,
+    *,
+    store_url: str,
+    expected_key: str | None = None,
+    lm: LoadedModel | None = None,
+    info: CacheInfo | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate every variant in ``train.out_dir`` on the held-out store; returns the metrics."""
+    """Evaluate every variant in ``train.out_dir`` on the held-out store; returns the metrics.
+
+    ``info``: the store's info when the caller validated it already (:func:`pipeline.stores.evaluate_store`
+    checks key, model and split); otherwise the store is opened and checked here.
+    """
     t0 = time.perf_counter()
     find_variants(params.train.out_dir)  # fail fast, before loading the LM
-    info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
+    if info is None:
+        info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
     n_ctx = eval_window(params, info, store_url)
     lm = lm or load_model(params.model)
     entries = load_entries(params, lm, info)

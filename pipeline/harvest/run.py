@@ -23,8 +23,9 @@ from cache.lock import StoreLock
 from cache.schema import LOSS_DEFINITION, Provenance, content_key
 from cache.verify import verify
 from cache.writer import ShardWriter, allocate, check_same_key, interrupted_allocation
-from pipeline.core.config import Params, params_to_dict
+from pipeline.core.config import Params
 from pipeline.core.errors import CacheCorrupt, ConfigError
+from pipeline.core.loader import params_to_dict
 from pipeline.harvest.distributed import harvest_distributed
 from pipeline.harvest.forward import compute_shard
 from pipeline.harvest.identity import harvest_rows, key_fields, store_url

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -197,15 +196,6 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     )
     tok_name = cfg.name if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name)
     return LoadedModel(model, tokenizer, cfg.name, revision, str(tok_name), blocks, path, device)
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Short hash of the vocabulary and special tokens (part of the cache key)."""
-    vocab = tokenizer.get_vocab()
-    blob = json.dumps(
-        [sorted(vocab.items()), tokenizer.bos_token_id, tokenizer.eos_token_id], separators=(",", ":")
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _hidden(output: Any) -> torch.Tensor:

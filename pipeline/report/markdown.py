@@ -1,9 +1,8 @@
 """The evaluate stage's metrics JSON and report.md (plot data: :mod:`pipeline.report.plotdata`,
 PNGs: :mod:`pipeline.report.plots`).
 
-Every file is written atomically (temporary file in the same folder, then rename). A
-*group* (series) is the architecture plus the hyper-parameters that are not k or seed,
-e.g. ``topk-x8``, ``gsae-b1-aug-x8``, ``gsae-b1-aug-x8@beta0``. The report shows the CE
+Every file is written atomically (temporary file in the same folder, then rename). Groups
+(series) and seed statistics are :mod:`pipeline.report.entries`'s. The report shows the CE
 baselines loss recovered is measured against (and warns when zero ablation does not hurt),
 a table of the known figures plus a ``selection_shift`` column when present, every other
 numeric figure in a second table, and the PNGs.
@@ -14,36 +13,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.core.fileio import atomic_write_text
+from pipeline.report.entries import VariantResult, by_group, mean_sd
 from pipeline.report.plotdata import baselines
 from pipeline.report.plots import TITLES
-
-
-@dataclass
-class VariantResult:
-    """Everything the report needs about one evaluated entry (a variant or its β=0 twin)."""
-
-    name: str
-    group: str
-    architecture: str
-    k: int
-    seed: int | None
-    metrics: dict[str, float]
-    steer: Any = None
-    """A :class:`pipeline.evaluate.steering.SteerResult` or None when steering was skipped."""
-    tokens: list[str] = field(default_factory=list)
-    """Decoded most-affected token of each steered latent."""
-    hook: str = ""
-    """The SAE's hook (block) name."""
-
 
 # ----------------------------------------------------------------------------- files
 
@@ -56,20 +35,6 @@ def write_metrics(path: str | Path, metrics: Mapping[str, Mapping[str, float]]) 
     """Flat JSON ``{variant: {metric: number}}`` (non-finite numbers become null)."""
     obj = {name: {k: _clean(v) for k, v in m.items()} for name, m in metrics.items()}
     return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-def by_group(results: Sequence[VariantResult]) -> dict[str, list[VariantResult]]:
-    """Results grouped by ``group``, in first-seen order, each sorted by (k, seed)."""
-    groups: dict[str, list[VariantResult]] = defaultdict(list)
-    for r in results:
-        groups[r.group].append(r)
-    return {
-        g: sorted(rs, key=lambda r: (r.k, r.seed if r.seed is not None else -1)) for g, rs in groups.items()
-    }
-
-
-def _f(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 # ----------------------------------------------------------------------------- report
@@ -180,20 +145,18 @@ def baseline_lines(results: Sequence[VariantResult]) -> list[str]:
     return lines
 
 
-def _group_stats(rs: Sequence[VariantResult], key: str) -> tuple[float, float, int]:
-    vals = np.array([_f(r.metrics.get(key)) for r in rs], dtype=np.float64)
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return math.nan, math.nan, 0
-    return float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0, int(vals.size)
-
-
 def reading(results: Sequence[VariantResult]) -> list[str]:
     """A neutral, auto-generated summary: per k, the ranking by loss recovered and FVU."""
     lines: list[str] = []
     for k in sorted({r.k for r in results}):
         at_k = by_group([r for r in results if r.k == k])
-        stats = {g: (_group_stats(rs, "loss_recovered"), _group_stats(rs, "fvu")) for g, rs in at_k.items()}
+        stats = {
+            g: (
+                mean_sd(r.metrics.get("loss_recovered") for r in rs),
+                mean_sd(r.metrics.get("fvu") for r in rs),
+            )
+            for g, rs in at_k.items()
+        }
         ranked = sorted(stats, key=lambda g: -stats[g][0][0] if math.isfinite(stats[g][0][0]) else math.inf)
         if not ranked:
             continue

@@ -27,6 +27,7 @@ from typing import Any
 
 from pipeline.core.fileio import atomic_write_text
 from pipeline.curves import csv_text
+from pipeline.report.entries import VariantResult
 
 ID_COLUMNS = ("variant", "series", "architecture", "k", "seed")
 SUMMARY_KEYS = (
@@ -43,7 +44,7 @@ SUMMARY_KEYS = (
 """Per-cell figures of the summary (each only when the entries have it)."""
 
 
-def _ids(r: Any) -> dict[str, Any]:
+def _ids(r: VariantResult) -> dict[str, Any]:
     return {
         "variant": r.name,
         "series": r.group,
@@ -53,7 +54,7 @@ def _ids(r: Any) -> dict[str, Any]:
     }
 
 
-def write_plot_data(plots_dir: str | Path, results: Sequence[Any]) -> list[Path]:
+def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> list[Path]:
     """variants.csv, metrics_long.csv and steering.csv for ``results`` (``VariantResult``s)."""
     root = Path(plots_dir)
     keys = sorted({k for r in results for k in r.metrics})
@@ -96,7 +97,7 @@ def _mean(values: list[float]) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def summary(results: Sequence[Any]) -> dict[str, Any]:
+def summary(results: Sequence[VariantResult]) -> dict[str, Any]:
     """``{series: {"k<k>": {metric: mean over seeds, "n_seeds": n}}, "baseline": {...}}``."""
     cells: dict[str, dict[str, list[Any]]] = {}
     for r in results:
@@ -116,7 +117,7 @@ def summary(results: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
-def baselines(results: Sequence[Any]) -> dict[str, float | None]:
+def baselines(results: Sequence[VariantResult]) -> dict[str, float | None]:
     """CE of the clean model and of the zero-ablated layer (one per hook when several)."""
     base: dict[str, float | None] = {}
     if results:
@@ -130,7 +131,7 @@ def baselines(results: Sequence[Any]) -> dict[str, float | None]:
     return base
 
 
-def write_summary(path: str | Path, results: Sequence[Any]) -> Path:
+def write_summary(path: str | Path, results: Sequence[VariantResult]) -> Path:
     """The compact metrics file (the DVC stage metric)."""
     obj = summary(results)
     return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")

@@ -7,7 +7,6 @@ are dashed. The steering boxes are one per (series, k): values of k are never po
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.fileio import atomic_write
+from pipeline.report.entries import VariantResult, as_float, by_group
 from pipeline.saes.naming import BETA0_SUFFIX
 
 PNGS = {
@@ -47,10 +47,6 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _f(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
 def _colours(series: Sequence[str]) -> dict[str, Any]:
     """One colour per series; a β = 0 twin takes its parent's colour."""
     cmap = _pyplot().get_cmap("tab10")
@@ -60,13 +56,6 @@ def _colours(series: Sequence[str]) -> dict[str, Any]:
 
 def _style(series: str) -> str:
     return "--" if series.endswith(BETA0_SUFFIX) else "-"
-
-
-def _groups(results: Sequence[Any]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for r in results:
-        out.setdefault(r.group, []).append(r)
-    return {g: sorted(rs, key=lambda r: (r.k, r.seed if r.seed is not None else -1)) for g, rs in out.items()}
 
 
 def training_curves(path: Path, curves: Sequence[Mapping[str, Any]]) -> Path:
@@ -105,19 +94,19 @@ def training_curves(path: Path, curves: Sequence[Mapping[str, Any]]) -> Path:
     return _save(fig, path)
 
 
-def loss_recovered_vs_k(path: Path, results: Sequence[Any]) -> Path:
+def loss_recovered_vs_k(path: Path, results: Sequence[VariantResult]) -> Path:
     """Mean loss recovered per k, one line per series (seeds as dots)."""
     plt = _pyplot()
-    groups = _groups(results)
+    groups = by_group(results)
     colours = _colours(list(groups))
     fig, ax = plt.subplots(figsize=(6, 4))
     for group, rs in groups.items():
         ks = sorted({r.k for r in rs})
-        means = [np.nanmean([_f(r.metrics.get("loss_recovered")) for r in rs if r.k == k]) for k in ks]
+        means = [np.nanmean([as_float(r.metrics.get("loss_recovered")) for r in rs if r.k == k]) for k in ks]
         ax.plot(ks, means, marker="o", linestyle=_style(group), color=colours[group], label=group)
         ax.scatter(
             [r.k for r in rs],
-            [_f(r.metrics.get("loss_recovered")) for r in rs],
+            [as_float(r.metrics.get("loss_recovered")) for r in rs],
             s=12,
             color=colours[group],
             alpha=0.5,
@@ -133,15 +122,15 @@ def loss_recovered_vs_k(path: Path, results: Sequence[Any]) -> Path:
     return _save(fig, path)
 
 
-def fvu_vs_loss_recovered(path: Path, results: Sequence[Any]) -> Path:
+def fvu_vs_loss_recovered(path: Path, results: Sequence[VariantResult]) -> Path:
     """One point per variant, coloured by series and annotated with k."""
     plt = _pyplot()
-    groups = _groups(results)
+    groups = by_group(results)
     colours = _colours(list(groups))
     fig, ax = plt.subplots(figsize=(6, 4))
     for group, rs in groups.items():
-        xs = [_f(r.metrics.get("fvu")) for r in rs]
-        ys = [_f(r.metrics.get("loss_recovered")) for r in rs]
+        xs = [as_float(r.metrics.get("fvu")) for r in rs]
+        ys = [as_float(r.metrics.get("loss_recovered")) for r in rs]
         marker = "x" if group.endswith(BETA0_SUFFIX) else "o"
         ax.scatter(xs, ys, label=group, color=colours[group], marker=marker)
         for r, x, y in zip(rs, xs, ys, strict=True):
@@ -152,10 +141,10 @@ def fvu_vs_loss_recovered(path: Path, results: Sequence[Any]) -> Path:
     return _save(fig, path)
 
 
-def steering_boxes(results: Sequence[Any]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+def steering_boxes(results: Sequence[VariantResult]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """(series, label, KL values, |Δ log p| values): one box per (series, k), seeds pooled."""
     boxes: list[tuple[str, str, np.ndarray, np.ndarray]] = []
-    for group, rs in _groups(results).items():
+    for group, rs in by_group(results).items():
         for k in sorted({r.k for r in rs}):
             steered = [r.steer for r in rs if r.k == k and r.steer is not None and len(r.steer.kl)]
             if steered:
@@ -170,7 +159,7 @@ def steering_boxes(results: Sequence[Any]) -> list[tuple[str, str, np.ndarray, n
     return boxes
 
 
-def steering(path: Path, results: Sequence[Any]) -> Path:
+def steering(path: Path, results: Sequence[VariantResult]) -> Path:
     """Steering KL and max |Δ log p| per latent: one box per (series, k), never pooling values of k."""
     plt = _pyplot()
     boxes = steering_boxes(results)
@@ -203,7 +192,7 @@ def steering(path: Path, results: Sequence[Any]) -> Path:
 
 
 def make_plots(
-    plots_dir: str | Path, results: Sequence[Any], curves: Sequence[Mapping[str, Any]]
+    plots_dir: str | Path, results: Sequence[VariantResult], curves: Sequence[Mapping[str, Any]]
 ) -> dict[str, Path]:
     """Every PNG; returns plot id → path (training curves only when there are curve rows)."""
     root = Path(plots_dir)

@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.core.errors import NothingToEvaluate
 from pipeline.core.fileio import atomic_write_text
+from pipeline.report.entries import group_by, mean_sd
 from pipeline.saes.naming import base_variant, grid_hparams, table_label
 
 COLUMNS = (
@@ -93,13 +94,6 @@ def load_rows(
     return rows
 
 
-def _stats(values: Sequence[float]) -> tuple[float, float, int]:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
-
-
 def _fmt(mean: float, sd: float, digits: int) -> str:
     if not math.isfinite(mean):
         return "–"
@@ -108,9 +102,7 @@ def _fmt(mean: float, sd: float, digits: int) -> str:
 
 def summarize(rows: list[Row]) -> dict[str, Any]:
     """group label per k → {n, seeds, metric → [mean, sd], paired Δ vs TopK → [mean, sd, n]}."""
-    by_group: dict[Group, list[Row]] = {}
-    for r in rows:
-        by_group.setdefault(r.group, []).append(r)
+    by_group = group_by(rows, lambda r: r.group)
     out: dict[str, Any] = {}
     for g in sorted(
         by_group, key=lambda g: (g.k, g.architecture != "topk", g.value_mode, g.beta, not g.with_grad)
@@ -126,7 +118,7 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
             "with_grad": g.with_grad,
         }
         for key, _, _ in COLUMNS:
-            mean, sd, n = _stats([r.metrics.get(key, math.nan) for r in rs])
+            mean, sd, n = mean_sd([r.metrics.get(key, math.nan) for r in rs])
             if n:
                 entry[key] = [mean, sd]
         if len(rs) == 1 and "steer_kl_ci_lo" in rs[0].metrics:
@@ -148,7 +140,7 @@ def _paired(rows: list[Row], base: list[Row]) -> dict[str, list[float]]:
             for r in rows
             if r.seed in ref and key in r.metrics and key in ref[r.seed]
         ]
-        mean, sd, n = _stats(diffs)
+        mean, sd, n = mean_sd(diffs)
         if n:
             deltas[key] = [mean, sd, float(n)]
     return deltas

@@ -9,7 +9,11 @@ reads the registry: the sweep (:mod:`pipeline.train.sweep`: an hparams field nam
 series labels (:mod:`pipeline.saes.naming`), ``cfg.json`` and
 :func:`pipeline.saes.io.load_sae`, and the CLI's ``-a`` choices. Files:
 :mod:`pipeline.saes.io` (SAELens 6 layout), :mod:`pipeline.saes.saelens_plugin` (the ``gsae``
-architecture for SAELens; imports ``sae_lens``), :mod:`pipeline.saes.export` (sparsify).
+architecture for SAELens; imports ``sae_lens``), :mod:`pipeline.saes.export` (sparsify), :mod:`pipeline.saes.registry` (the registry itself),
+:mod:`pipeline.saes.naming` (variant, series and table names from the registered hyper-parameters).
+
+Rule (tests/test_layout.py): ``saes`` imports only ``core``; every stage and the report may
+import it. ``from pipeline.saes import ...`` stays the public path (SAELens plug-in included).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class SAE(nn.Module):
     ``architecture`` (the registry name), ``hparams_class`` (the architecture's frozen
     hyper-parameter dataclass, a :class:`KHParams`) and ``grid_hparams`` (its fields that
     ``train.grid`` varies besides ``k``). ``uses_grad`` says whether ``select`` reads the
-    loss gradient. Hyper-parameters are read as attributes (``sae.k``, ``sae.beta``) and
+    loss gradient. Hyper-parameters are read as attributes (``sae.k``, ``sae.hp.<field>``) and
     live, frozen, in ``sae.hp``; ``grad_scale`` is a plain attribute the trainer sets.
     """
 
@@ -113,7 +113,7 @@ class SAE(nn.Module):
         return cls(d_in, d_sae, grad_scale=grad_scale, **{f.name: getattr(hp, f.name) for f in fields(hp)})
 
     def __getattr__(self, name: str) -> Any:
-        # hyper-parameters read as attributes (sae.k, sae.beta); nn.Module's lookup first
+        # hyper-parameters read as attributes (sae.k); nn.Module's lookup first
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -137,11 +137,10 @@ class SAE(nn.Module):
         return twin
 
     def gradient_free_twin(self) -> SAE | None:
-        """The same SAE selecting without the gradient (β = 0), or None when that is itself
-        (gradient-free architectures, β = 0 already): evaluated as ``<variant>@beta0``."""
-        if not self.uses_grad or getattr(self.hp, "beta", 0.0) == 0.0:
-            return None
-        return self.with_hparams(beta=0.0)
+        """The same SAE selecting without the gradient (evaluated as ``<variant>@beta0``), or None
+        when that is itself. A gradient-free architecture is its own twin; gradient-aware ones
+        override this with their own hyper-parameters (:class:`pipeline.saes.gsae.GradientScoring`)."""
+        return None
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Random unit-norm decoder rows, encoder tied to the decoder's transpose, zero biases."""
@@ -227,9 +226,10 @@ class SAE(nn.Module):
         return out + self.b_dec if bias else out
 
     def forward(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> SAEOutput:
-        """Encode, select, decode: x [B, d], grad [B, d] (raw gradients) → :class:`SAEOutput`."""
-        if self.uses_grad and grad is None and getattr(self.hp, "beta", 0.0) != 0.0:
-            raise ValueError(f"{self.architecture} SAE needs the loss gradient (grad=None given)")
+        """Encode, select, decode: x [B, d], grad [B, d] (raw gradients) → :class:`SAEOutput`.
+
+        A ``select`` that needs the gradient raises ``ValueError`` when ``grad`` is None.
+        """
         z = self.encode_pre(x)
         indices, values = self.select(z, grad)
         acts = torch.zeros_like(z).scatter(1, indices, values)

@@ -63,6 +63,12 @@ class GradientScoring:
             raise ValueError(f"{self.architecture} SAE needs the loss gradient (grad=None given)")
         return z + self.hp.beta * z * self.grad_factor(grad)  # type: ignore[attr-defined]
 
+    def gradient_free_twin(self) -> SAE | None:
+        """The same weights at β = 0 (None when β is 0 already: the SAE is its own twin)."""
+        if self.hp.beta == 0.0:
+            return None
+        return self.with_hparams(beta=0.0)  # type: ignore[attr-defined,no-any-return]
+
     def values_at(self, z: torch.Tensor, s: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """What the decoder receives at ``indices`` [B, m]: ReLU(s_i) (augmented) or ReLU(z_i)."""
         return torch.relu((s if self.hp.value_mode == "augmented" else z).gather(1, indices))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from cache.schema import CacheInfo
-from pipeline.core.config import TrainConfig, params_to_dict
+from pipeline.core.config import TrainConfig
+from pipeline.core.loader import params_to_dict
 from pipeline.train.trainer import Trainer
 
 

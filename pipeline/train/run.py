@@ -40,12 +40,12 @@ import torch
 
 from cache.reader import BatchReader, open_store, read_rows, resolve_hook
 from cache.schema import CacheInfo, usable_rows
-from pipeline.core.config import Params, TrainConfig, params_to_dict
+from pipeline.core.config import Params, TrainConfig
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import ConfigError, NonFiniteError
 from pipeline.core.fileio import atomic_write_text, check_writable, dumps_json
-from pipeline.curves import run_info_path, write_curves
-from pipeline.saes import REGISTRY
+from pipeline.core.loader import params_to_dict
+from pipeline.curves import write_curves
 from pipeline.saes.io import save_sae
 from pipeline.stores import require_gradients
 from pipeline.train import distributed
@@ -127,23 +127,33 @@ def _curve_order(specs: list[VariantSpec]) -> Callable[[dict[str, Any]], tuple[i
     return lambda row: (pos[row["variant"]][0], int(row["step"]), pos[row["variant"]][1])
 
 
-def run_train(params: Params, *, store_url: str, expected_key: str | None) -> dict[str, Any]:
+def run_info_path(metrics_out: str | Path) -> Path:
+    """``metrics/train_metrics.json`` → ``metrics/train_metrics.run.json`` (wall time, device)."""
+    p = Path(metrics_out)
+    return p.with_name(p.stem + ".run.json")
+
+
+def run_train(
+    params: Params, *, store_url: str, expected_key: str | None, info: CacheInfo | None = None
+) -> dict[str, Any]:
     """Train every variant of ``params.train.grid`` on the store at ``store_url``.
 
     Returns the metrics dict written to ``train.metrics_out`` (variant → final figures).
     Raises the cache errors of :func:`cache.reader.open_store` and ``ConfigError``.
-    Which store to train on is :mod:`pipeline.stores`' decision.
+    Which store to train on is :mod:`pipeline.stores`' decision; its ``info``, when given, is
+    used as validated (the store is not opened a second time).
     Under torchrun (``WORLD_SIZE`` > 1) the processes share the work per ``train.parallel``
     (:mod:`pipeline.train.distributed`); rank 0 writes the curves and metrics.
     """
     cfg = params.train
-    info = open_store(store_url, expected_key=expected_key)
+    if info is None:
+        info = open_store(store_url, expected_key=expected_key)
     d = info.d_model
     specs = expand_grid(cfg.grid)
     for spec in specs:
         if spec.k > spec.d_sae(d):
             raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
-    require_gradients(info, store_url, [s.name for s in specs if REGISTRY[s.architecture].uses_grad])
+    require_gradients(info, store_url, [s.name for s in specs if s.sae_class.uses_grad])
     for layer in {s.layer for s in specs}:  # every hook exists before any layer trains
         resolve_hook(info, cfg.layer if layer is None else layer)
     device = resolve_device(cfg.device, "train.device")

@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.core.config import GridConfig
 from pipeline.core.errors import ConfigError
-from pipeline.saes import REGISTRY, KHParams, get_sae_class
+from pipeline.saes import REGISTRY, SAE, KHParams, get_sae_class
 from pipeline.saes.naming import variant_name
 
 
@@ -60,6 +60,11 @@ class VariantSpec:
         )
 
     @property
+    def sae_class(self) -> type[SAE]:
+        """The registered class of :attr:`architecture` (its hparams reach the selection as they are)."""
+        return get_sae_class(self.architecture)
+
+    @property
     def k(self) -> int:
         """Active latents per token."""
         return self.hparams.k
@@ -73,20 +78,19 @@ TRAINER_KEYS = ("expansion", "lr", "seed")
 """Grid keys every architecture takes (the rest are hparams fields)."""
 
 
-def _combinations(arch: str, grid: GridConfig) -> list[dict[str, Any]]:
-    """Grid values ``arch`` reads, one mapping per combination, in the grid keys' order."""
-    cls = get_sae_class(arch).hparams_class
-    read = {f.name for f in dataclasses.fields(cls)} | set(TRAINER_KEYS)
+def _combinations(cls: type[SAE], grid: GridConfig) -> list[dict[str, Any]]:
+    """Grid values ``cls`` reads, one mapping per combination, in the grid keys' order."""
+    read = {f.name for f in dataclasses.fields(cls.hparams_class)} | set(TRAINER_KEYS)
     keys = [f.name for f in dataclasses.fields(GridConfig) if f.name in read]
     return [
         dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(getattr(grid, k) for k in keys))
     ]
 
 
-def _spec(arch: str, values: dict[str, Any], show_lr: bool, layer: int | None = None) -> VariantSpec:
-    cls = get_sae_class(arch).hparams_class
+def _spec(cls: type[SAE], values: dict[str, Any], show_lr: bool, layer: int | None = None) -> VariantSpec:
+    arch = cls.architecture
     try:
-        hp = cls(**{k: v for k, v in values.items() if k not in TRAINER_KEYS})
+        hp = cls.hparams_class(**{k: v for k, v in values.items() if k not in TRAINER_KEYS})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"train.grid ({arch}): {exc}") from None
     return VariantSpec(arch, hp, values["expansion"], float(values["lr"]), values["seed"], show_lr, layer)
@@ -104,17 +108,20 @@ def expand_grid(grid: GridConfig) -> list[VariantSpec]:
             raise ConfigError(f"train.grid.{name} must list at least one value")
         if any(v <= 0 for v in values):
             raise ConfigError(f"train.grid.{name} values must be positive, got {list(values)}")
-    for arch in grid.architecture:
-        for key in get_sae_class(arch).grid_hparams:
+    classes = [get_sae_class(arch) for arch in grid.architecture]
+    for cls in classes:
+        for key in cls.grid_hparams:
             if not getattr(grid, key):
-                raise ConfigError(f"train.grid.{key} must list at least one value ({arch} reads it)")
+                raise ConfigError(
+                    f"train.grid.{key} must list at least one value ({cls.architecture} reads it)"
+                )
     show_lr = len(set(grid.lr)) > 1
     specs: dict[VariantSpec, None] = {}
     # layer outermost: a layer's variants are contiguous, in the single-layer order.
     for layer in grid.layer or (None,):
-        for arch in grid.architecture:
-            for combo in _combinations(arch, grid):
-                specs.setdefault(_spec(arch, combo, show_lr, layer), None)
+        for cls in classes:
+            for combo in _combinations(cls, grid):
+                specs.setdefault(_spec(cls, combo, show_lr, layer), None)
     out = list(specs)
     names = [s.name for s in out]
     dup = {n for n in names if names.count(n) > 1}

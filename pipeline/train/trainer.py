@@ -46,7 +46,6 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.core.config import TrainConfig
-from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE
 from pipeline.saes.sparse_grad import encoder_backward_
 from pipeline.train.adam import FusedAdam
@@ -111,8 +110,7 @@ class Trainer:
         self.variants: dict[str, Variant] = {}
         for spec in specs:
             gen = torch.Generator().manual_seed(spec.seed)
-            cls = get_sae_class(spec.architecture)
-            sae = cls.from_hparams(d_in, spec.d_sae(d_in), spec.hparams, grad_scale=grad_scale)
+            sae = spec.sae_class.from_hparams(d_in, spec.d_sae(d_in), spec.hparams, grad_scale=grad_scale)
             sae.reset_parameters(gen)
             if b_dec is not None:
                 with torch.no_grad():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cache.reader import read_rows
-from pipeline.core.config import params_from_dict
+from pipeline.core.loader import params_from_dict
 from pipeline.train.run import run_train
 from tests._stores import build_store
 

@@ -11,7 +11,7 @@ import pytest
 
 from cache.store import read_info
 from cache.verify import verify
-from pipeline.core.config import params_from_dict
+from pipeline.core.loader import params_from_dict
 from pipeline.harvest.run import run_harvest
 from tests._stores import build_store
 from tests.clirun import run_cli
