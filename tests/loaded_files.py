@@ -56,6 +56,8 @@ def _project_file(path: Path) -> str | None:
     rel = path.relative_to(ROOT)
     if rel.parts[0].startswith(".") or "site-packages" in rel.parts:  # .git, a .venv inside the repo
         return None
+    if rel.parts[0].endswith(".egg-info"):  # the editable install's metadata (version, entry points)
+        return None
     if rel.parent.name == "__pycache__" and rel.suffix == ".pyc":
         rel = rel.parent.parent / (rel.name.split(".")[0] + ".py")
     return rel.as_posix()
