@@ -10,12 +10,12 @@ Runtime-only keys change how fast or where a stage runs, never what it writes (b
 provenance records such as the store attributes or cfg.json's ``training`` copy, and
 float differences between devices of the kind documented in README "Reproducibility"):
 ``model.device``, ``harvest.batch_size``, ``harvest.scheduler`` (every scheduler writes
-the same bytes, tests/test_distributed_harvest.py), ``train.device``, ``train.prefetch``,
+the same bytes, tests/harvest/test_distributed.py), ``train.device``, ``train.prefetch``,
 ``train.checkpoint_every`` (a resumed run ends bit-identical), ``train.parallel`` (only read
 under torchrun; ``variants`` is bit-identical to one process, ``data`` equal up to float
 rounding, docs/scaling.md), ``evaluate.batch_size``,
 ``evaluate.splice`` and ``evaluate.edits_per_forward`` (the suffix splice gives the full
-recomputation's figures up to float rounding, tests/test_suffix.py).
+recomputation's figures up to float rounding, tests/lm/test_suffix.py).
 They stay in params.yaml, read by the commands, tracked by no stage.
 
 ``train.log_every`` is *not* runtime-only: it sets the resolution of the training curves

@@ -235,7 +235,7 @@ class EvaluateConfig:
     splice: Literal["suffix", "full"] = "suffix"
     """``suffix`` runs only the blocks after the hook per variant (from the clean prefix's
     state); ``full`` reruns the whole LM per variant (the slow reference; same figures up to
-    float rounding, tests/test_suffix.py)."""
+    float rounding, tests/lm/test_suffix.py)."""
     edits_per_forward: int = 4
     """Variants stacked along the batch in one suffix forward (memory: × contexts × T × vocab floats)."""
     seed: int = 0

@@ -9,7 +9,7 @@ tuple whose tail the clean pass recorded). The model then computes its masks, po
 per-layer attention types, final norm and head exactly as usual, and the embedding lookup
 it also does is discarded by the stand-ins (cheap next to the blocks).
 
-Equal to full recomputation up to float rounding (tests/test_suffix.py compares them on
+Equal to full recomputation up to float rounding (tests/lm/test_suffix.py compares them on
 tiny Llama and GPT-2 models).
 """
 

@@ -6,7 +6,7 @@ takes ~2 s, a fixed cost of every ``gsae train`` process (profiled with ``python
 $(which gsae) train ...``: 2.07 s of a 29.7 s run of the 8-variant peers sweep). This class
 runs the same kernel, ``torch._fused_adam_``, on the same state as
 ``torch.optim.Adam(params, fused=True)`` — no weight decay, no AMSGrad — so its updates are
-bit-identical to it (tests/test_adam.py), and its ``state_dict`` has torch's layout, so a
+bit-identical to it (tests/train/test_adam.py), and its ``state_dict`` has torch's layout, so a
 checkpoint written by either loads into the other.
 """
 

@@ -24,7 +24,7 @@ training runs in one process exactly as before.
   come from rank 0, so every rank holds the same weights (checked at the end). Rank 0
   writes the checkpoint, which is the one-process format (either can resume the other).
 
-Figures (tests/test_distributed.py) and timings: docs/scaling.md "Training on several processes".
+Figures (tests/train/test_distributed.py) and timings: docs/scaling.md "Training on several processes".
 """
 
 from __future__ import annotations

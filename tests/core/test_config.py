@@ -10,7 +10,7 @@ from pipeline.core.config import Params
 from pipeline.core.errors import ConfigError
 from pipeline.core.loader import load_params, params_from_dict, params_to_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_project_params_load():
