@@ -119,12 +119,12 @@ def test_resume_seeks_instead_of_tokenizing_the_corpus_again(tiny_llama, corpus,
 
 def test_packing_memory_does_not_grow_with_the_corpus(tmp_path):
     """Peak RSS of packing every shard of a corpus and of one 10x larger (fresh processes): within 10 %."""
-    from benchmarks.text_memory import measure, write_corpus
+    from pipeline.text.footprint import generated_corpus, packing_footprint
     from tests.lm_factory import build_tokenizer as build
 
     build().save_pretrained(tmp_path / "tok")
-    small = measure(write_corpus(tmp_path / "small", 500), tmp_path / "tok", "lazy")
-    large = measure(write_corpus(tmp_path / "large", 5000), tmp_path / "tok", "lazy")
+    small = packing_footprint(generated_corpus(tmp_path / "small", 500), tmp_path / "tok", "lazy")
+    large = packing_footprint(generated_corpus(tmp_path / "large", 5000), tmp_path / "tok", "lazy")
     assert large["tokens"] >= 9 * small["tokens"] > 0
     assert large["peak_rss_mib"] <= 1.1 * small["peak_rss_mib"]
 
