@@ -1,6 +1,6 @@
 """The harvest's model forward with and without the glibc allocator tuning ``gsae harvest`` applies.
 
-    .venv/bin/python benchmarks/allocator.py [--rounds 2]
+    .venv/bin/python -m benchmarks.components.allocator [--rounds 2]
 
 Each measurement is a fresh process (``mallopt`` is process-wide and cannot be undone): it
 loads SmolLM2, runs the forward up to block 15 over 96 contexts of 128 tokens in batches of
@@ -11,16 +11,12 @@ the best of each is compared.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common.child import run_module
 
 
 def child(tuned: bool) -> None:
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from pipeline.core.config import params_from_dict
@@ -53,10 +49,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {"plain": [], "tuned": []}
     for _ in range(args.rounds):
         for kind in ("plain", "tuned"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", kind], capture_output=True, text=True, check=True
-            )
-            rates[kind].append(float(out.stdout.split()[-1]))
+            rates[kind].append(float(run_module(__spec__.name, "--child", kind).split()[-1]))
     for kind, r in rates.items():
         print(
             f"forward to block 15, {kind:5}: best {max(r):6.1f} tok/s  (runs: {', '.join(f'{x:.1f}' for x in r)})"

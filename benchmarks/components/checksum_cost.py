@@ -1,25 +1,21 @@
 """Reader-speed cost of checking every shard against its commit-record digest (issue 10).
 
-Side by side in one process on the store of benchmarks/train.py (d = 576, float16, zstd,
+Side by side in one process on the store of benchmarks/common/synthetic_store.py (d = 576, float16, zstd,
 8192-token shards): a full-epoch read by ``BatchReader`` with the per-array XXH3 check
 (the default) and with the check switched off, the two variants interleaved round by
 round, best of each reported (so background load hurts both alike).
 
-Run: .venv/bin/python benchmarks/checksum_cost.py [--shards 8] [--rounds 5]
+Run: .venv/bin/python -m benchmarks.components.checksum_cost [--shards 8] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.train import HOOK, build  # noqa: E402
-from cache.reader import BatchReader  # noqa: E402
+from benchmarks.common.synthetic_store import HOOK, build
+from cache.reader import BatchReader
 
 
 def epoch_rate(url: str, mode: str, batch: int = 4096) -> tuple[float, float]:
@@ -63,7 +59,7 @@ def per_shard(url: str, reps: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()

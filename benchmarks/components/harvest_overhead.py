@@ -1,6 +1,6 @@
 """Harvest overhead: the bare model loop vs ``run_harvest`` on the same batches, for both kinds of store.
 
-    .venv/bin/python benchmarks/harvest.py [--model smollm2-135m] [--tokens 4096] [--kind both|grad|act]
+    .venv/bin/python -m benchmarks.components.harvest_overhead [--model smollm2-135m] [--tokens 4096] [--kind both|grad|act]
 
 ``grad``: the bare loop is one forward and one backward to the hooked activations (what a
 gradient harvest needs) with nothing kept; ``act`` (``harvest.gradients: false``): the bare

@@ -1,7 +1,7 @@
 """Loading the embedded SmolLM2: ``load_model`` (the GGUF converted once into a cached HF
 folder, pipeline/lm/gguf_folder.py) vs transformers' own GGUF load, in one process.
 
-    .venv/bin/python benchmarks/model_load.py
+    .venv/bin/python -m benchmarks.components.model_load
 
 Imports and the one-time conversion happen before either timing (a first ``load_model``).
 Prints both times and their ratio.
@@ -9,20 +9,18 @@ Prints both times and their ratio.
 
 from __future__ import annotations
 
+import argparse
 import logging
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.core.config import params_from_dict  # noqa: E402
-from pipeline.lm.models import load_model, smollm2_gguf  # noqa: E402
+from pipeline.core.config import params_from_dict
+from pipeline.lm.models import load_model, smollm2_gguf
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options: --help only
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logging.basicConfig(level=logging.WARNING)

@@ -1,6 +1,6 @@
 """Shard writes: the direct encoder (cache/shard_encode.py) vs zarr's sharding pipeline, same bytes.
 
-    .venv/bin/python benchmarks/shard_write.py [--d 576] [--shard 65536] [--rounds 3]
+    .venv/bin/python -m benchmarks.components.shard_write [--d 576] [--shard 65536] [--rounds 3]
 
 ``ShardWriter.write`` of one shard of float16 activations and gradients (zstd level 3, 32
 inner chunks), everything included: the finiteness check, the SHA-256 and XXH3 digests,
@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import cache.writer  # noqa: E402
-from cache.writer import ShardWriter, allocate  # noqa: E402
+import cache.writer
+from cache.writer import ShardWriter, allocate
 
 
 def one_write(url: str, d: int, shard: int, act: np.ndarray, grad: np.ndarray, direct: bool) -> float:

@@ -12,101 +12,31 @@ Figures (printed, one run):
   (f) one TopK variant's step (k32 x8, batch 4096), the CPU trainer's sparse encoder gradient
       vs autograd's dense one, without AuxK and with AuxK on (the dead latents counted)
 
-Run: .venv/bin/python benchmarks/train.py [--quick] [--parts abcdef]
+Run: .venv/bin/python -m benchmarks.components.train_stage [--quick] [--parts abcdef]
+
+The store is benchmarks/common/synthetic_store.py's.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common.child import run_module
+from benchmarks.common.synthetic_store import HOOK, SHARD, D, build, reader_rate
+from cache.reader import BatchReader
+from pipeline.core.config import GridConfig, TrainConfig
+from pipeline.train.sweep import expand_grid
+from pipeline.train.trainer import Trainer
+from stages.allocator import tune_allocator
 
-from cache.reader import BatchReader  # noqa: E402
-from cache.writer import ShardWriter, allocate  # noqa: E402
-from pipeline.core.config import GridConfig, TrainConfig  # noqa: E402
-from pipeline.train.sweep import expand_grid  # noqa: E402
-from pipeline.train.trainer import Trainer  # noqa: E402
-from stages.allocator import tune_allocator  # noqa: E402
-
-D, T, SHARD, CHUNK, HOOK = 576, 128, 8192, 2048, "model.layers.15"
 logger = logging.getLogger("bench")
-
-
-SYNTHETIC_ATTRS = {
-    "key": "bench",
-    "model": "synthetic",
-    "model_revision": "-",
-    "tokenizer": "-",
-    "dataset": {"source": "synthetic"},
-    "context_length": T,
-    "loss": "-",
-}
-
-
-def allocate_synthetic(
-    url: str,
-    n_shards: int,
-    *,
-    d: int = D,
-    shard: int = SHARD,
-    hook: str = HOOK,
-    chunk: int = CHUNK,
-    compressor: str = "zstd",
-) -> None:
-    """Allocate a float16 store of ``n_shards`` shards of random rows (filled by the caller)."""
-    allocate(
-        url,
-        dict(SYNTHETIC_ATTRS),
-        hooks=[hook],
-        d_model=d,
-        total_tokens=n_shards * shard,
-        tokens_per_shard=shard,
-        chunk_tokens=chunk,
-        dtype="float16",
-        compressor=compressor,
-    )
-
-
-def build(url: str, n_shards: int, *, d: int = D, hook: str = HOOK, fresh: bool = False) -> str:
-    """Store of ``n_shards`` shards of random rows; one shard's data reused unless ``fresh``
-    (fast to write, still incompressible)."""
-    rng = np.random.default_rng(0)
-    allocate_synthetic(url, n_shards, d=d, hook=hook)
-    w = ShardWriter(url)
-    for s in range(n_shards):
-        if fresh or s == 0:
-            act = (rng.normal(size=(SHARD, d)) * 4).astype(np.float16)
-            grad = (rng.normal(size=(SHARD, d)) * 0.01).astype(np.float16)
-        w.write(s, np.zeros(SHARD, np.int32), {hook: act}, {hook: grad})
-    w.finalize()
-    return url
-
-
-def reader_rate(url: str, batch: int, n_batches: int, direct: bool = True) -> tuple[float, float]:
-    """(seconds to the first batch, steady tok/s over the following ``n_batches``).
-
-    Steady state is what a training run sees: the first buffer's read happens once, before
-    the first step, and is reported separately.
-    """
-    r = BatchReader(
-        url, HOOK, batch_size=batch, seed=0, shuffle_buffer_shards=4, prefetch=2, direct_shards=direct
-    )
-    it = r.batches(0, n_batches + 1)
-    t0 = time.perf_counter()
-    next(it)
-    t1 = time.perf_counter()
-    n = sum(a.shape[0] for a, _ in it)
-    return t1 - t0, n / (time.perf_counter() - t1)
 
 
 def trainer_for(grid: GridConfig, steps: int, batch: int) -> Trainer:
@@ -231,7 +161,7 @@ def rss_child(url: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps")
     ap.add_argument("--parts", default="abcdef", help="which figures to measure, e.g. 'ab'")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
@@ -300,9 +230,7 @@ def main() -> None:
         if "c" in args.parts:
             rss = []
             for url in (small, big):
-                out = subprocess.run(
-                    [sys.executable, __file__, "--rss-child", url], capture_output=True, text=True, check=True
-                ).stdout.split()
+                out = run_module(__spec__.name, "--rss-child", url).split()
                 rss.append((int(out[0]), float(out[1])))
             print(
                 f"(c) peak RSS streaming an epoch: 1x cache ({rss[0][0]:,} tok) {rss[0][1]:.0f} MiB, "

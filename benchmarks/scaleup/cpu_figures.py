@@ -1,13 +1,13 @@
 """CPU figures for docs/scaling.md: per-shard harvest time, bytes/token per dtype, reader rate per process.
 
-    .venv/bin/python benchmarks/scaling.py [--model smollm2-135m] [--shards 3] [--tokens-per-shard 1024]
+    .venv/bin/python -m benchmarks.scaleup.cpu_figures [--model smollm2-135m] [--shards 3] [--tokens-per-shard 1024]
 
 (a) ``run_harvest`` of ``--shards`` shards, in process and with ``harvest.scheduler=local:2``:
     seconds per shard (from commit times; the first shard, which includes warm-up, is
     left out of the median) and the two runs' tokens/s side by side.
 (b) bytes on disk per token of the harvested store for float16 and float32, next to the
     uncompressed figure 2·d·layers·itemsize + 4 (token id) + 4 (loss).
-(c) reader throughput (tokens/s of act+grad batches, benchmarks/train.py's synthetic
+(c) reader throughput (tokens/s of act+grad batches, benchmarks/common/synthetic_store.py's
     d = 576 float16 store) of one reader process alone and of each of two run at once.
 """
 
@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import ROOT
+from benchmarks.common.child import child_env, module_argv
 
 
 def harvest_run(args: argparse.Namespace, url: str, dtype: str, scheduler: str, shards: int) -> dict:
@@ -73,7 +73,7 @@ def harvest_run(args: argparse.Namespace, url: str, dtype: str, scheduler: str, 
 
 def reader_child(url: str, seconds: float) -> None:
     """Print the steady tok/s of one reader over about ``seconds``."""
-    from benchmarks.train import reader_rate
+    from benchmarks.common.synthetic_store import reader_rate
 
     n = 8
     while True:
@@ -86,8 +86,11 @@ def reader_child(url: str, seconds: float) -> None:
 
 
 def reader_rates(url: str, processes: int) -> list[float]:
-    cmd = [sys.executable, __file__, "--reader-child", url]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(processes)]
+    cmd = module_argv(__spec__.name, "--reader-child", url)
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=child_env())
+        for _ in range(processes)
+    ]
     return [json.loads(p.communicate()[0].strip().splitlines()[-1])["tok_per_s"] for p in procs]
 
 
@@ -125,7 +128,7 @@ def main() -> None:
                     f"{r['shard_s_median']:>8.1f} {r['bytes_per_token']:>10.1f} {r['raw_bytes_per_token']:>9}"
                 )
         if "c" in args.parts:
-            from benchmarks.train import build
+            from benchmarks.common.synthetic_store import build
 
             url = build(f"{tmp}/synthetic.zarr", 8)
             one = reader_rates(url, 1)

@@ -1,14 +1,14 @@
 """On-paper estimate for docs/scaling.md: harvesting N tokens of a d-wide model and training V variants.
 
-    .venv/bin/python benchmarks/scaling_estimate.py                     # the 1B and 8B cases of the doc
-    .venv/bin/python benchmarks/scaling_estimate.py --d 4096 --params 8e9 --tokens 1e9
+    .venv/bin/python -m benchmarks.scaleup.estimate                     # the 1B and 8B cases of the doc
+    .venv/bin/python -m benchmarks.scaleup.estimate --d 4096 --params 8e9 --tokens 1e9
 
 Every figure is arithmetic on the stated inputs (printed with the result); the inputs
 marked "assumed" (sustained FLOP rates, object-store price, commit-record size) are not
 measured here. Store bytes follow the cache format exactly: per token and hooked layer
 one activation and one gradient row of d values in the storage dtype, plus the int32
 token id and the float32 loss; lossless codecs save only a few percent on float data
-(``--codec-ratio``, measured by benchmarks/scaling.py (b)).
+(``--codec-ratio``, measured by benchmarks/scaleup/cpu_figures.py (b)).
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1, help="hooked layers per store")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     ap.add_argument(
-        "--codec-ratio", type=float, default=0.93, help="disk/raw bytes (benchmarks/scaling.py (b))"
+        "--codec-ratio",
+        type=float,
+        default=0.93,
+        help="disk/raw bytes (benchmarks/scaleup/cpu_figures.py (b))",
     )
     ap.add_argument("--tokens-per-shard", type=int, default=65536)
     ap.add_argument("--above", type=float, default=0.5, help="fraction of blocks above the hooked one")

@@ -1,9 +1,9 @@
 """Peak RSS of a whole harvest's driver and of each dask worker, for a corpus and one 10× larger.
 
-    .venv/bin/python benchmarks/harvest_memory.py [--docs 40] [--scheduler local]
+    .venv/bin/python -m benchmarks.scaleup.harvest_memory [--docs 40] [--scheduler local]
 
 A tiny random Llama (tests/lm_factory.py) harvests every complete shard of a generated
-corpus (benchmarks/text_memory.py's folder of ``.txt`` documents), in a fresh process per
+corpus (``pipeline.text.footprint.generated_corpus``: a folder of ``.txt`` documents), in a fresh process per
 corpus. With ``--scheduler local`` the child starts a 2-worker LocalCluster, harvests
 through its ``tcp://`` address and reads each worker's ``ru_maxrss`` at the end; with
 ``none`` it harvests in process.
@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common.child import run_module
 
 T, PER_SHARD = 128, 4096
 
@@ -92,7 +90,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=40, help="documents of the small corpus (the large has 10×)")
     ap.add_argument("--scheduler", default="local", choices=["local", "none"])
     args = ap.parse_args()
-    from benchmarks.text_memory import write_corpus
+    from pipeline.text.footprint import generated_corpus
     from tests.lm_factory import save_tiny_lm
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,20 +98,11 @@ def main() -> None:
         model = save_tiny_lm(t / "model", "llama")
         rows = []
         for name, n in (("1x", args.docs), ("10x", 10 * args.docs)):
-            corpus = write_corpus(t / name, n)
+            corpus = generated_corpus(t / name, n)
             tokens = count_tokens(corpus, model)
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                str(corpus),
-                str(model),
-                str(tokens),
-                args.scheduler,
-                str(t / f"{name}.zarr"),
-            ]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-            rows.append((name, tokens, json.loads(out.stdout.strip().splitlines()[-1])))
+            argv = [str(corpus), str(model), str(tokens), args.scheduler, str(t / f"{name}.zarr")]
+            out = run_module(__spec__.name, "--child", *argv)
+            rows.append((name, tokens, json.loads(out.strip().splitlines()[-1])))
         print(f"scheduler={args.scheduler}")
         print(f"{'corpus':6} {'tokens':>8} {'driver MiB':>10} {'workers MiB':>18}")
         for name, tokens, r in rows:

@@ -13,7 +13,9 @@ both as ratios to 1p-2t; whether 2p-var's files equal 1p-1t's byte for byte; and
 abs / relative (to the parameter's largest magnitude) difference of 2p-data's weights
 from 1p-1t's.
 
-Run: .venv/bin/python benchmarks/train_processes.py [--steps 30]
+Run: .venv/bin/python -m benchmarks.scaleup.train_processes [--steps 30]
+
+The store is benchmarks/common/synthetic_store.py's, at this benchmark's width and hook.
 """
 
 from __future__ import annotations
@@ -32,11 +34,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import train as bench_train  # noqa: E402  (benchmarks/train.py: the synthetic store)
+from benchmarks.common import synthetic_store
+from benchmarks.common.child import child_env
 
 D, T, SHARD, CHUNK, HOOK = 256, 128, 8192, 2048, "model.layers.3"
 GSAE = Path(sys.executable).parent / "gsae"
@@ -44,7 +43,7 @@ GSAE = Path(sys.executable).parent / "gsae"
 
 def build(url: str, n_shards: int = 8) -> str:
     """Store of ``n_shards`` shards of fresh random rows at this benchmark's width and hook."""
-    return bench_train.build(url, n_shards, d=D, hook=HOOK, fresh=True)
+    return synthetic_store.build(url, n_shards, d=D, hook=HOOK, fresh=True)
 
 
 def params(store: str, steps: int) -> dict:
@@ -97,7 +96,7 @@ def run(folder: Path, raw: dict, *, procs: int, threads: int, mode: str = "varia
         ]
     t0 = time.perf_counter()
     subprocess.run(
-        cmd, cwd=folder, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, check=True, capture_output=True
+        cmd, cwd=folder, env=child_env({"OMP_NUM_THREADS": str(threads)}), check=True, capture_output=True
     )
     wall = time.perf_counter() - t0
     return json.loads((folder / "metrics" / "train.run.json").read_text())["seconds"], wall
