@@ -1,7 +1,8 @@
-"""Helpers shared by the child scripts of ``benchmarks/peers.py`` (stdlib + numpy only).
+"""Helpers shared by the child modules of ``benchmarks/peers/run.py`` (stdlib + numpy only).
 
-Each child (``peers_ours.py`` in ``.venv``, ``peers_saelens.py`` / ``peers_sparsify.py`` in
-the peers' venvs) imports this file from its own folder, runs one measurement and prints
+Each child (``child_ours`` in ``.venv``, ``child_saelens`` / ``child_sparsify`` in the
+peers' venvs, each run as ``python -m benchmarks.peers.child_<side>`` from the repository
+root: benchmarks/peers/measurements.py) imports this module, runs one measurement and prints
 its result as ONE JSON line prefixed with ``RESULT `` on stdout.
 """
 
@@ -61,7 +62,7 @@ def dir_bytes(path: str | Path) -> int:
 
 
 def load_contexts(path: str | Path, tokens: int) -> np.ndarray:
-    """The first ``tokens // 128`` packed contexts [n, 128] int32 exported by ``peers.py``."""
+    """The first ``tokens // 128`` packed contexts [n, 128] int32 exported by ``prepare.py``."""
     contexts = np.load(path)
     n = tokens // contexts.shape[1]
     if n > len(contexts):

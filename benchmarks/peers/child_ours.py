@@ -1,4 +1,4 @@
-"""Our side of ``benchmarks/peers.py``, run in ``.venv`` (one measurement per process).
+"""Our side of ``benchmarks/peers/run.py``, run in ``.venv`` (one measurement per process).
 
     harvest: an activation-only float16 harvest through ``run_harvest`` (what ``gsae harvest``
              calls) with the model already loaded; times the harvest only, after a warm-up
@@ -8,7 +8,7 @@
              batch 4,096; the reader is wrapped to timestamp each batch as the trainer takes
              it, and the steady tok/s is read after the warm-up steps.
 
-Prints one ``RESULT {json}`` line (benchmarks/peers_child.py).
+Prints one ``RESULT {json}`` line (benchmarks/peers/child_common.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from peers_child import BATCH_TOKENS, CONTEXT, LAYER, StepClock, dir_bytes, emit, load_contexts, versions
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import ROOT
+from benchmarks.peers.child_common import (
+    BATCH_TOKENS,
+    CONTEXT,
+    LAYER,
+    StepClock,
+    dir_bytes,
+    emit,
+    load_contexts,
+    versions,
+)
 
 
 def harvest_overrides(

@@ -1,4 +1,4 @@
-"""SAELens's side of ``benchmarks/peers.py``, run in ``.bench/venvs/saelens`` (sae-lens 6.54.12).
+"""SAELens's side of ``benchmarks/peers/run.py``, run in ``.bench/venvs/saelens`` (sae-lens 6.54.12).
 
     cache: ``CacheActivationsRunner`` on block 15 (``model.layers.15``) of the converted
            SmolLM2 folder (``model_class_name="AutoModelForCausalLM"``), float16, the given
@@ -18,7 +18,7 @@ because each context already starts with BOS; the BOS token is excluded from tra
 learning rate with 20 warm-up steps; a 65,536-token mixing buffer (``n_batches_in_buffer``
 = 512: its default buffer is smaller than one batch); no W&B, no evals, no checkpoints.
 
-Prints one ``RESULT {json}`` line (benchmarks/peers_child.py).
+Prints one ``RESULT {json}`` line (benchmarks/peers/child_common.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peers_child import (
+from benchmarks.peers.child_common import (
     BATCH_TOKENS,
     CONTEXT,
     D_MODEL,

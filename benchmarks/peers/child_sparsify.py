@@ -1,4 +1,4 @@
-"""sparsify's side of ``benchmarks/peers.py``, run in ``.bench/venvs/sparsify`` (eai-sparsify 1.3.3).
+"""sparsify's side of ``benchmarks/peers/run.py``, run in ``.bench/venvs/sparsify`` (eai-sparsify 1.3.3).
 
     sweep: TopK SAEs (4,608 latents) at each k of ``--ks`` on block 15 of the converted
            SmolLM2 folder, trained on the fly (sparsify runs the model forward for every batch
@@ -14,7 +14,7 @@ the default ``fvu`` loss); optimizer Adam at our learning rate (its default is s
 BOS token is excluded (``exclude_tokens``), as our trainer excludes each context's first
 position; batch 32 contexts x 128 = 4,096 tokens; one pass over the given contexts.
 
-Prints one ``RESULT {json}`` line (benchmarks/peers_child.py).
+Prints one ``RESULT {json}`` line (benchmarks/peers/child_common.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peers_child import BATCH_TOKENS, CONTEXT, LAYER, WIDTH, emit, load_contexts, versions
+from benchmarks.peers.child_common import BATCH_TOKENS, CONTEXT, LAYER, WIDTH, emit, load_contexts, versions
 
 
 def load_model(folder: Path) -> Any:

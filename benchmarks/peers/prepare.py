@@ -1,4 +1,4 @@
-"""What ``benchmarks/peers.py`` prepares before it times anything (none of it is timed).
+"""What ``benchmarks/peers/run.py`` prepares before it times anything (none of it is timed).
 
 - one virtual environment per peer under ``.bench/venvs/<peer>/`` (CPU torch 2.13.0 first,
   then the pinned peer release), reused while its stamp file names the same pins;
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import ROOT
+
 BENCH = ROOT / ".bench"
 TORCH_PIN = "torch==2.13.0"
 PEER_PINS = {"saelens": "sae-lens==6.54.12", "sparsify": "eai-sparsify==1.3.3"}

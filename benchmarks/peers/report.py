@@ -1,4 +1,4 @@
-"""What ``benchmarks/peers.py`` reports: the notes on each nearest equivalent, the result
+"""What ``benchmarks/peers/run.py`` reports: the notes on each nearest equivalent, the result
 rows (ours / peer ratios) and the printed table."""
 
 from __future__ import annotations

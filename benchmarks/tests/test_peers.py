@@ -1,4 +1,4 @@
-"""The peers benchmark's bookkeeping: rows over repeated rounds and the flags it refuses."""
+"""The peers benchmark's bookkeeping (benchmarks/peers/): rows over repeated rounds and the flags it refuses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from benchmarks.peers_report import median_row
+from benchmarks.peers.report import median_row
 
 
 def test_median_row_one_round_is_the_plain_ratio() -> None:
@@ -45,7 +45,7 @@ def _args(**over: object) -> argparse.Namespace:
 
 
 def test_sizes_refuse_bad_repeat_and_autocast_with_sparsify() -> None:
-    from benchmarks.peers import sizes_of
+    from benchmarks.peers.run import sizes_of
 
     assert sizes_of(_args(repeat=3, lm_autocast="bfloat16", sweep_peers="saelens")).repeat == 3
     with pytest.raises(SystemExit, match="--repeat"):
