@@ -34,13 +34,14 @@ lint: setup
 test-floors:
 	PYTHON=$(PYTHON) .ci/test-floors
 
+# the CPU component benchmarks (benchmarks/components/; every suite is indexed in benchmarks/README.md)
 bench: setup
-	$(BIN)/python benchmarks/harvest.py
-	$(BIN)/python benchmarks/train.py
-	$(BIN)/python benchmarks/allocator.py
-	$(BIN)/python benchmarks/model_load.py
-	$(BIN)/python benchmarks/shard_write.py
+	$(BIN)/python -m benchmarks.components.harvest_overhead
+	$(BIN)/python -m benchmarks.components.train_stage
+	$(BIN)/python -m benchmarks.components.allocator
+	$(BIN)/python -m benchmarks.components.model_load
+	$(BIN)/python -m benchmarks.components.shard_write
 
 # ours vs SAELens 6 and sparsify on the same model, layer and tokens (creates .bench/venvs/ once; ≈ 25 min on 2 cores)
 bench-peers: setup
-	$(BIN)/python benchmarks/peers.py $(ARGS)
+	$(BIN)/python -m benchmarks.peers.run $(ARGS)

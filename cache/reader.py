@@ -194,7 +194,7 @@ class BatchReader:
         direct_shards: bool = True,
     ) -> None:
         """``direct_shards`` decodes whole shard files with :mod:`cache.shards` (1.4x the
-        throughput in benchmarks/train.py); ``False`` reads through zarr. Both give identical batches."""
+        throughput in benchmarks/components/train_stage.py); ``False`` reads through zarr. Both give identical batches."""
         self.url, self.hook = url, hook
         self.info = info if info is not None else open_store(url, hook=hook)
         self.batch_size, self.seed = batch_size, seed

@@ -23,7 +23,7 @@ def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
     8 variants in one pass went from 1.3–1.5x the time of the 8 run alone to 0.9–1.05x, and
     a step got ~2x faster. ``gsae harvest`` applies it too; its model forward (SmolLM2 to block
     15, 8 x 128 tokens) is about the same speed either way (tuned / plain 1.01-1.02 in
-    benchmarks/allocator.py). The cost is that freed memory stays in the process (RSS stays at
+    benchmarks/components/allocator.py). The cost is that freed memory stays in the process (RSS stays at
     its peak). Returns whether it applied.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

@@ -143,7 +143,7 @@ def harvest(
     params = _load(params_path, overrides)
     if heldout:
         params = heldout_params(params)
-    tune_allocator()  # as gsae train: large temporaries stay in the heap (benchmarks/allocator.py)
+    tune_allocator()  # as gsae train: large temporaries stay in the heap (benchmarks/components/allocator.py)
     click.echo(run_harvest(params, overwrite=overwrite, repair=repair, break_lock=break_lock))
 
 

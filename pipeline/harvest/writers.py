@@ -1,8 +1,8 @@
 """The host rows of a finished shard, and the thread that writes and commits them while the
 next shard is computed.
 
-Writer *processes* were tried on an H200 host (benchmarks/gpu.py ``hpipe``,
-benchmarks/results/h200-5-pipeline.json): four spawned writers gave 0.95-0.99x the harvest
+Writer *processes* were tried on an H200 host (benchmarks/gpu/run.py ``hpipe``,
+benchmarks/gpu/results/h200-5-pipeline.json): four spawned writers gave 0.95-0.99x the harvest
 rate of this one thread, so they were not kept (docs/gpu.md).
 """
 

@@ -14,7 +14,7 @@ are ∂L/∂z at those entries, and the gradients are
 with one sparse × dense product, O(B·m·d) instead of O(B·n·d). They equal the dense
 gradients up to float summation order (tests/saes/test_sparse_grad.py checks every
 registered architecture, AuxK included). On 2 CPU cores (d = 576, n = 4,608, k = 32,
-B = 4,096) a training step is 1.49x faster this way (benchmarks/train.py, figure f).
+B = 4,096) a training step is 1.49x faster this way (benchmarks/components/train_stage.py, figure f).
 """
 
 from __future__ import annotations

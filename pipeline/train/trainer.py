@@ -21,13 +21,13 @@ its ``grad_scale``):
   the rows renormalised to unit norm after it.
 
 Variants are trained in a Python loop. Stacking equal-shape variants into one batched
-``bmm`` was measured on 2 CPU cores (benchmarks/train.py, figure d): once the allocator
+``bmm`` was measured on 2 CPU cores (benchmarks/components/train_stage.py, figure d): once the allocator
 is tuned (:func:`stages.allocator.tune_allocator`) the stacked step takes the same time as the loop
 (stacked/loop 1.01), so the simpler loop stays. On the CPU the encoder's gradients come
 from the sparse ∂L/∂z (:mod:`pipeline.saes.sparse_grad`: no dense backward GEMM) and AuxK
 runs over the dead latents' columns only, skipped when none is dead: one TopK variant's
 step (k32 x8, batch 4,096, 2 cores) is 1.49x faster than with the dense path, 2.38x while
-AuxK is on with no latent dead (benchmarks/train.py, figure f). Results equal the dense
+AuxK is on with no latent dead (benchmarks/components/train_stage.py, figure f). Results equal the dense
 path to float rounding.
 
 The trainer is deterministic on CPU given its inputs, and ``state_dict`` captures
