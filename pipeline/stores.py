@@ -140,14 +140,16 @@ def evaluate_store(params: Params, *, allow_train_split: bool = False) -> StoreR
     if params.evaluate.store == "auto" or recorded_store(held) is not None:
         ref = harvested_store(held)
     else:
-        ref = StoreRef(
-            held.harvest.store, None, open_store(held.harvest.store, expected_model=params.model.name)
-        )
+        ref = StoreRef(held.harvest.store, None, open_store(held.harvest.store))
     split = ref.info.dataset.get("split")
     if not allow_train_split and split != "heldout":
         raise CacheMismatch(
             f"store {ref.url} holds {split!r}-split text, not held-out text; "
             "evaluate on a --heldout harvest (or pass --allow-train-split)"
+        )
+    if ref.info.model != params.model.name:  # a pointer's store passed check_settings already
+        raise CacheMismatch(
+            f"store {ref.url} was harvested from model {ref.info.model!r}, expected {params.model.name!r}"
         )
     return ref
 
