@@ -17,6 +17,7 @@ recorded attributes), so a stale store is refused with one line. The policy:
   ``allow_other``).
 - evaluation reads the held-out harvest (:func:`heldout_params`); an explicit
   ``evaluate.store`` without a pointer (harvested elsewhere) is checked for model and split only.
+- ``gsae inspect`` reads the held-out store too, or any store of the model (``inspect.store``).
 - no pointer (a store harvested before pointers were written for every store):
   :class:`~pipeline.core.errors.CacheNotFound`; ``gsae harvest`` on a complete store only records
   its pointer.
@@ -152,6 +153,15 @@ def evaluate_store(params: Params, *, allow_train_split: bool = False) -> StoreR
             f"store {ref.url} was harvested from model {ref.info.model!r}, expected {params.model.name!r}"
         )
     return ref
+
+
+def inspect_store(params: Params) -> StoreRef:
+    """The store ``gsae inspect`` describes latents on: the held-out store evaluation reads
+    (``inspect.store: auto``), or any store of the model at ``inspect.store``."""
+    if params.inspect.store == "auto":
+        return evaluate_store(params)
+    url = params.inspect.store
+    return StoreRef(url, None, open_store(url, expected_model=params.model.name))
 
 
 def _settings_of_params(params: Params) -> dict[str, Any]:

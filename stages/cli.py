@@ -214,6 +214,18 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_tra
     run_evaluate(params, store_url=store.url, expected_key=store.key, info=store.info)
 
 
+
+@cli.command()
+@_params_options
+def inspect(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Describe every latent of every trained variant: latents.json + the HTML latent browser."""
+    from pipeline.inspect.run import run_inspect
+    from pipeline.stores import inspect_store
+
+    params = _load(params_path, overrides)
+    store = inspect_store(params)
+    run_inspect(params, store_url=store.url, expected_key=store.key, info=store.info)
+
 @cli.command()
 @click.argument("runs", nargs=-1)
 @click.option(

@@ -30,10 +30,16 @@ harvest too.
 
 from __future__ import annotations
 
-STAGES = ("harvest", "harvest_heldout", "train", "evaluate")
+STAGES = ("harvest", "harvest_heldout", "train", "evaluate", "inspect")
 """Stage names in dvc.yaml."""
 
-COMMANDS = {"harvest": "harvest", "harvest_heldout": "harvest", "train": "train", "evaluate": "evaluate"}
+COMMANDS = {
+    "harvest": "harvest",
+    "harvest_heldout": "harvest",
+    "train": "train",
+    "evaluate": "evaluate",
+    "inspect": "inspect",
+}
 """The ``gsae`` command (a function of stages/cli.py) each stage runs."""
 
 RUNTIME_ONLY = frozenset(
@@ -48,6 +54,7 @@ RUNTIME_ONLY = frozenset(
         "evaluate.batch_size",
         "evaluate.splice",
         "evaluate.edits_per_forward",
+        "inspect.batch_size",
     }
 )
 """Keys that change speed or placement only: in params.yaml, in no stage's ``params:``."""
@@ -141,6 +148,25 @@ _EVALUATE = {
         "edits_per_forward",
     )
 }
+_INSPECT = {
+    f"inspect.{k}"
+    for k in (
+        "store",
+        "tokens",
+        "first_token",
+        "out_dir",
+        "report",
+        "metrics",
+        "top_n",
+        "quantile_bins",
+        "quantile_samples",
+        "logit_tokens",
+        "window",
+        "match_threshold",
+        "batch_size",
+        "seed",
+    )
+}
 
 HELDOUT_SWAPPED = {
     "data.split": None,
@@ -157,6 +183,7 @@ READS: dict[str, frozenset[str]] = {
     "harvest_heldout": frozenset(_MODEL_LOAD | _HELDOUT_STORE | {"harvest.batch_size", "harvest.scheduler"}),
     "train": frozenset(_TRAIN_STORE | _TRAIN),
     "evaluate": frozenset(_MODEL_LOAD | _HELDOUT_STORE | _EVALUATE | {"train.out_dir", "train.curves_dir"}),
+    "inspect": frozenset(_MODEL_LOAD | _HELDOUT_STORE | _INSPECT | {"train.out_dir"}),
 }
 """Every config field each stage's command reads (runtime-only ones included)."""
 

@@ -253,6 +253,50 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class InspectConfig:
+    store: str = "auto"
+    """Store the latents are described on; ``auto`` = the held-out store evaluation reads
+    (``evaluate.store``), else a path or fsspec URL of any store of the same model."""
+    tokens: int = 8192
+    """Tokens described (whole contexts, from ``first_token`` on); the first position of each
+    context is not described (the SAE is never applied there, DESIGN §3 Metrics)."""
+    first_token: int = 0
+    """Tokens of the store skipped before the described ones (a multiple of the context length)."""
+    out_dir: str = "reports/latents"
+    """Root of the per-entry folders ``<entry>/{index.html, latents.json}`` and the browser's start page."""
+    report: str = "reports/latents.md"
+    """Markdown report of the stage: per-entry summaries and the g-SAE vs TopK latent matching."""
+    metrics: str = "metrics/inspect.json"
+    """JSON of the stage's figures: per-entry summaries and the matching figures."""
+    top_n: int = 24
+    """Top-activation and top-attribution firings listed per latent (all firings when fewer)."""
+    quantile_bins: int = 5
+    """Activation quantile bins a latent's sampled contexts are drawn from."""
+    quantile_samples: int = 4
+    """Firings sampled per quantile bin."""
+    logit_tokens: int = 10
+    """Tokens listed per latent among those its decoder direction promotes (and suppresses)."""
+    window: int = 8
+    """Tokens shown either side of a firing in the browser's contexts."""
+    match_threshold: float = 0.7
+    """Decoder cosine above which a latent counts as matched by a latent of another SAE."""
+    batch_size: int = 2048
+    """Rows encoded at once (memory: rows × latents floats)."""
+    seed: int = 0
+    """Seed of the quantile sampling."""
+
+    def __post_init__(self) -> None:
+        _check(self.tokens > 0, "inspect.tokens must be positive")
+        _check(self.first_token >= 0, "inspect.first_token must be >= 0")
+        _check(self.top_n >= 1, "inspect.top_n must be >= 1")
+        _check(self.quantile_bins >= 1 and self.quantile_samples >= 0, "inspect.quantile_* out of range")
+        _check(self.logit_tokens >= 1, "inspect.logit_tokens must be >= 1")
+        _check(self.window >= 0, "inspect.window must be >= 0")
+        _check(0.0 < self.match_threshold <= 1.0, "inspect.match_threshold must be in (0, 1]")
+        _check(self.batch_size >= 1, "inspect.batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
 class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The language model."""
@@ -264,6 +308,8 @@ class Params:
     """Stage 2."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """Stage 3."""
+    inspect: InspectConfig = field(default_factory=InspectConfig)
+    """The latent descriptions and browser (after train)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -277,6 +323,10 @@ class Params:
         _check(
             self.evaluate.first_token >= 0 and self.evaluate.first_token % self.data.context_length == 0,
             "evaluate.first_token must be a non-negative multiple of data.context_length",
+        )
+        _check(
+            self.inspect.first_token % self.data.context_length == 0,
+            "inspect.first_token must be a multiple of data.context_length",
         )
         layer = self.train.layer
         _check(

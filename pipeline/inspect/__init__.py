@@ -1,0 +1,12 @@
+"""Stage ``gsae inspect`` (after train): what each latent means, straight from the cache.
+
+Modules: :mod:`~pipeline.inspect.run` (the stage), :mod:`~pipeline.inspect.describe` (every
+firing of every latent on the described rows: activation, attribution, top and quantile
+contexts, the ``latents.json`` document of DESIGN §3), :mod:`~pipeline.inspect.logits` (the
+tokens a decoder direction promotes and suppresses through the unembedding),
+:mod:`~pipeline.inspect.browser` (the self-contained HTML latent browser),
+:mod:`~pipeline.inspect.matching` (latents of two SAEs matched by decoder cosine).
+
+Rule: ``inspect`` never imports another stage folder; it reads the store through ``cache``,
+the SAE files through ``saes`` and the LM's unembedding through ``lm``.
+"""
