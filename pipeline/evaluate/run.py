@@ -30,7 +30,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ import torch
 from cache.reader import open_store
 from cache.schema import CacheInfo, block_index, usable_rows
 from pipeline.core.config import Params
-from pipeline.core.errors import ConfigError, NothingToEvaluate, SAEFormatError
+from pipeline.core.errors import ConfigError, SAEFormatError
 from pipeline.curves import read_curves
 from pipeline.evaluate.heldout import HeldOut, eval_window, read_held_out
 from pipeline.evaluate.metrics import ReconStats, distribution, loss_recovered, recon_stats
@@ -51,7 +50,7 @@ from pipeline.report.markdown import write_metrics, write_report
 from pipeline.report.plotdata import write_plot_data, write_summary
 from pipeline.report.plots import make_plots
 from pipeline.saes.base import SAE
-from pipeline.saes.io import WEIGHTS, load_sae, weights_file
+from pipeline.saes.io import find_variants, load_sae
 from pipeline.saes.naming import BETA0_SUFFIX, series_name
 from pipeline.stores import require_gradients
 
@@ -70,18 +69,6 @@ class Entry:
     cfg: dict[str, Any]
     hook: str
     block: int
-
-
-def find_variants(out_dir: str | Path) -> list[Path]:
-    """Sub-directories of ``out_dir`` that hold SAE weights (``sae_weights.safetensors`` or the
-    legacy ``sae.safetensors``), sorted by name."""
-    root = Path(out_dir)
-    found = sorted(p for p in root.glob("*") if weights_file(p) is not None) if root.is_dir() else []
-    if not found:
-        raise NothingToEvaluate(
-            f"no trained SAE variants in {root} (no <variant>/{WEIGHTS}); run `gsae train` first"
-        )
-    return found
 
 
 def hook_block(lm: LoadedModel, hook: str) -> int:

@@ -54,7 +54,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pipeline.core.errors import SAEFormatError
+from pipeline.core.errors import NothingToEvaluate, SAEFormatError
 from pipeline.core.fileio import atomic_write, atomic_write_text
 from pipeline.saes import get_sae_class
 from pipeline.saes.base import SAE, KHParams
@@ -238,3 +238,15 @@ def load_sae(sae_dir: str | Path, device: str | torch.device = "cpu") -> tuple[S
     if w_path.name == LEGACY_WEIGHTS:
         logger.debug("%s: legacy weights file %s", d, LEGACY_WEIGHTS)
     return sae.to(device).eval(), cfg
+
+
+def find_variants(out_dir: str | Path) -> list[Path]:
+    """Sub-directories of ``out_dir`` that hold SAE weights (``sae_weights.safetensors`` or the
+    legacy ``sae.safetensors``), sorted by name."""
+    root = Path(out_dir)
+    found = sorted(p for p in root.glob("*") if weights_file(p) is not None) if root.is_dir() else []
+    if not found:
+        raise NothingToEvaluate(
+            f"no trained SAE variants in {root} (no <variant>/{WEIGHTS}); run `gsae train` first"
+        )
+    return found

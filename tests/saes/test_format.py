@@ -9,8 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.evaluate.run import find_variants
-from pipeline.saes.io import LEGACY_WEIGHTS, WEIGHTS, load_sae, save_sae
+from pipeline.saes.io import LEGACY_WEIGHTS, WEIGHTS, find_variants, load_sae, save_sae
 from tests.saes.conftest import GSAE_AUG, HOOK, TOPK, Trained
 
 pytestmark = pytest.mark.usefixtures("one_thread")
