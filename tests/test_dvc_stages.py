@@ -101,6 +101,7 @@ def _record_reads(monkeypatch) -> set[str]:
         config.TrainConfig: "train",
         config.GridConfig: "train.grid",
         config.EvaluateConfig: "evaluate",
+        config.InspectConfig: "inspect",
     }
     skip = {"params_to_dict", "__post_init__"}
     for cls, section in sections.items():
@@ -129,6 +130,7 @@ def test_stage_commands_read_only_declared_fields(tiny_llama, tmp_path, monkeypa
         "harvest_heldout": ["harvest", "--heldout"],
         "train": ["train"],
         "evaluate": ["evaluate"],
+        "inspect": ["inspect"],
     }
     for stage, args in commands.items():
         with monkeypatch.context() as m:
@@ -136,7 +138,7 @@ def test_stage_commands_read_only_declared_fields(tiny_llama, tmp_path, monkeypa
             code, _, err = run_cli(args, capsys)
         assert code == 0, err
         assert seen, stage
-        if stage in ("harvest_heldout", "evaluate"):  # reads of the swapped fields read other keys
+        if stage in ("harvest_heldout", "evaluate", "inspect"):  # reads of the swapped fields read other keys
             swapped = {k for k in seen if k in dvcspec.HELDOUT_SWAPPED}
             seen = (seen - swapped) | {v for k in swapped if (v := dvcspec.HELDOUT_SWAPPED[k])}
         undeclared = seen - dvcspec.READS[stage]
