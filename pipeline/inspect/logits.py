@@ -16,6 +16,7 @@ dashboards do).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,8 @@ def final_norm(model: nn.Module) -> nn.Module | None:
 
 def unembedding(lm: LoadedModel) -> Unembedding:
     """The LM's output embedding and final norm, as float32 tensors on the CPU."""
-    out = lm.model.get_output_embeddings()
+    get_out: Any = lm.model.get_output_embeddings  # a PreTrainedModel method (nn.Module's typing hides it)
+    out = get_out()
     weight = getattr(out, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.shape[-1] != lm.d_model:
         raise ConfigError(f"{lm.name}: no output embedding of width {lm.d_model} found")
