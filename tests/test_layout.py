@@ -33,7 +33,7 @@ MAY_IMPORT = {
     "harvest": {"core", "lm", "text", "stores"},
     "train": {"core", "saes", "stores", "curves"},
     "evaluate": {"core", "lm", "saes", "report", "stores", "curves"},
-    "inspect": {"core", "lm", "saes", "stores"},
+    "inspect": {"core", "lm", "saes", "report", "stores"},
     "stores": {"core"},
     "curves": {"core"},
 }

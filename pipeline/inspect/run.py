@@ -40,10 +40,11 @@ from pipeline.core.fileio import atomic_write_text
 from pipeline.inspect.describe import HIST_BINS, collect_firings, latent_figures
 from pipeline.inspect.firings import Firings, TokenTable
 from pipeline.inspect.logits import LOGIT_NOTE, Unembedding, logit_effects, unembedding
+from pipeline.inspect.report import inspect_markdown
 from pipeline.lm.models import LoadedModel, load_model
 from pipeline.saes.base import SAE
 from pipeline.saes.io import find_variants, load_sae
-from pipeline.saes.naming import BETA0_SUFFIX
+from pipeline.saes.naming import BETA0_SUFFIX, series_name
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +233,11 @@ def summary(d: Described) -> dict[str, Any]:
     lat = d.doc["latents"]
     alive = [x for x in lat if x["density"] > 0]
     attr = [x["mean_abs_attr"] for x in alive if x["mean_abs_attr"] is not None]
+    per_act = [x["attr_per_act"] for x in alive if x["attr_per_act"] is not None]
+    added = d.firings.added
     return {
         "name": d.entry,
+        "group": series_name(d.variant.cfg, beta0=d.entry.endswith(BETA0_SUFFIX), with_layer=False),
         "href": f"{d.entry}/{BROWSER_HTML}",
         "architecture": d.doc["architecture"],
         "k": d.doc["k"],
@@ -244,6 +248,8 @@ def summary(d: Described) -> dict[str, Any]:
         "density_mean": float(np.mean([x["density"] for x in alive])) if alive else 0.0,
         "mean_act_mean": float(np.mean([x["mean_act"] for x in alive])) if alive else 0.0,
         "mean_abs_attr_mean": float(np.mean(attr)) if attr else None,
+        "attr_per_act_mean": float(np.mean(per_act)) if per_act else None,
+        "grad_added_share": None if added is None or not added.size else float(added.mean()),
     }
 
 
@@ -290,6 +296,19 @@ def run_inspect(
     staging.rename(out_dir)
     elapsed = time.perf_counter() - t0
     metrics = {"entries": {s["name"]: s for s in summaries}, "wall_time_s": round(elapsed, 1)}
-    log.info("described %d entries in %.1f s → %s", len(summaries), elapsed, out_dir)
+    settings = _settings(params, store_url, info, window, elapsed)
+    atomic_write_text(ins.report, inspect_markdown(summaries, None, settings))
     atomic_write_text(ins.metrics, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    log.info("described %d entries in %.1f s → %s", len(summaries), elapsed, out_dir)
     return metrics
+
+
+def _settings(params: Params, url: str, info: CacheInfo, window: Window, elapsed: float) -> dict[str, Any]:
+    ins = params.inspect
+    return {
+        "store": f"{url} (key {info.key[:16]}, split {info.dataset.get('split')})",
+        "rows described": f"{window.rows.size} (positions ≥ 1 of {window.tokens.ids.size} tokens from row {window.tokens.first_row})",
+        "lists per latent": f"top {ins.top_n} by act and by |attr|; {ins.quantile_bins} quantile bins × {ins.quantile_samples} samples (seed {ins.seed})",
+        "logit effects": LOGIT_NOTE,
+        "wall time (s)": round(elapsed, 1),
+    }

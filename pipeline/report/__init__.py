@@ -1,6 +1,6 @@
 """Reporting: metrics files, plot data, PNG plots, the Markdown report, and ``gsae summarize``.
 
-Modules: :mod:`~pipeline.report.stats` (mean ± sd and grouping, shared by every table),
+Modules: :mod:`~pipeline.report.entries` (one result per variant, mean ± sd and grouping, shared by every table),
 :mod:`~pipeline.report.markdown` (``reports/report.md`` and ``metrics/evaluate.json``),
 :mod:`~pipeline.report.plotdata` (long CSVs and the compact summary for DVC),
 :mod:`~pipeline.report.plots` (the PNGs), :mod:`~pipeline.report.summarize` (seed tables and
