@@ -8,9 +8,9 @@ keeps every (latent, row, act) with act > 0, plus its attribution
 
 with the raw stored gradient g and the saved (unit-row) ``W_dec``: the first-order change of
 the context's summed loss if the latent's contribution were removed (positive = the latent
-lowers the loss). Cost: one encode, one [rows, d] × [d, n] product for the attributions (two
-more encodes' worth of work for a g-SAE: its score and its β = 0 twin's selection), so it
-grows with rows × latents × d.
+lowers the loss). Cost: one encode (rows × latents × d multiply-adds; a g-SAE adds its score
+|W_dec g| and its β = 0 twin's selection, two more of the same size) and rows × k × d for the
+attributions.
 
 :func:`latent_figures` turns the firings into the per-latent entries of ``latents.json``:
 density (firings / described rows), mean and max activation (over firings), mean |attr|,
@@ -76,7 +76,8 @@ def collect_firings(
         value = out.values[b, j]
         parts["act"].append(value.numpy())
         if g is not None:
-            along = (g @ W_dec.T)[b, latent]  # W_dec[i] · g_row per firing
+            # W_dec[i] · g_row for the k selected latents only: B·k·d, not the B·n·d of g W_decᵀ
+            along = torch.bmm(W_dec[out.indices], g.unsqueeze(2)).squeeze(2)[b, j]
             parts["attr"].append((-value * along).numpy())
         if twin is not None:
             plain = twin(x, None)
