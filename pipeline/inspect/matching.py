@@ -12,8 +12,9 @@ counterpart — how many there are, and how their density, mean activation and m
   assignment (``scipy.optimize.linear_sum_assignment``, ~2 s at 4608 × 4608 on one CPU core;
   a greedy assignment above ``lsa_max`` latents), and per direction the stats of matched
   (best cosine ≥ threshold) vs unmatched latents.
-* :func:`compare` — every SAE of a run: cross pairs (same seed, different group, same k and
-  block) in both directions, and the controls that calibrate them (same group, two seeds).
+* :func:`compare` — every SAE of a run: cross pairs (two groups, same k and block) in both
+  directions, and the controls that calibrate them (one group, two seeds). Same-seed cross
+  pairs are kept apart (``same-init``): they start from the same decoder.
   Aggregates are mean ± sd over pairs (sd nan for a single pair).
 
 The report section and its PNG are in :mod:`pipeline.inspect.matching_report`.
@@ -322,19 +323,27 @@ def _comparable(x: LatentStats, y: LatentStats) -> bool:
     return all(x.cfg.get(key) == y.cfg.get(key) for key in keys)
 
 
+KINDS = ("same-init", "cross", "control")
+"""Pair kinds, in report order (see :func:`pairings`)."""
+
+
 def pairings(entries: Sequence[LatentStats]) -> list[tuple[str, str, str, LatentStats, LatentStats]]:
     """``(kind, group a, group b, a, b)`` for every pair to match.
 
-    ``cross``: seed s of two different groups with the same k and block (both directions are
-    read off one match); ``control``: seeds s < s' of one group (direction s → s' only).
+    Two groups pair when their k and block agree; both directions are read off one match.
+    ``same-init``: seed s of both groups. The trainer seeds the initialisation with the seed,
+    so these two start from the same decoder: their cosines say how far training moved the
+    latents apart, and nothing else in the run compares with them. ``cross``: seed s of one
+    group vs seed s' ≠ s of the other (different initialisations), the figures that compare
+    with the ``control`` pairs: seeds s < s' of one group (direction s → s' only).
     """
     groups = _groups(entries)
     names = sorted(groups, key=lambda g: (not _uses_grad(groups[g]), g))
     out: list[tuple[str, str, str, LatentStats, LatentStats]] = []
     for g, h in itertools.combinations(names, 2):
-        for seed in sorted(set(groups[g]) & set(groups[h])):
-            if _comparable(groups[g][seed], groups[h][seed]):
-                out.append(("cross", g, h, groups[g][seed], groups[h][seed]))
+        for s, t in itertools.product(sorted(groups[g]), sorted(groups[h])):
+            if _comparable(groups[g][s], groups[h][t]):
+                out.append(("same-init" if s == t else "cross", g, h, groups[g][s], groups[h][t]))
     for g in names:
         for s, t in itertools.combinations(sorted(groups[g]), 2):
             out.append(("control", g, g, groups[g][s], groups[g][t]))
@@ -389,10 +398,10 @@ def compare(
         seconds.append(m.seconds)
         methods.add(m.method)
         sides.setdefault((kind, g, h), []).append(m.a_to_b)
-        if kind == "cross":
+        if kind != "control":
             sides.setdefault((kind, h, g), []).append(m.b_to_a)
     directions = [_direction(*key, found, thresholds, bins) for key, found in sides.items()]
-    directions.sort(key=lambda d: d["kind"] != "cross")
+    directions.sort(key=lambda d: KINDS.index(d["kind"]))
     return {
         "threshold": float(threshold),
         "thresholds": [float(t) for t in thresholds],

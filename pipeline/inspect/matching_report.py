@@ -27,7 +27,7 @@ def _fmt(fig: Mapping[str, Any], digits: int = 3) -> str:
 
 
 def _label(d: Mapping[str, Any]) -> str:
-    return f"{d['source']} → {d['target']}" + (" (control)" if d["kind"] == "control" else "")
+    return f"{d['source']} → {d['target']}" + ("" if d["kind"] == "cross" else f" ({d['kind']})")
 
 
 def _overview_table(result: Mapping[str, Any]) -> list[str]:
@@ -102,7 +102,11 @@ def matching_markdown(result: Mapping[str, Any], plot: str | None = None) -> str
         "latents TopK lacks only by how far it exceeds the TopK → TopK (control) share at the same threshold; "
         "the g-SAE → g-SAE control says how reproducible the g-SAE's own dictionary is. The paper's motivation "
         "predicts unmatched g-SAE latents with a smaller mean activation (ratio < 1) and a larger mean "
-        "|attribution| (ratio > 1) than the matched ones, beyond what the control's unmatched latents show.",
+        "|attribution| (ratio > 1) than the matched ones, beyond what the control's unmatched latents show. "
+        "Rows marked *same-init* pair the same seed of two architectures: the trainer seeds the initialisation "
+        "with the seed, so both start from the same decoder, and their cosines measure how far training moved "
+        "the latents apart from a common start (nothing else in the run compares with them); the unmarked "
+        "cross rows pair different seeds and compare with the controls.",
         "",
         "Pairs: " + "; ".join(pairs) + ".",
         "",
@@ -125,7 +129,7 @@ def write_matching_plot(path: str | Path, result: Mapping[str, Any]) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     for d in result["directions"]:
         hist = np.asarray(d["histogram"]["mean"])
-        style = "-" if d["kind"] == "cross" else "--"
+        style = {"cross": "-", "control": "--"}.get(d["kind"], ":")
         ax.step(edges, np.append(hist, hist[-1]), where="post", linestyle=style, label=_label(d))
     ax.axvline(result["threshold"], color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("best-match decoder cosine")

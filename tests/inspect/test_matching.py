@@ -143,29 +143,38 @@ def _run(rng: np.random.Generator) -> list[LatentStats]:
 def test_pairings_form_cross_pairs_and_controls() -> None:
     found = {(kind, a.name, b.name) for kind, _, _, a, b in pairings(_run(np.random.default_rng(4)))}
     assert found == {
-        ("cross", "gsae-k4-b0.3-x4-sel-s0", "topk-k4-x4-s0"),
-        ("cross", "gsae-k4-b0.3-x4-sel-s1", "topk-k4-x4-s1"),
+        ("same-init", "gsae-k4-b0.3-x4-sel-s0", "topk-k4-x4-s0"),
+        ("same-init", "gsae-k4-b0.3-x4-sel-s1", "topk-k4-x4-s1"),
+        ("cross", "gsae-k4-b0.3-x4-sel-s0", "topk-k4-x4-s1"),
+        ("cross", "gsae-k4-b0.3-x4-sel-s0", "topk-k4-x4-s2"),
+        ("cross", "gsae-k4-b0.3-x4-sel-s1", "topk-k4-x4-s0"),
+        ("cross", "gsae-k4-b0.3-x4-sel-s1", "topk-k4-x4-s2"),
         ("control", "gsae-k4-b0.3-x4-sel-s0", "gsae-k4-b0.3-x4-sel-s1"),
         ("control", "topk-k4-x4-s0", "topk-k4-x4-s1"),
         ("control", "topk-k4-x4-s0", "topk-k4-x4-s2"),
         ("control", "topk-k4-x4-s1", "topk-k4-x4-s2"),
-    }  # no @beta0 entry, no k8 (other k) pair, no seed-2 cross pair (g-SAE seed 2 missing)
+    }  # no @beta0 entry, no k8 (other k) pair
 
 
 def test_compare_aggregates_per_direction_and_markdown_shows_them(tmp_path: Any) -> None:
     result = compare(_run(np.random.default_rng(5)), 0.7)
     dirs = {(d["kind"], d["source"], d["target"]): d for d in result["directions"]}
+    assert [d["kind"] for d in result["directions"]] == ["same-init"] * 2 + ["cross"] * 2 + ["control"] * 2
     assert set(dirs) == {
+        ("same-init", "gsae-k4-b0.3-sel-x4", "topk-k4-x4"),
+        ("same-init", "topk-k4-x4", "gsae-k4-b0.3-sel-x4"),
         ("cross", "gsae-k4-b0.3-sel-x4", "topk-k4-x4"),
         ("cross", "topk-k4-x4", "gsae-k4-b0.3-sel-x4"),
         ("control", "gsae-k4-b0.3-sel-x4", "gsae-k4-b0.3-sel-x4"),
         ("control", "topk-k4-x4", "topk-k4-x4"),
     }
-    cross = dirs[("cross", "topk-k4-x4", "gsae-k4-b0.3-sel-x4")]
-    assert cross["pairs"] == [
+    same = dirs[("same-init", "topk-k4-x4", "gsae-k4-b0.3-sel-x4")]
+    assert same["pairs"] == [
         ["topk-k4-x4-s0", "gsae-k4-b0.3-x4-sel-s0"],
         ["topk-k4-x4-s1", "gsae-k4-b0.3-x4-sel-s1"],
     ]
+    cross = dirs[("cross", "topk-k4-x4", "gsae-k4-b0.3-sel-x4")]
+    assert len(cross["pairs"]) == 4
     share = cross["figures"]["share_unmatched"]
     assert share["mean"] == pytest.approx(np.mean(share["values"]))
     assert share["sd"] == pytest.approx(np.std(share["values"], ddof=1))
