@@ -44,7 +44,9 @@ def cell(arch: str, rows: int, latents: int, repeats: int) -> dict[str, float]:
     x = rng.standard_normal((rows, d), dtype=np.float32)
     g = rng.standard_normal((rows, d), dtype=np.float32) * 0.01
     row_ids = np.arange(rows, dtype=np.int64)
-    tokens = TokenTable(0, 128, rng.integers(0, 1000, rows).astype(np.int32), {i: f"t{i}" for i in range(1000)})
+    tokens = TokenTable(
+        0, 128, rng.integers(0, 1000, rows).astype(np.int32), {i: f"t{i}" for i in range(1000)}
+    )
     t_collect, (firings, removed) = _time(
         lambda: collect_firings(sae, x, g, row_ids, with_gradient=arch == "gsae"), repeats
     )

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.report.entries import mean_sd
 from pipeline.saes.naming import BETA0_SUFFIX, series_name
 from pipeline.saes.registry import get_sae_class
 
@@ -351,9 +352,7 @@ def pairings(entries: Sequence[LatentStats]) -> list[tuple[str, str, str, Latent
 
 
 def _mean_sd(values: Sequence[float]) -> dict[str, Any]:
-    finite = [v for v in values if math.isfinite(v)]
-    mean = float(np.mean(finite)) if finite else math.nan
-    sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+    mean, sd, _ = mean_sd(values)
     return {"mean": mean, "sd": sd, "values": [float(v) for v in values]}
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ from pipeline.core.fileio import atomic_write_text
 from pipeline.inspect.describe import HIST_BINS, collect_firings, latent_figures
 from pipeline.inspect.firings import Firings, TokenTable
 from pipeline.inspect.logits import LOGIT_NOTE, Unembedding, logit_effects, unembedding
+from pipeline.inspect.matching import LatentStats, compare
+from pipeline.inspect.matching_report import matching_markdown, write_matching_plot
 from pipeline.inspect.report import inspect_markdown
 from pipeline.lm.models import LoadedModel, load_model
 from pipeline.saes.base import SAE
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 
 LATENTS_JSON = "latents.json"
 BROWSER_HTML = "index.html"
+MATCHING_PNG = "matching.png"
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,20 @@ def summary(d: Described) -> dict[str, Any]:
     }
 
 
+def stats_of(d: Described) -> LatentStats:
+    """The decoder and per-latent figures of one entry, for the latent matching."""
+    lat = d.doc["latents"]
+    attr = None if not d.doc["gradient_available"] else np.array([x["mean_abs_attr"] for x in lat])
+    return LatentStats(
+        d.entry,
+        d.variant.cfg,
+        d.variant.sae.W_dec.detach().float().numpy(),
+        np.array([x["density"] for x in lat]),
+        np.array([x["mean_act"] for x in lat]),
+        attr,
+    )
+
+
 def write_entry(folder: Path, d: Described) -> None:
     """``latents.json`` (and the browser page) of one entry."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -279,11 +298,14 @@ def run_inspect(
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     summaries = []
+    described: list[LatentStats] = []
     for entry, variant, sae, with_gradient in tqdm(plan, desc="inspect", unit="entry"):
         t = time.perf_counter()
         d = describe(params, entry, variant, sae, with_gradient, window, store_url, logits[variant.name])
         write_entry(staging / entry, d)
         summaries.append(summary(d))
+        if not entry.endswith(BETA0_SUFFIX):
+            described.append(stats_of(d))
         log.info(
             "%s: %d alive of %d latents, %.1f s",
             entry,
@@ -291,16 +313,35 @@ def run_inspect(
             d.doc["n_latents"],
             time.perf_counter() - t,
         )
+    matching = compare(described, ins.match_threshold)
+    plot = write_matching_plot(staging / MATCHING_PNG, matching) if matching["directions"] else None
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     elapsed = time.perf_counter() - t0
-    metrics = {"entries": {s["name"]: s for s in summaries}, "wall_time_s": round(elapsed, 1)}
+    metrics = {
+        "entries": {s["name"]: s for s in summaries},
+        "matching": matching,
+        "wall_time_s": round(elapsed, 1),
+    }
     settings = _settings(params, store_url, info, window, elapsed)
-    atomic_write_text(ins.report, inspect_markdown(summaries, None, settings))
-    atomic_write_text(ins.metrics, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    plot_link = None if plot is None else os.path.relpath(out_dir / MATCHING_PNG, Path(ins.report).parent)
+    section = matching_markdown(matching, plot_link) if matching["directions"] else None
+    atomic_write_text(ins.report, inspect_markdown(summaries, section, settings))
+    atomic_write_text(ins.metrics, json.dumps(_finite(metrics), indent=2, allow_nan=False) + "\n")
     log.info("described %d entries in %.1f s → %s", len(summaries), elapsed, out_dir)
     return metrics
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None (JSON null: a one-pair sd, no gradients)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _settings(params: Params, url: str, info: CacheInfo, window: Window, elapsed: float) -> dict[str, Any]:
