@@ -103,7 +103,7 @@ def _page(title: str, body: str) -> str:
 
 
 def _asset(name: str) -> str:
-    text = resources.files("pipeline.inspect").joinpath("assets", name).read_text(encoding="utf-8")
+    text = resources.files("pipeline.inspect").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
     if "</script" in text.lower() or "</style" in text.lower():
         raise ValueError(f"asset {name} would close its own element")
     return text

@@ -83,7 +83,9 @@ def _sample(firings: Firings, j: int) -> list[Any]:
     return [int(firings.rows[j]), float(firings.acts[j]), attr]
 
 
-def _latent(i: int, firings: Firings, tokens: TokenTable, rng: np.random.Generator, top_n: int) -> dict[str, Any]:
+def _latent(
+    i: int, firings: Firings, tokens: TokenTable, rng: np.random.Generator, top_n: int
+) -> dict[str, Any]:
     sl = firings.of(i)
     idx = np.arange(sl.start, sl.stop)
     acts = firings.acts[sl]
@@ -101,21 +103,25 @@ def _latent(i: int, firings: Firings, tokens: TokenTable, rng: np.random.Generat
         "quantiles": [],
         "hist": np.histogram(acts, bins=12, range=(0, float(acts.max()) if len(idx) else 1.0))[0].tolist(),
         "top_tokens": [],
-        "logits_up": [[strings[int(t)], float(v)] for t, v in zip(rng.integers(0, len(strings), 5), [3.1, 2.5, 2.0, 1.2, 0.9])],
-        "logits_down": [[strings[int(t)], -float(v)] for t, v in zip(rng.integers(0, len(strings), 5), [3.0, 2.2, 1.5, 1.1, 0.4])],
+        "logits_up": [[strings[int(t)], 3.0 - v / 2] for v, t in enumerate(rng.integers(0, len(strings), 5))],
+        "logits_down": [
+            [strings[int(t)], v / 2 - 3.0] for v, t in enumerate(rng.integers(0, len(strings), 5))
+        ],
     }
     if firings.attrs is not None:
         attrs = firings.attrs[sl]
         lat["mean_abs_attr"] = float(np.abs(attrs).mean()) if len(idx) else 0.0
         lat["attr_per_act"] = float(attrs.sum() / acts.sum()) if len(idx) else 0.0
-        lat["top_attr"] = [_sample(firings, j) for j in idx[np.argsort(-np.abs(attrs), kind="stable")][:top_n]]
+        lat["top_attr"] = [
+            _sample(firings, j) for j in idx[np.argsort(-np.abs(attrs), kind="stable")][:top_n]
+        ]
         lat["grad_added"] = int(firings.added[sl].sum()) if firings.added is not None else 0
         lat["grad_removed"] = int(rng.integers(0, 5))
     if len(idx):
         edges = np.quantile(acts, [0, 0.5, 1.0])
         lat["quantiles"] = [
             [float(lo), float(hi), [_sample(firings, j) for j in idx[(acts >= lo) & (acts <= hi)][:2]]]
-            for lo, hi in zip(edges[:-1], edges[1:])
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True)
         ]
         ids, counts = np.unique(tokens.ids[firings.rows[sl] - tokens.first_row], return_counts=True)
         best = np.argsort(-counts, kind="stable")[:6]
@@ -132,9 +138,22 @@ def main(argv: list[str]) -> None:
     else:
         doc, firings, tokens = make_entry()
     write_browser(out / "entry", doc, firings, tokens)
-    write_start_page(out, [{"name": doc["entry"], "href": "entry/index.html", "architecture": "gsae", "k": 32,
-                            "alive": doc["alive"], "n_latents": doc["n_latents"], "density_mean": 0.01,
-                            "mean_abs_attr_mean": 0.002, "with_gradient": True}])
+    write_start_page(
+        out,
+        [
+            {
+                "name": doc["entry"],
+                "href": "entry/index.html",
+                "architecture": "gsae",
+                "k": 32,
+                "alive": doc["alive"],
+                "n_latents": doc["n_latents"],
+                "density_mean": 0.01,
+                "mean_abs_attr_mean": 0.002,
+                "with_gradient": True,
+            }
+        ],
+    )
 
 
 if __name__ == "__main__":
