@@ -122,12 +122,16 @@ def _b64(array: np.ndarray, dtype: str) -> str:
 
 
 def _firing_arrays(firings: Firings, tokens: TokenTable) -> dict[str, str | None]:
-    """The firings as base64 little-endian arrays; rows relative to ``tokens.first_row``."""
+    """The firings as base64 little-endian arrays; rows relative to ``tokens.first_row``
+    (uint16 when they all fit, as on the default run's 8,192 rows: 0.7 MB less; else int32)."""
     if firings.rows.shape[0] >= 2**31:
         raise ValueError("too many firings for the browser's int32 offsets")
+    rows = firings.rows - tokens.first_row
+    narrow = rows.size == 0 or (int(rows.min()) >= 0 and int(rows.max()) < 2**16)
     return {
         "offsets": _b64(firings.offsets, "<i4"),
-        "rows": _b64(firings.rows - tokens.first_row, "<i4"),
+        "rows_dtype": "uint16" if narrow else "int32",
+        "rows": _b64(rows, "<u2" if narrow else "<i4"),
         "acts": _b64(firings.acts, "<f4"),
         "attrs": None if firings.attrs is None else _b64(firings.attrs, "<f4"),
         "added": None if firings.added is None else _b64(firings.added, "u1"),

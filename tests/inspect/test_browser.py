@@ -164,7 +164,8 @@ def test_page_is_self_contained_and_escapes_its_data(tmp_path: Path, entry: tupl
         re.search(r'<script type="application/json" id="gsae-data">(.*?)</script>', text, re.S).group(1)
     )
     assert EVIL in data["tokens"]["strings"].values()
-    rows = np.frombuffer(base64.b64decode(data["firings"]["rows"]), "<i4")
+    assert data["firings"]["rows_dtype"] == "uint16"
+    rows = np.frombuffer(base64.b64decode(data["firings"]["rows"]), "<u2")
     acts = np.frombuffer(base64.b64decode(data["firings"]["acts"]), "<f4")
     np.testing.assert_array_equal(rows, firings.rows - tokens.first_row)
     np.testing.assert_array_equal(acts, firings.acts)
@@ -205,3 +206,14 @@ def test_start_page_links_every_entry(tmp_path: Path) -> None:
     ]
     text = write_start_page(tmp_path, entries).read_text(encoding="utf-8")
     assert 'href="topk_k32/index.html"' in text and "&lt;i&gt;evil&lt;/i&gt;" in text and "<i>" not in text
+
+
+def test_rows_beyond_uint16_are_embedded_as_int32() -> None:
+    from pipeline.inspect.browser import _firing_arrays
+    from pipeline.inspect.firings import Firings, TokenTable
+
+    tokens = TokenTable(first_row=0, context_length=16, ids=np.zeros(70_000, np.int32), strings={0: "a"})
+    firings = Firings(np.array([0, 2]), np.array([5, 69_999]), np.ones(2, np.float32), None, None)
+    arrays = _firing_arrays(firings, tokens)
+    assert arrays["rows_dtype"] == "int32" and arrays["attrs"] is None
+    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(str(arrays["rows"])), "<i4"), [5, 69_999])

@@ -22,7 +22,7 @@
 
   const F = {
     offsets: typed(raw.firings.offsets, Int32Array),
-    rows: typed(raw.firings.rows, Int32Array),
+    rows: typed(raw.firings.rows, raw.firings.rows_dtype === "uint16" ? Uint16Array : Int32Array),
     acts: typed(raw.firings.acts, Float32Array),
     attrs: typed(raw.firings.attrs, Float32Array),
     added: typed(raw.firings.added, Uint8Array),
@@ -128,7 +128,8 @@
   if (withGradCols) {
     columns.push({ key: "grad_added", label: "∇ added" }, { key: "grad_removed", label: "∇ removed" });
   }
-  const state = { key: "id", dir: 1, index: null };
+  const PAGE = 500; // rows rendered at a time: laying out all 4,608 at once takes seconds
+  const state = { key: "id", dir: 1, index: null, limit: PAGE };
 
   function buildIndex() {
     const box = el("section", "index");
@@ -170,6 +171,15 @@
     const tbody = el("tbody");
     table.appendChild(tbody);
     box.appendChild(table);
+    const more = el("div", "more-rows");
+    const moreBtn = el("button", null, "show more");
+    moreBtn.id = "show-more";
+    moreBtn.addEventListener("click", () => { state.limit += PAGE; refresh(); });
+    const allBtn = el("button", null, "show all");
+    allBtn.id = "show-all";
+    allBtn.addEventListener("click", () => { state.limit = Infinity; refresh(); });
+    more.append(moreBtn, allBtn);
+    box.appendChild(more);
 
     const rows = latents.map((l) => {
       const r = el("tr");
@@ -187,7 +197,7 @@
       return r;
     });
     const search = latents.map((l) => (l.top_tokens || []).map((t) => t[0]).join("\u0000").toLowerCase());
-    state.index = { box, tbody, rows, search, q, dead, md, count, table };
+    state.index = { box, tbody, rows, search, q, dead, md, count, table, more };
     for (const input of [q, dead, md]) input.addEventListener("input", refresh);
     dead.addEventListener("change", refresh);
     refresh();
@@ -225,9 +235,12 @@
       return va < vb ? -dir : dir;
     });
     const frag = document.createDocumentFragment();
-    for (const i of order) frag.appendChild(s.rows[i]);
+    const shown = order.slice(0, state.limit);
+    for (const i of shown) frag.appendChild(s.rows[i]);
     s.tbody.replaceChildren(frag);
-    s.count.textContent = order.length + " of " + latents.length + " latents";
+    s.count.textContent = order.length + " of " + latents.length + " latents"
+      + (shown.length < order.length ? " (first " + shown.length + " shown)" : "");
+    s.more.hidden = shown.length >= order.length;
     for (const th of s.table.querySelectorAll("th.sortable")) {
       th.removeAttribute("aria-sort");
       if (th.dataset.key === key) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
