@@ -70,7 +70,7 @@ def write_start_page(root: Path, entries: list[dict[str, Any]]) -> Path:
     rows = "".join(_start_row(e) for e in entries)
     body = (
         '<header id="head"><h1>Latent descriptions</h1>'
-        f"<p>{len(entries)} described entries; each opens its own latent browser.</p></header>\n"
+        f"<p>{len(entries)} described {'entry' if len(entries) == 1 else 'entries'}; each opens its own latent browser.</p></header>\n"
         f'<main><table class="latents start"><thead><tr><th>entry</th>{head}<th>gradient</th></tr></thead>'
         f"<tbody>{rows}</tbody></table></main>\n"
     )

@@ -100,7 +100,7 @@
     const facts = [
       ["SAE", doc.sae], ["architecture", doc.architecture], ["k", doc.k], ["β", doc.beta],
       ["model", doc.model], ["hook", doc.hook], ["store", doc.store],
-      ["rows", doc.rows ? fmt(doc.rows[0]) + " + " + fmt(doc.rows[1]) : null],
+      ["rows", doc.rows ? doc.rows[0] + "–" + (doc.rows[0] + doc.rows[1]) + " (" + doc.rows[1] + ")" : null],
       ["alive", doc.alive !== undefined ? doc.alive + " / " + doc.n_latents : null],
     ];
     const p = el("p", "facts");
