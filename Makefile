@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint bench bench-peers test-floors
+.PHONY: setup repro test lint bench bench-peers test-floors browser
 
 setup: $(STAMP)
 
@@ -22,8 +22,16 @@ repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro dvc.yaml
 	@echo "Report: reports/report.md   Metrics: $(BIN)/dvc metrics show"
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# headless chromium for the latent browser's tests (tests/inspect/test_browser.py; skipped without it):
+# installed with apt-get when missing and we are root; a failure only leaves those tests skipped
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed: the browser tests will be skipped"
 
 lint: setup
 	$(BIN)/ruff check .
