@@ -39,6 +39,7 @@ from cache.schema import CacheInfo, usable_rows
 from pipeline.core.config import Params
 from pipeline.core.errors import CacheMismatch, ConfigError, SAEFormatError
 from pipeline.core.fileio import atomic_write_text
+from pipeline.inspect.browser import write_browser, write_start_page
 from pipeline.inspect.describe import HIST_BINS, collect_firings, latent_figures
 from pipeline.inspect.firings import Firings, TokenTable
 from pipeline.inspect.logits import LOGIT_NOTE, Unembedding, logit_effects, unembedding
@@ -272,10 +273,11 @@ def stats_of(d: Described) -> LatentStats:
     )
 
 
-def write_entry(folder: Path, d: Described) -> None:
-    """``latents.json`` (and the browser page) of one entry."""
+def write_entry(folder: Path, d: Described, tokens: TokenTable) -> None:
+    """``latents.json`` and the browser page of one entry."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / LATENTS_JSON).write_text(json.dumps(d.doc, ensure_ascii=False, allow_nan=False))
+    write_browser(folder, d.doc, d.firings, tokens)
 
 
 def run_inspect(
@@ -302,7 +304,7 @@ def run_inspect(
     for entry, variant, sae, with_gradient in tqdm(plan, desc="inspect", unit="entry"):
         t = time.perf_counter()
         d = describe(params, entry, variant, sae, with_gradient, window, store_url, logits[variant.name])
-        write_entry(staging / entry, d)
+        write_entry(staging / entry, d, window.tokens)
         summaries.append(summary(d))
         if not entry.endswith(BETA0_SUFFIX):
             described.append(stats_of(d))
@@ -313,6 +315,7 @@ def run_inspect(
             d.doc["n_latents"],
             time.perf_counter() - t,
         )
+    write_start_page(staging, summaries)
     matching = compare(described, ins.match_threshold)
     plot = write_matching_plot(staging / MATCHING_PNG, matching) if matching["directions"] else None
     if out_dir.exists():
