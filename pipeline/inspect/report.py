@@ -32,7 +32,7 @@ def pm(values: Sequence[Any], digits: int = 3) -> str:
     mean, sd, n = mean_sd(values)
     if n == 0:
         return "–"
-    text = f"{mean:.{digits}g}"
+    text = f"{mean:.{digits}g}" if abs(mean) < 10**digits else f"{mean:.0f}"
     return text if not math.isfinite(sd) else f"{text} ± {sd:.2g}"
 
 

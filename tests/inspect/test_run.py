@@ -176,6 +176,7 @@ def test_a_store_without_gradients_describes_activations_only(project, tmp_path,
         f"inspect.store={tmp_path / 'nograd.zarr'}",
         f"inspect.out_dir={tmp_path / 'latents'}",
         f"inspect.metrics={tmp_path / 'm.json'}",
+        f"inspect.report={tmp_path / 'r.md'}",
     ]
     held = heldout_params(params_from_dict({}, overrides))
     nograd = params_from_dict(
@@ -191,3 +192,15 @@ def test_a_store_without_gradients_describes_activations_only(project, tmp_path,
     doc = json.loads((tmp_path / "latents" / "topk-k4-x2-s0" / "latents.json").read_text())
     assert doc["gradient_available"] is False
     assert all(lat["mean_abs_attr"] is None and lat["top_attr"] == [] for lat in doc["latents"])
+
+
+def test_the_browser_pages_and_the_report_are_written(project):
+    params, _, _, metrics = project
+    root = Path(params.inspect.out_dir)
+    start = (root / "index.html").read_text()
+    for name in metrics["entries"]:
+        assert (root / name / "index.html").stat().st_size > 1000
+        assert f"{name}/index.html" in start
+    report = Path(params.inspect.report).read_text()
+    assert "| topk-x2 | 1 |" in report and "(same-init)" in report  # entries table, matching section
+    assert metrics["matching"]["directions"][0]["kind"] == "same-init"
