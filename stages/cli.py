@@ -227,6 +227,26 @@ def inspect(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.argument("sae_a", type=click.Path(exists=True, file_okay=False))
+@click.argument("sae_b", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--latents-a", type=click.Path(exists=True, dir_okay=False), help="latents.json of SAE_A (gsae inspect)."
+)
+@click.option("--latents-b", type=click.Path(exists=True, dir_okay=False), help="latents.json of SAE_B.")
+@click.option(
+    "--threshold", default=0.7, show_default=True, help="Best cosine at which a latent counts as matched."
+)
+def match(sae_a: str, sae_b: str, latents_a: str | None, latents_b: str | None, threshold: float) -> None:
+    """Match the latents of two trained SAE folders by decoder cosine (both directions)."""
+    from pipeline.inspect.matching import match as match_pair
+    from pipeline.inspect.matching import stats_from_files
+    from pipeline.inspect.matching_report import pair_table
+
+    a, b = stats_from_files(sae_a, latents_a), stats_from_files(sae_b, latents_b)
+    click.echo(pair_table(match_pair(a, b, threshold)))
+
+
+@cli.command()
 @click.argument("runs", nargs=-1)
 @click.option(
     "-o",

@@ -8,13 +8,13 @@ means, the threshold, the pairs used and how to read the result against its cont
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.inspect.matching import STATS
+from pipeline.inspect.matching import STATS, THRESHOLDS, Match
 
 _STAT_LABEL = {"density": "density", "mean_act": "mean act", "mean_abs_attr": "mean \\|attr\\|"}
 
@@ -140,3 +140,17 @@ def write_matching_plot(path: str | Path, result: Mapping[str, Any]) -> Path:
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return out
+
+
+def pair_table(m: Match, thresholds: Sequence[float] = THRESHOLDS) -> str:
+    """Both directions of one matched pair as a Markdown table (``gsae match``)."""
+    keys = ["n_alive", "median_best_cos", *(f"share_unmatched@{t:g}" for t in thresholds)]
+    keys += ["one_to_one_mean_cos", "n_unmatched"]
+    keys += [f"{g}_{s}" for s in STATS for g in ("matched", "unmatched")]
+    sides = (m.a_to_b, m.b_to_a)
+    figs = [side.figures(thresholds) for side in sides]
+    head = ["figure", *(f"{side.source} → {side.target}" for side in sides)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(_fmt({"mean": f[key], "sd": math.nan}) for f in figs) + " |")
+    return "\n".join(lines) + f"\n\nmatched: best cos ≥ {m.a_to_b.threshold:g}; one-to-one by {m.method}\n"

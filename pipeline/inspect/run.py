@@ -43,8 +43,9 @@ from pipeline.inspect.browser import write_browser, write_start_page
 from pipeline.inspect.describe import HIST_BINS, collect_firings, latent_figures
 from pipeline.inspect.firings import Firings, TokenTable
 from pipeline.inspect.logits import LOGIT_NOTE, Unembedding, logit_effects, unembedding
-from pipeline.inspect.matching import LatentStats, compare
+from pipeline.inspect.matching import LatentStats
 from pipeline.inspect.matching_report import matching_markdown, write_matching_plot
+from pipeline.inspect.pairing import compare
 from pipeline.inspect.report import inspect_markdown
 from pipeline.lm.models import LoadedModel, load_model
 from pipeline.saes.base import SAE

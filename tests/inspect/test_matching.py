@@ -8,15 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.inspect.matching import (
-    LatentStats,
-    compare,
-    greedy_one_to_one,
-    group_of,
-    match,
-    pairings,
-    seed_of,
-)
+from pipeline.inspect.matching import LatentStats, greedy_one_to_one, match
+from pipeline.inspect.pairing import compare, group_of, pairings, seed_of
 from pipeline.inspect.matching_report import matching_markdown, write_matching_plot
 
 D = 16

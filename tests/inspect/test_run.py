@@ -204,3 +204,13 @@ def test_the_browser_pages_and_the_report_are_written(project):
     report = Path(params.inspect.report).read_text()
     assert "| topk-x2 | 1 |" in report and "(same-init)" in report  # entries table, matching section
     assert metrics["matching"]["directions"][0]["kind"] == "same-init"
+
+
+def test_gsae_match_compares_two_folders(project, capsys):
+    params, _, _, _ = project
+    root, saes = Path(params.inspect.out_dir), Path(params.train.out_dir)
+    args = ["match", str(saes / "topk-k4-x2-s0"), str(saes / "topk-k4-x2-s0")]
+    args += ["--latents-a", str(root / "topk-k4-x2-s0" / "latents.json"), "--threshold", "0.9"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "| median_best_cos | 1 | 1 |" in out and "| share_unmatched@0.9 | 0 | 0 |" in out
