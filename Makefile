@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro dvc.yaml
-	@echo "Report: reports/report.md   Metrics: $(BIN)/dvc metrics show"
+	@echo "Report: reports/report.md   Latent browser: reports/latents/index.html   Metrics: $(BIN)/dvc metrics show"
 
 test: setup browser
 	$(BIN)/python -m pytest -q
