@@ -106,7 +106,7 @@ def test_end_to_end(project):
         assert m["kl"] > 0
         if name.endswith("@beta0"):  # steering depends on the decoder only: twins are not steered again
             assert "steer_kl_mean" not in m and m["selection_shift"] == 0.0
-            continue
+            assert st.fo_loss_delta == pytest.approx((plus - minus) / 2, rel=0.05), eps
         assert m["steer_kl_p10"] <= m["steer_kl_median"] <= m["steer_kl_p90"]
         assert m["steer_kl_ci_lo"] <= m["steer_kl_mean"] <= m["steer_kl_ci_hi"]
         if name.startswith("gsae"):  # β = 1 with √d-scaled gradients re-ranks a real share of selections
@@ -236,3 +236,44 @@ def test_batch_level_architectures_train_and_evaluate(project, tmp_path):
         "gbatchtopk-b4-sel-x2@beta0",
         "baseline",
     }
+
+
+def test_first_order_estimate_matches_the_true_loss_change(project):
+    """fo_loss_delta (mean g·(x̂ − x) over the non-first rows, g the stored gradient of the summed
+    loss) is the first-order change of the spliced CE (mean over the T − 1 predictions), in the
+    same units (no T/(T − 1) factor). The tiny random model is very curved at its small
+    activation scale, so the comparison is with the central difference (CE(x + δ) − CE(x − δ)) / 2,
+    whose second-order term cancels; the one-sided change approaches the estimate as δ shrinks."""
+    import torch
+
+    from cache.reader import open_store
+    from cache.schema import usable_rows
+    from pipeline.evaluate.heldout import read_held_out
+    from pipeline.evaluate.metrics import recon_stats
+    from pipeline.evaluate.splice import Edit, sae_editor, splice_losses
+    from pipeline.lm.models import load_model
+    from tests.evaluate.test_metrics import near_identity_sae
+
+    params, url, _, _ = project
+    info = open_store(url)
+    lm = load_model(params.model)
+    data = read_held_out(url, info, ["model.layers.1"], 0, 4)
+    rows = usable_rows(0, data.ids.numel(), data.ids.shape[1])
+    act, grad = data.acts["model.layers.1"], data.grads["model.layers.1"]
+    assert grad is not None
+    one_sided = []
+    for eps in (1e-4, 3e-5):  # activations have sd ≈ 0.02 here: δ is 2–7 % of them
+        saes = {
+            "+": near_identity_sae(info.d_model, eps, shift=10.0),
+            "-": near_identity_sae(info.d_model, -eps, shift=10.0),
+        }
+        st = recon_stats(saes["+"], act[rows], grad[rows])
+        with torch.no_grad():
+            edits = {s: Edit(1, sae_editor(sae, None)) for s, sae in saes.items()}
+            res = splice_losses(lm, data.ids, edits, batch_size=4)
+        plus, minus = res.ce["+"] - res.ce_clean, res.ce["-"] - res.ce_clean
+        assert st.fo_loss_delta is not None and st.fo_loss_err is not None
+        assert st.fo_loss_err >= abs(st.fo_loss_delta) > 1e-5
+        assert st.fo_loss_delta == pytest.approx((plus - minus) / 2, rel=0.05), eps
+        one_sided.append(abs(plus / st.fo_loss_delta - 1))
+    assert one_sided[1] < one_sided[0]
