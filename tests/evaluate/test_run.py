@@ -104,9 +104,10 @@ def test_end_to_end(project):
         assert 0 <= m["train_dead_frac"] <= 1
         assert m["ce_zero_ablation"] != m["ce_clean"]  # a random model: ablation may even help
         assert m["kl"] > 0
+        assert m["fo_loss_err"] >= abs(m["fo_loss_delta"]) and m["fo_loss_err"] > 0  # the store has gradients
         if name.endswith("@beta0"):  # steering depends on the decoder only: twins are not steered again
             assert "steer_kl_mean" not in m and m["selection_shift"] == 0.0
-            assert st.fo_loss_delta == pytest.approx((plus - minus) / 2, rel=0.05), eps
+            continue
         assert m["steer_kl_p10"] <= m["steer_kl_median"] <= m["steer_kl_p90"]
         assert m["steer_kl_ci_lo"] <= m["steer_kl_mean"] <= m["steer_kl_ci_hi"]
         if name.startswith("gsae"):  # β = 1 with √d-scaled gradients re-ranks a real share of selections
@@ -140,6 +141,8 @@ def test_end_to_end(project):
     assert "plots/loss_recovered_vs_k.png" in report and "plots/training_curves.png" in report
     assert "topk-k4-x2-s0" in report and "## Settings" in report and "k = 4" in report and "k = 2" in report
     assert "CE of the clean model" in report and "dead (train)" in report
+    assert "FO loss err." in report and "## First-order loss error" in report
+    assert "Spearman ρ with CE spliced − CE clean, computed across the 6 entries of this run" in report
     assert not list(plots.rglob("*.tmp"))
 
 
