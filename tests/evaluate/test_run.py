@@ -280,3 +280,29 @@ def test_first_order_estimate_matches_the_true_loss_change(project):
         assert st.fo_loss_delta == pytest.approx((plus - minus) / 2, rel=0.05), eps
         one_sided.append(abs(plus / st.fo_loss_delta - 1))
     assert one_sided[1] < one_sided[0]
+
+
+def test_summarize_recomputes_the_first_order_loss_error(project, tmp_path, capsys):
+    """`gsae summarize --store` recomputes fo_loss_err from the store and SAE files (no LM): equal to
+    the evaluation's figure, with the rank correlation file; a different window is refused."""
+    from stages.cli import main
+
+    params, url, key, _ = project
+    out = Path(params.evaluate.out)
+    metrics = (
+        json.loads(out.read_text())
+        if out.is_file()
+        else run_evaluate(params, store_url=url, expected_key=key)
+    )
+    base = ["summarize", "--evaluate", str(out), "--saes", params.train.out_dir, "--store", url]
+    md = tmp_path / "r.md"
+    main([*base, "--tokens", "256", "-o", str(md), "--plots-dir", str(tmp_path / "p")])
+    printed = capsys.readouterr().out
+    for name, m in metrics.items():
+        assert f"{name}: fo_loss_err {m['fo_loss_err']:.5f}" in printed
+    rho = json.loads((tmp_path / "r.tracking.json").read_text())
+    assert rho["fo_loss_err"]["n"] == len(metrics) and -1 <= rho["fo_loss_err"]["rho"] <= 1
+    assert "FO loss err." in md.read_text()
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--tokens", "128", "-o", str(md), "--plots-dir", str(tmp_path / "p")])
+    assert exc.value.code == 1 and "not the window the run was evaluated on" in capsys.readouterr().err
