@@ -241,41 +241,57 @@ def inspect(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     "--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ..."
 )
 @click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")
-@click.option(
-    "--store",
-    "store_url",
-    help="Held-out store the runs were evaluated on: recompute the first-order loss error "
-    "(fo_loss_err, no LM) of every entry and its rank correlation with CE spliced − CE clean.",
-)
-@click.option(
-    "--first-token", default=0, show_default=True, help="With --store: evaluate.first_token of the runs."
-)
-@click.option(
-    "--tokens", default=None, type=int, help="With --store: evaluate.tokens of the runs (required)."
-)
 def summarize(
-    runs: tuple[str, ...],
-    out: str,
-    plots_dir: str,
-    eval_json: str | None,
-    saes_dir: str | None,
-    store_url: str | None,
-    first_token: int,
-    tokens: int | None,
+    runs: tuple[str, ...], out: str, plots_dir: str, eval_json: str | None, saes_dir: str | None
 ) -> None:
     """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""
-    from pipeline.report.summarize import sources, write_results
+    from pipeline.report.summarize import write_results
 
+    pairs = _summarize_sources(runs, eval_json, saes_dir)
+    summary = write_results(runs, out, plots_dir, pairs)
+    click.echo(f"{len(summary)} groups → {out}")
+
+
+def _summarize_sources(
+    runs: tuple[str, ...], eval_json: str | None, saes_dir: str | None
+) -> list[tuple[str, str]]:
     if (eval_json is None) != (saes_dir is None):
         raise click.UsageError("--evaluate and --saes go together")
     pairs = [(eval_json, saes_dir)] if eval_json and saes_dir else []
     if not runs and not pairs:
         raise click.UsageError("give run folders or --evaluate/--saes")
-    if (store_url is None) != (tokens is None):
-        raise click.UsageError("--store and --tokens go together")
-    extra: dict[str, dict[str, dict[str, float]]] = {}
-    if store_url is not None and tokens is not None:
-        extra = _first_order(sources(runs, pairs), store_url, first_token, tokens)
+    return pairs
+
+
+@cli.command("first-order")
+@click.argument("runs", nargs=-1)
+@click.option(
+    "-o", "--out", default="first_order.md", show_default=True, help="Markdown (+ .json, .tracking.json)."
+)
+@click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
+@click.option(
+    "--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ..."
+)
+@click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")
+@click.option("--store", "store_url", required=True, help="The held-out store the runs were evaluated on.")
+@click.option("--tokens", required=True, type=int, help="evaluate.tokens of the runs.")
+@click.option("--first-token", default=0, show_default=True, help="evaluate.first_token of the runs.")
+def first_order(
+    runs: tuple[str, ...],
+    out: str,
+    plots_dir: str,
+    eval_json: str | None,
+    saes_dir: str | None,
+    store_url: str,
+    tokens: int,
+    first_token: int,
+) -> None:
+    """`gsae summarize` plus the first-order loss error (fo_loss_err, recomputed from the store and
+    SAE files, no LM) of every entry and its Spearman ρ with CE spliced − CE clean."""
+    from pipeline.report.summarize import sources, write_results
+
+    pairs = _summarize_sources(runs, eval_json, saes_dir)
+    extra = _first_order(sources(runs, pairs), store_url, first_token, tokens)
     summary = write_results(runs, out, plots_dir, pairs, extra)
     click.echo(f"{len(summary)} groups → {out}")
 

@@ -6,7 +6,7 @@ evaluation used: whole contexts from ``first_token`` on, ``tokens`` of them, pos
 with every entry — a ``<variant>@beta0`` entry with the variant's β = 0 twin — and returns
 ``fo_loss_err``, ``fo_loss_delta`` and ``fvu`` per entry (:func:`pipeline.evaluate.metrics.recon_stats`,
 units there). The recomputed ``fvu`` checks the window: it must equal the recorded one.
-``gsae summarize --store`` adds these figures to runs evaluated before ``fo_loss_err`` existed.
+``gsae first-order`` adds these figures to runs evaluated before ``fo_loss_err`` existed.
 """
 
 from __future__ import annotations

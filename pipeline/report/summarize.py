@@ -85,7 +85,7 @@ def load_rows(
     explicit (metrics JSON, SAE folder) pairs, with its group and seed.
 
     ``extra``: metrics JSON path (as given) → entry → figures added to (and overriding) the
-    recorded ones, e.g. the first-order loss error recomputed by ``gsae summarize --store``.
+    recorded ones, e.g. the first-order loss error recomputed by ``gsae first-order``.
     """
     rows = []
     for path, saes in sources(run_dirs, pairs):

@@ -283,7 +283,7 @@ def test_first_order_estimate_matches_the_true_loss_change(project):
 
 
 def test_summarize_recomputes_the_first_order_loss_error(project, tmp_path, capsys):
-    """`gsae summarize --store` recomputes fo_loss_err from the store and SAE files (no LM): equal to
+    """`gsae first-order` recomputes fo_loss_err from the store and SAE files (no LM): equal to
     the evaluation's figure, with the rank correlation file; a different window is refused."""
     from stages.cli import main
 
@@ -294,7 +294,7 @@ def test_summarize_recomputes_the_first_order_loss_error(project, tmp_path, caps
         if out.is_file()
         else run_evaluate(params, store_url=url, expected_key=key)
     )
-    base = ["summarize", "--evaluate", str(out), "--saes", params.train.out_dir, "--store", url]
+    base = ["first-order", "--evaluate", str(out), "--saes", params.train.out_dir, "--store", url]
     md = tmp_path / "r.md"
     main([*base, "--tokens", "256", "-o", str(md), "--plots-dir", str(tmp_path / "p")])
     printed = capsys.readouterr().out
