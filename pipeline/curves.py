@@ -1,7 +1,9 @@
 """The hand-off from train to evaluate: the training curves file.
 
 ``gsae train`` writes ``<train.curves_dir>/curves.csv`` (one long CSV: variant, step, tokens,
-loss, fvu, aux, l0, dead_frac, lr, selection_shift for g-SAEs); ``gsae evaluate`` reads it for
+loss, fvu, aux, l0, dead_frac, lr, selection_shift for g-SAEs, and ``fo_loss_err`` — the
+first-order loss error mean |g · (x − x̂)| on the window's last batch — only when the batches
+carried gradients); ``gsae evaluate`` reads it for
 the training-curves plot. Neither stage imports the other: this module is the contract
 between them (with the SAE folders of :mod:`pipeline.saes.io`).
 """
@@ -19,6 +21,8 @@ from pipeline.core.fileio import atomic_write_text
 
 CURVES_FILE = "curves.csv"
 CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
+OPTIONAL_FIELDS = ("fo_loss_err",)
+"""Columns written only when some row has them (absent from an activation-only run's curves)."""
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -45,7 +49,8 @@ def write_curves(curves_dir: str | Path, curve: Sequence[Mapping[str, Any]]) -> 
             if old.name != CURVES_FILE:
                 old.unlink()
     rows = [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in curve]
-    return atomic_write_text(root / CURVES_FILE, csv_text(rows, CURVE_FIELDS))
+    optional = tuple(c for c in OPTIONAL_FIELDS if any(c in row for row in rows))
+    return atomic_write_text(root / CURVES_FILE, csv_text(rows, CURVE_FIELDS + optional))
 
 
 def read_curves(curves_dir: str | Path) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -266,13 +267,79 @@ def summarize(
     """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""
     from pipeline.report.summarize import write_results
 
+    pairs = _summarize_sources(runs, eval_json, saes_dir)
+    summary = write_results(runs, out, plots_dir, pairs)
+    click.echo(f"{len(summary)} groups → {out}")
+
+
+def _summarize_sources(
+    runs: tuple[str, ...], eval_json: str | None, saes_dir: str | None
+) -> list[tuple[str, str]]:
     if (eval_json is None) != (saes_dir is None):
         raise click.UsageError("--evaluate and --saes go together")
     pairs = [(eval_json, saes_dir)] if eval_json and saes_dir else []
     if not runs and not pairs:
         raise click.UsageError("give run folders or --evaluate/--saes")
-    summary = write_results(runs, out, plots_dir, pairs)
+    return pairs
+
+
+@cli.command("first-order")
+@click.argument("runs", nargs=-1)
+@click.option(
+    "-o", "--out", default="first_order.md", show_default=True, help="Markdown (+ .json, .tracking.json)."
+)
+@click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
+@click.option(
+    "--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ..."
+)
+@click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")
+@click.option("--store", "store_url", required=True, help="The held-out store the runs were evaluated on.")
+@click.option("--tokens", required=True, type=int, help="evaluate.tokens of the runs.")
+@click.option("--first-token", default=0, show_default=True, help="evaluate.first_token of the runs.")
+def first_order(
+    runs: tuple[str, ...],
+    out: str,
+    plots_dir: str,
+    eval_json: str | None,
+    saes_dir: str | None,
+    store_url: str,
+    tokens: int,
+    first_token: int,
+) -> None:
+    """`gsae summarize` plus the first-order loss error (fo_loss_err, recomputed from the store and
+    SAE files, no LM) of every entry and its Spearman ρ with CE spliced − CE clean."""
+    from pipeline.report.summarize import sources, write_results
+
+    pairs = _summarize_sources(runs, eval_json, saes_dir)
+    extra = _first_order(sources(runs, pairs), store_url, first_token, tokens)
+    summary = write_results(runs, out, plots_dir, pairs, extra)
     click.echo(f"{len(summary)} groups → {out}")
+
+
+def _first_order(
+    srcs: list[tuple[Path, Path]], store_url: str, first_token: int, tokens: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """metrics JSON → entry → {fo_loss_err, fo_loss_delta} recomputed from the store; the
+    recomputed FVU must match the recorded one (else the window is not the evaluated one)."""
+    from pipeline.evaluate.firstorder import first_order_figures
+
+    extra: dict[str, dict[str, dict[str, float]]] = {}
+    for path, saes in srcs:
+        figures = first_order_figures(path, saes, store_url, first_token=first_token, tokens=tokens)
+        recorded = json.loads(path.read_text())
+        for name, f in figures.items():
+            fvu = recorded[name].get("fvu")
+            if fvu is not None and abs(f["fvu"] - fvu) > 1e-3 * abs(fvu):
+                raise PipelineError(
+                    f"{path}: {name} has FVU {f['fvu']:.5f} on these tokens but {fvu:.5f} recorded: "
+                    "--store/--first-token/--tokens are not the window the run was evaluated on"
+                )
+            click.echo(
+                f"{name}: fo_loss_err {f['fo_loss_err']:.5f} fo_loss_delta {f['fo_loss_delta']:+.5f} "
+                f"(fvu {f['fvu']:.4f})"
+            )
+        extra[str(path)] = {n: {k: v for k, v in f.items() if k != "fvu"} for n, f in figures.items()}
+    return extra
 
 
 @cli.group()

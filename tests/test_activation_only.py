@@ -148,6 +148,9 @@ def test_topk_trains_and_evaluates_on_activation_only_stores(pair, tmp_path) -> 
     assert set(metrics) == {"topk-k4-x2-s0", "batchtopk-k4-x2-s0"}
     for m in metrics.values():
         assert 0 < m["fvu"] < 1.5 and np.isfinite(m["loss_recovered"]) and m["kl"] > 0
+        assert "fo_loss_err" not in m and "fo_loss_delta" not in m  # no gradients, no first-order figures
+    assert "fo_loss_err" not in (tmp_path / "curves" / "curves.csv").read_text()
+    assert all("fo_loss_err" not in m for m in json.loads((tmp_path / "train.json").read_text()).values())
 
 
 def test_a_gsae_is_refused_in_one_line(pair, tmp_path, capsys) -> None:

@@ -11,6 +11,19 @@ position of a context (BOS / attention sink, excluded from training too):
 - ``selection_shift`` (gradient-aware architectures only) = fraction of the selected
   latents that the same SAE encoded with β = 0 would not have selected (the plain top-k of
   the pre-activations for the g-SAE; :meth:`~pipeline.saes.base.SAE.selection_changes`).
+- ``fo_loss_err`` = mean |g · (x − x̂)| and ``fo_loss_delta`` = mean g · (x̂ − x) (only when
+  the store holds gradients; every architecture, β = 0 twins included): the first-order
+  change of the loss when x̂ replaces x, no LM needed. Units: g is the raw stored gradient
+  of a context's *summed* next-token loss L_seq = Σ_{p=0}^{T−2} CE_p (DESIGN §1), so
+  g_p · (x̂_p − x_p) is the first-order change of L_seq, in nats, from position p alone.
+  Replacing every non-first position of a context changes L_seq by Σ_{p=1}^{T−1} of these
+  to first order; spliced CE is the mean over the T − 1 next-token predictions of a context
+  and the evaluated rows are the same T − 1 positions 1 … T−1 (the last one with g = 0), so
+  ``fo_loss_delta`` (a mean over n_ctx·(T − 1) rows) is directly the first-order estimate
+  of ``ce_spliced − ce_clean`` in nats per prediction — no T/(T − 1) factor (that factor
+  appears only when averaging over all T positions, the first included). ``fo_loss_err``
+  ≥ |``fo_loss_delta``| is the same per-token figure without the cancellation between
+  tokens: how much each reconstruction error matters to the loss at its token.
 
 x are the stored activations (float16 in the default store, read as float32) and the g-SAE
 encoder receives the stored clean gradient of the same token.
@@ -41,6 +54,10 @@ class ReconStats:
     """[n] mean nonzero value of each latent (0 for never-active latents)."""
     selection_shift: float | None = None
     """Fraction of selections the gradient changed (None for gradient-free architectures)."""
+    fo_loss_err: float | None = None
+    """Mean |g · (x − x̂)| over the rows, nats (None without gradients)."""
+    fo_loss_delta: float | None = None
+    """Mean g · (x̂ − x) over the rows, nats: first-order estimate of ce_spliced − ce_clean."""
 
 
 @torch.no_grad()
@@ -58,13 +75,18 @@ def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray | None, *, chunk: in
     mean = x64.mean(dim=0)
     total_var = float(((x64 - mean) ** 2).sum())
     sse, nonzero, changed, selected = 0.0, 0, 0, 0
+    fo_abs, fo_sum = 0.0, 0.0
     freq = torch.zeros(sae.d_sae, dtype=torch.float64)
     act_sum = torch.zeros(sae.d_sae, dtype=torch.float64)
     for start in range(0, n, chunk):
         x = torch.from_numpy(act[start : start + chunk]).to(device, torch.float32)
         g = None if grad is None else torch.from_numpy(grad[start : start + chunk]).to(device, torch.float32)
         out = sae(x, g)
-        sse += float(((out.x_hat - x).double() ** 2).sum())
+        err = (out.x_hat - x).double()
+        sse += float((err**2).sum())
+        if g is not None:
+            delta = (err * g.double()).sum(dim=1)  # g · (x̂ − x) per row
+            fo_abs, fo_sum = fo_abs + float(delta.abs().sum()), fo_sum + float(delta.sum())
         active = out.acts > 0
         nonzero += int(active.sum())
         freq += active.sum(dim=0).double().cpu()
@@ -81,6 +103,8 @@ def recon_stats(sae: SAE, act: np.ndarray, grad: np.ndarray | None, *, chunk: in
         freq=freq.numpy(),
         mean_act=mean_act.numpy(),
         selection_shift=(changed / selected if selected else 0.0) if sae.uses_grad else None,
+        fo_loss_err=None if grad is None else fo_abs / n,
+        fo_loss_delta=None if grad is None else fo_sum / n,
     )
 
 

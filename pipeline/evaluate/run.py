@@ -14,6 +14,9 @@ Per variant (and, for a g-SAE with β > 0, the same SAE encoded with β = 0 as
 - ``ce_clean``, ``ce_spliced``, ``ce_zero_ablation``, ``loss_recovered``, ``kl`` from
   splicing into the *live* model (:mod:`pipeline.evaluate.splice`: the SAE encodes the model's own
   activation; the g-SAE gradient comes from the store);
+- ``fo_loss_err`` = mean |g · (x − x̂)| and ``fo_loss_delta`` = mean g · (x̂ − x) (nats per
+  prediction, the first-order estimate of ``ce_spliced − ce_clean``) on the same rows as FVU,
+  when the store holds gradients (:mod:`pipeline.evaluate.metrics` gives the units);
 - ``selection_shift`` for gradient-aware SAEs: the fraction of selections that differ from
   the same SAE's β = 0 selection (0 for the ``@beta0`` twin by definition);
 - ``steer_kl_{mean,median,p10,p90,ci_lo,ci_hi}`` and ``steer_logit_{...}``
@@ -296,6 +299,8 @@ def _entry_metrics(
     }
     if rs.selection_shift is not None:
         m["selection_shift"] = rs.selection_shift
+    if rs.fo_loss_err is not None and rs.fo_loss_delta is not None:
+        m["fo_loss_err"], m["fo_loss_delta"] = rs.fo_loss_err, rs.fo_loss_delta
     if st is not None:
         for key, values in (("steer_kl", st.kl), ("steer_logit", st.logit)):
             m |= {f"{key}_{k}": v for k, v in distribution(values).items()}

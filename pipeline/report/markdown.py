@@ -4,8 +4,9 @@ PNGs: :mod:`pipeline.report.plots`).
 Every file is written atomically (temporary file in the same folder, then rename). Groups
 (series) and seed statistics are :mod:`pipeline.report.entries`'s. The report shows the CE
 baselines loss recovered is measured against (and warns when zero ablation does not hurt),
-a table of the known figures plus a ``selection_shift`` column when present, every other
-numeric figure in a second table, and the PNGs.
+a table of the known figures plus ``selection_shift`` and ``fo_loss_err`` columns when present,
+every other numeric figure in a second table, the first-order loss error per group with its
+rank correlation with the spliced CE (:mod:`pipeline.report.tracking`), and the PNGs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.core.fileio import atomic_write_text
 from pipeline.report.entries import VariantResult, by_group, mean_sd
 from pipeline.report.plotdata import baselines
 from pipeline.report.plots import TITLES
+from pipeline.report.tracking import FO_NOTE, GROUPED_HEAD, correlation_lines, grouped_rows
 
 # ----------------------------------------------------------------------------- files
 
@@ -53,6 +55,7 @@ TABLE_COLUMNS = (
     ("group", None),
     ("k", None),
     ("fvu", "fvu"),
+    ("FO loss err.", "fo_loss_err"),
     ("mse", "mse"),
     ("l0", "l0"),
     ("dead (held out)", "dead_frac"),
@@ -64,7 +67,7 @@ TABLE_COLUMNS = (
     ("steer KL (median)", "steer_kl_median"),
     ("steer Δlogp (median)", "steer_logit_median"),
 )
-OPTIONAL_COLUMNS = {"selection_shift", "train_dead_frac"}
+OPTIONAL_COLUMNS = {"selection_shift", "train_dead_frac", "fo_loss_err"}
 """Columns shown only when some entry has the figure."""
 BASELINE_KEYS = {"ce_clean", "ce_zero_ablation"}
 """Shown once, in the baselines section, not per variant."""
@@ -188,6 +191,24 @@ def reading(results: Sequence[VariantResult]) -> list[str]:
     return lines
 
 
+def first_order_section(results: Sequence[VariantResult]) -> list[str]:
+    """The first-order loss error per group (mean ± sd over seeds) and its rank correlation with
+    the spliced CE across the entries ([] when no entry has the figure: activation-only store)."""
+    if not any("fo_loss_err" in r.metrics for r in results):
+        return []
+    groups = {g: [r.metrics for r in rs] for g, rs in by_group(_sorted(results)).items()}
+    lines = [
+        "## First-order loss error",
+        "",
+        _markdown(GROUPED_HEAD, grouped_rows(groups)),
+        "",
+        FO_NOTE,
+        "",
+    ]
+    corr = correlation_lines({r.name: r.metrics for r in results})
+    return lines + ([*corr, ""] if corr else [])
+
+
 def write_report(
     path: str | Path,
     results: Sequence[VariantResult],
@@ -223,6 +244,7 @@ def write_report(
         DEAD_LATENTS_NOTE,
         "",
         *(["### Other figures", "", extra, ""] if extra else []),
+        *first_order_section(results),
         "## Plots",
         "",
     ]

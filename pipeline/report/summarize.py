@@ -24,6 +24,7 @@ import numpy as np
 from pipeline.core.errors import NothingToEvaluate
 from pipeline.core.fileio import atomic_write_text
 from pipeline.report.entries import group_by, mean_sd
+from pipeline.report.tracking import correlation_lines, correlations
 from pipeline.saes.naming import base_variant, grid_hparams, table_label
 
 COLUMNS = (
@@ -31,6 +32,7 @@ COLUMNS = (
     ("ce_spliced", "CE spliced", 4),
     ("kl", "KL", 4),
     ("fvu", "FVU", 4),
+    ("fo_loss_err", "FO loss err.", 4),
     ("l0", "L0", 1),
     ("dead_frac", "dead (held-out)", 4),
     ("train_dead_frac", "dead (train)", 4),
@@ -65,19 +67,33 @@ class Row:
     metrics: dict[str, float]
 
 
-def load_rows(
+def sources(
     run_dirs: Iterable[str | Path], pairs: Iterable[tuple[str | Path, str | Path]] = ()
-) -> list[Row]:
-    """Every evaluated variant of the given run folders (``evaluate.json`` + ``saes/``) and of
-    explicit (metrics JSON, SAE folder) pairs, with its group and seed."""
-    rows = []
-    sources = [(Path(r) / "evaluate.json", Path(r) / "saes") for r in run_dirs] + [
+) -> list[tuple[Path, Path]]:
+    """(metrics JSON, SAE folder) of every run folder and explicit pair, in order."""
+    return [(Path(r) / "evaluate.json", Path(r) / "saes") for r in run_dirs] + [
         (Path(a), Path(b)) for a, b in pairs
     ]
-    for path, saes in sources:
+
+
+def load_rows(
+    run_dirs: Iterable[str | Path],
+    pairs: Iterable[tuple[str | Path, str | Path]] = (),
+    extra: dict[str, dict[str, dict[str, float]]] | None = None,
+) -> list[Row]:
+    """Every evaluated variant of the given run folders (``evaluate.json`` + ``saes/``) and of
+    explicit (metrics JSON, SAE folder) pairs, with its group and seed.
+
+    ``extra``: metrics JSON path (as given) → entry → figures added to (and overriding) the
+    recorded ones, e.g. the first-order loss error recomputed by ``gsae first-order``.
+    """
+    rows = []
+    for path, saes in sources(run_dirs, pairs):
         if not path.is_file():
             raise NothingToEvaluate(f"{path} not found: evaluate the run first")
-        for name, metrics in json.loads(path.read_text()).items():
+        added = (extra or {}).get(str(path), {})
+        for name, recorded in json.loads(path.read_text()).items():
+            metrics = {**recorded, **added.get(name, {})}
             base, with_grad = base_variant(name)
             cfg = json.loads((saes / base / "cfg.json").read_text())
             arch = str(cfg["architecture"])
@@ -279,14 +295,30 @@ def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None
     return path
 
 
+def tracking(rows: Sequence[Row]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Spearman ρ of fo_loss_err (and FVU) with CE spliced − CE clean across every loaded entry,
+    and its markdown lines (empty below 3 entries with fo_loss_err)."""
+    entries = {str(i): r.metrics for i, r in enumerate(rows)}
+    scope = "these runs (mix runs only when they share the held-out tokens)"
+    return correlations(entries), correlation_lines(entries, scope)
+
+
 def write_results(
     run_dirs: Sequence[str | Path],
     out_md: str | Path,
     plots_dir: str | Path,
     pairs: Sequence[tuple[str | Path, str | Path]] = (),
+    extra: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """Aggregate ``run_dirs`` (and ``pairs``) into ``out_md`` (+ the same name with ``.json``) and the plots."""
-    summary = summarize(load_rows(run_dirs, pairs))
+    """Aggregate ``run_dirs`` (and ``pairs``) into ``out_md`` (+ the same name with ``.json``) and the plots.
+
+    ``extra``: figures added per metrics JSON and entry (:func:`load_rows`). When some entry has
+    ``fo_loss_err`` on ≥ 3 entries, ``<out stem>.tracking.json`` holds figure → Spearman ρ and n
+    with CE spliced − CE clean, and the markdown a section on it.
+    """
+    rows = load_rows(run_dirs, pairs, extra)
+    summary = summarize(rows)
+    rho, rho_lines = tracking(rows)
     sweep = beta_sweep_plot(summary, plots_dir)
     pngs = ([sweep] if sweep else []) + (
         pareto_plots(summary, plots_dir) if len({e["k"] for e in summary.values()}) > 1 else []
@@ -301,8 +333,19 @@ def write_results(
         " gradient. Steering KL: mean over latents (one seed: [95 % bootstrap CI over latents]).\n\n"
         + markdown_table(summary)
         + "\n"
+        + (
+            "## Does the first-order loss error track the spliced CE?\n\n"
+            "FO loss err. = mean |g · (x − x̂)| over the evaluated positions (g: stored gradient of the "
+            "context's summed loss), nats per prediction, computed from the store without the LM.\n\n"
+            + "\n".join(rho_lines)
+            + "\n\n"
+            if rho_lines
+            else ""
+        )
         + "".join(f"![{p.stem}]({p})\n" for p in rel)
     )
     atomic_write_text(md, text)
     atomic_write_text(md.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if rho_lines:
+        atomic_write_text(md.with_suffix(".tracking.json"), json.dumps(rho, indent=2, sort_keys=True) + "\n")
     return summary

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _SUMMED = ("loss", "fvu", "aux")
 """Per-rank shares of a global-batch figure: the global figure is their sum."""
-_ROW_MEANS = ("l0", "selection_shift")
+_ROW_MEANS = ("l0", "selection_shift", "fo_loss_err")
 """Means over a rank's rows: weighted by its share of the rows, then summed."""
 
 

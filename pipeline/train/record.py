@@ -27,8 +27,8 @@ def final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict
     return {
         name: {
             key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:])
-            for key in ("fvu", "loss", "l0", "selection_shift")
-            if key in rs[-1]
+            for key in ("fvu", "loss", "l0", "selection_shift", "fo_loss_err")
+            if all(key in r for r in rs[-tail:])
         }
         for name, rs in rows.items()
     }
@@ -45,8 +45,9 @@ def variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs
         "steps": trainer.step,
         "epochs": epochs,
     }
-    if "selection_shift" in final:
-        figures["selection_shift"] = final["selection_shift"]
+    for key in ("selection_shift", "fo_loss_err"):
+        if key in final:
+            figures[key] = final[key]
     return figures
 
 

@@ -8,6 +8,8 @@ other, each with its own scales, stream and checkpoint folder ``L<layer>``), exp
 
 - ``<out_dir>/<variant>/sae_weights.safetensors`` + ``cfg.json``   (DESIGN §3, SAELens 6 layout)
 - ``<curves_dir>/curves.csv``     long format: variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr, selection_shift
+  (+ fo_loss_err, the first-order loss error, when the store holds gradients: the reader
+  yields them for every run on such a store, so measuring it reads nothing more)
 - ``<metrics_out>``               JSON variant → final figures
 - ``<metrics_out stem>.run.json`` wall time and device (run information, not a metric)
 
@@ -335,6 +337,7 @@ def _train_layer(
             return
         for name, s in stats.items():
             shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
+            shift += f" fo_err {s['fo_loss_err']:.4g}" if "fo_loss_err" in s else ""
             logger.info(
                 "step %d tokens %d %s: fvu %.4f l0 %.1f dead %.3f%s",
                 step,

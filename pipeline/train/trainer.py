@@ -17,6 +17,12 @@ its ``grad_scale``):
 - gradient-aware variants also log ``selection_shift``, the fraction of their selected
   latents outside their own β = 0 selection of z (what the gradient changed;
   :meth:`~pipeline.saes.base.SAE.selection_changes`).
+- ``fo_loss_err`` (when the batch carries gradients, every architecture): mean over the
+  batch rows of |g · (x − x̂)| in raw units (the scaled difference divided by ``act_scale``,
+  g the raw stored gradient of the context's summed loss), the first-order change of the
+  loss at each token when x̂ replaces x (nats; :mod:`pipeline.evaluate.metrics`). It costs one
+  [B, d] product and row sum, so it is measured only on the step that ends a log window
+  (``fit``'s ``log_every``) and the curve row gives that step's value.
 - the decoder-gradient component parallel to each row is removed before Adam's step and
   the rows renormalised to unit norm after it.
 
@@ -55,7 +61,9 @@ from pipeline.train.sweep import VariantSpec
 logger = logging.getLogger(__name__)
 
 LogFn = Callable[[int, int, dict[str, dict[str, float]]], None]
-"""on_log(step, tokens_seen, {variant: {loss, fvu, l0, dead_frac, aux, lr[, selection_shift]}})."""
+"""on_log(step, tokens_seen, {variant: {loss, fvu, l0, dead_frac, aux, lr[, selection_shift][, fo_loss_err]}})."""
+FO_COUNT = "_fo_steps"
+"""Key in a variant's running sums counting the steps ``fo_loss_err`` was measured on."""
 CheckpointFn = Callable[[int, "Trainer"], None]
 """on_checkpoint(step, trainer): persist ``trainer.state_dict()`` and the reader position."""
 
@@ -133,8 +141,15 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def _variant_step(
-        self, v: Variant, x: torch.Tensor, g: torch.Tensor | None, lr_factor: float
+        self,
+        v: Variant,
+        x: torch.Tensor,
+        g: torch.Tensor | None,
+        lr_factor: float,
+        fo_grad: torch.Tensor | None = None,
     ) -> dict[str, Any]:
+        """One step of one variant; ``fo_grad`` (the raw gradient, on measuring steps only) adds
+        ``fo_loss_err`` to the statistics."""
         sae = v.sae
         if sae.uses_grad and g is None:
             raise ValueError(f"variant {v.spec.name}: {sae.architecture} needs the loss gradient")
@@ -179,6 +194,9 @@ class Trainer:
             }
             if sae.uses_grad:
                 stats["selection_shift"] = sae.selection_shift(z.detach(), indices, values.detach())
+            if fo_grad is not None:  # one [B, d] product: x, x̂ scaled by act_scale, g raw
+                fo = ((x - x_hat.detach()) * fo_grad).sum(dim=1).abs().mean()
+                stats["fo_loss_err"] = fo.double() / self.act_scale
         return stats
 
     @staticmethod
@@ -242,9 +260,14 @@ class Trainer:
         v.since_fired += n_tokens
         v.since_fired.masked_fill_(hits > 0, 0)
 
-    def train_step(self, act: torch.Tensor, grad: torch.Tensor | None) -> dict[str, dict[str, Any]]:
+    def train_step(
+        self, act: torch.Tensor, grad: torch.Tensor | None, *, measure_fo: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """One optimizer step of every variant on raw act [B, d], grad [B, d] (``None`` from an
         activation-only store: only gradient-free architectures can train on it).
+
+        ``measure_fo``: also measure every variant's ``fo_loss_err`` on this batch (when it
+        carries gradients); :meth:`fit` asks for it on the last step of each log window.
 
         Returns the step's statistics per variant as 0-d float64 tensors on the trainer's
         device (``lr`` is a float); reading one with ``float()`` waits for the device.
@@ -253,13 +276,16 @@ class Trainer:
         x = act.to(self.device, non_blocking=True).float() * self.act_scale
         g = None if grad is None else grad.to(self.device, non_blocking=True).float()
         factor = self.lr_factor(self.step)
+        fo_grad = g if measure_fo else None
         out = {}
         for name, v in self.variants.items():
-            stats = self._variant_step(v, x, g, factor)
+            stats = self._variant_step(v, x, g, factor, fo_grad)
             if self.parallel is not None:
                 stats = self.parallel.after_step(v.since_fired, stats, x.shape[0])
             for key, val in stats.items():
                 v.sums[key] = v.sums.get(key, 0.0) + val
+            if "fo_loss_err" in stats:  # measured on some steps only: its own count
+                v.sums[FO_COUNT] = v.sums.get(FO_COUNT, 0.0) + 1.0
             v.count += 1
             out[name] = stats
         self.step += 1
@@ -280,7 +306,11 @@ class Trainer:
         for name, v in self.variants.items():
             if v.count == 0:
                 continue
-            stats = {key: float(val) / v.count for key, val in v.sums.items()}
+            sums = dict(v.sums)
+            fo_sum, fo_n = sums.pop("fo_loss_err", None), sums.pop(FO_COUNT, None)
+            stats = {key: float(val) / v.count for key, val in sums.items()}
+            if fo_sum is not None and fo_n:
+                stats["fo_loss_err"] = float(fo_sum) / float(fo_n)
             stats["dead_frac"] = self.dead_fraction(name)
             out[name] = stats
             self.curve.append({"variant": name, "step": self.step, "tokens": self.tokens, **stats})
@@ -307,7 +337,10 @@ class Trainer:
                 except StopIteration:
                     logger.warning("batch stream ended at step %d of %d", self.step, self.total_steps)
                     break
-                self.train_step(act, grad)
+                ends_window = log_every > 0 and (
+                    (self.step + 1) % log_every == 0 or self.step + 1 == self.total_steps
+                )
+                self.train_step(act, grad, measure_fo=ends_window)
                 bar.update(1)
                 last = self.step == self.total_steps
                 if log_every > 0 and (self.step % log_every == 0 or last):

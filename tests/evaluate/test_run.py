@@ -104,6 +104,7 @@ def test_end_to_end(project):
         assert 0 <= m["train_dead_frac"] <= 1
         assert m["ce_zero_ablation"] != m["ce_clean"]  # a random model: ablation may even help
         assert m["kl"] > 0
+        assert m["fo_loss_err"] >= abs(m["fo_loss_delta"]) and m["fo_loss_err"] > 0  # the store has gradients
         if name.endswith("@beta0"):  # steering depends on the decoder only: twins are not steered again
             assert "steer_kl_mean" not in m and m["selection_shift"] == 0.0
             continue
@@ -140,6 +141,8 @@ def test_end_to_end(project):
     assert "plots/loss_recovered_vs_k.png" in report and "plots/training_curves.png" in report
     assert "topk-k4-x2-s0" in report and "## Settings" in report and "k = 4" in report and "k = 2" in report
     assert "CE of the clean model" in report and "dead (train)" in report
+    assert "FO loss err." in report and "## First-order loss error" in report
+    assert "Spearman ρ with CE spliced − CE clean, computed across the 6 entries of this run" in report
     assert not list(plots.rglob("*.tmp"))
 
 
@@ -236,3 +239,70 @@ def test_batch_level_architectures_train_and_evaluate(project, tmp_path):
         "gbatchtopk-b4-sel-x2@beta0",
         "baseline",
     }
+
+
+def test_first_order_estimate_matches_the_true_loss_change(project):
+    """fo_loss_delta (mean g·(x̂ − x) over the non-first rows, g the stored gradient of the summed
+    loss) is the first-order change of the spliced CE (mean over the T − 1 predictions), in the
+    same units (no T/(T − 1) factor). The tiny random model is very curved at its small
+    activation scale, so the comparison is with the central difference (CE(x + δ) − CE(x − δ)) / 2,
+    whose second-order term cancels; the one-sided change approaches the estimate as δ shrinks."""
+    import torch
+
+    from cache.reader import open_store
+    from cache.schema import usable_rows
+    from pipeline.evaluate.heldout import read_held_out
+    from pipeline.evaluate.metrics import recon_stats
+    from pipeline.evaluate.splice import Edit, sae_editor, splice_losses
+    from pipeline.lm.models import load_model
+    from tests.evaluate.test_metrics import near_identity_sae
+
+    params, url, _, _ = project
+    info = open_store(url)
+    lm = load_model(params.model)
+    data = read_held_out(url, info, ["model.layers.1"], 0, 4)
+    rows = usable_rows(0, data.ids.numel(), data.ids.shape[1])
+    act, grad = data.acts["model.layers.1"], data.grads["model.layers.1"]
+    assert grad is not None
+    one_sided = []
+    for eps in (1e-4, 3e-5):  # activations have sd ≈ 0.02 here: δ is 2–7 % of them
+        saes = {
+            "+": near_identity_sae(info.d_model, eps, shift=10.0),
+            "-": near_identity_sae(info.d_model, -eps, shift=10.0),
+        }
+        st = recon_stats(saes["+"], act[rows], grad[rows])
+        with torch.no_grad():
+            edits = {s: Edit(1, sae_editor(sae, None)) for s, sae in saes.items()}
+            res = splice_losses(lm, data.ids, edits, batch_size=4)
+        plus, minus = res.ce["+"] - res.ce_clean, res.ce["-"] - res.ce_clean
+        assert st.fo_loss_delta is not None and st.fo_loss_err is not None
+        assert st.fo_loss_err >= abs(st.fo_loss_delta) > 1e-5
+        assert st.fo_loss_delta == pytest.approx((plus - minus) / 2, rel=0.05), eps
+        one_sided.append(abs(plus / st.fo_loss_delta - 1))
+    assert one_sided[1] < one_sided[0]
+
+
+def test_summarize_recomputes_the_first_order_loss_error(project, tmp_path, capsys):
+    """`gsae first-order` recomputes fo_loss_err from the store and SAE files (no LM): equal to
+    the evaluation's figure, with the rank correlation file; a different window is refused."""
+    from stages.cli import main
+
+    params, url, key, _ = project
+    out = Path(params.evaluate.out)
+    metrics = (
+        json.loads(out.read_text())
+        if out.is_file()
+        else run_evaluate(params, store_url=url, expected_key=key)
+    )
+    base = ["first-order", "--evaluate", str(out), "--saes", params.train.out_dir, "--store", url]
+    md = tmp_path / "r.md"
+    main([*base, "--tokens", "256", "-o", str(md), "--plots-dir", str(tmp_path / "p")])
+    printed = capsys.readouterr().out
+    for name, m in metrics.items():
+        assert f"{name}: fo_loss_err {m['fo_loss_err']:.5f}" in printed
+    rho = json.loads((tmp_path / "r.tracking.json").read_text())
+    assert rho["fo_loss_err"]["n"] == len(metrics) and -1 <= rho["fo_loss_err"]["rho"] <= 1
+    assert "FO loss err." in md.read_text()
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--tokens", "128", "-o", str(md), "--plots-dir", str(tmp_path / "p")])
+    assert exc.value.code == 1 and "not the window the run was evaluated on" in capsys.readouterr().err

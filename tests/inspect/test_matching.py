@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.inspect.matching import LatentStats, greedy_one_to_one, match
-from pipeline.inspect.pairing import compare, group_of, pairings, seed_of
 from pipeline.inspect.matching_report import matching_markdown, write_matching_plot
+from pipeline.inspect.pairing import compare, group_of, pairings, seed_of
 
 D = 16
 

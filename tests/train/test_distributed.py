@@ -230,12 +230,12 @@ def test_layer_grid_resume_does_not_retrain_a_finished_layer(store, tmp_path, mo
     real_step = Trainer.train_step
     layers_started: list[str] = []
 
-    def crash_in_layer_2(self: Trainer, act: torch.Tensor, grad: torch.Tensor):
+    def crash_in_layer_2(self: Trainer, act: torch.Tensor, grad: torch.Tensor, **kw: bool):
         if self.step == 0:
             layers_started.append(next(iter(self.variants)))
         if "L2" in next(iter(self.variants)) and self.step == 6:
             raise KeyboardInterrupt("simulated interruption")
-        return real_step(self, act, grad)
+        return real_step(self, act, grad, **kw)
 
     monkeypatch.setattr(Trainer, "train_step", crash_in_layer_2)
     with pytest.raises(KeyboardInterrupt):

@@ -66,9 +66,10 @@ def test_run_train_writes_outputs(store: str, tmp_path: Path) -> None:
         assert cfg["d_in"] == 16 and cfg["d_sae"] == 64 and cfg["k"] == 4
         assert cfg["grad_scale"] == cfg["train_grad_scale"]  # unit-norm fold: c goes into b_enc, b_dec
         curve = (tmp_path / "metrics" / "curves" / "curves.csv").read_text().splitlines()
-        assert curve[0] == "variant,step,tokens,loss,fvu,aux,l0,dead_frac,lr,selection_shift"
+        assert curve[0] == "variant,step,tokens,loss,fvu,aux,l0,dead_frac,lr,selection_shift,fo_loss_err"
         rows = [line.split(",") for line in curve[1:] if line.startswith(f"{name},")]
         assert len(rows) == 4
+        assert all(float(row[10]) > 0 for row in rows) and m["fo_loss_err"] > 0  # the store has gradients
         shifts = [row[9] for row in rows]
         if name.startswith("gsae"):  # the gradient re-ranks a real share of the selections at β = 1
             assert all(0.02 < float(v) <= 1 for v in shifts) and 0.02 < m["selection_shift"] <= 1
@@ -91,10 +92,10 @@ def test_resume_after_interruption_gives_identical_weights(
     run = make_params(tmp_path / "run")
     real_step = Trainer.train_step
 
-    def crashing_step(self: Trainer, act: torch.Tensor, grad: torch.Tensor):
+    def crashing_step(self: Trainer, act: torch.Tensor, grad: torch.Tensor, **kw: bool):
         if self.step == 6:
             raise KeyboardInterrupt("simulated interruption")
-        return real_step(self, act, grad)
+        return real_step(self, act, grad, **kw)
 
     monkeypatch.setattr(Trainer, "train_step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
@@ -122,10 +123,10 @@ def test_resume_after_interruption_gives_identical_weights(
 def test_checkpoint_with_other_settings_is_ignored(store: str, tmp_path: Path, monkeypatch) -> None:
     real_step = Trainer.train_step
 
-    def crashing_step(self: Trainer, act: torch.Tensor, grad: torch.Tensor):
+    def crashing_step(self: Trainer, act: torch.Tensor, grad: torch.Tensor, **kw: bool):
         if self.step == 5:
             raise KeyboardInterrupt
-        return real_step(self, act, grad)
+        return real_step(self, act, grad, **kw)
 
     monkeypatch.setattr(Trainer, "train_step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
@@ -199,3 +200,32 @@ def test_batch_level_architectures_train_learn_a_threshold_and_resume_identicall
     for name, v in tr.variants.items():
         for key, value in v.sae.state_dict().items():
             assert torch.equal(value, again.variants[name].sae.state_dict()[key]), (name, key)
+
+
+def test_first_order_loss_error_is_measured_on_log_steps_only() -> None:
+    """fo_loss_err = mean |g · (x − x̂)| in raw units on the window's last batch, nothing on other steps."""
+    cfg = TrainConfig(
+        warmup_steps=1,
+        decay_fraction=0.0,
+        grid=GridConfig(architecture=("topk", "gsae"), k=(2,), expansion=(2,), beta=(1.0,), lr=(1e-3,)),
+    )
+    gen = torch.Generator().manual_seed(0)
+    x, grad = torch.randn(16, 8, generator=gen) * 3 + 1, torch.randn(16, 8, generator=gen)
+    tr = Trainer(expand_grid(cfg.grid), 8, cfg, total_steps=4, act_scale=0.5, grad_scale=2.0)
+    plain = tr.train_step(x, grad)
+    assert all("fo_loss_err" not in s for s in plain.values())
+    before = {n: copy.deepcopy(v.sae) for n, v in tr.variants.items()}
+    measured = tr.train_step(x, grad, measure_fo=True)
+    for name, sae in before.items():
+        with torch.no_grad():
+            x_hat = sae(x * 0.5, grad).x_hat / 0.5  # back to raw units
+        direct = float(((x - x_hat) * grad).sum(dim=1).abs().mean())
+        assert float(measured[name]["fo_loss_err"]) == pytest.approx(direct, rel=1e-4)
+    logged = tr.flush_log()
+    for name in before:  # the window's value is the measured step's, not diluted by the other step
+        assert logged[name]["fo_loss_err"] == pytest.approx(float(measured[name]["fo_loss_err"]))
+    only_topk = Trainer(
+        expand_grid(GridConfig(architecture=("topk",), k=(2,), expansion=(2,))), 8, cfg, total_steps=2
+    )
+    assert "fo_loss_err" not in only_topk.train_step(x, None, measure_fo=True)["topk-k2-x2-s0"]
+    assert "fo_loss_err" not in only_topk.flush_log()["topk-k2-x2-s0"]
