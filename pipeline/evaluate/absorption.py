@@ -4,7 +4,8 @@ Offline: the prompts are built from the model's own vocabulary. Per evaluated ho
 
 1. **Words.** ``absorption_words`` single tokens of the vocabulary that are a space followed by
    ASCII letters (``" cat"``) and tokenize back to themselves, sampled with ``seed``; 80 % train,
-   20 % test (SAEBench's split). The label is the first letter (26 classes).
+   20 % test (SAEBench's split). The in-context examples are other words (all of them when the
+   vocabulary is too small for that, e.g. the tests' tiny tokenizer). The label is the first letter (26 classes).
 2. **Prompts.** SAEBench's ``"{word} has the first letter:"`` after 10 in-context examples
    ``"{ex} has the first letter: E"`` (one per line, the prompt opening with a newline and the
    model's BOS token), probed at the word's token (SAEBench's position −6). The tokens after the
@@ -177,15 +178,21 @@ def collect(
     """Sample the words, run the prompts to ``block`` (or through the model, for gradients), fit the probes."""
     tok = lm.tokenizer
     vocab = vocab_words(tok)
-    need = n_words + N_PREFIXES * ICL_EXAMPLES
-    if len(vocab) < need:
+    if len(vocab) < 10:
         raise ConfigError(
-            f"evaluate.absorption_words={n_words}: {lm.name}'s vocabulary has only {len(vocab)} space-led "
-            f"alphabetic single tokens ({N_PREFIXES * ICL_EXAMPLES} go to the in-context examples)"
+            f"absorption: {lm.name}'s vocabulary has only {len(vocab)} space-led alphabetic single tokens"
         )
-    pick = np.random.default_rng([seed, 0xAB5]).permutation(len(vocab))[:need]
+    if len(vocab) < n_words + N_PREFIXES * ICL_EXAMPLES:
+        log.warning("absorption: %d vocabulary words available, %d asked for", len(vocab), n_words)
+    rng = np.random.default_rng([seed, 0xAB5])
+    pick = rng.permutation(len(vocab))
+    n_words = min(n_words, len(vocab))
     words = [vocab[j] for j in pick[:n_words]]
-    icl = [vocab[j][0] for j in pick[n_words:]]
+    rest = pick[n_words:]
+    if rest.size < N_PREFIXES * ICL_EXAMPLES:  # small vocabularies: examples may be scored words too
+        n_icl = N_PREFIXES * ICL_EXAMPLES
+        rest = rng.choice(len(vocab), size=n_icl, replace=len(vocab) < n_icl)
+    icl = [vocab[j][0] for j in rest[: N_PREFIXES * ICL_EXAMPLES]]
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     tail = _ids(tok, TEMPLATE_TAIL)
     answers = [_ids(tok, " " + c.upper())[0] for c in LETTERS]
