@@ -214,7 +214,6 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_tra
     run_evaluate(params, store_url=store.url, expected_key=store.key, info=store.info)
 
 
-
 @cli.command()
 @_params_options
 def inspect(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
@@ -225,6 +224,7 @@ def inspect(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     params = _load(params_path, overrides)
     store = inspect_store(params)
     run_inspect(params, store_url=store.url, expected_key=store.key, info=store.info)
+
 
 @cli.command()
 @click.argument("runs", nargs=-1)

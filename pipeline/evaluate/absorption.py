@@ -88,7 +88,13 @@ FRACTION_COS = 0.1
 PROJ_PROPORTION = 0.4
 MAX_ABSORBERS = 3
 EPS = 1e-8
-KEYS = ("absorption_rate", "absorption_full", "absorption_split_latents", "absorption_letters", "absorption_grad")
+KEYS = (
+    "absorption_rate",
+    "absorption_full",
+    "absorption_split_latents",
+    "absorption_letters",
+    "absorption_grad",
+)
 
 
 def vocab_words(tokenizer: Any) -> list[tuple[str, int]]:
@@ -200,7 +206,9 @@ def collect(
     acts = torch.empty(n_words, lm.d_model)
     grads = torch.empty(n_words, lm.d_model) if with_grad else None
     for p in range(N_PREFIXES):
-        lines = [f"{ex}{TEMPLATE_TAIL} {ex[1].upper()}" for ex in icl[p * ICL_EXAMPLES : (p + 1) * ICL_EXAMPLES]]
+        lines = [
+            f"{ex}{TEMPLATE_TAIL} {ex[1].upper()}" for ex in icl[p * ICL_EXAMPLES : (p + 1) * ICL_EXAMPLES]
+        ]
         prefix = torch.tensor([bos + _ids(tok, "\n" + "\n".join(lines) + "\n")])
         cache = lm.model(input_ids=prefix.to(lm.device), use_cache=True).past_key_values
         rows = torch.arange(p, n_words, N_PREFIXES)
@@ -334,7 +342,14 @@ def absorption_metrics(
     for block in sorted({b for _, _, b in entries}):
         t0 = time.perf_counter()
         here = [(n, s) for n, s, b in entries if b == block]
-        data = collect(lm, block, words, seed=seed, with_grad=grad and any(s.uses_grad for _, s in here), batch_size=batch_size)
+        data = collect(
+            lm,
+            block,
+            words,
+            seed=seed,
+            with_grad=grad and any(s.uses_grad for _, s in here),
+            batch_size=batch_size,
+        )
         t1 = time.perf_counter()
         for name, sae in here:
             out[name] = sae_absorption(sae, data, min_words)

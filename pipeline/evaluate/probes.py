@@ -63,7 +63,12 @@ def fit_dense_probe(x: torch.Tensor, y: torch.Tensor, epochs: int = 500) -> tupl
 
 
 def fit_l1_probe(
-    indices: torch.Tensor, values: torch.Tensor, n_latents: int, y: torch.Tensor, epochs: int = 200, l1: float = 0.01
+    indices: torch.Tensor,
+    values: torch.Tensor,
+    n_latents: int,
+    y: torch.Tensor,
+    epochs: int = 200,
+    l1: float = 0.01,
 ) -> torch.Tensor:
     """L1-penalised one-vs-rest probes on a sparse code: indices/values [N, m], y [N, C] → W [C, n]."""
     y = y.float()
