@@ -31,7 +31,8 @@ Offline: the prompts are built from the model's own vocabulary. Per evaluated ho
 Metrics (per entry, means over the scored letters of per-letter means over their words):
 ``absorption_rate`` (SAEBench ``mean_absorption_fraction_score``), ``absorption_full``
 (``mean_full_absorption_score``), ``absorption_split_latents`` (``mean_num_split_features``),
-``absorption_letters`` (letters scored).
+``absorption_letters`` (letters scored; the other three are left out when it is 0),
+``absorption_grad`` (1 when gradient-aware SAEs selected with the gradient).
 
 **g-SAEs: the β = 0 twin by default, their gradient on request** (``evaluate.absorption_grad``).
 With the gradient, a gradient-aware SAE encodes each word with g = ∂L/∂x at the
@@ -316,14 +317,14 @@ def sae_absorption(sae: SAE, data: LetterData, min_words: int) -> dict[str, floa
         rates.append(float(frac.mean()))
         fulls.append(float(full.float().mean()))
         splits.append(len(mains[c]))
-    nan = float("nan")
-    return {
-        "absorption_rate": float(np.mean(rates)) if rates else nan,
-        "absorption_full": float(np.mean(fulls)) if fulls else nan,
-        "absorption_split_latents": float(np.mean(splits)) if splits else nan,
-        "absorption_letters": float(len(rates)),
-        "absorption_grad": float(use_grad),
-    }
+    out = {"absorption_letters": float(len(rates)), "absorption_grad": float(use_grad)}
+    if rates:  # no letter scored (a tiny model): the three figures are left out, not NaN
+        out |= {
+            "absorption_rate": float(np.mean(rates)),
+            "absorption_full": float(np.mean(fulls)),
+            "absorption_split_latents": float(np.mean(splits)),
+        }
+    return out
 
 
 def absorption_metrics(

@@ -81,8 +81,8 @@ def test_prompts_on_tiny_llama(tiny_llama):
     # the activation does not depend on the question after the word (causal), only on prefix + word
     sae = TopKSAE(lm.d_model, 64, k=4)
     out = absorption_metrics(lm, [("t", sae, 1)], words=100, min_words=1, seed=0)
-    assert set(out["t"]) == set(KEYS)
-    assert all(math.isfinite(v) or math.isnan(v) for v in out["t"].values())
+    assert {"absorption_letters", "absorption_grad"} <= set(out["t"]) <= set(KEYS)
+    assert all(math.isfinite(v) for v in out["t"].values())
 
 
 def test_config():
