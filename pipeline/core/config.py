@@ -239,10 +239,24 @@ class EvaluateConfig:
     edits_per_forward: int = 4
     """Variants stacked along the batch in one suffix forward (memory: × contexts × T × vocab floats)."""
     seed: int = 0
-    """Seed for latent and context sampling."""
+    """Seed for latent and context sampling (and the absorption metric's word sample)."""
+    absorption_words: int = 2000
+    """Vocabulary words (space-led alphabetic single tokens) the first-letter absorption metric
+    uses, 80 % to fit its probes, 20 % to score (pipeline/evaluate/absorption.py); 0 disables it."""
+    absorption_min_words: int = 10
+    """Test words a letter's probe must get right for the letter to be scored (SAEBench: 20)."""
+    absorption_grad: bool = False
+    """Gradient-aware SAEs select with the gradient of the answer letter's loss (a full forward
+    and partial backward per word, ~20x the metric's cost); false: scored as their beta = 0 twin."""
 
     def __post_init__(self) -> None:
         _check(self.tokens > 0, "evaluate.tokens must be positive")
+        _check(self.absorption_words >= 0, "evaluate.absorption_words must be >= 0 (0 disables absorption)")
+        _check(
+            self.absorption_words == 0 or self.absorption_words >= 50,
+            "evaluate.absorption_words must be 0 (off) or >= 50 (probes need words of every letter)",
+        )
+        _check(self.absorption_min_words >= 1, "evaluate.absorption_min_words must be >= 1")
         _check(self.steer_latents >= 0 and self.steer_contexts >= 0, "evaluate.steer_* must be >= 0")
         _check(self.edits_per_forward >= 1, "evaluate.edits_per_forward must be >= 1")
         _check(self.harvest_tokens >= 0, "evaluate.harvest_tokens must be >= 0 (0 = first_token + tokens)")

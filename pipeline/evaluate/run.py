@@ -23,6 +23,9 @@ Per variant (and, for a g-SAE with β > 0, the same SAE encoded with β = 0 as
   (:mod:`pipeline.evaluate.steering`, protocol in docs/steering.md; ``ci_*`` is a 95 % bootstrap CI
   of the mean over latents). Steering depends on the decoder only, so ``@beta0`` twins are
   not steered again.
+- ``absorption_rate``, ``absorption_full``, ``absorption_split_latents``,
+  ``absorption_letters``, ``absorption_grad``: first-letter feature absorption as SAEBench
+  defines it (:mod:`pipeline.evaluate.absorption`; ``evaluate.absorption_words`` = 0 skips it).
 
 Splicing runs only the blocks after the hook per variant (``evaluate.splice``).
 """
@@ -43,6 +46,7 @@ from cache.schema import CacheInfo, block_index, usable_rows
 from pipeline.core.config import Params
 from pipeline.core.errors import ConfigError, SAEFormatError
 from pipeline.curves import read_curves
+from pipeline.evaluate.absorption import absorption_metrics
 from pipeline.evaluate.heldout import HeldOut, eval_window, read_held_out
 from pipeline.evaluate.metrics import ReconStats, distribution, loss_recovered, recon_stats
 from pipeline.evaluate.splice import Edit, SpliceResult, sae_editor, splice_losses, zero_editor
@@ -202,8 +206,27 @@ def _steering(
     return steer, ctx_idx
 
 
+def _absorption(params: Params, lm: LoadedModel, entries: list[Entry]) -> dict[str, dict[str, float]]:
+    """First-letter absorption of every entry (empty when ``evaluate.absorption_words`` is 0)."""
+    ev = params.evaluate
+    if ev.absorption_words == 0:
+        return {}
+    return absorption_metrics(
+        lm,
+        [(e.name, e.sae, e.block) for e in entries],
+        words=ev.absorption_words,
+        min_words=ev.absorption_min_words,
+        seed=ev.seed,
+        grad=ev.absorption_grad,
+    )
+
+
 def _results(
-    entries: list[Entry], recon: dict[str, ReconStats], spliced: SpliceResult, steer: dict[str, SteerResult]
+    entries: list[Entry],
+    recon: dict[str, ReconStats],
+    spliced: SpliceResult,
+    steer: dict[str, SteerResult],
+    absorption: dict[str, dict[str, float]] | None = None,
 ) -> tuple[dict[str, dict[str, float]], list[VariantResult]]:
     """The metrics (variant → figures) and the per-variant results the report and plots read."""
     metrics: dict[str, dict[str, float]] = {}
@@ -218,6 +241,7 @@ def _results(
             spliced.kl[e.name],
             steer.get(e.name),
         )
+        m |= (absorption or {}).get(e.name, {})
         metrics[e.name] = m
         seed = _cfg_number(e.cfg, ("init_seed", "seed"))
         results.append(
@@ -264,7 +288,8 @@ def run_evaluate(
     recon = _reconstructions(entries, data)
     spliced = _splice(params, lm, entries, data)
     steer, ctx_idx = _steering(params, lm, entries, data, recon)
-    metrics, results = _results(entries, recon, spliced, steer)
+    absorption = _absorption(params, lm, entries)
+    metrics, results = _results(entries, recon, spliced, steer, absorption)
     elapsed = time.perf_counter() - t0
     settings = _settings(params, lm, info, store_url, entries, n_ctx, ctx_idx, spliced.act_rel_err, elapsed)
     _write_outputs(params, metrics, results, settings)
@@ -338,6 +363,13 @@ def _settings(
         "steering": (
             f"{ev.steer_latents} latents/SAE × {len(ctx_idx)} contexts {ctx_idx.tolist()}, "
             f"alpha = {ev.steer_scale} × mean nonzero activation"
+        ),
+        "absorption": (
+            f"{ev.absorption_words} vocabulary words (80 % probes / 20 % scored), letters with probe F1 >= 0.6 "
+            f"and >= {ev.absorption_min_words} test words; gradient-aware SAEs "
+            + ("select with the answer's gradient" if ev.absorption_grad else "scored as their beta = 0 twin")
+            if ev.absorption_words
+            else "off"
         ),
         "seed": ev.seed,
         "batch size (contexts)": ev.batch_size,

@@ -63,11 +63,21 @@ TABLE_COLUMNS = (
     ("CE spliced", "ce_spliced"),
     ("loss rec.", "loss_recovered"),
     ("KL", "kl"),
+    ("absorption", "absorption_rate"),
+    ("full absorption", "absorption_full"),
+    ("split latents", "absorption_split_latents"),
     ("selection shift", "selection_shift"),
     ("steer KL (median)", "steer_kl_median"),
     ("steer Δlogp (median)", "steer_logit_median"),
 )
-OPTIONAL_COLUMNS = {"selection_shift", "train_dead_frac", "fo_loss_err"}
+OPTIONAL_COLUMNS = {
+    "selection_shift",
+    "train_dead_frac",
+    "fo_loss_err",
+    "absorption_rate",
+    "absorption_full",
+    "absorption_split_latents",
+}
 """Columns shown only when some entry has the figure."""
 BASELINE_KEYS = {"ce_clean", "ce_zero_ablation"}
 """Shown once, in the baselines section, not per variant."""
@@ -180,6 +190,15 @@ def reading(results: Sequence[VariantResult]) -> list[str]:
         fvu_best = min(stats, key=lambda g: stats[g][1][0] if math.isfinite(stats[g][1][0]) else math.inf)
         if fvu_best != best:
             lines.append(f"  Lowest FVU at k = {k}: `{fvu_best}` ({_fmt(stats[fvu_best][1][0])}).")
+    absorb = {g: mean_sd(r.metrics.get("absorption_rate") for r in rs) for g, rs in by_group(results).items()}
+    if any(n for _, _, n in absorb.values()):
+        parts = [
+            f"`{g}` {_fmt(m)}" + (f" ± {sd:.4f}" if n > 1 else "") for g, (m, sd, n) in absorb.items() if n
+        ]
+        lines.append(
+            "- First-letter absorption rate (SAEBench's mean absorption fraction; lower is better, "
+            "mean ± sd over seeds): " + ", ".join(parts) + "."
+        )
     steer = {
         g: np.concatenate([r.steer.kl for r in rs if r.steer is not None and len(r.steer.kl)])
         for g, rs in by_group(results).items()

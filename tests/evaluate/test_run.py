@@ -99,6 +99,9 @@ def test_end_to_end(project):
             name
         )
         assert all(isinstance(v, float) for v in m.values())
+        assert (
+            m["absorption_grad"] == 0.0 and m["absorption_letters"] >= 0
+        )  # absorption ran (tiny vocabulary)
         assert 0 < m["l0"] <= (2 if "-k2-" in name else 4)
         assert 0 <= m["dead_frac"] <= 1
         assert 0 <= m["train_dead_frac"] <= 1
