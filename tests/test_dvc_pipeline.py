@@ -1,6 +1,6 @@
-"""``dvc repro`` end to end in a temp git repo: harvest → train → evaluate on tiny params.
+"""``dvc repro`` end to end in a temp git repo: harvest → train → evaluate, inspect on tiny params.
 
-Then a ``train.*`` change reruns train and evaluate but never a harvest, and
+Then a ``train.*`` change reruns train, evaluate and inspect but never a harvest, and
 ``dvc metrics show`` lists every variant.
 """
 
@@ -19,7 +19,7 @@ def _ran(out: str) -> set[str]:
 def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     repo = make_project(tmp_path, tiny_llama)
     out = run(["dvc", "repro"], repo)
-    assert _ran(out) == {"harvest", "harvest_heldout", "train", "evaluate"}
+    assert _ran(out) == {"harvest", "harvest_heldout", "train", "evaluate", "inspect"}
     stores = sorted((repo / "data" / "cache").glob("*/*.zarr"))
     assert [s.parent.name for s in stores] == ["heldout", "train"]
     assert all(read_info(str(s)).complete for s in stores)
@@ -32,6 +32,8 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert {"topk-k4-x2-s0", "gsae-k4-b0.3-x2-sel-s0", "gsae-k4-b0.3-x2-sel-s0@beta0"} <= set(metrics)
     assert (repo / "reports" / "report.md").is_file()
+    browser = (repo / "reports" / "latents" / "index.html").read_text()
+    assert all(f"{name}/index.html" in browser for name in metrics)  # every entry described
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
     flat = json.dumps(shown)
@@ -51,7 +53,7 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     params["train"]["grid"]["k"] = [3]
     write_params(repo, params)
     again = run(["dvc", "repro"], repo)
-    assert _ran(again) == {"train", "evaluate"}
+    assert _ran(again) == {"train", "evaluate", "inspect"}
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert "topk-k3-x2-s0" in metrics and "topk-k4-x2-s0" not in metrics
 
@@ -81,7 +83,7 @@ def test_dvc_repro_with_custom_stores(tiny_llama, tmp_path):
     params["evaluate"]["store"] = f"file://{held_store}"
     write_params(repo, params)
     out = run(["dvc", "repro"], repo)
-    assert _ran(out) == {"harvest", "harvest_heldout", "train", "evaluate"}
+    assert _ran(out) == {"harvest", "harvest_heldout", "train", "evaluate", "inspect"}
     assert (train_store / "zarr.json").is_file() and (held_store / "zarr.json").is_file()
     ref = json.loads((repo / "data" / "cache" / "train" / "store.json").read_text())
     assert ref["store"] == str(train_store) and len(ref["key"]) == 64

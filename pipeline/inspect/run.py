@@ -323,11 +323,9 @@ def run_inspect(
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     elapsed = time.perf_counter() - t0
-    metrics = {
-        "entries": {s["name"]: s for s in summaries},
-        "matching": matching,
-        "wall_time_s": round(elapsed, 1),
-    }
+    # wall times go to the report's Settings only: a rerun must give the same file
+    timing = {k: v for k, v in matching["one_to_one"].items() if not k.startswith("seconds")}
+    metrics = {"entries": {s["name"]: s for s in summaries}, "matching": {**matching, "one_to_one": timing}}
     settings = _settings(params, store_url, info, window, elapsed)
     plot_link = None if plot is None else os.path.relpath(out_dir / MATCHING_PNG, Path(ins.report).parent)
     section = matching_markdown(matching, plot_link) if matching["directions"] else None
