@@ -38,7 +38,7 @@ from typing import Any
 from cache.reader import open_store
 from cache.schema import CacheInfo
 from pipeline.core.config import Params
-from pipeline.core.errors import CacheMismatch, CacheNotFound
+from pipeline.core.errors import CacheMismatch, CacheNotFound, ConfigError
 from pipeline.core.fileio import atomic_write_text
 from pipeline.core.loader import params_to_dict
 
@@ -201,6 +201,19 @@ def _differences(want: dict[str, Any], have: dict[str, Any], prefix: str = "") -
         elif have[name] != value and not (isinstance(value, tuple) and list(value) == have[name]):
             out.append(f"{prefix}{name}: {have[name]!r} stored, {value!r} in the params")
     return out
+
+
+def whole_contexts(info: CacheInfo, url: str, first_token: int, tokens: int, asked: str) -> int:
+    """How many whole contexts of the store lie in ``tokens`` tokens from ``first_token`` on
+    (evaluation and inspection read whole contexts); ``ConfigError`` when none does. ``asked``
+    names the setting in the message (``evaluate.tokens``)."""
+    n_ctx = min(tokens, max(0, info.committed_tokens - first_token)) // info.context_length
+    if n_ctx == 0:
+        raise ConfigError(
+            f"{url} holds no whole context from token {first_token} on "
+            f"({info.committed_tokens} tokens, {asked}={tokens})"
+        )
+    return n_ctx
 
 
 def require_gradients(info: CacheInfo, url: str, needing: list[str]) -> None:

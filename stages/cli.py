@@ -11,35 +11,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
 from pipeline.core.errors import PipelineError
+from stages.logs import setup_logging
 
 log = logging.getLogger("gsae")
-
-NOISY_LOGGERS = (
-    "matplotlib",
-    "PIL",
-    "fsspec",
-    "urllib3",
-    "filelock",
-    "httpx",
-    "httpcore",
-    "huggingface_hub",
-    "datasets",
-    "asyncio",
-    "numcodecs",
-    "zarr",
-    "dask",
-    "distributed",
-    "torch",
-    "git",
-    "h5py",
-)
-"""Third-party loggers kept at WARNING under ``-v`` (matplotlib alone logs thousands of font lines)."""
 
 
 def _version() -> str:
@@ -49,19 +28,6 @@ def _version() -> str:
         return version("gsae-pipeline")
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "unknown"
-
-
-PROJECT_LOGGERS = ("pipeline", "cache", "stages", "gsae")
-
-
-def setup_logging(verbose: bool) -> None:
-    """INFO for everyone; DEBUG for the project's own loggers with ``-v``; noisy libraries at WARNING."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.INFO)
-    for name in PROJECT_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -247,8 +213,22 @@ def match(sae_a: str, sae_b: str, latents_a: str | None, latents_b: str | None, 
     click.echo(pair_table(match_pair(a, b, threshold)))
 
 
+def _run_sources(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The evaluated runs a command reads: run folders, or ``--evaluate`` + ``--saes``; and ``--plots-dir``."""
+    fn = click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")(
+        fn
+    )
+    fn = click.option(
+        "--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ..."
+    )(fn)
+    fn = click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")(
+        fn
+    )
+    return click.argument("runs", nargs=-1)(fn)
+
+
 @cli.command()
-@click.argument("runs", nargs=-1)
+@_run_sources
 @click.option(
     "-o",
     "--out",
@@ -256,11 +236,6 @@ def match(sae_a: str, sae_b: str, latents_a: str | None, latents_b: str | None, 
     show_default=True,
     help="Markdown table (the numbers go to the same name with .json).",
 )
-@click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
-@click.option(
-    "--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ..."
-)
-@click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")
 def summarize(
     runs: tuple[str, ...], out: str, plots_dir: str, eval_json: str | None, saes_dir: str | None
 ) -> None:
@@ -284,15 +259,10 @@ def _summarize_sources(
 
 
 @cli.command("first-order")
-@click.argument("runs", nargs=-1)
+@_run_sources
 @click.option(
     "-o", "--out", default="first_order.md", show_default=True, help="Markdown (+ .json, .tracking.json)."
 )
-@click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")
-@click.option(
-    "--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ..."
-)
-@click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")
 @click.option("--store", "store_url", required=True, help="The held-out store the runs were evaluated on.")
 @click.option("--tokens", required=True, type=int, help="evaluate.tokens of the runs.")
 @click.option("--first-token", default=0, show_default=True, help="evaluate.first_token of the runs.")
@@ -308,38 +278,21 @@ def first_order(
 ) -> None:
     """`gsae summarize` plus the first-order loss error (fo_loss_err, recomputed from the store and
     SAE files, no LM) of every entry and its Spearman ρ with CE spliced − CE clean."""
+    from pipeline.evaluate.firstorder import checked_first_order
     from pipeline.report.summarize import sources, write_results
 
     pairs = _summarize_sources(runs, eval_json, saes_dir)
-    extra = _first_order(sources(runs, pairs), store_url, first_token, tokens)
-    summary = write_results(runs, out, plots_dir, pairs, extra)
-    click.echo(f"{len(summary)} groups → {out}")
-
-
-def _first_order(
-    srcs: list[tuple[Path, Path]], store_url: str, first_token: int, tokens: int
-) -> dict[str, dict[str, dict[str, float]]]:
-    """metrics JSON → entry → {fo_loss_err, fo_loss_delta} recomputed from the store; the
-    recomputed FVU must match the recorded one (else the window is not the evaluated one)."""
-    from pipeline.evaluate.firstorder import first_order_figures
-
     extra: dict[str, dict[str, dict[str, float]]] = {}
-    for path, saes in srcs:
-        figures = first_order_figures(path, saes, store_url, first_token=first_token, tokens=tokens)
-        recorded = json.loads(path.read_text())
+    for path, saes in sources(runs, pairs):
+        figures = checked_first_order(path, saes, store_url, first_token=first_token, tokens=tokens)
         for name, f in figures.items():
-            fvu = recorded[name].get("fvu")
-            if fvu is not None and abs(f["fvu"] - fvu) > 1e-3 * abs(fvu):
-                raise PipelineError(
-                    f"{path}: {name} has FVU {f['fvu']:.5f} on these tokens but {fvu:.5f} recorded: "
-                    "--store/--first-token/--tokens are not the window the run was evaluated on"
-                )
             click.echo(
                 f"{name}: fo_loss_err {f['fo_loss_err']:.5f} fo_loss_delta {f['fo_loss_delta']:+.5f} "
                 f"(fvu {f['fvu']:.4f})"
             )
         extra[str(path)] = {n: {k: v for k, v in f.items() if k != "fvu"} for n, f in figures.items()}
-    return extra
+    summary = write_results(runs, out, plots_dir, pairs, extra)
+    click.echo(f"{len(summary)} groups → {out}")
 
 
 @cli.group()

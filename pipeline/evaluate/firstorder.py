@@ -23,6 +23,7 @@ from pipeline.core.errors import ConfigError, NothingToEvaluate, SAEFormatError
 from pipeline.evaluate.metrics import recon_stats
 from pipeline.saes.io import load_sae
 from pipeline.saes.naming import base_variant
+from pipeline.stores import whole_contexts
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ def first_order_figures(
     if not info.has_grad:
         raise ConfigError(f"{store_url} holds no gradients: the first-order loss error needs them")
     T = info.context_length
-    n_ctx = min(tokens, max(0, info.committed_tokens - first_token)) // T
-    if n_ctx == 0:
-        raise ConfigError(f"{store_url} holds no whole context of {T} tokens from token {first_token} on")
+    n_ctx = whole_contexts(info, store_url, first_token, tokens, "--tokens")
     rows = usable_rows(0, n_ctx * T, T)
     cached: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     out: dict[str, dict[str, float]] = {}
@@ -63,3 +62,20 @@ def first_order_figures(
         out[name] = {"fo_loss_err": st.fo_loss_err, "fo_loss_delta": st.fo_loss_delta, "fvu": st.fvu}
         log.info("%s: fo_loss_err %.5f, fo_loss_delta %+.5f, fvu %.4f", name, *out[name].values())
     return out
+
+
+def checked_first_order(
+    eval_json: str | Path, saes_dir: str | Path, store_url: str, *, first_token: int = 0, tokens: int
+) -> dict[str, dict[str, float]]:
+    """:func:`first_order_figures`, refused (``ConfigError``) when an entry's recomputed FVU
+    differs from the recorded one: then the window is not the one the run was evaluated on."""
+    figures = first_order_figures(eval_json, saes_dir, store_url, first_token=first_token, tokens=tokens)
+    recorded = json.loads(Path(eval_json).read_text())
+    for name, f in figures.items():
+        fvu = recorded[name].get("fvu")
+        if fvu is not None and abs(f["fvu"] - fvu) > 1e-3 * abs(fvu):
+            raise ConfigError(
+                f"{eval_json}: {name} has FVU {f['fvu']:.5f} on these tokens but {fvu:.5f} recorded: "
+                "--store/--first-token/--tokens are not the window the run was evaluated on"
+            )
+    return figures

@@ -11,7 +11,7 @@ import torch
 from cache.reader import read_rows, require_hook
 from cache.schema import CacheInfo
 from pipeline.core.config import Params
-from pipeline.core.errors import ConfigError
+from pipeline.stores import whole_contexts
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,7 @@ class HeldOut:
 def eval_window(params: Params, info: CacheInfo, store_url: str) -> int:
     """Whole contexts evaluated from ``evaluate.first_token`` on; ``ConfigError`` when there are none."""
     ev, T = params.evaluate, info.context_length
-    n_ctx = min(ev.tokens, max(0, info.committed_tokens - ev.first_token)) // T
-    if n_ctx == 0:
-        raise ConfigError(
-            f"{store_url} holds no whole context from token {ev.first_token} on "
-            f"({info.committed_tokens} tokens, evaluate.tokens={ev.tokens})"
-        )
+    n_ctx = whole_contexts(info, store_url, ev.first_token, ev.tokens, "evaluate.tokens")
     if n_ctx * T < ev.tokens:
         log.warning(
             "evaluating %d tokens (%d whole contexts), evaluate.tokens asks %d", n_ctx * T, n_ctx, ev.tokens

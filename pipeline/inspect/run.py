@@ -37,7 +37,7 @@ from tqdm import tqdm
 from cache.reader import open_store, read_rows, require_hook
 from cache.schema import CacheInfo, usable_rows
 from pipeline.core.config import Params
-from pipeline.core.errors import CacheMismatch, ConfigError, SAEFormatError
+from pipeline.core.errors import CacheMismatch, SAEFormatError
 from pipeline.core.fileio import atomic_write_text
 from pipeline.inspect.browser import write_browser, write_start_page
 from pipeline.inspect.describe import HIST_BINS, collect_firings, latent_figures
@@ -51,6 +51,7 @@ from pipeline.lm.models import LoadedModel, load_model
 from pipeline.saes.base import SAE
 from pipeline.saes.io import find_variants, load_sae
 from pipeline.saes.naming import BETA0_SUFFIX, series_name
+from pipeline.stores import whole_contexts
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +139,10 @@ def plan_entries(variants: list[Variant], has_grad: bool) -> list[tuple[str, Var
     return plan
 
 
-def read_window(params: Params, info: CacheInfo, url: str, hooks: list[str]) -> tuple[Window, np.ndarray]:
-    """The described rows (and the token ids of their whole contexts)."""
+def read_window(params: Params, info: CacheInfo, url: str, hooks: list[str]) -> Window:
+    """The described rows, and the token ids of their whole contexts."""
     ins, T = params.inspect, info.context_length
-    n_ctx = min(ins.tokens, max(0, info.committed_tokens - ins.first_token)) // T
-    if n_ctx == 0:
-        raise ConfigError(
-            f"{url} holds no whole context from token {ins.first_token} on "
-            f"({info.committed_tokens} tokens, inspect.tokens={ins.tokens})"
-        )
+    n_ctx = whole_contexts(info, url, ins.first_token, ins.tokens, "inspect.tokens")
     first, stop = ins.first_token, ins.first_token + n_ctx * T
     keep = usable_rows(first, stop, T)
     acts: dict[str, np.ndarray] = {}
@@ -155,7 +151,7 @@ def read_window(params: Params, info: CacheInfo, url: str, hooks: list[str]) -> 
     for hook in hooks:
         ids, act, grad = read_rows(url, hook, first, stop, info)
         acts[hook], grads[hook] = act[keep], None if grad is None else grad[keep]
-    return Window(TokenTable(first, T, ids, {}), first + keep.astype(np.int64), acts, grads), ids
+    return Window(TokenTable(first, T, ids, {}), first + keep.astype(np.int64), acts, grads)
 
 
 def token_strings(lm: LoadedModel, ids: np.ndarray) -> dict[int, str]:
@@ -291,10 +287,12 @@ def run_inspect(
         info = open_store(store_url, expected_key=expected_key, expected_model=params.model.name)
     variants = load_variants(params, info, store_url)
     plan = plan_entries(variants, info.has_grad)
-    window, ids = read_window(params, info, store_url, sorted({v.hook for v in variants}))
+    window = read_window(params, info, store_url, sorted({v.hook for v in variants}))
     lm = load_model(params.model)
     logits = _logits_per_variant(variants, unembedding(lm), ins.logit_tokens)
-    listed = np.concatenate([ids, *(np.concatenate([x[0].ravel(), x[2].ravel()]) for x in logits.values())])
+    listed = np.concatenate(
+        [window.tokens.ids, *(np.concatenate([x[0].ravel(), x[2].ravel()]) for x in logits.values())]
+    )
     window.tokens.strings.update(token_strings(lm, listed))
     del lm
     out_dir = Path(ins.out_dir)

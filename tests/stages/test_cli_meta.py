@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from stages.cli import NOISY_LOGGERS, setup_logging
+from stages.logs import NOISY_LOGGERS, setup_logging
 from stages.paramdoc import leaf_fields
 from tests.clirun import run_cli
 
@@ -43,7 +43,7 @@ def test_verbose_matplotlib_import_logs_no_font_lines(tmp_path):
     import sys
 
     code = (
-        "from stages.cli import setup_logging; setup_logging(True);"
+        "from stages.logs import setup_logging; setup_logging(True);"
         "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt;"
         "fig = plt.figure(); fig.text(0.5, 0.5, 'x'); fig.savefig('x.png')"
     )
