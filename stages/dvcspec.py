@@ -149,6 +149,7 @@ _EVALUATE = {
         "harvest_tokens",
         "splice",
         "edits_per_forward",
+        "autocast",
     )
 }
 _INSPECT = {

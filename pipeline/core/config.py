@@ -238,6 +238,10 @@ class EvaluateConfig:
     float rounding, tests/lm/test_suffix.py)."""
     edits_per_forward: int = 4
     """Variants stacked along the batch in one suffix forward (memory: × contexts × T × vocab floats)."""
+    autocast: Literal["none", "bfloat16"] = "none"
+    """Precision of the LM's blocks after the hook when splicing and steering (the blocks up to it,
+    which the SAEs encode, keep ``model.dtype``). ``bfloat16`` is ~2-3x faster on CPUs with bf16
+    matrix units but changes the figures beyond float rounding (docs/benchmarks.md): for quick looks."""
     seed: int = 0
     """Seed for latent and context sampling (and the absorption metric's word sample)."""
     absorption_words: int = 2000

@@ -1,6 +1,9 @@
-"""Turning a device setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``) into a torch device."""
+"""Turning a device setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``) into a torch device, and the
+mixed-precision context every stage applies in the same way."""
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -18,3 +21,10 @@ def resolve_device(spec: str, key: str = "device") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{key} is {spec!r} but CUDA is not available here (use auto or cpu)")
     return device
+
+
+def autocast(device: torch.device, mode: str) -> AbstractContextManager[None]:
+    """``torch.autocast`` on ``device``'s type in ``mode`` (``none`` | ``bfloat16`` | ``float16``);
+    ``none`` is a context that changes nothing."""
+    amp = mode != "none"
+    return torch.autocast(device.type, dtype=getattr(torch, mode) if amp else None, enabled=amp)

@@ -170,6 +170,7 @@ def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: HeldOut
         stored_acts=stored,
         mode=ev.splice,
         edits_per_forward=ev.edits_per_forward,
+        autocast=ev.autocast,
     )
     for block, err in spliced.act_rel_err.items():
         level = logging.WARNING if err > 0.02 else logging.INFO
@@ -187,7 +188,7 @@ def _steering(
     if ev.steer_latents == 0 or ctx_idx.size == 0:
         return steer, ctx_idx
     blocks = tuple(sorted({e.block for e in entries}))
-    ref = clean_reference(lm, data.ids[torch.from_numpy(ctx_idx)], ev.batch_size, blocks)
+    ref = clean_reference(lm, data.ids[torch.from_numpy(ctx_idx)], ev.batch_size, blocks, ev.autocast)
     for e in entries:
         if not e.name.endswith(BETA0_SUFFIX):
             steer[e.name] = steer_sae(
@@ -207,18 +208,29 @@ def _steering(
 
 
 def _absorption(params: Params, lm: LoadedModel, entries: list[Entry]) -> dict[str, dict[str, float]]:
-    """First-letter absorption of every entry (empty when ``evaluate.absorption_words`` is 0)."""
+    """First-letter absorption of every entry (empty when ``evaluate.absorption_words`` is 0).
+
+    Without ``evaluate.absorption_grad`` a gradient-aware SAE is scored as its β = 0 twin,
+    so when the twin is an entry too its figures are copied instead of computed twice.
+    """
     ev = params.evaluate
     if ev.absorption_words == 0:
         return {}
-    return absorption_metrics(
+    names = {e.name for e in entries}
+    as_twin = {
+        e.name: e.name + BETA0_SUFFIX
+        for e in entries
+        if not ev.absorption_grad and e.sae.uses_grad and e.name + BETA0_SUFFIX in names
+    }
+    out = absorption_metrics(
         lm,
-        [(e.name, e.sae, e.block) for e in entries],
+        [(e.name, e.sae, e.block) for e in entries if e.name not in as_twin],
         words=ev.absorption_words,
         min_words=ev.absorption_min_words,
         seed=ev.seed,
         grad=ev.absorption_grad,
     )
+    return out | {name: dict(out[twin]) for name, twin in as_twin.items()}
 
 
 def _results(
@@ -371,6 +383,7 @@ def _settings(
             if ev.absorption_words
             else "off"
         ),
+        "LM precision after the hook": ev.autocast if ev.autocast != "none" else params.model.dtype,
         "seed": ev.seed,
         "batch size (contexts)": ev.batch_size,
         "device": str(lm.device),

@@ -28,19 +28,22 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pipeline.evaluate.splice import keep_first, kl_sum, logits
+from pipeline.core.devices import autocast as autocast_on
+from pipeline.evaluate.splice import clean_pass, keep_first, logits
 from pipeline.lm.models import LoadedModel
-from pipeline.lm.suffix import PrefixCapture, suffix_logits
+from pipeline.lm.suffix import suffix_logits
 
 
 @dataclass(frozen=True)
 class CleanRef:
-    """Clean next-token log-probabilities of the steering contexts."""
+    """Clean next-token distributions of the steering contexts at the steered positions 1..T−1."""
 
     ids: torch.Tensor
     """[N, T] token ids."""
     logp: torch.Tensor
-    """[N, T, V] float32 log-probabilities of the unmodified model."""
+    """[N, T−1, V] float32 clean log-probabilities at positions 1..T−1."""
+    autocast: str
+    """The precision the clean logits were computed in (the steered ones use the same)."""
     states: dict[int, torch.Tensor]
     """block → [N, T, d] clean output state of that block."""
     tails: dict[int, Any]
@@ -78,21 +81,28 @@ def pick_latents(freq: np.ndarray, m: int, seed: int, name: str) -> np.ndarray:
 
 @torch.no_grad()
 def clean_reference(
-    lm: LoadedModel, ids: np.ndarray | torch.Tensor, batch_size: int = 8, blocks: tuple[int, ...] = ()
+    lm: LoadedModel,
+    ids: np.ndarray | torch.Tensor,
+    batch_size: int = 8,
+    blocks: tuple[int, ...] = (),
+    autocast: str = "none",
 ) -> CleanRef:
-    """Clean log-probabilities of the steering contexts ``ids`` [N, T] and the states at ``blocks``."""
+    """Clean distributions of the steering contexts ``ids`` [N, T] and the states at ``blocks``.
+
+    ``autocast`` other than ``none`` needs ``blocks`` (the clean logits then come from the
+    suffix of the first, as the steered ones do; see :func:`pipeline.evaluate.splice.clean_pass`).
+    """
     ids_t = torch.as_tensor(np.asarray(ids), dtype=torch.long)
     parts: list[torch.Tensor] = []
     states: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
     tails: dict[int, Any] = {}
     for s in range(0, len(ids_t), batch_size):
-        capture = PrefixCapture(lm, blocks)
-        with capture.active():
-            parts.append(F.log_softmax(logits(lm, ids_t[s : s + batch_size]), dim=-1).cpu())
+        capture, z = clean_pass(lm, ids_t[s : s + batch_size], list(blocks), "suffix", autocast)
+        parts.append(F.log_softmax(z[:, 1:].float(), dim=-1).cpu())
         for b in blocks:
             states[b].append(capture.states[b])
             tails[b] = capture.tails[b]
-    return CleanRef(ids_t, torch.cat(parts), {b: torch.cat(v) for b, v in states.items()}, tails)
+    return CleanRef(ids_t, torch.cat(parts), autocast, {b: torch.cat(v) for b, v in states.items()}, tails)
 
 
 @torch.no_grad()
@@ -108,22 +118,23 @@ def steer_effects(
     """(kl [M], logit [M], token [M]) of adding ``vectors`` [M, d] at block ``block`` (positions ≥ 1)."""
     m = vectors.shape[0]
     n, t = ref.ids.shape
-    v = ref.logp.shape[-1]
     kl = torch.zeros(m, dtype=torch.float64)
-    dlogp = torch.zeros(m, v, dtype=torch.float64)
+    dlogp = torch.zeros(m, ref.logp.shape[-1], dtype=torch.float64)
     pairs = [(i, c) for i in range(m) for c in range(n)]
     bar = tqdm(total=len(pairs), unit="ctx", desc=desc, leave=False)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         lat = torch.tensor([p[0] for p in chunk])
         ctx = torch.tensor([p[1] for p in chunk])
-        add = vectors[lat]  # [b, d]
-        logp = F.log_softmax(_steered_logits(lm, block, ref, ctx, add)[:, 1:], dim=-1).cpu()
+        with autocast_on(lm.device, ref.autocast):
+            z = _steered_logits(lm, block, ref, ctx, vectors[lat])
+        logq = F.log_softmax(z[:, 1:].float(), dim=-1).cpu()
+        del z
         for row in range(len(chunk)):  # row by row: no [b, T, V] temporaries
-            clean = ref.logp[int(ctx[row]), 1:]
-            kl[lat[row]] += kl_sum(logp[row].exp(), logp[row], clean)
-            dlogp[lat[row]] += (logp[row] - clean).sum(dim=0).double()
-        del logp
+            diff = logq[row] - ref.logp[int(ctx[row])]  # log q − log p, [T−1, V]
+            kl[lat[row]] += float(torch.einsum("pv,pv->p", logq[row].exp(), diff).double().sum())
+            dlogp[lat[row]] += diff.sum(dim=0, dtype=torch.float64)
+        del logq
         bar.update(len(chunk))
     bar.close()
     positions = n * (t - 1)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from cache.writer import ShardWriter
 from pipeline.core.config import Params
+from pipeline.core.devices import autocast as autocast_on
 from pipeline.harvest.writers import Shard
 from pipeline.lm.models import LoadedModel, edit_block_output
 
@@ -48,11 +49,10 @@ Capture = Callable[[int], Callable[[torch.Tensor], torch.Tensor | None]]
 def _hooked_run(lm: LoadedModel, layers: Sequence[int], capture: Capture, autocast: str) -> Iterator[None]:
     """Every hooked block's output goes through ``capture(layer)``; the model runs under
     ``torch.autocast`` in ``autocast`` (``none`` | ``bfloat16`` | ``float16``)."""
-    amp = autocast != "none"
     with ExitStack() as stack:
         for layer in layers:
             stack.enter_context(edit_block_output(lm.blocks[layer], capture(layer)))
-        with torch.autocast(lm.device.type, dtype=getattr(torch, autocast) if amp else None, enabled=amp):
+        with autocast_on(lm.device, autocast):
             yield
 
 

@@ -67,11 +67,19 @@ def suffix_logits(
         return lm.model(input_ids=ids.to(lm.device), use_cache=False).logits.float()
 
 
-class PrefixCapture:
-    """Records the clean output state (and output format) of some blocks during one forward."""
+class _PrefixDone(Exception):
+    """Raised after the deepest captured block when nothing after it is wanted."""
 
-    def __init__(self, lm: LoadedModel, blocks: Sequence[int]) -> None:
-        self.lm, self.blocks = lm, sorted(set(blocks))
+
+class PrefixCapture:
+    """Records the clean output state (and output format) of some blocks during one forward.
+
+    With ``stop=True`` the forward ends after the deepest captured block (the ``with``
+    block of :meth:`active` absorbs the stop): the suffix then runs from the captured state.
+    """
+
+    def __init__(self, lm: LoadedModel, blocks: Sequence[int], *, stop: bool = False) -> None:
+        self.lm, self.blocks, self.stop = lm, sorted(set(blocks)), stop
         self.states: dict[int, torch.Tensor] = {}
         self.tails: dict[int, tuple[Any, ...] | None] = {}
 
@@ -83,6 +91,8 @@ class PrefixCapture:
             for b in self.blocks:
                 handles.append(self.lm.blocks[b].register_forward_hook(self._hook(b)))
             yield self
+        except _PrefixDone:
+            pass
         finally:
             for h in handles:
                 h.remove()
@@ -95,5 +105,16 @@ class PrefixCapture:
             else:
                 self.states[block] = output.detach()
                 self.tails[block] = None
+            if self.stop and block == self.blocks[-1]:
+                raise _PrefixDone
 
         return hook
+
+
+@torch.no_grad()
+def prefix_states(lm: LoadedModel, ids: torch.Tensor, blocks: Sequence[int]) -> PrefixCapture:
+    """The clean states of ``blocks`` for ``ids`` [B, T], from a forward that stops after the deepest."""
+    capture = PrefixCapture(lm, blocks, stop=True)
+    with capture.active():
+        lm.model(input_ids=ids.to(lm.device), use_cache=False)
+    return capture

@@ -92,3 +92,17 @@ def test_loss_recovered_formula(clean, spliced, zero, expected):
 
 def test_loss_recovered_degenerate_is_nan():
     assert np.isnan(loss_recovered(2.0, 2.0, 2.0))
+
+
+def test_bfloat16_splice_shares_the_clean_rounding(lm):
+    """Under autocast the clean logits come from the same bf16 suffix as the edits: an exact
+    reconstruction still has zero KL, while the figures move from the float32 ones."""
+    ids = _ids(lm)
+    edits = {"id": Edit(1, sae_editor(IdentitySAE(), None)), "zero": Edit(1, zero_editor())}
+    fp32 = splice_losses(lm, ids, edits, batch_size=2)
+    bf16 = splice_losses(lm, ids, edits, batch_size=2, autocast="bfloat16")
+    assert bf16.kl["id"] == pytest.approx(0.0, abs=1e-6)
+    assert bf16.ce["id"] == pytest.approx(bf16.ce_clean, abs=1e-6)
+    assert bf16.ce_clean != fp32.ce_clean
+    assert bf16.ce["zero"] == pytest.approx(fp32.ce["zero"], rel=0.05)
+    assert bf16.kl["zero"] == pytest.approx(fp32.kl["zero"], rel=0.05)
