@@ -4,7 +4,8 @@ A store is a Zarr v3 group. Its attributes describe what was harvested; its arra
 ``tokens`` [N] int32, ``<hook>/act`` and (unless ``has_grad`` is false) ``<hook>/grad``
 [N, d] and optionally ``loss`` [N] float32, all sharded along the token axis. ``committed`` lists one record per shard
 that was written and checksummed, in order; ``n_tokens`` counts only those rows, and
-``complete`` is set last.
+``complete`` is set last. Arrays carry Zarr v3 ``dimension_names`` (:func:`dimension_names`:
+``token`` and ``d_model``), so xarray opens a store as is; stores written before them lack them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def act_path(hook: str) -> str:
 def grad_path(hook: str) -> str:
     """Array path of a hook's loss gradients."""
     return f"{hook}/grad"
+
+
+TOKEN_DIM = "token"
+"""Name of every array's first axis (row r = position r mod T of context r div T)."""
+FEATURE_DIM = "d_model"
+"""Name of the second axis of ``act`` and ``grad`` (the model width)."""
+
+
+def dimension_names(path: str) -> tuple[str, ...]:
+    """Zarr v3 ``dimension_names`` of array ``path``: (token,) for ``tokens`` and ``loss``,
+    (token, d_model) for ``<hook>/act`` and ``<hook>/grad``; every array has the store's N rows."""
+    return (TOKEN_DIM,) if path in ("tokens", "loss") else (TOKEN_DIM, FEATURE_DIM)
 
 
 ALLOCATING = "gsae_allocating"

@@ -37,7 +37,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from cache.errors import CacheMismatch, CacheUsageError, CacheWriteError, NonFiniteError, PipelineError
 from cache.faults import fault_point
 from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
-from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, grad_path
+from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, dimension_names, grad_path
 from cache.shard_encode import ShardEncoder, shard_encoder
 from cache.store import local_url, open_group, read_attrs
 
@@ -137,6 +137,7 @@ def _create_arrays(group: zarr.Group, layout: Layout, comp: list[Any] | None) ->
             compressors=comp,
             fill_value=0,
             config=_WRITE_EMPTY_CHUNKS,
+            dimension_names=dimension_names(path),  # xarray's named dimensions
         )
 
 

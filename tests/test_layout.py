@@ -1,4 +1,4 @@
-"""The floor plan's rules, checked on the import graph of pipeline/, cache/ and stages/.
+"""The floor plan's rules, checked on the import graph of pipeline/, cache/, stages/ and gsae_pipeline/.
 
 Every ``import`` counts, module-level or inside a function (a lazy import still runs), and
 ``from a import b`` counts as an import of ``a.b`` when that is a module. The rules (README
@@ -9,7 +9,9 @@ Every ``import`` counts, module-level or inside a function (a lazy import still 
 - ``cache/`` imports nothing from ``pipeline/`` or ``stages/``; ``pipeline/`` never imports ``stages/``;
 - ``core`` imports no other folder of ``pipeline``; ``lm`` and ``text`` import only ``core``;
 - ``train`` never imports the LM loader or the text (``lm``, ``text``);
-- ``report`` and ``saes`` import no stage; the top level of ``pipeline/`` holds only the seams.
+- ``report`` and ``saes`` import no stage; the top level of ``pipeline/`` holds only the seams;
+- the API facade ``gsae_pipeline/`` imports only ``cache`` and ``pipeline``'s ``core`` and
+  ``saes``, and nothing imports it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "cache", "stages")
+PACKAGES = ("pipeline", "cache", "stages", "gsae_pipeline")
 STAGES = ("harvest", "train", "evaluate", "inspect")
 SEAMS = {"__init__.py", "stores.py", "curves.py"}
 """The only modules at pipeline/'s top level: the store lookup and the curves hand-off."""
@@ -38,6 +40,9 @@ MAY_IMPORT = {
     "curves": {"core"},
 }
 """Folder (or seam) of pipeline/ → the other folders and seams of pipeline/ it may import."""
+FACADE = "gsae_pipeline"
+FACADE_MAY_IMPORT = {"core", "saes"}
+"""The rooms of pipeline/ the API facade may import (besides cache/): no stage, no LM, no CLI."""
 
 
 def _modules() -> dict[str, Path]:
@@ -174,6 +179,24 @@ def test_cache_imports_nothing_from_the_library():
         if m.startswith("cache")
         for t in ts
         if not t.startswith("cache")
+    )
+    assert bad == []
+
+
+def test_the_facade_imports_only_cache_core_and_saes():
+    edges = {(m, t) for m, ts in GRAPH.items() if m.split(".")[0] == FACADE for t in ts}
+    assert {t.split(".")[0] for _, t in edges} <= {FACADE, "cache", "pipeline"}
+    assert {_room(t) for _, t in edges} - {None} <= FACADE_MAY_IMPORT
+    assert ("gsae_pipeline.saes", "pipeline.saes.io") in edges  # the graph sees the facade's imports
+
+
+def test_nothing_imports_the_facade():
+    bad = sorted(
+        f"{m} -> {t}"
+        for m, ts in GRAPH.items()
+        if m.split(".")[0] != FACADE
+        for t in ts
+        if t.split(".")[0] == FACADE
     )
     assert bad == []
 

@@ -7,6 +7,13 @@ Shapes: ``B`` tokens, ``d`` = ``d_in`` (model width), ``n`` = ``d_sae`` latents,
     S, a  = select(z, g)                              # architecture-specific, [B, m] each
     x̂     = a W_dec + b_dec                           # decode, [B, d]
 
+The public entry points :meth:`SAE.encode`, :meth:`SAE.encode_sparse`, :meth:`SAE.decode` and
+:meth:`SAE.forward` (``sae(x, grad)``) take any leading shape ``[..., d]`` (one token ``[d]``,
+a batch ``[B, d]``, contexts ``[B, T, d]``...): the tokens are flattened into rows, encoded,
+and the results given back in the input's leading shape (a batch-level selection in training
+mode ranks over all of them). The pieces (``encode_pre``, ``select``, ``decode_sparse``) stay
+``[B, d]`` row operations: the trainer calls them directly.
+
 Parameters: ``W_enc`` [d, n], ``b_enc`` [n], ``W_dec`` [n, d] (rows = dictionary
 directions), ``b_dec`` [d]. During training the rows of ``W_dec`` are kept at unit norm
 (:meth:`SAE.normalize_decoder_`) and the component of their gradient parallel to each row is
@@ -30,7 +37,7 @@ from torch import nn
 
 
 class SAEOutput(NamedTuple):
-    """Result of :meth:`SAE.forward`.
+    """Result of :meth:`SAE.forward`, in the input's leading shape (``[B]`` below, or any ``[...]``).
 
     x_hat   [B, d]  reconstruction
     acts    [B, n]  dense code (zeros outside the selected latents)
@@ -213,7 +220,7 @@ class SAE(nn.Module):
         """Restore :meth:`inference_state` from a cfg.json mapping (ValueError when unusable)."""
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
-        """x̂ = a W_dec + b_dec: dense code [B, n] → [B, d]."""
+        """x̂ = a W_dec + b_dec: dense code [..., n] (any leading shape, as :meth:`encode` gives it) → [..., d]."""
         return acts @ self.W_dec + self.b_dec
 
     def decode_sparse(self, indices: torch.Tensor, values: torch.Tensor, bias: bool = True) -> torch.Tensor:
@@ -225,15 +232,56 @@ class SAE(nn.Module):
         out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum")
         return out + self.b_dec if bias else out
 
+    def _rows(
+        self, x: torch.Tensor, grad: torch.Tensor | None
+    ) -> tuple[torch.Size, torch.Tensor, torch.Tensor | None]:
+        """(leading shape, x as rows [B, d], grad as rows or None) of public inputs [..., d]."""
+        if x.dim() == 0 or x.shape[-1] != self.d_in:
+            raise ValueError(f"expected activations of shape [..., {self.d_in}], got {list(x.shape)}")
+        if grad is not None and grad.shape != x.shape:
+            raise ValueError(f"grad has shape {list(grad.shape)}, expected the activations' {list(x.shape)}")
+        if x.dim() == 2:
+            return x.shape[:1], x, grad
+        lead = x.shape[:-1]
+        return lead, x.reshape(-1, self.d_in), None if grad is None else grad.reshape(-1, self.d_in)
+
+    def encode_sparse(
+        self, x: torch.Tensor, grad: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The selected latents of raw activations x [..., d] (raw gradients ``grad`` of the same
+        shape for a gradient-aware SAE) → (indices [..., m], values [..., m]).
+
+        m = k for per-token selections; a batch-level one pads every token to the largest count
+        with unselected latents of value 0. ``ValueError`` when the SAE needs ``grad`` and has none.
+        """
+        lead, xr, gr = self._rows(x, grad)
+        indices, values = self.select(self.encode_pre(xr), gr)
+        m = indices.shape[-1]
+        return indices.reshape(*lead, m), values.reshape(*lead, m)
+
+    def encode(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
+        """Dense code a [..., n] (zeros outside the selected latents) of raw activations x [..., d],
+        as SAELens's ``SAE.encode`` gives it; a gradient-aware SAE selects with the raw loss
+        gradients ``grad`` [..., d] (``ValueError`` without them, unless β = 0)."""
+        lead, xr, gr = self._rows(x, grad)
+        z = self.encode_pre(xr)
+        indices, values = self.select(z, gr)
+        return torch.zeros_like(z).scatter(1, indices, values).reshape(*lead, self.d_sae)
+
     def forward(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> SAEOutput:
-        """Encode, select, decode: x [B, d], grad [B, d] (raw gradients) → :class:`SAEOutput`.
+        """Encode, select, decode: x [..., d], grad [..., d] (raw gradients) → :class:`SAEOutput`
+        with every field in x's leading shape.
 
         A ``select`` that needs the gradient raises ``ValueError`` when ``grad`` is None.
         """
+        lead, x, grad = self._rows(x, grad)
         z = self.encode_pre(x)
         indices, values = self.select(z, grad)
         acts = torch.zeros_like(z).scatter(1, indices, values)
-        return SAEOutput(self.decode_sparse(indices, values), acts, indices, values, z)
+        out = SAEOutput(self.decode_sparse(indices, values), acts, indices, values, z)
+        if len(lead) == 1:
+            return out
+        return SAEOutput(*(t.reshape(*lead, t.shape[-1]) for t in out))
 
     # ------------------------------------------------------------------ decoder norm
 

@@ -56,7 +56,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.core.errors import NothingToEvaluate, SAEFormatError
 from pipeline.core.fileio import atomic_write, atomic_write_text
-from pipeline.saes import get_sae_class
+from pipeline.saes import REGISTRY, get_sae_class
 from pipeline.saes.base import SAE, KHParams
 
 logger = logging.getLogger(__name__)
@@ -173,18 +173,31 @@ def read_cfg(sae_dir: str | Path) -> dict[str, Any]:
         raise SAEFormatError(f"{cfg_path}: not valid JSON ({exc})") from exc
     if not isinstance(cfg, dict):
         raise SAEFormatError(f"{cfg_path}: not a JSON object")
+    arch = cfg.get("architecture")
+    if isinstance(arch, str) and arch not in REGISTRY:
+        raise SAEFormatError(_unknown_architecture(cfg_path, arch))
     missing = [k for k in ("architecture", "d_in", "d_sae", "k") if k not in cfg]
     if missing:
         raise SAEFormatError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
-    if cfg.get("apply_b_dec_to_input", True) is not True or cfg.get("normalize_activations", "none") not in (
-        None,
-        "none",
-        False,
+    if (
+        cfg.get("apply_b_dec_to_input", True) is not True
+        or cfg.get("normalize_activations", "none") not in (None, "none", False)
+        or cfg.get("rescale_acts_by_decoder_norm", False) not in (None, False)
+        or cfg.get("reshape_activations", "none") not in (None, "none")
     ):
         raise SAEFormatError(
-            f"{cfg_path}: only apply_b_dec_to_input=true and normalize_activations=none are supported"
+            f"{cfg_path}: only apply_b_dec_to_input=true, normalize_activations=none, "
+            "rescale_acts_by_decoder_norm=false and reshape_activations=none are supported"
         )
     return cfg
+
+
+def _unknown_architecture(cfg_path: Path, arch: str) -> str:
+    return (
+        f"{cfg_path}: architecture {arch!r} is not one this project implements "
+        f"(known: {', '.join(sorted(REGISTRY))}); a SAELens folder of it loads with "
+        "sae_lens.SAE.load_from_disk"
+    )
 
 
 def hparams_from_cfg(cls: type[SAE], cfg: dict[str, Any]) -> KHParams:
