@@ -6,8 +6,8 @@ the entry's settings and one record per latent, in id order — ``density``, ``m
 ``row`` a row of the described store), ``logits_up`` / ``logits_down`` ([token, value]).
 :func:`load_latents` reads it into a :class:`LatentTable`: records by latent id, numeric
 columns as numpy arrays, rankings, and each firing's context read back from the store's
-``tokens`` (:meth:`LatentTable.contexts`). No pandas needed (:meth:`LatentTable.to_pandas`
-when it is installed).
+``tokens`` (:meth:`LatentTable.contexts`; :func:`load_tokenizer` gives their text). No
+pandas needed (:meth:`LatentTable.to_pandas` when it is installed).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from cache.integrity import open_array
 from cache.reader import open_store
 from cache.store import open_group
-from pipeline.core.errors import DataError, PipelineError
+from pipeline.core.errors import DataError, ModelLoadError, PipelineError
 
 LATENTS_JSON = "latents.json"
 FIRING_LISTS = ("top_act", "top_attr")
@@ -149,3 +149,20 @@ def load_latents(path: str | Path) -> LatentTable:
     if not isinstance(doc, dict):
         raise DataError(f"{p}: not a latents.json document")
     return LatentTable(doc, str(p))
+
+
+def load_tokenizer(name: str) -> Any:
+    """The Hugging Face tokenizer of a model as ``model.name`` names it (a store's ``tokenizer``
+    attribute): the ``smollm2-135m`` alias (its converted folder, made once), a local folder
+    or a hub id. ``ModelLoadError`` when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    from pipeline.lm.gguf_folder import converted_folder
+    from pipeline.lm.models import SMOLLM2_ALIAS, smollm2_gguf
+
+    source = str(converted_folder(smollm2_gguf())) if name == SMOLLM2_ALIAS else name
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(f"cannot load the tokenizer of {name!r}: {first}") from exc

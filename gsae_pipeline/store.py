@@ -103,23 +103,24 @@ def open_xarray(store: str, hook: str | None = None) -> Any:
     """An ``xarray.Dataset`` of one hook (default: the first stored one) over the committed rows.
 
     Variables ``tokens`` (token), ``act`` and ``grad`` (token, d_model), ``loss`` (token)
-    as stored, lazily read (dask); coordinates ``context`` and ``position`` (token): the
-    context a row belongs to and its position there (0 = the BOS/attention-sink position
-    that training and evaluation leave out). Attributes: ``store``, ``hook``, ``model``,
-    ``context_length``, ``key``.
+    as stored, lazily read (dask); coordinates ``context`` and ``position`` (token), numpy
+    (6 bytes a row): the context a row belongs to and its position there (0 = the
+    BOS/attention-sink position that training and evaluation leave out, so
+    ``ds.where(ds.position > 0, drop=True)`` is what they see). Attributes: ``store``,
+    ``hook``, ``model``, ``context_length``, ``key``.
     """
     xr = _require("xarray")
-    da = _require("dask.array")
     info = store_info(store)
     hook = _hook(info, store, hook)
     arrays = open_dask(store, hook)
     names = {"tokens": "tokens", "act": act_path(hook), "grad": grad_path(hook), "loss": "loss"}
-    row = da.arange(arrays["tokens"].shape[0], chunks=arrays["tokens"].chunks)
-    T = info.context_length
+    T, n = info.context_length, int(arrays["tokens"].shape[0])
+    position = np.tile(np.arange(T, dtype=np.int16 if T <= 2**15 else np.int32), -(-n // T))[:n]
+    context = np.repeat(np.arange(-(-n // T), dtype=np.int32 if n < 2**31 else np.int64), T)[:n]
     token_dim = dimension_names("tokens")[0]
     return xr.Dataset(
         {name: (dimension_names(names[name]), a) for name, a in arrays.items()},
-        coords={"context": (token_dim, row // T), "position": (token_dim, row % T)},
+        coords={"context": (token_dim, context), "position": (token_dim, position)},
         attrs={"store": store, "hook": hook, "model": info.model, "context_length": T, "key": info.key},
     )
 
@@ -152,7 +153,7 @@ class StoreDataset(Dataset[dict[str, torch.Tensor]]):
         if not 0 <= start <= stop <= n:
             raise IndexError(f"rows [{start}, {stop}) are not within the {n} committed rows of {store}")
         self.start, self.stop, self.exclude_first = start, stop, exclude_first
-        self.rows = usable_rows(start, stop, self.info.context_length, exclude_first).astype(np.int64)
+        self.rows = start + usable_rows(start, stop, self.info.context_length, exclude_first).astype(np.int64)
         self.cached_shards = max(1, cached_shards)
         self._shards: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = OrderedDict()
 
