@@ -119,7 +119,7 @@ def run_harvest(
             params.harvest.tokens_per_shard // T,
             starts=None if existing is None else read_start(url, key),
         )
-        first = 0 if existing is None else len(existing.committed)
+        first = 0 if existing is None else existing.committed_shards
         if first < contexts.n_shards:
             contexts.shard(
                 first
@@ -141,7 +141,7 @@ def run_harvest(
                 store_grad=h.gradients,
             )
         else:
-            log.info("resuming %s after %d committed shards", url, len(existing.committed))
+            log.info("resuming %s after %d committed shards", url, existing.committed_shards)
         writer = ShardWriter(url)
         if repair:
             _repair_shards(params, lm, hooks, contexts, writer)
