@@ -46,8 +46,7 @@ ALLOCATING = "gsae_allocating"
 """Attribute present only while a store is being allocated."""
 
 MUTABLE_ATTRS = frozenset({"n_tokens", "committed", "complete", "attrs_sha256"})
-"""Attributes the writer changes after allocation; every other one is covered by ``attrs_sha256``
-(``committed`` only in version 1 stores)."""
+"""Attributes changed after allocation (``committed``: version 1); ``attrs_sha256`` covers the others."""
 
 
 def attrs_digest(attrs: dict[str, Any]) -> str:

@@ -76,10 +76,12 @@ def run_harvest(
     on_commit: Callable[[int], None] | None = None,
     repair: bool = False,
     break_lock: bool = False,
+    unsafe_lock: bool = False,
 ) -> str:
     """Harvest (or resume, or skip, or with ``repair`` re-harvest damaged shards of) the store; returns its URL.
 
-    The store's write lock (:mod:`cache.lock`) is held throughout.
+    The store's write lock (:mod:`cache.lock`) is held throughout; ``unsafe_lock`` accepts a
+    best-effort lock on a filesystem that cannot create it atomically.
     """
     fields = key_fields(params)
     key = content_key(fields)
@@ -93,7 +95,7 @@ def run_harvest(
             rows,
             rows // T,
         )
-    with StoreLock(url, break_lock=break_lock) as lock:
+    with StoreLock(url, break_lock=break_lock, unsafe=unsafe_lock) as lock:
         fresh = overwrite or not cache_store.exists(url)
         if not fresh and interrupted_allocation(url):
             log.warning("%s: its allocation was interrupted; allocating it again", url)
