@@ -44,7 +44,16 @@ from cache.commits import create_commits_group, read_record, write_record
 from cache.errors import CacheMismatch, CacheUsageError, CacheWriteError, NonFiniteError, PipelineError
 from cache.faults import fault_point
 from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
-from cache.schema import ALLOCATING, CACHE_VERSION, CacheInfo, Layout, Provenance, act_path, grad_path
+from cache.schema import (
+    ALLOCATING,
+    CACHE_VERSION,
+    READABLE_VERSIONS,
+    CacheInfo,
+    Layout,
+    Provenance,
+    act_path,
+    grad_path,
+)
 from cache.shard_encode import ShardEncoder, shard_encoder
 from cache.store import local_url, open_group, read_attrs
 from cache.upgrade import upgrade_v1
@@ -180,6 +189,10 @@ class ShardWriter:
         self.url, self.allow_nonfinite = url, allow_nonfinite
         self.group = open_group(url, "r+")
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
+        if self.info.version not in READABLE_VERSIONS:
+            raise CacheMismatch(
+                f"store {url} has cache format version {self.info.version}, which this code cannot write"
+            )
         self.names = self.info.array_names
         self.arrays: dict[str, zarr.Array] = {name: open_array(url, self.group, name) for name in self.names}
         # whole shards bypass zarr's sequential codec pipeline where the bytes are the same

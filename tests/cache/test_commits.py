@@ -177,6 +177,8 @@ def test_a_store_of_an_unknown_version_is_refused(tmp_path):
     (url / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(CacheMismatch, match="cache format version 3, this code reads versions 1, 2"):
         open_store(str(url))
+    with pytest.raises(CacheMismatch, match="cache format version 3, which this code cannot write"):
+        ShardWriter(str(url))
 
 
 def test_memory_store_commits_and_reads_back():
