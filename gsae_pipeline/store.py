@@ -8,7 +8,7 @@ tail is left out), and starts by validating the store's attributes against its a
 
 - :func:`open_dask` and :func:`open_xarray` read lazily through zarr, one dask chunk per shard.
   They work on stores written before the arrays carried ``dimension_names`` too (the names
-  come from :func:`cache.schema.dimension_names`); on newer stores ``xr.open_zarr(store,
+  come from :func:`cache.dims.dimension_names`); on newer stores ``xr.open_zarr(store,
   group=hook)`` works directly. They read through zarr without the per-shard digest check
   (``gsae cache verify URL`` checks every byte). Need ``xarray`` and ``dask``
   (``pip install 'gsae-pipeline[arrays]'``).
@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cache.dims import dimension_names
 from cache.integrity import open_array
 from cache.reader import open_store, read_rows, require_hook
-from cache.schema import CacheInfo, act_path, dimension_names, grad_path, usable_rows
+from cache.schema import CacheInfo, act_path, grad_path, usable_rows
 from cache.store import open_group
 from pipeline.core.errors import PipelineError
 

@@ -50,6 +50,18 @@ def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def _lock_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--break-lock`` and ``--unsafe-lock`` (the store's write lock, cache/lock.py) as keyword arguments."""
+    fn = click.option(
+        "--unsafe-lock",
+        is_flag=True,
+        help="Accept a best-effort write lock where the store's filesystem cannot create one atomically.",
+    )(fn)
+    return click.option(
+        "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
+    )(fn)
+
+
 def _load(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> Any:
     from pipeline.core.loader import load_params
 
@@ -88,16 +100,14 @@ def params_cmd() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
 @click.option("--repair", is_flag=True, help="Re-harvest only the committed shards that fail verification.")
-@click.option(
-    "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
-)
+@_lock_options
 def harvest(
     params_path: tuple[str, ...],
     overrides: tuple[str, ...],
     heldout: bool,
     overwrite: bool,
     repair: bool,
-    break_lock: bool,
+    **lock: Any,
 ) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
     from pipeline.harvest.run import run_harvest
@@ -111,7 +121,7 @@ def harvest(
     if heldout:
         params = heldout_params(params)
     tune_allocator()  # as gsae train: large temporaries stay in the heap (benchmarks/components/allocator.py)
-    click.echo(run_harvest(params, overwrite=overwrite, repair=repair, break_lock=break_lock))
+    click.echo(run_harvest(params, overwrite=overwrite, repair=repair, **lock))
 
 
 def _check_architectures(architectures: tuple[str, ...]) -> None:
@@ -348,11 +358,9 @@ def export(fmt: str, src: str, dest: str) -> None:
 @cache.command("repair")
 @_params_options
 @click.option("--heldout", is_flag=True, help="Repair the held-out store (evaluate.store).")
-@click.option(
-    "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
-)
+@_lock_options
 def cache_repair(
-    params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, break_lock: bool
+    params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, **lock: Any
 ) -> None:
     """Re-harvest only the damaged shards of the store the params describe (= gsae harvest --repair)."""
     from pipeline.harvest.run import run_harvest
@@ -361,7 +369,7 @@ def cache_repair(
     params = _load(params_path, overrides)
     if heldout:
         params = heldout_params(params)
-    click.echo(run_harvest(params, repair=True, break_lock=break_lock))
+    click.echo(run_harvest(params, repair=True, **lock))
 
 
 _RESUME_HINT = "committed shards and checkpoints are kept; rerun the same command to resume"

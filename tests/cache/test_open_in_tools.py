@@ -14,8 +14,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from cache.dims import dimension_names
 from cache.reader import open_store
-from cache.schema import dimension_names
 
 HOOKS = ("model.layers.1", "model.layers.3")
 
