@@ -9,7 +9,9 @@ process of this host that no longer runs (a killed harvest) is taken over with a
 line, so a plain rerun resumes. Any other lock is only broken when asked
 (``--break-lock``); the message says when the heartbeat stopped so the user can tell a
 stale lock from a live writer on another machine. On local disks the lock is created
-with ``O_EXCL`` (atomic); on other fsspec filesystems creation is best effort.
+with ``O_EXCL`` (atomic); on other fsspec filesystems creation is best effort. The
+folders a local lock had to create are removed again on release when they are still empty,
+so a harvest that fails before writing its store leaves no empty folder behind.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class StoreLock:
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
         self.owner = _owner()
+        self._made: list[str] = []
+        """Folders created for the lock file, deepest first (removed on release when empty)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,7 +98,7 @@ class StoreLock:
         blob = json.dumps(self.owner).encode()
         try:
             if self.local:
-                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                self._make_parents()
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
                 with os.fdopen(fd, "wb") as f:
                     f.write(blob)
@@ -109,6 +113,15 @@ class StoreLock:
             raise CacheWriteError(
                 f"cannot write store {self.url}: cannot create its lock {self.path}: {exc.strerror or exc}"
             ) from exc
+
+    def _make_parents(self) -> None:
+        folder = os.path.abspath(os.path.dirname(self.path) or ".")
+        missing = []
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self._made = missing
 
     def acquire(self) -> None:
         """Take the lock or raise ``CacheLocked`` naming its holder."""
@@ -184,6 +197,9 @@ class StoreLock:
                 self.fs.rm_file(self.path)
         except OSError:
             logger.warning("could not remove the lock %s", self.path)
+        for folder in self._made:  # deepest first; stops mattering at the first one still in use
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
     def __enter__(self) -> StoreLock:
         self.acquire()

@@ -33,6 +33,7 @@ from pipeline.harvest.writers import ThreadWriter, clean_debris
 from pipeline.lm.models import LoadedModel, load_model
 from pipeline.stores import record_store
 from pipeline.text.packing import ShardContexts, read_start, remove_start, write_start
+from pipeline.text.sources import check_source
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ def _validate(params: Params, lm: LoadedModel) -> list[str]:
 
 
 def _provenance(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any]) -> Provenance:
-    """What the store records about its rows' origin (DESIGN §3)."""
+    """What the store records about its rows' origin (DESIGN §3); ``model_hub_id`` and the weights
+    identity are not part of the content key (stores keep their keys)."""
+    ident = lm.identity
     return Provenance(
         key=key,
         model=lm.name,
@@ -65,6 +68,9 @@ def _provenance(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any
             for k, v in params_to_dict(params.harvest).items()
             if k not in ("store", "cache_root", "scheduler")
         },
+        model_hub_id=None if ident is None else ident.hub_id,
+        model_weights=None if ident is None else ident.weights,
+        model_weights_sha256=None if ident is None else ident.sha256,
     )
 
 
@@ -107,6 +113,7 @@ def run_harvest(
             clean_debris(url)
         elif repair:
             raise CacheCorrupt(f"store {url} cannot be repaired (nothing usable there); harvest it again")
+        check_source(params.data)  # a source that cannot be read fails before the model loads
         lm = lm or load_model(params.model)
         hooks = _validate(params, lm)
         n_ctx = rows // T
