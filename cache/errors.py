@@ -46,6 +46,10 @@ class CacheLocked(CacheError, RuntimeError):
     """Another live process holds the store's write lock."""
 
 
+class CacheLockUnsupported(CacheError, NotImplementedError):
+    """The store's filesystem cannot create the write lock atomically and no best-effort lock was asked for."""
+
+
 class CacheUsageError(CacheError, ValueError):
     """The writer was called against its protocol (a shard out of order, rows of the wrong length)."""
 

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 
-PHASES = ("allocation", "shard_write", "commit", "finalize", "checkpoint_write", "sae_write")
+PHASES = ("allocation", "shard_write", "commit", "commit_record", "finalize", "checkpoint_write", "sae_write")
 
 _hits: dict[str, int] = {}
 _lock = threading.Lock()

@@ -4,9 +4,10 @@ Two layers of checks, both raising ``CacheCorrupt`` with one line that names the
 the array and (where it applies) the shard:
 
 - :func:`validate_layout` runs before any training or evaluation: the attributes are
-  compared with the arrays' real metadata (present, shape, dtype, shard shape) and the
-  ``committed`` list with the layout (consecutive indices, row ranges, ``n_tokens``,
-  ``complete``).
+  compared with the arrays' real metadata (present, shape, dtype, shard shape), the commit
+  records of shards ``0 .. n - 1`` are loaded (:func:`load_commits`: the ``commits/``
+  objects of a version 2 store, the ``committed`` attribute of a version 1 store) and
+  checked against the layout (consecutive indices, row ranges, ``n_tokens``, ``complete``).
 - :class:`ShardChecker` runs as each shard is read: every commit record holds an
   ``xxh3`` digest (XXH3-64 over the shard's raw, decoded bytes in the store dtype) per
   array, so one array of one shard is checked without reading the others. XXH3 hashes at
@@ -20,12 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import xxhash
 import zarr
 
+from cache.commits import decode_record, read_records, record_key
 from cache.errors import CacheCorrupt
 from cache.schema import CacheInfo, attrs_digest
 
@@ -77,8 +80,31 @@ def read_zarr_rows(url: str, array: zarr.Array, start: int, stop: int, shard: in
         ) from exc
 
 
-def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
-    """Check attributes against the arrays and the committed list against the layout."""
+def load_commits(url: str, group: zarr.Group, info: CacheInfo) -> CacheInfo:
+    """``info`` with the commit records of its committed shards loaded (as is when they already are).
+
+    A version 2 store's records are read from their objects, all at once; one that is
+    missing or unreadable is a ``CacheCorrupt`` naming the shard.
+    """
+    if info.committed is not None:
+        return info
+    indices = list(range(min(info.committed_shards, info.n_shards)))
+    records = []
+    for index, blob in zip(indices, read_records(group, indices), strict=True):
+        if blob is None:
+            raise corrupt(url, f"commit record {index} is missing ({record_key(index)})", shard=index)
+        try:
+            records.append(decode_record(blob))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise corrupt(
+                url, f"commit record {index} is unreadable ({record_key(index)}: {exc})", shard=index
+            ) from exc
+    return replace(info, committed=tuple(records))
+
+
+def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> CacheInfo:
+    """Check attributes against the arrays and the commit records against the layout; returns
+    ``info`` with its commit records loaded (:func:`load_commits`)."""
     if info.attrs_sha256 is not None and info.attrs_sha256 != attrs_digest(info.attrs):
         raise corrupt(url, "attributes were edited after allocation (attrs_sha256 does not match)")
     if info.context_length < 1 or info.tokens_per_shard < 1 or info.d_model < 1:
@@ -103,12 +129,14 @@ def validate_layout(url: str, group: zarr.Group, info: CacheInfo) -> None:
             raise corrupt(
                 url, f"shard length {shards[0]} does not match tokens_per_shard {info.tokens_per_shard}", name
             )
+    info = load_commits(url, group, info)
     _validate_committed(url, info)
+    return info
 
 
 def _validate_committed(url: str, info: CacheInfo) -> None:
     end = 0
-    for i, record in enumerate(info.committed):
+    for i, record in enumerate(info.records):
         if not isinstance(record, dict) or record.get("index") != i:
             raise corrupt(url, f"commit record {i} is out of order or malformed", shard=i)
         start, stop = info.shard_rows(i)
@@ -123,24 +151,25 @@ def _validate_committed(url: str, info: CacheInfo) -> None:
         raise corrupt(
             url, f"n_tokens {info.committed_tokens} does not match the committed shards ({end} rows)"
         )
-    if info.complete and len(info.committed) != info.n_shards:
-        raise corrupt(url, f"marked complete with {len(info.committed)} of {info.n_shards} shards committed")
+    if info.complete and len(info.records) != info.n_shards:
+        raise corrupt(url, f"marked complete with {len(info.records)} of {info.n_shards} shards committed")
 
 
 class ShardChecker:
     """Checks the decoded rows of one array of one shard against its commit record."""
 
     def __init__(self, url: str, info: CacheInfo, group: zarr.Group) -> None:
-        self.url, self.info, self.group = url, info, group
+        self.url, self.info, self.group = url, load_commits(url, group, info), group
         self._legacy_ok: set[int] = set()
         self._lock = threading.Lock()
         self._warned = False
 
     def record(self, shard: int, array: str) -> dict[str, Any]:
         """The commit record of ``shard``; ``CacheCorrupt`` when it was never committed."""
-        if shard >= len(self.info.committed):
+        records = self.info.records
+        if shard >= len(records):
             raise corrupt(self.url, "shard is not committed", array, shard)
-        return self.info.committed[shard]
+        return records[shard]
 
     def check(self, shard: int, array: str, rows: np.ndarray) -> None:
         """``rows`` (the whole shard of ``array``, store dtype) must match the committed digest."""

@@ -8,15 +8,31 @@ A second writer is refused with a message naming the holder. A lock whose holder
 process of this host that no longer runs (a killed harvest) is taken over with a log
 line, so a plain rerun resumes. Any other lock is only broken when asked
 (``--break-lock``); the message says when the heartbeat stopped so the user can tell a
-stale lock from a live writer on another machine. On local disks the lock is created
-with ``O_EXCL`` (atomic); on other fsspec filesystems creation is best effort. The
-folders a local lock had to create are removed again on release when they are still empty,
-so a harvest that fails before writing its store leaves no empty folder behind.
+stale lock from a live writer on another machine. The folders a local lock had to create
+are removed again on release when they are still empty, so a harvest that fails before
+writing its store leaves no empty folder behind.
+
+The lock is created atomically, so of writers racing for it exactly one wins:
+
+- local disk: ``open(O_CREAT | O_EXCL)``;
+- S3 (``s3://``, ``s3a://``): a conditional PUT, ``If-None-Match: *`` (s3fs's
+  ``pipe_file(mode="create")``), which the server refuses with 412 Precondition Failed
+  when the object exists (AWS S3 and servers that implement conditional writes);
+- ``memory://``: fsspec's memory filesystem is a dict inside this process, so a check and
+  create under one process-wide ``threading.Lock`` is atomic for every writer that can
+  see it.
+
+Any other fsspec filesystem has no atomic create known here: taking its lock is refused
+(``CacheLockUnsupported``) unless asked for a best-effort lock (``unsafe=True``,
+``--unsafe-lock``: an existence check then a write, which two writers starting at the same
+moment can both pass). Refreshing the heartbeat overwrites the holder's own lock file (an
+atomic rename on local disks, one PUT on S3); releasing deletes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import json
 import logging
@@ -29,9 +45,27 @@ from typing import Any
 
 import fsspec
 
-from cache.errors import CacheLocked, CacheWriteError
+from cache.errors import CacheLocked, CacheLockUnsupported, CacheWriteError
 
 logger = logging.getLogger(__name__)
+
+CONDITIONAL_PUT = frozenset({"s3", "s3a"})
+"""Protocols whose filesystem creates an object only if absent (``pipe_file(mode="create")``)."""
+
+_MEMORY = threading.Lock()
+"""Makes check-and-create atomic on ``memory://`` (a dict of this process)."""
+
+
+def lock_kind(fs: fsspec.AbstractFileSystem) -> str:
+    """How a lock is created atomically on ``fs``: ``local``, ``conditional``, ``memory`` or ``none``."""
+    protocols = set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    if "file" in protocols:
+        return "local"
+    if protocols & CONDITIONAL_PUT:
+        return "conditional"
+    if "memory" in protocols:
+        return "memory"
+    return "none"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -70,15 +104,20 @@ def describe_holder(holder: dict[str, Any]) -> str:
 
 
 class StoreLock:
-    """Context manager holding the write lock of the store at ``url``."""
+    """Context manager holding the write lock of the store at ``url``.
 
-    def __init__(self, url: str, *, break_lock: bool = False, heartbeat_s: float = 10.0) -> None:
-        self.url, self.break_lock, self.heartbeat_s = url, break_lock, heartbeat_s
+    ``unsafe`` accepts a best-effort lock on a filesystem with no atomic create (see the
+    module docstring); without it such a filesystem is refused.
+    """
+
+    def __init__(
+        self, url: str, *, break_lock: bool = False, heartbeat_s: float = 10.0, unsafe: bool = False
+    ) -> None:
+        self.url, self.break_lock, self.heartbeat_s, self.unsafe = url, break_lock, heartbeat_s, unsafe
         self.fs, root = fsspec.core.url_to_fs(url)
         self.path = root.rstrip("/") + ".lock"
-        self.local = "file" in (
-            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        )
+        self.kind = lock_kind(self.fs)
+        self.local = self.kind == "local"
         self.owner = _owner()
         self._made: list[str] = []
         """Folders created for the lock file, deepest first (removed on release when empty)."""
@@ -95,23 +134,33 @@ class StoreLock:
             return {}
 
     def _create(self) -> bool:
+        """Create the lock file holding this owner; ``False`` when it exists (atomic: module docstring)."""
         blob = json.dumps(self.owner).encode()
         try:
-            if self.local:
+            if self.kind == "local":
                 self._make_parents()
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
                 with os.fdopen(fd, "wb") as f:
                     f.write(blob)
-                return True
-            if self.fs.exists(self.path):
-                return False
-            self.fs.pipe_file(self.path, blob)
+            elif self.kind == "conditional":
+                self.fs.pipe_file(self.path, blob, mode="create")  # If-None-Match: * (412 if it exists)
+            elif self.kind == "memory":
+                with _MEMORY:
+                    if self.fs.exists(self.path):
+                        return False
+                    self.fs.pipe_file(self.path, blob)
+            else:
+                return self._create_best_effort(blob)
             return True
         except FileExistsError:
             return False
         except OSError as exc:
+            hint = ""
+            if self.kind == "conditional" and exc.errno in (errno.EINVAL, errno.ENOSYS):
+                hint = " (does the server support conditional writes, If-None-Match?)"
             raise CacheWriteError(
-                f"cannot write store {self.url}: cannot create its lock {self.path}: {exc.strerror or exc}"
+                f"cannot write store {self.url}: cannot create its lock {self.path}: "
+                f"{exc.strerror or exc}{hint}"
             ) from exc
 
     def _make_parents(self) -> None:
@@ -122,6 +171,21 @@ class StoreLock:
             folder = os.path.dirname(folder)
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._made = missing
+
+    def _create_best_effort(self, blob: bytes) -> bool:
+        """Check, write, read back: two writers starting at the same moment can both pass."""
+        if not self.unsafe:
+            scheme = self.url.split("://", 1)[0] if "://" in self.url else self.kind
+            raise CacheLockUnsupported(
+                f"store {self.url}: its filesystem ({scheme}://) cannot create the write lock atomically, "
+                "so two writers could both take it; write the store to a local disk, s3:// or memory://, "
+                "or rerun with --unsafe-lock for a best-effort lock (make sure no other process writes it)"
+            )
+        if self.fs.exists(self.path):
+            return False
+        logger.warning("store %s: taking a best-effort lock (no atomic create on this filesystem)", self.url)
+        self.fs.pipe_file(self.path, blob)
+        return self.held()
 
     def acquire(self) -> None:
         """Take the lock or raise ``CacheLocked`` naming its holder."""

@@ -37,7 +37,7 @@ import zarr
 
 from cache.errors import CacheIncomplete, CacheMismatch, ShardMissing
 from cache.integrity import ShardChecker, open_array, read_zarr_rows, validate_layout
-from cache.schema import CACHE_VERSION, CacheInfo, act_path, grad_path, usable_rows
+from cache.schema import READABLE_VERSIONS, CacheInfo, act_path, grad_path, usable_rows
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group, read_info
 
@@ -55,7 +55,7 @@ def open_store(
     expected_model: str | None = None,
     require_complete: bool = True,
 ) -> CacheInfo:
-    """Validated info of the store at ``url``.
+    """Validated info of the store at ``url``, with its commit records loaded.
 
     Raises ``CacheNotFound`` (nothing there), ``CacheCorrupt`` (not a g-SAE cache, or
     attributes that do not match the arrays or the committed shards:
@@ -64,11 +64,12 @@ def open_store(
     other key or model than expected).
     """
     info = read_info(url)
-    if info.version != CACHE_VERSION:
+    if info.version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         raise CacheMismatch(
-            f"store {url} has cache format version {info.version}, this code reads {CACHE_VERSION}"
+            f"store {url} has cache format version {info.version}, this code reads versions {readable}"
         )
-    validate_layout(url, open_group(url, "r"), info)
+    info = validate_layout(url, open_group(url, "r"), info)
     if expected_key is not None and info.key != expected_key:
         raise CacheMismatch(
             f"store {url} holds a different harvest (key {info.key[:12]}…, expected {expected_key[:12]}…)"

@@ -2,9 +2,11 @@
 
 A store is a Zarr v3 group. Its attributes describe what was harvested; its arrays are
 ``tokens`` [N] int32, ``<hook>/act`` and (unless ``has_grad`` is false) ``<hook>/grad``
-[N, d] and optionally ``loss`` [N] float32, all sharded along the token axis. ``committed`` lists one record per shard
-that was written and checksummed, in order; ``n_tokens`` counts only those rows, and
-``complete`` is set last.
+[N, d] and optionally ``loss`` [N] float32, all sharded along the token axis. Each shard
+that was written and checksummed has a commit record (format version 2: one small object
+per shard, ``commits/<index>/zarr.json``, see :mod:`cache.commits`; version 1: the
+``committed`` attribute listing every record); ``n_tokens`` counts only the committed rows,
+and ``complete`` is set last.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from typing import Any
 
 import numpy as np
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""The format this code writes: commit records are objects of their own (:mod:`cache.commits`)."""
+
+READABLE_VERSIONS = (1, 2)
+"""Formats this code reads; version 1 keeps every commit record in the ``committed`` attribute."""
 
 LOSS_DEFINITION = (
     "L_seq = sum_{p=0}^{T-2} CE(logits_p, token_{p+1}) over each context of T tokens "
@@ -40,7 +46,7 @@ ALLOCATING = "gsae_allocating"
 """Attribute present only while a store is being allocated."""
 
 MUTABLE_ATTRS = frozenset({"n_tokens", "committed", "complete", "attrs_sha256"})
-"""Attributes the writer changes after allocation; every other one is covered by ``attrs_sha256``."""
+"""Attributes changed after allocation (``committed``: version 1); ``attrs_sha256`` covers the others."""
 
 
 def attrs_digest(attrs: dict[str, Any]) -> str:
@@ -243,13 +249,16 @@ class CacheInfo:
     The only code that knows the attribute names is here (:meth:`from_attrs`,
     :meth:`to_attrs`, :meth:`progress_attrs`). ``committed_tokens`` is the ``n_tokens``
     attribute (rows of the committed shards); ``total_tokens`` the finished store's rows.
+    ``committed`` holds the commit records of shards ``0 .. committed_shards - 1`` once
+    loaded: a version 1 store's come with its attributes, a version 2 store's are objects
+    of their own that :func:`cache.integrity.load_commits` reads (``None`` until then).
     """
 
     provenance: Provenance
     layout: Layout
     committed_tokens: int
     complete: bool
-    committed: tuple[dict[str, Any], ...] = ()
+    committed: tuple[dict[str, Any], ...] | None = None
     version: int = CACHE_VERSION
     attrs_sha256: str | None = None
     """Digest of the attributes fixed at allocation (absent in stores from before it)."""
@@ -259,7 +268,7 @@ class CacheInfo:
     @classmethod
     def allocated(cls, provenance: Provenance, layout: Layout) -> CacheInfo:
         """A freshly allocated store: nothing committed."""
-        return cls(provenance, layout, committed_tokens=0, complete=False)
+        return cls(provenance, layout, committed_tokens=0, complete=False, committed=())
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> CacheInfo:
@@ -268,19 +277,21 @@ class CacheInfo:
         Raises ``KeyError`` when a required attribute is missing and ``TypeError`` when one
         has the wrong JSON type (``complete: "false"`` is a string, not a boolean).
         """
+        version = _get(attrs, "gsae_cache_version", int)
         return cls(
             provenance=Provenance.from_attrs(attrs),
             layout=Layout.from_attrs(attrs),
             committed_tokens=_get(attrs, "n_tokens", int),
             complete=_get(attrs, "complete", bool),
-            committed=tuple(_get(attrs, "committed", list, ())),
-            version=_get(attrs, "gsae_cache_version", int),
+            committed=tuple(_get(attrs, "committed", list, ())) if version == 1 else None,
+            version=version,
             attrs_sha256=_get(attrs, "attrs_sha256", str, None),
             attrs=dict(attrs),
         )
 
     def to_attrs(self) -> dict[str, Any]:
-        """All attributes, sealed with ``attrs_sha256`` over the ones fixed at allocation."""
+        """All attributes (of the format this code writes), sealed with ``attrs_sha256`` over the ones
+        fixed at allocation."""
         attrs = {
             **self.provenance.to_attrs(),
             **self.layout.to_attrs(),
@@ -290,16 +301,20 @@ class CacheInfo:
         return {**attrs, "attrs_sha256": attrs_digest(attrs)}
 
     def progress_attrs(self) -> dict[str, Any]:
-        """The attributes a commit or finalize changes."""
-        return {
-            "n_tokens": self.committed_tokens,
-            "committed": list(self.committed),
-            "complete": self.complete,
-        }
+        """The attributes a commit or finalize changes (two scalars: the records are objects of their own)."""
+        return {"n_tokens": self.committed_tokens, "complete": self.complete}
+
+    @property
+    def records(self) -> tuple[dict[str, Any], ...]:
+        """The loaded commit records (``ValueError`` when they were not loaded)."""
+        if self.committed is None:
+            raise ValueError("the store's commit records were not loaded (cache.integrity.load_commits)")
+        return self.committed
 
     def with_commit(self, record: dict[str, Any]) -> CacheInfo:
-        """This info after committing ``record`` (the next shard)."""
-        return replace(self, committed=(*self.committed, record), committed_tokens=int(record["rows"][1]))
+        """This info after committing ``record`` (the next shard); loaded records are kept loaded."""
+        committed = None if self.committed is None else (*self.committed, record)
+        return replace(self, committed=committed, committed_tokens=int(record["rows"][1]))
 
     # flat read access (info.hooks, info.model, ...): the parts above own the values
     @property

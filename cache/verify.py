@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from cache.errors import CacheCorrupt, PipelineError
-from cache.integrity import array_digest, open_array, validate_layout
+from cache.integrity import array_digest, load_commits, open_array, validate_layout
 from cache.schema import CacheInfo
 from cache.store import open_group, read_info
 from cache.writer import shard_digest
@@ -22,7 +22,7 @@ def describe(url: str) -> dict[str, Any]:
         "url": url,
         **summary,
         "kind": "activations and gradients" if info.has_grad else "activations only",
-        "shards_committed": len(info.committed),
+        "shards_committed": info.committed_shards,
         "shards_total": info.n_shards,
         "bytes": _store_bytes(url),
     }
@@ -81,15 +81,19 @@ def verify(url: str) -> VerifyReport:
     names = info.array_names
     bad: list[str] = []
     try:
-        validate_layout(url, group, info)
+        info = validate_layout(url, group, info)
     except CacheCorrupt as exc:
         bad.append(str(exc))
         if "array" in str(exc) or "commit record" in str(exc):
             return VerifyReport(url, 0, tuple(bad), info.complete)
+        try:  # the attributes disagree with the records: still check the data of those there are
+            info = load_commits(url, group, info)
+        except CacheCorrupt as missing:
+            return VerifyReport(url, 0, (*bad, str(missing)), info.complete)
     bad_shards = []
-    for record in info.committed:
+    for record in info.records:
         problem = _check_shard(url, group, info, names, record)
         if problem:
             bad.append(problem)
             bad_shards.append(int(record["index"]))
-    return VerifyReport(url, len(info.committed), tuple(bad), info.complete, tuple(bad_shards))
+    return VerifyReport(url, len(info.records), tuple(bad), info.complete, tuple(bad_shards))

@@ -3,18 +3,24 @@
 The protocol that makes a store trustworthy and resumable:
 
 1. ``allocate`` first marks the location ``gsae_allocating`` (one atomic metadata
-   write), then creates the group (still marked) and empty sharded arrays of the final
-   shape, and only then writes the real attributes (``complete=false``, ``n_tokens=0``)
-   in one atomic metadata write. A kill at any instant leaves either the previous state
-   or a store marked ``gsae_allocating``, which a rerun re-allocates
-   (:func:`interrupted_allocation`).
+   write), then creates the group (still marked), empty sharded arrays of the final
+   shape and the empty ``commits`` group, and only then writes the real attributes
+   (``complete=false``, ``n_tokens=0``) in one atomic metadata write. A kill at any
+   instant leaves either the previous state or a store marked ``gsae_allocating``, which
+   a rerun re-allocates (:func:`interrupted_allocation`).
 2. ``ShardWriter.write`` refuses non-finite values, writes one whole shard of every
-   array (each shard file is written once), then *commits* it: appends ``{index, rows,
-   sha256, xxh3}`` to the ``committed`` attribute and advances ``n_tokens``. ``xxh3``
-   holds one digest per array (checked by the reader, :mod:`cache.integrity`). A crash
-   between the two leaves an uncommitted shard that a resume simply rewrites.
+   array (each shard file is written once), then *commits* it: writes its record
+   ``{index, rows, sha256, xxh3}`` as the object ``commits/<index>/zarr.json``
+   (:mod:`cache.commits`) and then advances ``n_tokens`` (the group metadata, constant
+   size). ``xxh3`` holds one digest per array (checked by the reader,
+   :mod:`cache.integrity`). A crash before ``n_tokens`` moves leaves an uncommitted shard
+   (and perhaps its object) that a resume simply rewrites.
 3. ``ShardWriter.finalize`` re-validates the layout, then sets ``complete=true`` once
    every shard is committed.
+
+A version 1 store (every record in the ``committed`` attribute) being resumed or repaired
+is first upgraded in place: its records are written as objects, then its attributes are
+rewritten without the list, as version 2, in one atomic metadata write.
 
 An ``OSError`` while writing (disk full, read-only store, permissions) becomes one
 ``CacheWriteError`` line; whatever was committed stays committed and a rerun resumes.
@@ -34,12 +40,23 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from cache.commits import create_commits_group, read_record, write_record
 from cache.errors import CacheMismatch, CacheUsageError, CacheWriteError, NonFiniteError, PipelineError
 from cache.faults import fault_point
 from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
-from cache.schema import ALLOCATING, CacheInfo, Layout, Provenance, act_path, grad_path
+from cache.schema import (
+    ALLOCATING,
+    CACHE_VERSION,
+    READABLE_VERSIONS,
+    CacheInfo,
+    Layout,
+    Provenance,
+    act_path,
+    grad_path,
+)
 from cache.shard_encode import ShardEncoder, shard_encoder
 from cache.store import local_url, open_group, read_attrs
+from cache.upgrade import upgrade_v1
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +128,7 @@ def allocate(
         group = zarr.open_group(store=local_url(url), mode="w", zarr_format=3, attributes=marker)
         fault_point("allocation")
         _create_arrays(group, layout, _compressors(compressor, level))
+        create_commits_group(group)
         group.attrs.put(CacheInfo.allocated(provenance, layout).to_attrs())
     return group
 
@@ -171,6 +189,10 @@ class ShardWriter:
         self.url, self.allow_nonfinite = url, allow_nonfinite
         self.group = open_group(url, "r+")
         self.info = CacheInfo.from_attrs(dict(self.group.attrs))
+        if self.info.version not in READABLE_VERSIONS:
+            raise CacheMismatch(
+                f"store {url} has cache format version {self.info.version}, which this code cannot write"
+            )
         self.names = self.info.array_names
         self.arrays: dict[str, zarr.Array] = {name: open_array(url, self.group, name) for name in self.names}
         # whole shards bypass zarr's sequential codec pipeline where the bytes are the same
@@ -179,7 +201,7 @@ class ShardWriter:
     @property
     def next_shard(self) -> int:
         """Index of the first shard not yet committed."""
-        return len(self.info.committed)
+        return self.info.committed_shards
 
     def _shard_data(
         self,
@@ -291,14 +313,13 @@ class ShardWriter:
         data = self._shard_data(index, tokens, acts, grads, loss)
         start, stop = self.info.shard_rows(index)
         record = self._record(index, data)
-        same = record["sha256"] == self.info.committed[index].get("sha256")
-        committed = list(self.info.committed)
-        committed[index] = record
         with writing(self.url, f"shard {index}"):
+            self._upgrade()
+            old = read_record(self.group, index)
+            same = old is not None and record["sha256"] == old.get("sha256")
             for name in self.names:
                 self.arrays[name][start:stop] = data[name]
-            self.group.attrs.update(replace(self.info, committed=tuple(committed)).progress_attrs())
-        self.info = CacheInfo.from_attrs(dict(self.group.attrs))
+            write_record(self.group, record)
         return same
 
     def _record(self, index: int, data: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -311,8 +332,18 @@ class ShardWriter:
         }
 
     def _commit(self, index: int, record: dict[str, Any]) -> None:
-        self.group.attrs.update(self.info.with_commit(record).progress_attrs())
-        self.info = CacheInfo.from_attrs(dict(self.group.attrs))
+        """The record's object first, then ``n_tokens`` over it: the shard counts from that write on."""
+        self._upgrade()
+        write_record(self.group, record)
+        fault_point("commit_record")
+        info = self.info.with_commit(record)
+        self.group.attrs.update(info.progress_attrs())
+        self.info = info
+
+    def _upgrade(self) -> None:
+        """A version 1 store is upgraded in place before its first write here (:mod:`cache.upgrade`)."""
+        if self.info.version < CACHE_VERSION:
+            self.info = upgrade_v1(self.url, self.group, self.info)
 
     def finalize(self) -> None:
         """Mark the store complete; refuses while shards are missing or the layout does not check out."""
@@ -320,11 +351,13 @@ class ShardWriter:
             raise CacheUsageError(
                 f"cannot finalize: {self.next_shard} of {self.info.n_shards} shards committed"
             )
-        validate_layout(self.url, self.group, self.info)
+        with writing(self.url, "finalize"):
+            self._upgrade()
+        self.info = validate_layout(self.url, self.group, self.info)
         fault_point("finalize")
         with writing(self.url, "finalize"):
             self.group.attrs.update(replace(self.info, complete=True).progress_attrs())
-        self.info = CacheInfo.from_attrs(dict(self.group.attrs))
+        self.info = replace(self.info, complete=True)
 
 
 def _all_finite(values: np.ndarray) -> bool:

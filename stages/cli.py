@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -17,7 +18,13 @@ from pipeline.core.errors import PipelineError
 from stages.errors import error_line
 from stages.logs import setup_logging
 from stages.options import load as _load
-from stages.options import params_files_or_defaults, params_options, run_sources, summarize_sources
+from stages.options import (
+    lock_options,
+    params_files_or_defaults,
+    params_options,
+    run_sources,
+    summarize_sources,
+)
 
 log = logging.getLogger("gsae")
 
@@ -69,16 +76,14 @@ def params_cmd(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None
 )
 @click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
 @click.option("--repair", is_flag=True, help="Re-harvest only the committed shards that fail verification.")
-@click.option(
-    "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
-)
+@lock_options
 def harvest(
     params_path: tuple[str, ...],
     overrides: tuple[str, ...],
     heldout: bool,
     overwrite: bool,
     repair: bool,
-    break_lock: bool,
+    **lock: Any,
 ) -> None:
     """Stage 1: run the LM over the text and cache activations + gradients."""
     from pipeline.harvest.run import run_harvest
@@ -92,7 +97,7 @@ def harvest(
     if heldout:
         params = heldout_params(params)
     tune_allocator()  # as gsae train: large temporaries stay in the heap (benchmarks/components/allocator.py)
-    click.echo(run_harvest(params, overwrite=overwrite, repair=repair, break_lock=break_lock))
+    click.echo(run_harvest(params, overwrite=overwrite, repair=repair, **lock))
 
 
 def _check_architectures(architectures: tuple[str, ...]) -> None:
@@ -309,11 +314,9 @@ def export(fmt: str, src: str, dest: str) -> None:
 @cache.command("repair")
 @params_options
 @click.option("--heldout", is_flag=True, help="Repair the held-out store (evaluate.store).")
-@click.option(
-    "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
-)
+@lock_options
 def cache_repair(
-    params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, break_lock: bool
+    params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, **lock: Any
 ) -> None:
     """Re-harvest only the damaged shards of the store the params describe (= gsae harvest --repair)."""
     from pipeline.harvest.run import run_harvest
@@ -322,7 +325,7 @@ def cache_repair(
     params = _load(params_path, overrides)
     if heldout:
         params = heldout_params(params)
-    click.echo(run_harvest(params, repair=True, break_lock=break_lock))
+    click.echo(run_harvest(params, repair=True, **lock))
 
 
 _RESUME_HINT = "committed shards and checkpoints are kept; rerun the same command to resume"

@@ -1,6 +1,7 @@
 """Options several ``gsae`` commands share, and the sources they resolve.
 
 ``-p`` / ``-s`` (the params file(s) and dotted overrides) for the commands that read params,
+the write-lock flags of the commands that write a store,
 and the evaluated runs that ``gsae summarize`` and ``gsae first-order`` aggregate (run folders,
 or ``--evaluate`` with ``--saes``).
 """
@@ -14,6 +15,18 @@ from typing import Any
 import click
 
 DEFAULT_PARAMS = "params.yaml"
+
+
+def lock_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--break-lock`` and ``--unsafe-lock`` (the store's write lock, cache/lock.py) as keyword arguments."""
+    fn = click.option(
+        "--unsafe-lock",
+        is_flag=True,
+        help="Accept a best-effort write lock where the store's filesystem cannot create one atomically.",
+    )(fn)
+    return click.option(
+        "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
+    )(fn)
 
 
 def params_options(fn: Callable[..., Any]) -> Callable[..., Any]:

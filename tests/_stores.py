@@ -67,3 +67,34 @@ def build_store(
     if complete and shards is None:
         writer.finalize()
     return url
+
+
+def downgrade_to_v1(path: str) -> dict:
+    """Rewrite the local version 2 store at ``path`` as cache format version 1 wrote it.
+
+    Version 1 kept every commit record in the group attribute ``committed`` (in shard order)
+    and had no ``commits/`` objects; its seal ``attrs_sha256`` covered
+    ``gsae_cache_version: 1``. Returns the new attributes.
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    from cache.schema import attrs_digest
+
+    root = Path(path)
+    meta = json.loads((root / "zarr.json").read_text())
+    attrs = meta["attributes"]
+    assert attrs["gsae_cache_version"] == 2
+    n = -(-attrs["n_tokens"] // attrs["tokens_per_shard"])
+    records = [
+        json.loads((root / "commits" / str(i) / "zarr.json").read_text())["attributes"] for i in range(n)
+    ]
+    old = {k: v for k, v in attrs.items() if k not in ("n_tokens", "complete", "attrs_sha256")}
+    old["gsae_cache_version"] = 1
+    old["n_tokens"], old["committed"], old["complete"] = attrs["n_tokens"], records, attrs["complete"]
+    old["attrs_sha256"] = attrs_digest(old)
+    meta["attributes"] = old
+    (root / "zarr.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(root / "commits")
+    return old

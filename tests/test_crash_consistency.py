@@ -63,7 +63,7 @@ def test_legacy_half_allocated_store_is_redone(tiny_llama, tmp_path, reference):
     assert store_files(url) == store_files(reference)
 
 
-@pytest.mark.parametrize("phase", ["shard_write", "commit", "finalize"])
+@pytest.mark.parametrize("phase", ["shard_write", "commit", "commit_record", "finalize"])
 def test_kill_at_phase_then_resume_is_byte_identical(tiny_llama, tmp_path, monkeypatch, reference, phase):
     url = tmp_path / "s.zarr"
     params = params_from_dict({}, tiny_overrides(tiny_llama, str(url)))
@@ -71,6 +71,8 @@ def test_kill_at_phase_then_resume_is_byte_identical(tiny_llama, tmp_path, monke
     with pytest.raises(_Killed):
         run_harvest(params)
     assert not read_info(str(url)).complete
+    if phase == "commit_record":  # killed between shard 0's commit object and n_tokens: not committed
+        assert (url / "commits" / "0" / "zarr.json").exists() and read_info(str(url)).committed_tokens == 0
     debris = url / "model.layers.1" / "act" / "c" / "0.4f2a.partial"  # what a killed zarr write leaves
     debris.parent.mkdir(parents=True, exist_ok=True)
     debris.write_bytes(b"")

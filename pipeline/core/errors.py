@@ -12,6 +12,7 @@ from cache.errors import (  # noqa: F401  (re-exported)
     CacheError,
     CacheIncomplete,
     CacheLocked,
+    CacheLockUnsupported,
     CacheMismatch,
     CacheNotFound,
     CacheUsageError,

@@ -5,7 +5,10 @@ hooked layer), or with ``harvest.gradients: false`` :func:`pipeline.harvest.forw
 (the forward stopped after the deepest hooked block: activations only). Batches never
 straddle a shard, so a resumed harvest computes exactly the same batches as an uninterrupted one.
 Finished shards are compressed and written on a thread while the next is computed
-(:mod:`pipeline.harvest.writers`), and the next shard's text is packed on another.
+(:mod:`pipeline.harvest.writers`), and the next shard's text is packed on another. With a
+``harvest.scheduler`` the shards are computed by dask workers (:mod:`pipeline.harvest.distributed`)
+and this process, the driver, reads only the LM's tokenizer and config
+(:func:`pipeline.lm.models.load_model_spec`), never its weights.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pipeline.harvest.distributed import harvest_distributed
 from pipeline.harvest.forward import compute_shard
 from pipeline.harvest.identity import harvest_rows, key_fields, store_url
 from pipeline.harvest.writers import ThreadWriter, clean_debris
-from pipeline.lm.models import LoadedModel, load_model
+from pipeline.lm.models import LoadedModel, ModelSpec, load_model, load_model_spec
 from pipeline.stores import record_store
 from pipeline.text.packing import ShardContexts, read_start, remove_start, write_start
 from pipeline.text.sources import check_source
@@ -38,7 +41,7 @@ from pipeline.text.sources import check_source
 log = logging.getLogger(__name__)
 
 
-def _validate(params: Params, lm: LoadedModel) -> list[str]:
+def _validate(params: Params, lm: LoadedModel | ModelSpec) -> list[str]:
     hooks = [lm.hook_name(layer) for layer in params.harvest.layers]
     limit = lm.max_length
     if limit is not None and params.data.context_length > limit:
@@ -48,7 +51,7 @@ def _validate(params: Params, lm: LoadedModel) -> list[str]:
     return hooks
 
 
-def _provenance(params: Params, lm: LoadedModel, key: str, fields: dict[str, Any]) -> Provenance:
+def _provenance(params: Params, lm: LoadedModel | ModelSpec, key: str, fields: dict[str, Any]) -> Provenance:
     """What the store records about its rows' origin (DESIGN §3); ``model_hub_id`` and the weights
     identity are not part of the content key (stores keep their keys)."""
     ident = lm.identity
@@ -82,10 +85,12 @@ def run_harvest(
     on_commit: Callable[[int], None] | None = None,
     repair: bool = False,
     break_lock: bool = False,
+    unsafe_lock: bool = False,
 ) -> str:
     """Harvest (or resume, or skip, or with ``repair`` re-harvest damaged shards of) the store; returns its URL.
 
-    The store's write lock (:mod:`cache.lock`) is held throughout.
+    The store's write lock (:mod:`cache.lock`) is held throughout; ``unsafe_lock`` accepts a
+    best-effort lock on a filesystem that cannot create it atomically.
     """
     fields = key_fields(params)
     key = content_key(fields)
@@ -99,7 +104,7 @@ def run_harvest(
             rows,
             rows // T,
         )
-    with StoreLock(url, break_lock=break_lock) as lock:
+    with StoreLock(url, break_lock=break_lock, unsafe=unsafe_lock) as lock:
         fresh = overwrite or not cache_store.exists(url)
         if not fresh and interrupted_allocation(url):
             log.warning("%s: its allocation was interrupted; allocating it again", url)
@@ -114,19 +119,20 @@ def run_harvest(
         elif repair:
             raise CacheCorrupt(f"store {url} cannot be repaired (nothing usable there); harvest it again")
         check_source(params.data)  # a source that cannot be read fails before the model loads
-        lm = lm or load_model(params.model)
-        hooks = _validate(params, lm)
+        in_process = params.harvest.scheduler == "none" or repair  # a repair computes here
+        model = lm or (load_model(params.model) if in_process else load_model_spec(params.model))
+        hooks = _validate(params, model)
         n_ctx = rows // T
         # packed lazily, shard by shard; a resume seeks to its first shard's recorded start
         contexts = ShardContexts(
             params.data,
-            lm.tokenizer,
+            model.tokenizer,
             T,
             n_ctx,
             params.harvest.tokens_per_shard // T,
             starts=None if existing is None else read_start(url, key),
         )
-        first = 0 if existing is None else len(existing.committed)
+        first = 0 if existing is None else existing.committed_shards
         if first < contexts.n_shards:
             contexts.shard(
                 first
@@ -135,9 +141,9 @@ def run_harvest(
             h = params.harvest
             allocate(
                 url,
-                _provenance(params, lm, key, fields),
+                _provenance(params, model, key, fields),
                 hooks=hooks,
-                d_model=lm.d_model,
+                d_model=model.d_model,
                 total_tokens=n_ctx * T,
                 tokens_per_shard=h.tokens_per_shard,
                 chunk_tokens=h.chunk_tokens,
@@ -148,13 +154,15 @@ def run_harvest(
                 store_grad=h.gradients,
             )
         else:
-            log.info("resuming %s after %d committed shards", url, len(existing.committed))
+            log.info("resuming %s after %d committed shards", url, existing.committed_shards)
         writer = ShardWriter(url)
         if repair:
-            _repair_shards(params, lm, hooks, contexts, writer)
+            assert isinstance(model, LoadedModel)
+            _repair_shards(params, model, hooks, contexts, writer)
         committed = _recording_starts(url, key, contexts, on_commit)
         if params.harvest.scheduler == "none":
-            _harvest_shards(params, lm, hooks, contexts, writer, committed, lock)
+            assert isinstance(model, LoadedModel)
+            _harvest_shards(params, model, hooks, contexts, writer, committed, lock)
         else:
             harvest_distributed(params, hooks, contexts, writer, committed, lock)
         if not writer.info.complete:

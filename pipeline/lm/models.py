@@ -5,6 +5,11 @@ number of layers (``model.layers`` for Llama/Gemma, ``transformer.h`` for GPT-2,
 ``gpt_neox.layers`` for GPT-NeoX). A hook's name is that list's module path plus the
 index, e.g. ``model.layers.15``. Parameters are frozen: only activation gradients are
 ever computed.
+
+:func:`load_model_spec` gives what a distributed harvest's driver needs without the
+weights: the tokenizer, the config, and the block list found on a skeleton of the model
+built on PyTorch's ``meta`` device (module structure and shapes, no storage), so its hook
+names and ``d_model`` are those of :func:`load_model` by construction.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 
 from pipeline.core.config import ModelConfig
 from pipeline.core.devices import resolve_device
-from pipeline.core.errors import ConfigError, ModelLoadError
+from pipeline.core.errors import ConfigError, ModelLoadError, PipelineError
 from pipeline.core.hub import cached_model, hub_access, resolve_commit
 from pipeline.lm.filehash import file_digests
 from pipeline.lm.gguf_folder import converted_folder
@@ -62,8 +67,42 @@ class WeightsIdentity:
         return None
 
 
+class _BlockLayout:
+    """Width, context limit and hook names from a model's config and decoder-block list."""
+
+    name: str
+    block_path: str
+
+    @property
+    def config(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def n_layers(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest context the model accepts, when its config says."""
+        for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(self.config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def hook_name(self, layer: int) -> str:
+        """Hook name of block ``layer``; ``ConfigError`` when out of range."""
+        if not 0 <= layer < self.n_layers:
+            raise ConfigError(f"layer {layer} out of range: {self.name} has blocks 0..{self.n_layers - 1}")
+        return f"{self.block_path}.{layer}"
+
+
 @dataclass(frozen=True)
-class LoadedModel:
+class LoadedModel(_BlockLayout):
     """A frozen causal LM with its tokenizer and decoder blocks."""
 
     model: nn.Module
@@ -78,29 +117,37 @@ class LoadedModel:
     """Hub id and exact weights (:func:`weights_identity`)."""
 
     @property
-    def d_model(self) -> int:
-        cfg: Any = self.model.config
-        return int(cfg.hidden_size)
+    def config(self) -> Any:
+        return self.model.config
 
     @property
     def n_layers(self) -> int:
         return len(self.blocks)
 
-    @property
-    def max_length(self) -> int | None:
-        """Longest context the model accepts, when its config says."""
-        cfg = self.model.config
-        for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
-            value = getattr(cfg, attr, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
 
-    def hook_name(self, layer: int) -> str:
-        """Hook name of block ``layer``; ``ConfigError`` when out of range."""
-        if not 0 <= layer < self.n_layers:
-            raise ConfigError(f"layer {layer} out of range: {self.name} has blocks 0..{self.n_layers - 1}")
-        return f"{self.block_path}.{layer}"
+@dataclass(frozen=True)
+class ModelSpec(_BlockLayout):
+    """An LM's tokenizer, identity and block layout without its weights (:func:`load_model_spec`)."""
+
+    tokenizer: Any
+    name: str
+    revision: str
+    tokenizer_name: str
+    model_config: Any
+    """The transformers config (``hidden_size``, the number of layers, position limits)."""
+    block_path: str
+    blocks: int
+    """Number of decoder blocks."""
+    identity: WeightsIdentity | None = None
+    """Hub id and exact weights (:func:`weights_identity`)."""
+
+    @property
+    def config(self) -> Any:
+        return self.model_config
+
+    @property
+    def n_layers(self) -> int:
+        return self.blocks
 
 
 def smollm2_gguf() -> Path:
@@ -231,24 +278,40 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return min(candidates, key=lambda c: c[0].count("."))
 
 
+def _source(cfg: ModelConfig) -> tuple[str, dict[str, Any], str]:
+    """(folder or hub id, from_pretrained kwargs, revision string) every load of ``cfg`` reads from."""
+    source, extra, revision = pretrained_source(cfg)
+    if cfg.name != SMOLLM2_ALIAS and not Path(source).expanduser().exists():
+        extra = {**extra, **_hub_kwargs(cfg)}
+    if cfg.name == SMOLLM2_ALIAS:  # parsing the GGUF takes ~35 s: read a converted folder instead
+        source, extra = str(converted_folder(smollm2_gguf())), {}
+    return source, {"trust_remote_code": cfg.trust_remote_code, **extra}, revision
+
+
+def _load_error(cfg: ModelConfig, exc: Exception) -> ModelLoadError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(f"cannot load model {cfg.name!r}: {first}")
+
+
+def _tokenizer_name(cfg: ModelConfig, tokenizer: Any) -> str:
+    """A name ``AutoTokenizer.from_pretrained`` can load: the hub id behind an alias."""
+    return str(SMOLLM2_HUB_ID if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name))
+
+
 def load_model(cfg: ModelConfig) -> LoadedModel:
     """Load, freeze and place the LM and its tokenizer as ``cfg`` says."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, extra, revision = pretrained_source(cfg)
-    if cfg.name != SMOLLM2_ALIAS and not Path(source).expanduser().exists():
-        extra = {**extra, **_hub_kwargs(cfg)}
     device = resolve_device(cfg.device, "model.device")
     dtype = getattr(torch, cfg.dtype)
     try:
-        if cfg.name == SMOLLM2_ALIAS:  # parsing the GGUF takes ~35 s: read a converted folder instead
-            source, extra = str(converted_folder(smollm2_gguf())), {}
-        kwargs = {"trust_remote_code": cfg.trust_remote_code, **extra}
+        source, kwargs, revision = _source(cfg)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    except PipelineError:  # ModelLoadError from the source lookup, already one line
+        raise
     except (OSError, ValueError, KeyError, SafetensorError) as exc:  # SafetensorError: damaged weights
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load model {cfg.name!r}: {first}") from exc
+        raise _load_error(cfg, exc) from exc
     model.requires_grad_(False)
     model.eval()
     model.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to() for a model argument
@@ -261,10 +324,50 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         model.config.hidden_size,
         device,
     )
-    # a name AutoTokenizer.from_pretrained can load: the hub id behind an alias
-    tok_name = SMOLLM2_HUB_ID if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name)
     identity = weights_identity(cfg, revision)
-    return LoadedModel(model, tokenizer, cfg.name, revision, str(tok_name), blocks, path, device, identity)
+    return LoadedModel(
+        model, tokenizer, cfg.name, revision, _tokenizer_name(cfg, tokenizer), blocks, path, device, identity
+    )
+
+
+def load_model_spec(cfg: ModelConfig) -> ModelSpec:
+    """The tokenizer, config and block layout of ``cfg``'s LM, reading no weights.
+
+    The blocks are found on a skeleton built from the config on the ``meta`` device (no
+    parameter storage), so hook names and width match :func:`load_model`'s. The embedded
+    SmolLM2 is read from its converted folder, converted first on a machine that has none
+    (once, as any load of it does).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        source, kwargs, revision = _source(cfg)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    except PipelineError:  # ModelLoadError from the source lookup, already one line
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(cfg, exc) from exc
+    path, blocks = find_blocks(skeleton)
+    log.info(
+        "read %s's tokenizer and config (%d blocks at %s, d=%d)",
+        cfg.name,
+        len(blocks),
+        path,
+        config.hidden_size,
+    )
+    return ModelSpec(
+        tokenizer,
+        cfg.name,
+        revision,
+        _tokenizer_name(cfg, tokenizer),
+        config,
+        path,
+        len(blocks),
+        weights_identity(cfg, revision),
+    )
 
 
 def _hidden(output: Any) -> torch.Tensor:

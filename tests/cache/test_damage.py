@@ -1,4 +1,9 @@
-"""A damaged store is never trained on: each damage gives one ``CacheCorrupt`` line naming store, array, shard."""
+"""A damaged store is never trained on: each damage gives one ``CacheCorrupt`` line naming store, array, shard.
+
+Every damage is tried on a store of the current format (``v2``: one commit object per shard)
+and, where it applies, on the same store rewritten as format version 1 wrote it (``v1``: the
+records in the ``committed`` attribute, :func:`tests._stores.downgrade_to_v1`).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from cache.reader import BatchReader, open_store, read_rows
 from cache.schema import act_path, grad_path
 from cache.verify import verify
 from pipeline.core.errors import CacheCorrupt, CacheIncomplete
-from tests._stores import build_store
+from tests._stores import build_store, downgrade_to_v1
 from tests.clirun import run_cli
 
 HOOK = "model.layers.1"
@@ -33,6 +38,12 @@ def store(pristine, tmp_path) -> Path:
     copy = tmp_path / "s.zarr"
     shutil.copytree(pristine, copy)
     return copy
+
+
+@pytest.fixture()
+def store_v1(store) -> Path:
+    downgrade_to_v1(str(store))
+    return store
 
 
 def _consume(url: Path, direct: bool = True) -> None:
@@ -74,12 +85,7 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda u: _shard(u, act_path(HOOK), 1).write_bytes(b"xx"),
         f"{HOOK}/act, shard 1",
     ),
-    "n_tokens edited smaller": (lambda u: _attrs(u, lambda a: a.update(n_tokens=512)), "n_tokens 512"),
     "n_tokens edited larger": (lambda u: _attrs(u, lambda a: a.update(n_tokens=4096)), "n_tokens 4096"),
-    "complete with half the shards": (
-        lambda u: _attrs(u, lambda a: a.update(committed=a["committed"][:4], n_tokens=512)),
-        "marked complete with 4 of 8",
-    ),
     "context_length edited": (
         lambda u: _attrs(u, lambda a: a.update(context_length=32)),
         "attributes were edited",
@@ -110,6 +116,14 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda u: _attrs(u, lambda m: m.update(shape=[2048, 16]), f"{act_path(HOOK)}/zarr.json"),
         "shape (2048, 16)",
     ),
+}
+
+V1_DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "n_tokens edited smaller": (lambda u: _attrs(u, lambda a: a.update(n_tokens=512)), "n_tokens 512"),
+    "complete with half the shards": (
+        lambda u: _attrs(u, lambda a: a.update(committed=a["committed"][:4], n_tokens=512)),
+        "marked complete with 4 of 8",
+    ),
     "commit record out of order": (
         lambda u: _attrs(u, lambda a: a["committed"].__setitem__(1, {**a["committed"][1], "index": 5})),
         "shard 1",
@@ -117,10 +131,44 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
-@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def _record(index: int) -> str:
+    return f"commits/{index}/zarr.json"
+
+
+V2_DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+    # the objects of shards 4-7 stay, but n_tokens decides what is committed
+    "n_tokens edited smaller": (
+        lambda u: _attrs(u, lambda a: a.update(n_tokens=512)),
+        "marked complete with 4 of 8",
+    ),
+    "commit object deleted": (lambda u: (u / _record(3)).unlink(), "shard 3: commit record 3 is missing"),
+    "commit object truncated": (
+        lambda u: (u / _record(2)).write_text((u / _record(2)).read_text()[:40]),
+        "shard 2: commit record 2 is unreadable",
+    ),
+    "commit record out of order": (
+        lambda u: _attrs(u, lambda m: m["attributes"].update(index=5), _record(1)),
+        "shard 1: commit record 1 is out of order",
+    ),
+    "commit record of other rows": (
+        lambda u: _attrs(u, lambda m: m["attributes"].update(rows=[0, 128]), _record(2)),
+        "shard 2: committed rows [0, 128]",
+    ),
+    "commit record without its checksum": (
+        lambda u: _attrs(u, lambda m: m["attributes"].pop("sha256"), _record(6)),
+        "shard 6: commit record has no checksum",
+    ),
+}
+
+CASES = sorted([("v2", d) for d in [*DAMAGES, *V2_DAMAGES]] + [("v1", d) for d in [*DAMAGES, *V1_DAMAGES]])
+
+
+@pytest.mark.parametrize(("fmt", "damage"), CASES, ids=[f"{f}-{d}" for f, d in CASES])
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "zarr"])
-def test_damaged_store_is_refused(store, damage, direct):
-    apply, needle = DAMAGES[damage]
+def test_damaged_store_is_refused(store, fmt, damage, direct):
+    if fmt == "v1":
+        downgrade_to_v1(str(store))
+    apply, needle = {**DAMAGES, **(V1_DAMAGES if fmt == "v1" else V2_DAMAGES)}[damage]
     apply(store)
     with pytest.raises(CacheCorrupt) as exc:
         _consume(store, direct)
@@ -131,6 +179,26 @@ def test_damaged_store_is_refused(store, damage, direct):
 def test_pristine_store_reads(store):
     _consume(store)
     _consume(store, direct=False)
+
+
+def test_pristine_v1_store_reads_and_verifies(store_v1):
+    assert open_store(str(store_v1)).version == 1
+    _consume(store_v1)
+    _consume(store_v1, direct=False)
+    report = verify(str(store_v1))
+    assert report.ok and report.checked == 8
+
+
+@pytest.mark.parametrize("fmt", ["v1", "v2"])
+def test_verify_reports_a_broken_commit_record_in_one_line(store, fmt):
+    if fmt == "v1":
+        downgrade_to_v1(str(store))
+        _attrs(store, lambda a: a["committed"][3].pop("sha256"))
+    else:
+        (store / _record(3)).unlink()
+    report = verify(str(store))
+    assert not report.ok and report.checked == 0 and len(report.bad) == 1
+    assert "shard 3" in report.bad[0] and "commit record" in report.bad[0]
 
 
 def test_300_random_flips_in_a_compressed_shard_are_all_caught(store):
@@ -164,7 +232,10 @@ def test_read_rows_refuses_uncommitted_rows(tmp_path):
         read_rows(url, HOOK, 0, 400)
 
 
-def test_verify_names_the_damaged_shard_and_array(store):
+@pytest.mark.parametrize("fmt", ["v1", "v2"])
+def test_verify_names_the_damaged_shard_and_array(store, fmt):
+    if fmt == "v1":
+        downgrade_to_v1(str(store))
     _flip(_shard(store, act_path(HOOK), 2), 100)
     report = verify(str(store))
     assert report.bad_shards == (2,) and f"{HOOK}/act" in report.bad[0]
@@ -200,12 +271,14 @@ def test_gsae_train_on_damaged_store_one_line(store, tmp_path, capsys):
     assert not (tmp_path / "saes" / "topk-k4-x2-s0").exists()
 
 
-def test_store_without_per_array_digests_is_checked_by_the_shard_sha256(store, caplog):
+def test_store_without_per_array_digests_is_checked_by_the_shard_sha256(store_v1, caplog):
+    store = store_v1
+
     def strip(attrs: dict) -> None:
         for record in attrs["committed"]:
             record.pop("xxh3")
 
-    _attrs(store, strip)  # a store committed before the per-array digests existed
+    _attrs(store, strip)  # a (version 1) store committed before the per-array digests existed
     _consume(store)
     assert "predates per-array checksums" in caplog.text
     from cache.integrity import ShardChecker

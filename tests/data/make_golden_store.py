@@ -1,10 +1,13 @@
-"""Write tests/data/golden.zarr, the frozen store tests/cache/test_golden.py reads.
+"""Write tests/data/golden-v<version>.zarr, the frozen store tests/cache/test_golden.py reads.
 
-Run once (``.venv/bin/python tests/data/make_golden_store.py``) and commit the result. It
-is the cache format as it was written at that time: the test reads it with the current
-reader and expects exact values, so a change to the format or to the fast shard decoder
-(cache/shards.py parses zarr's bytes) that cannot read it fails. Do not rewrite it to make
-that test pass; bump the format version instead.
+Run once per cache format version (``.venv/bin/python -m tests.data.make_golden_store``)
+and commit the result. It is the cache format as it was written at that time: the test
+reads it with the current reader and expects exact values, so a change to the format or to
+the fast shard decoder (cache/shards.py parses zarr's bytes) that cannot read it fails. Do
+not rewrite it to make that test pass; bump the format version instead, which writes a new
+store beside the old ones. ``golden.zarr`` is the version 1 store (written before the
+version went into the name); ``golden-v2.zarr`` the version 2 one (commit records as
+objects, :mod:`cache.commits`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.schema import CACHE_VERSION
 from cache.writer import ShardWriter, allocate
 
 HERE = Path(__file__).parent
-STORE = HERE / "golden.zarr"
+STORE = HERE / f"golden-v{CACHE_VERSION}.zarr"
 HOOKS = ("model.layers.0", "model.layers.2")
 D, T, N, SHARD = 4, 4, 32, 16
 
@@ -29,8 +33,8 @@ def rows(hook_index: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray
     return r + j / 4 + 100 * hook_index, (j - r) / 64
 
 
-def main() -> None:
-    shutil.rmtree(STORE, ignore_errors=True)
+def main(store: Path = STORE) -> None:
+    shutil.rmtree(store, ignore_errors=True)
     provenance = {
         "key": "golden" + "0" * 58,
         "model": "golden-model",
@@ -42,7 +46,7 @@ def main() -> None:
         "loss": "golden loss",
     }
     allocate(
-        str(STORE),
+        str(store),
         provenance,
         hooks=HOOKS,
         d_model=D,
@@ -54,7 +58,7 @@ def main() -> None:
         level=3,
         store_loss=True,
     )
-    writer = ShardWriter(str(STORE))
+    writer = ShardWriter(str(store))
     for shard in range(N // SHARD):
         start, stop = writer.info.shard_rows(shard)
         acts, grads = {}, {}

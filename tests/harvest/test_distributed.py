@@ -63,13 +63,30 @@ class Interrupt(Exception):
 
 
 def test_two_workers_store_is_byte_identical_and_scheduler_is_not_in_the_key(
-    tiny_llama, reference, cluster, tmp_path
+    tiny_llama, reference, cluster, tmp_path, monkeypatch
 ):
+    """The driver (this process) reads the LM's tokenizer and config only: ``load_model`` is never
+    called here (the workers, other processes, load the weights), ``load_model_spec`` once."""
+    import pipeline.harvest.run as run_module
+    from pipeline.lm.models import load_model_spec
+
+    def no_weights_in_the_driver(cfg):
+        raise AssertionError("the driver of a distributed harvest loaded the LM's weights")
+
+    specs = []
+
+    def spec_spy(cfg):
+        specs.append(load_model_spec(cfg))
+        return specs[-1]
+
+    monkeypatch.setattr(run_module, "load_model", no_weights_in_the_driver)
+    monkeypatch.setattr(run_module, "load_model_spec", spec_spy)
     url = tmp_path / "s.zarr"
     params = _params(tiny_llama, url, cluster[0])
     assert store_key(params) == store_key(_params(tiny_llama, url))
     seen: list[int] = []
     run_harvest(params, on_commit=seen.append)
+    assert len(specs) == 1 and specs[0].hook_name(1) == "model.layers.1"
     assert seen == list(range(SHARDS))  # committed strictly in order
     assert read_info(str(url)).complete
     assert _store_bytes(url) == reference
@@ -111,7 +128,7 @@ def test_interrupted_harvest_resumes_with_either_scheduler(
     with pytest.raises(Interrupt):
         run_harvest(_params(tiny_llama, url, scheduler[first]), on_commit=stop_after_three)
     info = read_info(str(url))
-    assert not info.complete and len(info.committed) == 3
+    assert not info.complete and info.committed_shards == 3
     assert (tmp_path / "s.zarr.stream.json").exists()  # where shard 3 starts in the text
     seen: list[int] = []
     run_harvest(_params(tiny_llama, url, scheduler[second]), on_commit=seen.append)

@@ -14,6 +14,7 @@ from pipeline.core.errors import CacheLocked
 from pipeline.core.fileio import dumps_json
 from pipeline.core.loader import params_from_dict
 from pipeline.harvest.run import run_harvest
+from tests._stores import downgrade_to_v1
 from tests.clirun import run_cli
 from tests.conftest import store_files, tiny_overrides
 
@@ -36,6 +37,16 @@ def test_repair_rewrites_only_the_damaged_shards(tiny_llama, reference, tmp_path
     assert code == 0, err
     repaired = [r.getMessage() for r in caplog.records if r.getMessage().startswith("repaired shard")]
     assert [m.split()[2] for m in repaired] == ["0", "2"]
+    assert store_files(url) == store_files(reference)
+
+
+def test_repair_of_a_v1_store_upgrades_it(tiny_llama, reference, tmp_path):
+    url = tmp_path / "s.zarr"
+    shutil.copytree(reference, url)
+    downgrade_to_v1(str(url))
+    (url / "model.layers.1" / "grad" / "c" / "1" / "0").unlink()
+    assert verify(str(url)).bad_shards == (1,)
+    run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(url))), repair=True)
     assert store_files(url) == store_files(reference)
 
 

@@ -16,6 +16,7 @@ from pipeline.core.loader import params_from_dict
 from pipeline.harvest.identity import store_key, store_url
 from pipeline.harvest.run import run_harvest
 from pipeline.stores import heldout_params
+from tests._stores import downgrade_to_v1
 from tests.conftest import tiny_overrides
 
 
@@ -75,7 +76,10 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_after_interrupt_is_byte_identical(tiny_llama, tmp_path):
+@pytest.mark.parametrize("fmt", ["v2", "v1"])
+def test_resume_after_interrupt_is_byte_identical(tiny_llama, tmp_path, fmt):
+    """``v1``: the interrupted store is rewritten as cache format version 1 wrote it; the resume
+    upgrades it and the finished store is still byte-identical to an uninterrupted one."""
     full, part = tmp_path / "full.zarr", tmp_path / "part.zarr"
     run_harvest(params_from_dict({}, tiny_overrides(tiny_llama, str(full))))
 
@@ -87,7 +91,10 @@ def test_resume_after_interrupt_is_byte_identical(tiny_llama, tmp_path):
     with pytest.raises(Interrupt):
         run_harvest(params, on_commit=stop_after_two)
     info = read_info(str(part))
-    assert not info.complete and len(info.committed) == 2 and info.committed_tokens == 512
+    assert not info.complete and info.committed_shards == 2 and info.committed_tokens == 512
+    if fmt == "v1":
+        downgrade_to_v1(str(part))
+        assert read_info(str(part)).version == 1
 
     seen: list[int] = []
     run_harvest(params, on_commit=seen.append)

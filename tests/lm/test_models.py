@@ -7,7 +7,7 @@ import torch
 
 from pipeline.core.config import ModelConfig
 from pipeline.core.errors import ConfigError, ModelLoadError
-from pipeline.lm.models import edit_block_output, find_blocks, load_model
+from pipeline.lm.models import ModelSpec, edit_block_output, find_blocks, load_model, load_model_spec
 from tests.lm_factory import build_model
 
 
@@ -65,3 +65,41 @@ def test_missing_model_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="no config.json"):
         load_model(ModelConfig(name=str(tmp_path / "empty")))
+
+
+def _same_layout(spec: ModelSpec, lm) -> None:
+    """Everything a harvest's driver takes from the LM, identical from the spec and from the full load."""
+    assert (spec.name, spec.revision, spec.tokenizer_name) == (lm.name, lm.revision, lm.tokenizer_name)
+    assert (spec.block_path, spec.n_layers, spec.d_model, spec.max_length) == (
+        lm.block_path,
+        lm.n_layers,
+        lm.d_model,
+        lm.max_length,
+    )
+    assert [spec.hook_name(i) for i in range(spec.n_layers)] == [lm.hook_name(i) for i in range(lm.n_layers)]
+    text = "def f(x):\n    return x + 1  # the same ids from both tokenizers"
+    assert spec.tokenizer(text)["input_ids"] == lm.tokenizer(text)["input_ids"]
+    # the spec holds no module, hence no weights: the blocks were found on a meta-device skeleton
+    assert not any(isinstance(v, torch.nn.Module) for v in vars(spec).values())
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_gpt2"])
+def test_model_spec_gives_what_the_full_load_gives(family, request):
+    cfg = ModelConfig(name=str(request.getfixturevalue(family)), device="cpu")
+    spec = load_model_spec(cfg)
+    _same_layout(spec, load_model(cfg))
+    with pytest.raises(ConfigError, match="out of range"):
+        spec.hook_name(spec.n_layers)
+
+
+@pytest.mark.slow
+def test_model_spec_of_the_embedded_smollm2():
+    cfg = ModelConfig(name="smollm2-135m", device="cpu")
+    spec = load_model_spec(cfg)
+    assert (spec.block_path, spec.n_layers, spec.d_model) == ("model.layers", 30, 576)
+    _same_layout(spec, load_model(cfg))
+
+
+def test_model_spec_of_a_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(ModelLoadError, match="model folder not found"):
+        load_model_spec(ModelConfig(name=str(tmp_path / "nothing-here")))

@@ -222,7 +222,7 @@ def test_disk_full_and_read_only_store(tiny_llama, tmp_path, empty_params, capsy
         code, _, err = run_cli(["harvest", "-p", empty_params, *args], capsys)
         _one_line(code, err, f"cannot write store {url}", "No space left on device", "rerun to resume")
         info = read_info(str(url))
-        assert not info.complete and 0 < len(info.committed) < info.n_shards and verify(str(url)).ok
+        assert not info.complete and 0 < info.committed_shards < info.n_shards and verify(str(url)).ok
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         code, _, err = run_cli(["harvest", "-p", empty_params, *args], capsys)
         _one_line(code, err, f"store {url}", "Read-only file system")

@@ -42,7 +42,7 @@ from typing import Any
 logger = logging.getLogger("fault_inject")
 
 ROOT = Path(__file__).resolve().parents[2]
-HARVEST_PHASES = ("allocation", "shard_write:3", "commit:1", "commit:5", "finalize")
+HARVEST_PHASES = ("allocation", "shard_write:3", "commit:1", "commit:5", "commit_record:3", "finalize")
 TRAIN_PHASES = ("checkpoint_write:1", "checkpoint_write:4", "sae_write:1", "sae_write:2")
 # 2048 tokens = 8 shards of 256; training 80 steps of 128 tokens with a checkpoint every 10
 
