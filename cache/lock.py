@@ -8,7 +8,9 @@ A second writer is refused with a message naming the holder. A lock whose holder
 process of this host that no longer runs (a killed harvest) is taken over with a log
 line, so a plain rerun resumes. Any other lock is only broken when asked
 (``--break-lock``); the message says when the heartbeat stopped so the user can tell a
-stale lock from a live writer on another machine.
+stale lock from a live writer on another machine. The folders a local lock had to create
+are removed again on release when they are still empty, so a harvest that fails before
+writing its store leaves no empty folder behind.
 
 The lock is created atomically, so of writers racing for it exactly one wins:
 
@@ -117,6 +119,8 @@ class StoreLock:
         self.kind = lock_kind(self.fs)
         self.local = self.kind == "local"
         self.owner = _owner()
+        self._made: list[str] = []
+        """Folders created for the lock file, deepest first (removed on release when empty)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -134,7 +138,7 @@ class StoreLock:
         blob = json.dumps(self.owner).encode()
         try:
             if self.kind == "local":
-                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                self._make_parents()
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
                 with os.fdopen(fd, "wb") as f:
                     f.write(blob)
@@ -158,6 +162,15 @@ class StoreLock:
                 f"cannot write store {self.url}: cannot create its lock {self.path}: "
                 f"{exc.strerror or exc}{hint}"
             ) from exc
+
+    def _make_parents(self) -> None:
+        folder = os.path.abspath(os.path.dirname(self.path) or ".")
+        missing = []
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self._made = missing
 
     def _create_best_effort(self, blob: bytes) -> bool:
         """Check, write, read back: two writers starting at the same moment can both pass."""
@@ -248,6 +261,9 @@ class StoreLock:
                 self.fs.rm_file(self.path)
         except OSError:
             logger.warning("could not remove the lock %s", self.path)
+        for folder in self._made:  # deepest first; stops mattering at the first one still in use
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
     def __enter__(self) -> StoreLock:
         self.acquire()

@@ -107,7 +107,8 @@ class Provenance:
     model_revision: str
     """Commit, GGUF file or content hash of the model's files."""
     tokenizer: str
-    """The tokenizer's name."""
+    """The tokenizer's name: one ``AutoTokenizer.from_pretrained`` loads (a hub id, or the folder), except
+    in stores harvested before that rule (``smollm2-135m``)."""
     dataset: dict[str, Any]
     """Source, split, revision and fingerprint of the text."""
     context_length: int
@@ -120,6 +121,13 @@ class Provenance:
     """The loss definition the gradients are of (DESIGN §1)."""
     harvest: dict[str, Any] | None = None
     """The harvest settings, bar where the store lives."""
+    model_hub_id: str | None = None
+    """Hub id of the model (for an alias, the model it was converted from); absent for a local
+    folder and in older stores. Not part of the content key."""
+    model_weights: str | None = None
+    """The exact weights, in words (``SmolLM2-135M-Instruct GGUF Q4_1 (...), dequantized to float32``)."""
+    model_weights_sha256: str | None = None
+    """SHA-256 of the weights file, when one file holds them (the alias's GGUF file)."""
 
     def to_attrs(self) -> dict[str, Any]:
         """The attributes, omitting the optional ones that are unset."""
@@ -134,6 +142,9 @@ class Provenance:
             "layers": None if self.layers is None else list(self.layers),
             "loss": self.loss,
             "harvest": self.harvest,
+            "model_hub_id": self.model_hub_id,
+            "model_weights": self.model_weights,
+            "model_weights_sha256": self.model_weights_sha256,
         }
         return {k: v for k, v in attrs.items() if v is not None}
 
@@ -152,6 +163,9 @@ class Provenance:
             layers=None if layers is None else tuple(int(x) for x in layers),
             loss=_get(attrs, "loss", str, None),
             harvest=_get(attrs, "harvest", dict, None),
+            model_hub_id=_get(attrs, "model_hub_id", str, None),
+            model_weights=_get(attrs, "model_weights", str, None),
+            model_weights_sha256=_get(attrs, "model_weights_sha256", str, None),
         )
 
 

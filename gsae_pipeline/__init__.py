@@ -11,7 +11,7 @@
     x_hat = sae.decode(codes)
     loader = DataLoader(gp.StoreDataset(store), batch_size=512) # dicts of act, grad, token, row
     table = gp.load_latents("reports/latents/topk-k32-x8-s0")  # latents.json as a table
-    tok = gp.load_tokenizer(gp.store_info(store).tokenizer)
+    tok = gp.load_tokenizer(gp.store_info(store).model)
     table.contexts(table.top("mean_abs_attr")[0]["id"], store=store, tokenizer=tok)
 
 Importing this package first loads the project's own ``pipeline`` and ``cache`` packages from

@@ -152,9 +152,11 @@ def load_latents(path: str | Path) -> LatentTable:
 
 
 def load_tokenizer(name: str) -> Any:
-    """The Hugging Face tokenizer of a model as ``model.name`` names it (a store's ``tokenizer``
-    attribute): the ``smollm2-135m`` alias (its converted folder, made once), a local folder
-    or a hub id. ``ModelLoadError`` when it cannot be loaded."""
+    """The Hugging Face tokenizer of a model as ``model.name`` names it (a store's ``model``
+    attribute, ``store_info(store).model``): the ``smollm2-135m`` alias (its converted folder,
+    made once, offline), a local folder or a hub id (the store's ``tokenizer`` attribute names
+    one too, but for the alias that is the hub id, which needs the hub or its cache).
+    ``ModelLoadError`` when it cannot be loaded."""
     from transformers import AutoTokenizer
 
     from pipeline.lm.gguf_folder import converted_folder

@@ -100,6 +100,25 @@ def recorded_store(params: Params) -> tuple[str, str] | None:
     return url, key
 
 
+def harvest_command(params: Params) -> str:
+    """What makes the store of ``params``' split: ``gsae harvest`` (``--heldout``) or ``dvc repro``."""
+    flag = " --heldout" if params.data.split == "heldout" else ""
+    return f"run gsae harvest{flag} (or dvc repro)"
+
+
+def _open(params: Params, url: str, *, setting: str | None = None, **checks: Any) -> CacheInfo:
+    """:func:`cache.reader.open_store`, saying what to run when nothing is there yet (``setting``:
+    the params key that names a store given explicitly, which the harvest must be told)."""
+    try:
+        return open_store(url, **checks)
+    except CacheNotFound as exc:
+        if not str(exc).startswith("no cache store"):
+            raise  # unreachable or unknown protocol: harvesting would not help
+        extra = f" -s {setting}={url}" if setting else ""
+        how = harvest_command(params).replace(" (", f"{extra} (", 1)
+        raise CacheNotFound(f"{exc}: {how}") from exc
+
+
 @dataclass(frozen=True)
 class StoreRef:
     """A stage's store, resolved and checked."""
@@ -116,10 +135,10 @@ def harvested_store(params: Params) -> StoreRef:
     if recorded is None:
         raise CacheNotFound(
             f"no harvest of the {params.data.split} split recorded in {stage_dir(params) / STORE_REF}: "
-            "run gsae harvest (or dvc repro); on a complete store it only records the pointer"
+            f"{harvest_command(params)}; on a complete store it only records the pointer"
         )
     url, key = recorded
-    info = open_store(url, expected_key=key)
+    info = _open(params, url, expected_key=key)
     check_settings(params, info, url)
     return StoreRef(url, key, info)
 
@@ -129,7 +148,7 @@ def train_store(params: Params, *, allow_other: bool = False) -> StoreRef:
     if params.train.store == "auto":
         return harvested_store(params)
     url = params.train.store
-    info = open_store(url)
+    info = _open(params, url, setting="harvest.store")
     if not allow_other:
         check_store_matches(params, info, url)
     return StoreRef(url, None, info)
@@ -141,7 +160,7 @@ def evaluate_store(params: Params, *, allow_train_split: bool = False) -> StoreR
     if params.evaluate.store == "auto" or recorded_store(held) is not None:
         ref = harvested_store(held)
     else:
-        ref = StoreRef(held.harvest.store, None, open_store(held.harvest.store))
+        ref = StoreRef(held.harvest.store, None, _open(held, held.harvest.store, setting="evaluate.store"))
     split = ref.info.dataset.get("split")
     if not allow_train_split and split != "heldout":
         raise CacheMismatch(
@@ -161,7 +180,7 @@ def inspect_store(params: Params) -> StoreRef:
     if params.inspect.store == "auto":
         return evaluate_store(params)
     url = params.inspect.store
-    return StoreRef(url, None, open_store(url, expected_model=params.model.name))
+    return StoreRef(url, None, _open(params, url, setting="harvest.store", expected_model=params.model.name))
 
 
 def _settings_of_params(params: Params) -> dict[str, Any]:
@@ -234,7 +253,7 @@ def check_settings(params: Params, info: CacheInfo, url: str) -> None:
     if diff:
         raise CacheMismatch(
             f"store {url} was harvested with other settings ({'; '.join(diff[:3])}); "
-            "rerun gsae harvest (or dvc repro)"
+            f"re{harvest_command(params)}"
         )
 
 

@@ -10,13 +10,21 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from pipeline.core.errors import PipelineError
+from stages.errors import error_line
 from stages.logs import setup_logging
+from stages.options import load as _load
+from stages.options import (
+    lock_options,
+    params_files_or_defaults,
+    params_options,
+    run_sources,
+    summarize_sources,
+)
 
 log = logging.getLogger("gsae")
 
@@ -28,44 +36,6 @@ def _version() -> str:
         return version("gsae-pipeline")
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "unknown"
-
-
-def _params_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option(
-        "-s",
-        "--set",
-        "overrides",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override a params key (dotted, repeatable).",
-    )(fn)
-    return click.option(
-        "-p",
-        "--params",
-        "params_path",
-        multiple=True,
-        default=("params.yaml",),
-        show_default=True,
-        help="Params file; repeat to layer files (later ones override earlier ones key by key).",
-    )(fn)
-
-
-def _lock_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--break-lock`` and ``--unsafe-lock`` (the store's write lock, cache/lock.py) as keyword arguments."""
-    fn = click.option(
-        "--unsafe-lock",
-        is_flag=True,
-        help="Accept a best-effort write lock where the store's filesystem cannot create one atomically.",
-    )(fn)
-    return click.option(
-        "--break-lock", is_flag=True, help="Take the store's write lock even if another process holds it."
-    )(fn)
-
-
-def _load(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> Any:
-    from pipeline.core.loader import load_params
-
-    return load_params(params_path, overrides)
 
 
 @click.group()
@@ -83,16 +53,22 @@ def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
 
 
 @cli.command("params")
-def params_cmd() -> None:
-    """List every params.yaml key with its default, type, docstring and the DVC stages it reruns."""
+@params_options
+def params_cmd(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """List every params key with its value in the params file(s) (the code default beside it where
+    they differ), type, docstring and the DVC stages it reruns."""
     from stages.dvcspec import tracked_by
     from stages.paramdoc import render
 
-    click.echo(render(tracked_by()), nl=False)
+    files = params_files_or_defaults(params_path)
+    source = " + ".join(files) if files else "code defaults (no params.yaml here)"
+    more = f", {len(overrides)} override(s)" if overrides else ""
+    click.echo(f'# values: {source}{more} ("code default X" where a value differs from the code\'s)\n')
+    click.echo(render(tracked_by(), _load(files, overrides)), nl=False)
 
 
 @cli.command()
-@_params_options
+@params_options
 @click.option(
     "--heldout",
     is_flag=True,
@@ -100,7 +76,7 @@ def params_cmd() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace a store that holds a different harvest.")
 @click.option("--repair", is_flag=True, help="Re-harvest only the committed shards that fail verification.")
-@_lock_options
+@lock_options
 def harvest(
     params_path: tuple[str, ...],
     overrides: tuple[str, ...],
@@ -137,7 +113,7 @@ def _check_architectures(architectures: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@_params_options
+@params_options
 @click.option(
     "-a",
     "--architecture",
@@ -179,7 +155,7 @@ def train(
 
 
 @cli.command()
-@_params_options
+@params_options
 @click.option("--allow-train-split", is_flag=True, help="Evaluate on a store harvested from the train split.")
 def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_train_split: bool) -> None:
     """Stage 3: held-out metrics, steering, plots and report for every trained variant."""
@@ -192,7 +168,7 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_tra
 
 
 @cli.command()
-@_params_options
+@params_options
 def inspect(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Describe every latent of every trained variant: latents.json + the HTML latent browser."""
     from pipeline.inspect.run import run_inspect
@@ -223,22 +199,8 @@ def match(sae_a: str, sae_b: str, latents_a: str | None, latents_b: str | None, 
     click.echo(pair_table(match_pair(a, b, threshold)))
 
 
-def _run_sources(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The evaluated runs a command reads: run folders, or ``--evaluate`` + ``--saes``; and ``--plots-dir``."""
-    fn = click.option("--saes", "saes_dir", help="... and the folder of its trained SAEs (e.g. data/saes).")(
-        fn
-    )
-    fn = click.option(
-        "--evaluate", "eval_json", help="A metrics JSON outside a run folder (e.g. metrics/evaluate.json) ..."
-    )(fn)
-    fn = click.option("--plots-dir", default="plots", show_default=True, help="Folder of the Pareto PNGs.")(
-        fn
-    )
-    return click.argument("runs", nargs=-1)(fn)
-
-
 @cli.command()
-@_run_sources
+@run_sources
 @click.option(
     "-o",
     "--out",
@@ -249,27 +211,19 @@ def _run_sources(fn: Callable[..., Any]) -> Callable[..., Any]:
 def summarize(
     runs: tuple[str, ...], out: str, plots_dir: str, eval_json: str | None, saes_dir: str | None
 ) -> None:
-    """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots."""
+    """Aggregate evaluated run folders (evaluate.json + saes/) over seeds: tables and Pareto plots.
+
+    Without the SAE folders (``--evaluate`` alone, or a run folder without ``saes/``) the
+    hyper-parameters come from the entry names."""
     from pipeline.report.summarize import write_results
 
-    pairs = _summarize_sources(runs, eval_json, saes_dir)
+    pairs = summarize_sources(runs, eval_json, saes_dir, need_saes=False)
     summary = write_results(runs, out, plots_dir, pairs)
     click.echo(f"{len(summary)} groups → {out}")
 
 
-def _summarize_sources(
-    runs: tuple[str, ...], eval_json: str | None, saes_dir: str | None
-) -> list[tuple[str, str]]:
-    if (eval_json is None) != (saes_dir is None):
-        raise click.UsageError("--evaluate and --saes go together")
-    pairs = [(eval_json, saes_dir)] if eval_json and saes_dir else []
-    if not runs and not pairs:
-        raise click.UsageError("give run folders or --evaluate/--saes")
-    return pairs
-
-
 @cli.command("first-order")
-@_run_sources
+@run_sources
 @click.option(
     "-o", "--out", default="first_order.md", show_default=True, help="Markdown (+ .json, .tracking.json)."
 )
@@ -291,9 +245,11 @@ def first_order(
     from pipeline.evaluate.firstorder import checked_first_order
     from pipeline.report.summarize import sources, write_results
 
-    pairs = _summarize_sources(runs, eval_json, saes_dir)
+    pairs = summarize_sources(runs, eval_json, saes_dir)
     extra: dict[str, dict[str, dict[str, float]]] = {}
     for path, saes in sources(runs, pairs):
+        if saes is None:  # pragma: no cover - summarize_sources requires --saes here
+            raise click.UsageError("gsae first-order needs the SAE folders")
         figures = checked_first_order(path, saes, store_url, first_token=first_token, tokens=tokens)
         for name, f in figures.items():
             click.echo(
@@ -356,9 +312,9 @@ def export(fmt: str, src: str, dest: str) -> None:
 
 
 @cache.command("repair")
-@_params_options
+@params_options
 @click.option("--heldout", is_flag=True, help="Repair the held-out store (evaluate.store).")
-@_lock_options
+@lock_options
 def cache_repair(
     params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, **lock: Any
 ) -> None:
@@ -396,10 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        kind = "error" if isinstance(exc, PipelineError) else f"unexpected {type(exc).__name__}"
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        click.echo(f"gsae: {kind}: {msg}", err=True)
-        sys.exit(1 if isinstance(exc, PipelineError) else 2)
+        line, code = error_line(exc)
+        click.echo(line, err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Every params.yaml key with its default and docstring, read from the config dataclasses.
+"""Every params.yaml key with its value, default and docstring, read from the config dataclasses.
 
 ``pipeline/core/config.py`` documents each field with a string literal right below it (the
-attribute-docstring convention). Those strings are not kept at run time, so they are read
-back from the source with :mod:`ast`. ``gsae params`` prints the result; the stage
-completeness test (tests/test_dvc_stages.py) uses :func:`leaf_fields` as the list of keys.
+attribute-docstring convention) and each section's class with its own docstring. Those
+strings are not kept at run time (a dataclass without a docstring even gets a generated
+one), so they are read back from the source with :mod:`ast`. ``gsae params`` prints the
+result with the effective values of a params file; the stage completeness test
+(tests/test_dvc_stages.py) uses :func:`leaf_fields` as the list of keys.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def _class_doc(cls: type) -> str:
+    """The docstring written in ``cls``'s own body ('' when none: not a generated or inherited one)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    doc = ast.get_docstring(tree.body[0]) if isinstance(tree.body[0], ast.ClassDef) else None
+    return " ".join(doc.split()) if doc else ""
+
+
 def _annotations(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
@@ -77,12 +86,17 @@ def leaf_fields(cls: type = Params, prefix: str = "") -> list[FieldDoc]:
     return out
 
 
-def section_docs() -> dict[str, str]:
-    """Docstrings of the sections (``model``, ``data``, ..., ``train.grid``)."""
-    out = dict(_attribute_docs(Params))
-    grid_doc = inspect.getdoc(typing.get_type_hints(Params)["train"].__dataclass_fields__["grid"].type)
-    if grid_doc:
-        out["train.grid"] = " ".join(grid_doc.split())
+def section_docs(cls: type = Params, prefix: str = "") -> dict[str, str]:
+    """Headings of the sections (``model``, ``data``, ..., ``train.grid``): the section class's own
+    docstring, else the docstring of the field that holds it."""
+    docs, hints = _attribute_docs(cls), typing.get_type_hints(cls)
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        sub = hints[f.name]
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            key = f"{prefix}{f.name}"
+            out[key] = _class_doc(sub) or docs.get(f.name, "")
+            out.update(section_docs(sub, key + "."))
     return out
 
 
@@ -92,21 +106,35 @@ def _yaml_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
-def render(tracked_by: dict[str, list[str]] | None = None) -> str:
-    """Plain-text listing: ``key = default  (type)`` then the docstring, section by section.
+def _value_at(params: Params, key: str) -> Any:
+    value: Any = params
+    for part in key.split("."):
+        value = getattr(value, part)
+    return params_to_dict(value)
 
-    ``tracked_by`` maps a key to the DVC stages whose params list it (``runtime only`` when
-    none does), so the listing also says what a change reruns.
+
+def render(tracked_by: dict[str, list[str]] | None = None, params: Params | None = None) -> str:
+    """Plain-text listing: ``key = value  (type)`` then the docstring, section by section.
+
+    ``params``: the effective configuration (a params file with its overrides); each key then
+    shows its value there, and ``code default X`` beside it where the two differ. Without it
+    the values are the code defaults. ``tracked_by`` maps a key to the DVC stages whose
+    params list it (``runtime only`` when none does), so the listing also says what a change
+    reruns.
     """
     lines: list[str] = []
     sections = section_docs()
-    current = None
+    current, shown = None, set()
     for fd in leaf_fields():
         section = fd.key.rsplit(".", 1)[0]
         if section != current:
             current = section
-            lines += ["", f"[{section}]  {sections.get(section, '')}".rstrip()]
-        lines.append(f"  {fd.key} = {_yaml_value(fd.default)}  ({fd.type})")
+            heading = "(continued)" if section in shown else sections.get(section, "")
+            lines += ["", f"[{section}]  {heading}".rstrip()]
+            shown.add(section)
+        value = fd.default if params is None else _value_at(params, fd.key)
+        note = "" if value == fd.default else f"; code default {_yaml_value(fd.default)}"
+        lines.append(f"  {fd.key} = {_yaml_value(value)}  ({fd.type}{note})")
         if fd.doc:
             lines.append(f"      {fd.doc}")
         if tracked_by is not None:

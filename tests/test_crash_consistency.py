@@ -228,3 +228,13 @@ def test_unwritable_output_is_an_oserror(tmp_path):
     with pytest.raises(OSError) as caught:
         check_writable(blocker / "sub", "train.out_dir")
     assert isinstance(caught.value, OutputError) and "train.out_dir" in str(caught.value)
+
+
+def test_lock_removes_the_folders_it_created_when_they_stay_empty(tmp_path):
+    url = tmp_path / "a" / "b" / "s.zarr"
+    with StoreLock(str(url)):
+        assert url.parent.is_dir()
+    assert not (tmp_path / "a").exists()  # nothing was written: no empty folders left
+    with StoreLock(str(url)):
+        url.mkdir()  # the store was written meanwhile
+    assert url.is_dir() and not Path(f"{url}.lock").exists()

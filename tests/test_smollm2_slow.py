@@ -36,6 +36,11 @@ def test_smollm2_python_docs_harvest(tmp_path):
     run_harvest(params, lm=lm)
     info = read_info(url)
     assert info.complete and info.committed_tokens == 256 and info.hooks == ("model.layers.15",)
+    # identity that travels: the alias stays the model's name, the tokenizer is the hub id AutoTokenizer loads
+    assert info.model == "smollm2-135m" and info.tokenizer == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert info.provenance.model_hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert info.provenance.model_weights is not None and "GGUF Q4_1" in info.provenance.model_weights
+    assert lm.identity is not None and info.provenance.model_weights_sha256 == lm.identity.sha256
     assert verify(url).ok
     group = zarr.open_group(url, mode="r")
     act = np.asarray(group["model.layers.15/act"][:], dtype=np.float32)

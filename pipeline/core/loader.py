@@ -11,6 +11,7 @@ never changes this module. Nothing else in the project reads params.yaml.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -73,6 +74,33 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
+def _keys_under(cls: type, prefix: str = "") -> list[str]:
+    """Dotted keys of ``cls``'s fields and of its nested sections' fields, relative to ``cls``."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        out.append(prefix + f.name)
+        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name]):
+            out += _keys_under(hints[f.name], f"{prefix}{f.name}.")
+    return out
+
+
+def suggest_key(cls: type, name: str, where: str) -> str:
+    """`` — did you mean 'X'?`` for the unknown key ``where + name`` in section ``cls`` ('' if nothing fits).
+
+    A key that exists one section down under the same name (``train.lr`` → ``train.grid.lr``)
+    comes first; otherwise the closest spelling among the section's keys (difflib)."""
+    keys = _keys_under(cls)
+    nested = [k for k in keys if "." in k and k.rsplit(".", 1)[1] == name]
+    if nested:
+        key = where + nested[0]
+        sweep = " (train.grid keys take lists: one variant per value)" if ".grid." in key else ""
+        return f" — did you mean '{key}'{sweep}?"
+    close = difflib.get_close_matches(name, [k for k in keys if "." not in k], n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(name, keys, n=1, cutoff=0.75)
+    return f" — did you mean '{where}{close[0]}'?" if close else ""
+
+
 def build(cls: type, raw: Any, prefix: str) -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
     if raw is None:
@@ -82,10 +110,11 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     where = f"{prefix}." if prefix else ""
-    check(
-        not unknown,
-        f"unknown params key '{where}{unknown[0] if unknown else ''}' (known: {', '.join(sorted(names))})",
-    )
+    if unknown:
+        raise ConfigError(
+            f"unknown params key '{where}{unknown[0]}'{suggest_key(cls, unknown[0], where)} "
+            f"(known: {', '.join(sorted(names))})"
+        )
     kwargs = {name: coerce(value, hints[name], f"{where}{name}") for name, value in raw.items()}
     try:
         return cls(**kwargs)

@@ -51,7 +51,7 @@ from pipeline.evaluate.heldout import HeldOut, eval_window, read_held_out
 from pipeline.evaluate.metrics import ReconStats, distribution, loss_recovered, recon_stats
 from pipeline.evaluate.splice import Edit, SpliceResult, sae_editor, splice_losses, zero_editor
 from pipeline.evaluate.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
-from pipeline.lm.models import LoadedModel, load_model
+from pipeline.lm.models import LoadedModel, load_model, warn_if_other_weights
 from pipeline.report.entries import VariantResult
 from pipeline.report.markdown import write_metrics, write_report
 from pipeline.report.plotdata import write_plot_data, write_summary
@@ -121,6 +121,7 @@ def load_entries(params: Params, lm: LoadedModel, info: CacheInfo) -> list[Entry
             raise SAEFormatError(
                 f"variant {d.name} has d_in={cfg['d_in']} but the store has d_model={info.d_model}"
             )
+        warn_if_other_weights(lm, cfg, d.name)
         loaded.append((d.name, sae, cfg, hook, hook_block(lm, hook)))
     with_layer = len({x[3] for x in loaded}) > 1
     entries = []

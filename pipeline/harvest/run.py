@@ -36,6 +36,7 @@ from pipeline.harvest.writers import ThreadWriter, clean_debris
 from pipeline.lm.models import LoadedModel, ModelSpec, load_model, load_model_spec
 from pipeline.stores import record_store
 from pipeline.text.packing import ShardContexts, read_start, remove_start, write_start
+from pipeline.text.sources import check_source
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ def _validate(params: Params, lm: LoadedModel | ModelSpec) -> list[str]:
 
 
 def _provenance(params: Params, lm: LoadedModel | ModelSpec, key: str, fields: dict[str, Any]) -> Provenance:
-    """What the store records about its rows' origin (DESIGN §3)."""
+    """What the store records about its rows' origin (DESIGN §3); ``model_hub_id`` and the weights
+    identity are not part of the content key (stores keep their keys)."""
+    ident = lm.identity
     return Provenance(
         key=key,
         model=lm.name,
@@ -68,6 +71,9 @@ def _provenance(params: Params, lm: LoadedModel | ModelSpec, key: str, fields: d
             for k, v in params_to_dict(params.harvest).items()
             if k not in ("store", "cache_root", "scheduler")
         },
+        model_hub_id=None if ident is None else ident.hub_id,
+        model_weights=None if ident is None else ident.weights,
+        model_weights_sha256=None if ident is None else ident.sha256,
     )
 
 
@@ -112,6 +118,7 @@ def run_harvest(
             clean_debris(url)
         elif repair:
             raise CacheCorrupt(f"store {url} cannot be repaired (nothing usable there); harvest it again")
+        check_source(params.data)  # a source that cannot be read fails before the model loads
         in_process = params.harvest.scheduler == "none" or repair  # a repair computes here
         model = lm or (load_model(params.model) if in_process else load_model_spec(params.model))
         hooks = _validate(params, model)

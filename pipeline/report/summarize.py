@@ -1,7 +1,10 @@
 """Aggregating evaluated runs over seeds: mean ± spread tables, paired differences, Pareto plots.
 
 Input: run folders, each holding ``evaluate.json`` (DESIGN §3 metrics, variant → figures)
-and ``saes/<variant>/cfg.json`` (architecture, k, β, value mode, seed). Variants that
+and ``saes/<variant>/cfg.json`` (architecture, k, β, value mode, seed). Where a variant's
+``cfg.json`` is absent (the SAE folders are DVC outputs that a clone may lack) those are read
+from the variant's name (:func:`pipeline.saes.naming.parse_variant`), and the output says
+so. Variants that
 differ only by their initialisation seed form a *group*; a g-SAE's ``@beta0`` twin (the
 same weights encoded without the gradient) is its own group. Per group and metric the
 table gives the mean and the sample standard deviation over seeds (n − 1 in the
@@ -13,6 +16,7 @@ as mean ± sd of the differences, which is the figure to hold against the noise.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.errors import NothingToEvaluate
+from pipeline.core.errors import NothingToEvaluate, SAEFormatError
 from pipeline.core.fileio import atomic_write_text
 from pipeline.report.entries import group_by, mean_sd
 from pipeline.report.tracking import correlation_lines, correlations
-from pipeline.saes.naming import base_variant, grid_hparams, table_label
+from pipeline.saes.naming import base_variant, grid_hparams, parse_variant, table_label
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     ("loss_recovered", "loss rec.", 4),
@@ -65,24 +71,42 @@ class Row:
     group: Group
     seed: int
     metrics: dict[str, float]
+    from_name: bool = False
+    """Its hyper-parameters were read from its name (no ``cfg.json`` at hand)."""
 
 
 def sources(
-    run_dirs: Iterable[str | Path], pairs: Iterable[tuple[str | Path, str | Path]] = ()
-) -> list[tuple[Path, Path]]:
-    """(metrics JSON, SAE folder) of every run folder and explicit pair, in order."""
+    run_dirs: Iterable[str | Path], pairs: Iterable[tuple[str | Path, str | Path | None]] = ()
+) -> list[tuple[Path, Path | None]]:
+    """(metrics JSON, SAE folder or None) of every run folder and explicit pair, in order."""
     return [(Path(r) / "evaluate.json", Path(r) / "saes") for r in run_dirs] + [
-        (Path(a), Path(b)) for a, b in pairs
+        (Path(a), None if b is None else Path(b)) for a, b in pairs
     ]
+
+
+def _hparams(saes: Path | None, name: str) -> tuple[dict[str, Any], bool]:
+    """(architecture, k, β, value mode and seed of variant ``name``, whether read from the name).
+
+    From ``<saes>/<name>/cfg.json`` when it is there, else from the name itself."""
+    cfg_path = None if saes is None else saes / name / "cfg.json"
+    if cfg_path is not None and cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        seed = cfg.get("training", {}).get("init_seed", cfg.get("seed", 0))
+        return {**cfg, "seed": seed}, False
+    try:
+        return parse_variant(name), True
+    except ValueError as exc:
+        where = "no SAE folder given" if cfg_path is None else f"no {cfg_path}"
+        raise SAEFormatError(f"cannot tell the hyper-parameters of {name!r} ({where}): {exc}") from None
 
 
 def load_rows(
     run_dirs: Iterable[str | Path],
-    pairs: Iterable[tuple[str | Path, str | Path]] = (),
+    pairs: Iterable[tuple[str | Path, str | Path | None]] = (),
     extra: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> list[Row]:
     """Every evaluated variant of the given run folders (``evaluate.json`` + ``saes/``) and of
-    explicit (metrics JSON, SAE folder) pairs, with its group and seed.
+    explicit (metrics JSON, SAE folder or None) pairs, with its group and seed.
 
     ``extra``: metrics JSON path (as given) → entry → figures added to (and overriding) the
     recorded ones, e.g. the first-order loss error recomputed by ``gsae first-order``.
@@ -92,10 +116,12 @@ def load_rows(
         if not path.is_file():
             raise NothingToEvaluate(f"{path} not found: evaluate the run first")
         added = (extra or {}).get(str(path), {})
+        named = 0
         for name, recorded in json.loads(path.read_text()).items():
             metrics = {**recorded, **added.get(name, {})}
             base, with_grad = base_variant(name)
-            cfg = json.loads((saes / base / "cfg.json").read_text())
+            cfg, from_name = _hparams(saes, base)
+            named += from_name
             arch = str(cfg["architecture"])
             read = grid_hparams(arch)
             group = Group(
@@ -105,8 +131,15 @@ def load_rows(
                 str(cfg.get("value_mode", "")) if "value_mode" in read else "",
                 with_grad,
             )
-            seed = int(cfg.get("training", {}).get("init_seed", cfg.get("seed", 0)))
-            rows.append(Row(group, seed, {k: float(v) for k, v in metrics.items() if v is not None}))
+            values = {k: float(v) for k, v in metrics.items() if v is not None}
+            rows.append(Row(group, int(cfg["seed"]), values, from_name))
+        if named:
+            log.info(
+                "%s: the hyper-parameters of %d entries come from their names (no %s)",
+                path,
+                named,
+                "SAE folder given" if saes is None else f"cfg.json under {saes}",
+            )
     return rows
 
 
@@ -307,7 +340,7 @@ def write_results(
     run_dirs: Sequence[str | Path],
     out_md: str | Path,
     plots_dir: str | Path,
-    pairs: Sequence[tuple[str | Path, str | Path]] = (),
+    pairs: Sequence[tuple[str | Path, str | Path | None]] = (),
     extra: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
     """Aggregate ``run_dirs`` (and ``pairs``) into ``out_md`` (+ the same name with ``.json``) and the plots.
@@ -324,6 +357,7 @@ def write_results(
         pareto_plots(summary, plots_dir) if len({e["k"] for e in summary.values()}) > 1 else []
     )
     md = Path(out_md)
+    named = sum(r.from_name for r in rows)
     rel = [p.relative_to(md.parent) if p.is_relative_to(md.parent) else p for p in pngs]
     text = (
         "# g-SAE vs TopK: aggregated results\n\n"
@@ -333,6 +367,12 @@ def write_results(
         " gradient. Steering KL: mean over latents (one seed: [95 % bootstrap CI over latents]).\n\n"
         + markdown_table(summary)
         + "\n"
+        + (
+            f"Architecture, k, β, value mode and seed of {named} of the {len(rows)} entries were read from "
+            "their names (`pipeline/saes/naming.py`): their SAE folders (`cfg.json`) were not at hand.\n\n"
+            if named
+            else ""
+        )
         + (
             "## Does the first-order loss error track the spliced CE?\n\n"
             "FO loss err. = mean |g · (x − x̂)| over the evaluated positions (g: stored gradient of the "

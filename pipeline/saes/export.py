@@ -77,7 +77,11 @@ def export_sparsify(src: str | Path, dest: str | Path) -> Path:
     source: dict[str, Any] = {
         "variant_dir": str(src_dir),
         "weights": str(weights_file(src_dir)),
-        **{key: cfg[key] for key in ("variant", "hook_name", "model", "cache_key") if key in cfg},
+        **{
+            key: cfg[key]
+            for key in ("variant", "hook_name", "model", "model_name", "model_weights", "cache_key")
+            if key in cfg
+        },
     }
     atomic_write(out / SPARSIFY_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_text(out / CONFIG, json.dumps(sparsify_cfg, indent=2, sort_keys=True, default=str) + "\n")

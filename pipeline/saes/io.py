@@ -7,14 +7,18 @@ A variant folder holds
 - ``cfg.json``: SAELens 6's fields (``sae_lens_version``, ``architecture``, ``d_in``,
   ``d_sae``, ``dtype``, ``device``, ``apply_b_dec_to_input``, ``normalize_activations``,
   ``reshape_activations``, ``k``, ``rescale_acts_by_decoder_norm`` and ``metadata`` with
-  ``model_name``, ``hook_name`` in TransformerLens naming, ``hf_hook_name`` = our hook...)
+  ``model_name`` (the hub id when the store knows it: HuggingFaceTB/SmolLM2-135M-Instruct for
+  the ``smollm2-135m`` alias), ``hook_name`` in TransformerLens naming, ``hf_hook_name`` = our
+  hook, and our ``model_weights`` / ``model_weights_sha256``: the exact weights...)
   plus ours: the architecture's registered hyper-parameters (``k``; ``beta`` and
   ``value_mode`` for the gradient-aware ones; ``threshold_decay`` for BatchTopK...), with
   ``beta`` = 0 and ``value_mode`` = ``selection`` recorded for architectures that have
   none (the DESIGN §3 keys, values under which the §1 formulas reduce to their own),
   statistics learned for inference (BatchTopK's ``threshold``, raw units, see
   :meth:`~pipeline.saes.base.SAE.inference_state`), ``grad_scale`` (g in the formula = raw
-  gradient × grad_scale), ``model``, ``hook_name`` (the block's module path),
+  gradient × grad_scale), ``model`` (``model.name`` as given, e.g. the alias), ``model_hub_id``,
+  ``model_weights`` (e.g. ``SmolLM2-135M-Instruct GGUF Q4_1 (...), dequantized to float32``),
+  ``model_weights_sha256``, ``model_revision``, ``hook_name`` (the block's module path),
   ``cache_key``, provenance and training figures.
 
 ``sae_lens.SAE.load_from_disk(folder)`` loads a ``topk`` folder as SAELens's ``TopKSAE``. A
@@ -74,6 +78,8 @@ NEUTRAL_HPARAMS: dict[str, Any] = {"beta": 0.0, "value_mode": "selection"}
 """DESIGN §3 cfg.json keys written for every architecture; these values where it has no such field."""
 
 _SAELENS_META = ("model_name", "context_size", "prepend_bos", "dataset_path")
+_WEIGHTS_META = ("model_weights", "model_weights_sha256")
+"""Ours, copied into ``metadata`` too: SAELens keeps any metadata key (``sae.cfg.metadata.model_weights``)."""
 
 
 def weights_file(sae_dir: str | Path) -> Path | None:
@@ -119,7 +125,7 @@ def saelens_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
         meta["hf_hook_name"] = hook
     if "model" in cfg:
         meta["model_name"] = cfg["model"]
-    meta.update({k: cfg[k] for k in _SAELENS_META if cfg.get(k) is not None})
+    meta.update({k: cfg[k] for k in (*_SAELENS_META, *_WEIGHTS_META) if cfg.get(k) is not None})
     return meta
 
 

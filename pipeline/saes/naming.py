@@ -8,14 +8,16 @@ Every name is built from an architecture's registered hyper-parameters (those th
     label    <arch>[ aug][ β=1][ @β0]                    a row of the seed tables (gsae summarize)
 
 ``@beta0`` (:data:`BETA0_SUFFIX`) marks a gradient-aware SAE evaluated without its gradient.
+:func:`parse_variant` reads a variant name back (``gsae summarize`` when the SAE folders are absent).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.saes.registry import GRID_KEYS, get_sae_class
+from pipeline.saes.registry import GRID_KEYS, REGISTRY, get_sae_class
 
 BETA0_SUFFIX = "@beta0"
 """Appended to a variant (and series) name for its β = 0 evaluation."""
@@ -83,3 +85,46 @@ def table_label(architecture: str, hparams: Mapping[str, Any], *, with_grad: boo
 def base_variant(name: str) -> tuple[str, bool]:
     """``(variant folder name, evaluated with the gradient)`` of a metrics key."""
     return name.removesuffix(BETA0_SUFFIX), not name.endswith(BETA0_SUFFIX)
+
+
+_NUMBER = r"[0-9]+(?:\.[0-9]*)?(?:e[+-]?[0-9]+)?"
+_PARTS = (  # (key, pattern, type): lr before the one-letter prefixes it would otherwise not need
+    ("lr", re.compile(rf"lr({_NUMBER})"), float),
+    ("k", re.compile(r"k([0-9]+)"), int),
+    ("beta", re.compile(rf"b({_NUMBER})"), float),
+    ("expansion", re.compile(r"x([0-9]+)"), int),
+    ("layer", re.compile(r"L([0-9]+)"), int),
+    ("seed", re.compile(r"s([0-9]+)"), int),
+)
+_VALUE_NAMES = {
+    abbrev: (key, value) for key, table in VALUE_ABBREV.items() for value, abbrev in table.items()
+} | {value: (key, value) for key, table in VALUE_ABBREV.items() for value in table}
+
+
+def parse_variant(name: str) -> dict[str, Any]:
+    """The hyper-parameters written in a variant name (:func:`variant_name`'s inverse):
+    ``architecture``, ``k`` and ``seed`` always, ``beta``, ``value_mode``, ``expansion``, ``lr``
+    and ``layer`` when the name carries them. ``ValueError`` when the name is not one."""
+    base = name.removesuffix(BETA0_SUFFIX)
+    words = re.split(r"(?<![0-9]e)-", base)  # not the minus of an exponent (b1e-05)
+    cut = next((i for i in range(len(words), 0, -1) if "-".join(words[:i]) in REGISTRY), 0)
+    if not cut:
+        raise ValueError(
+            f"{name!r} does not start with a registered architecture ({', '.join(sorted(REGISTRY))})"
+        )
+    out: dict[str, Any] = {"architecture": "-".join(words[:cut])}
+    for word in words[cut:]:
+        for key, pattern, kind in _PARTS:
+            match = pattern.fullmatch(word)
+            if match and key not in out:
+                out[key] = kind(match.group(1))
+                break
+        else:
+            if word not in _VALUE_NAMES:
+                raise ValueError(f"{name!r}: cannot read {word!r} as a hyper-parameter")
+            key, value = _VALUE_NAMES[word]
+            out[key] = value
+    missing = [key for key in ("k", "seed") if key not in out]
+    if missing:
+        raise ValueError(f"{name!r} names no {' or '.join(missing)}")
+    return out

@@ -19,6 +19,16 @@ latents equal the project's bit for bit. It needs the gradient: ``encode(x)`` or
 ``forward(x)`` without one raises (a g-SAE never silently runs as TopK), except at β = 0.
 Decoding is SAELens's usual a W_dec + b_dec. Importing this module imports ``sae_lens``
 (not a runtime dependency of the pipeline: ``pip install sae-lens``).
+
+Which model the SAE belongs to: ``sae.cfg.metadata.model_name`` is the hub id to load next to
+it (``HuggingFaceTB/SmolLM2-135M-Instruct`` for the default run's alias ``smollm2-135m``), and
+``sae.cfg.metadata.model_weights`` / ``model_weights_sha256`` name the exact weights it was fit
+on (the default run: ``SmolLM2-135M-Instruct GGUF Q4_1 (...), dequantized to float32``, not the
+hub's float weights). SAELens keeps those metadata keys but checks nothing: a SAELens user who
+pairs the SAE with ``HookedTransformer.from_pretrained(model_name)`` gets the hub's weights and
+no warning, so compare ``model_weights`` yourself. Inside this project ``gsae evaluate`` and
+``gsae inspect`` warn when the loaded model's revision or weights digest differs from the
+recorded one (:func:`pipeline.lm.models.warn_if_other_weights`).
 """
 
 from __future__ import annotations

@@ -80,19 +80,40 @@ def _stream_dataset(cfg: DataConfig) -> Iterator[str]:
         raise DataError(f"cannot read data.source {cfg.source!r}: {first}") from exc
 
 
+def _missing_local(cfg: DataConfig) -> None:
+    """``DataError`` when ``data.source`` reads as a local path (``./x``, ``/x``, ``~/x``, ``x.jsonl``)
+    that does not exist, rather than as a hub dataset id."""
+    if cfg.source in EMBEDDED:
+        return
+    path = Path(cfg.source).expanduser()
+    if not path.exists() and (cfg.source.startswith((".", "/", "~")) or path.suffix in LOCAL_SUFFIXES):
+        raise DataError(f"data.source not found: {cfg.source}")
+
+
+def _raw_documents(cfg: DataConfig) -> Iterator[str]:
+    """Every document of the source, before the split."""
+    if cfg.source == "python-docs":
+        yield from corpora.python_docs()
+    elif cfg.source == "python-docstrings":
+        yield from corpora.python_docstrings()
+    elif cfg.source == "shakespeare":
+        yield from corpora.shakespeare()
+    else:
+        _missing_local(cfg)
+        yield from _stream_dataset(cfg)
+
+
+def check_source(cfg: DataConfig) -> None:
+    """Fail now, with the error reading would give, when the source cannot be read: a missing
+    local path, a hub dataset without the hub, an unreadable file, a missing text column, an
+    embedded corpus that is not installed. Reads the first document only (the harvest calls
+    this before it loads the model, so a bad source costs no model load)."""
+    next(_raw_documents(cfg), None)
+
+
 def iter_documents(cfg: DataConfig) -> Iterator[str]:
     """Non-empty documents of ``cfg.split``, in the source's order."""
-    if cfg.source == "python-docs":
-        docs: Any = corpora.python_docs()
-    elif cfg.source == "python-docstrings":
-        docs = corpora.python_docstrings()
-    elif cfg.source == "shakespeare":
-        docs = corpora.shakespeare()
-    else:
-        path = Path(cfg.source).expanduser()
-        if not path.exists() and (cfg.source.startswith((".", "/", "~")) or path.suffix in LOCAL_SUFFIXES):
-            raise DataError(f"data.source not found: {cfg.source}")
-        docs = _stream_dataset(cfg)
+    docs = _raw_documents(cfg)
     want_heldout = cfg.split == "heldout"
     for text in docs:
         if text.strip() and in_heldout(text, cfg.heldout_fraction) == want_heldout:
@@ -107,6 +128,7 @@ def source_fingerprint(cfg: DataConfig) -> dict[str, Any]:
         "heldout_fraction": cfg.heldout_fraction,
         "revision": cfg.revision,
     }
+    _missing_local(cfg)  # not hashed as a hub id and looked up on the hub
     path = Path(cfg.source).expanduser()
     if cfg.source == "python-docs":
         h = hashlib.sha256("\0".join(corpora.python_docs()).encode())

@@ -51,6 +51,18 @@ def variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs
     return figures
 
 
+def weights_identity(info: CacheInfo) -> dict[str, str]:
+    """The store's hub id and exact weights (``model_hub_id``, ``model_weights``,
+    ``model_weights_sha256``), those it records (older stores record none)."""
+    p = info.provenance
+    fields = {
+        "model_hub_id": p.model_hub_id,
+        "model_weights": p.model_weights,
+        "model_weights_sha256": p.model_weights_sha256,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def sae_provenance(
     cfg: TrainConfig,
     info: CacheInfo,
@@ -69,8 +81,10 @@ def sae_provenance(
         "hook_name": hook,
         "hook_layer": info.layer_of(hook),
         "model": info.model,
-        "model_name": info.model,
+        # SAELens's field, paired with from_pretrained / HookedTransformer names: the hub id when known
+        "model_name": info.provenance.model_hub_id or info.model,
         "model_revision": info.model_revision,
+        **weights_identity(info),
         "cache_key": info.key,
         "cache_store": store_url,
         "context_size": info.context_length,

@@ -41,7 +41,7 @@ def test_contexts_are_read_back_from_the_store(project: Project) -> None:
     latent = table.top("density", 1)[0]
     assert latent["density"] > 0
     tokens, _, _ = read_rows(project.heldout_store, HOOK, 0, 256)
-    tokenizer = gp.load_tokenizer(gp.store_info(project.heldout_store).tokenizer)
+    tokenizer = gp.load_tokenizer(gp.store_info(project.heldout_store).model)
     contexts = table.contexts(latent["id"], store=project.heldout_store, window=3, tokenizer=tokenizer)
     assert len(contexts) == len(latent["top_act"]) > 0
     for c, (row, act, attr) in zip(contexts, latent["top_act"], strict=True):

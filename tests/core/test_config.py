@@ -74,3 +74,25 @@ def test_heldout_store_size_covers_the_evaluated_slice() -> None:
     for bad in ("evaluate.first_token=8", "evaluate.harvest_tokens=40"):
         with pytest.raises(ConfigError):
             params_from_dict(base, ["evaluate.tokens=32", "evaluate.first_token=16", bad])
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("train.lr=0.001", "did you mean 'train.grid.lr' (train.grid keys take lists"),
+        ("train.k=[8]", "did you mean 'train.grid.k'"),
+        ("harvest.layer=3", "did you mean 'harvest.layers'?"),
+        ("train.grid.expansions=[4]", "did you mean 'train.grid.expansion'?"),
+        ("trian.tokens=5", "unknown params key 'trian' — did you mean 'train'?"),
+    ],
+)
+def test_unknown_keys_suggest_the_key_meant(override, hint):
+    with pytest.raises(ConfigError) as exc:
+        params_from_dict({}, [override])
+    assert hint in str(exc.value) and "(known: " in str(exc.value)
+
+
+def test_unknown_key_without_a_near_one_suggests_nothing():
+    with pytest.raises(ConfigError) as exc:
+        params_from_dict({}, ["evaluate.zzzz=1"])
+    assert "did you mean" not in str(exc.value)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.errors import NothingToEvaluate
+from pipeline.core.errors import NothingToEvaluate, SAEFormatError
 from pipeline.report.summarize import load_rows, summarize, write_results
 
 
@@ -85,3 +85,65 @@ def test_explicit_metrics_and_sae_folder_pair_reads_like_a_run(tmp_path):
     run = _run(tmp_path)
     as_pair = load_rows([], pairs=[(run / "evaluate.json", run / "saes")])
     assert summarize(as_pair) == summarize(load_rows([run]))
+
+
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "gsae-vs-topk"
+
+
+def test_committed_runs_summarize_from_their_evaluate_json_alone(tmp_path, capsys):
+    """The experiment's SAE folders are DVC outputs a clone lacks: `gsae summarize` reads the
+    hyper-parameters from the entry names, says so, and gives the committed results."""
+    from tests.clirun import run_cli
+
+    runs = []
+    for name in ("topk", "gsae"):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "evaluate.json").write_bytes((EXPERIMENT / "runs" / name / "evaluate.json").read_bytes())
+        runs.append(str(run))
+    out = tmp_path / "results.md"
+    code, stdout, err = run_cli(
+        ["summarize", *runs, "-o", str(out), "--plots-dir", str(tmp_path / "p")], capsys
+    )
+    assert code == 0, err
+    assert stdout.strip() == f"9 groups → {out}"
+    assert "were read from their names" in out.read_text() and "27 of the 27 entries" in out.read_text()
+    ours = json.loads(out.with_suffix(".json").read_text())
+    committed = json.loads((EXPERIMENT / "results" / "results.json").read_text())
+    assert set(ours) == set(committed)
+    for group, entry in ours.items():
+        for key in ("k", "seeds", "architecture", "beta", "value_mode", "with_grad", "loss_recovered"):
+            assert entry[key] == pytest.approx(committed[group][key]), (group, key)
+        if "delta_vs_topk" in committed[group]:
+            delta = committed[group]["delta_vs_topk"]["loss_recovered"]
+            assert entry["delta_vs_topk"]["loss_recovered"] == pytest.approx(delta), group
+    # one evaluate.json alone, without --saes
+    code, stdout, _ = run_cli(
+        [
+            "summarize",
+            "--evaluate",
+            f"{runs[0]}/evaluate.json",
+            "-o",
+            str(tmp_path / "t.md"),
+            "--plots-dir",
+            str(tmp_path / "p"),
+        ],
+        capsys,
+    )
+    assert code == 0 and stdout.startswith("3 groups")
+
+
+def test_cfg_json_wins_over_the_name_and_a_bad_name_is_one_error(tmp_path):
+    run = _run(tmp_path)
+    rows = load_rows([run])
+    assert not any(r.from_name for r in rows)  # every variant has its cfg.json
+    cfg_path = run / "saes" / "topk-k8-s0" / "cfg.json"
+    cfg_path.unlink()
+    rows = load_rows([run])
+    assert [r.from_name for r in rows].count(True) == 1
+    assert summarize(rows) == summarize(load_rows([_run(tmp_path / "again")]))  # the name says the same
+    metrics = json.loads((run / "evaluate.json").read_text())
+    metrics["mystery-entry"] = {"loss_recovered": 0.5}
+    (run / "evaluate.json").write_text(json.dumps(metrics))
+    with pytest.raises(SAEFormatError, match="cannot tell the hyper-parameters of 'mystery-entry'"):
+        load_rows([run])

@@ -168,3 +168,23 @@ def test_saelens_export_refuses_other_architectures(arch: str, tmp_path: Path) -
     with pytest.raises(ExportError, match=f"'{arch}' is not exported to saelens"):
         export_sae(tmp_path / "v", tmp_path / "out", "saelens")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arch", ["topk", "gsae"])
+def test_saelens_sees_the_hub_id_and_the_exact_weights(arch: str, tmp_path: Path) -> None:
+    """What a SAELens user reads: model_name is the hub id to pair with, model_weights what the SAE
+    was fit on (the default run's Q4_1-dequantized SmolLM2), both in ``sae.cfg.metadata``."""
+    weights = "SmolLM2-135M-Instruct GGUF Q4_1 (SmolLM2-135M-Instruct.Q4_1.gguf), dequantized to float32"
+    provenance = {
+        "model": "smollm2-135m",
+        "model_name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "model_weights": weights,
+        "model_weights_sha256": "ab" * 32,
+        "hook_name": "model.layers.15",
+    }
+    save_sae(make(arch), tmp_path / arch, provenance)
+    sl = SAE.load_from_disk(tmp_path / arch)
+    assert sl.cfg.metadata.model_name == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert sl.cfg.metadata.model_weights == weights and sl.cfg.metadata.model_weights_sha256 == "ab" * 32
+    cfg = json.loads((tmp_path / arch / "cfg.json").read_text())
+    assert cfg["model"] == "smollm2-135m" and cfg["model_name"] == sl.cfg.metadata.model_name

@@ -112,3 +112,55 @@ def test_store_of_a_different_key_is_refused(params_file, tiny_llama, tmp_path, 
     )
     assert code == 0
     assert read_info(str(url)).key != before and read_info(str(url)).complete
+
+
+@pytest.fixture()
+def unloadable_model(tiny_llama, tmp_path) -> Path:
+    """A model folder that passes every check short of loading (config.json there, files hashed
+    into the key) but whose weights cannot be read: a harvest that loads it fails naming the model."""
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_llama, tmp_path / "damaged-model"))
+    next(folder.glob("*.safetensors")).write_bytes(b"not a safetensors file")
+    return folder
+
+
+def _source_case(tmp_path: Path, case: str) -> tuple[str, str]:
+    """(data.source, the error it gives)."""
+    if case == "missing file":
+        return str(tmp_path / "no-such-corpus.jsonl"), "data.source not found"
+    if case == "bad column":
+        path = tmp_path / "rows.jsonl"
+        path.write_text('{"body": "a document"}\n')
+        return str(path), "data.text_column 'text' not in columns ['body']"
+    return "no-such-user/no-such-dataset", "is not a local path, and HF_HUB_OFFLINE is set"
+
+
+@pytest.mark.parametrize("case", ["missing file", "bad column", "unknown dataset offline"])
+def test_data_source_errors_come_before_the_model_loads(
+    params_file, unloadable_model, tmp_path, capsys, monkeypatch, case
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = tmp_path / "cache"  # harvest.store auto: the store would go to <root>/train/<key>.zarr
+    over = [*tiny_overrides(unloadable_model, "auto"), f"harvest.cache_root={root}"]
+    code, err = _harvest([params_file, *over], capsys)  # a good source: the model is loaded, and fails
+    _assert_one_line_error(code, err, "cannot load model")
+    source, needle = _source_case(tmp_path, case)
+    code, err = _harvest([params_file, *over, f"data.source={source}"], capsys)
+    _assert_one_line_error(code, err, needle)  # not the model's error: the model was never loaded
+    assert not root.exists()  # and nothing was left behind: no empty <root>/train folder
+
+
+def test_a_harvest_that_fails_before_writing_leaves_no_folder(params_file, tiny_llama, tmp_path, capsys):
+    root = tmp_path / "deep" / "cache"
+    store = tmp_path / "custom" / "nested" / "s.zarr"
+    for over in (
+        [*tiny_overrides(tiny_llama, "auto"), f"harvest.cache_root={root}"],
+        [*tiny_overrides(tiny_llama, str(store)), f"harvest.cache_root={root}"],
+    ):
+        too_long = ["data.context_length=512", "harvest.tokens_per_shard=1024", "harvest.chunk_tokens=512"]
+        code, err = _harvest([params_file, *over, *too_long], capsys)
+        _assert_one_line_error(code, err, "exceeds the model's maximum")  # known only once the model loaded
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"], list(tmp_path.rglob("*"))
+    code, _ = _harvest([params_file, *tiny_overrides(tiny_llama, str(store), tokens=256)], capsys)
+    assert code == 0 and read_info(str(store)).complete  # a harvest that succeeds keeps its folders

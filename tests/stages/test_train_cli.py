@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pipeline.saes import REGISTRY
 from tests.clirun import run_cli
 
@@ -40,3 +42,37 @@ def test_new_architectures_train_from_the_grid_and_bad_values_are_one_line(tmp_p
         capsys,
     )
     assert code == 1 and len(err.strip().splitlines()) == 1 and "value_mode must be one of" in err, err
+
+
+def test_train_and_evaluate_before_harvest_say_what_to_run(tmp_path, capsys):
+    params = tmp_path / "p.yaml"
+    params.write_text(f"harvest:\n  cache_root: {tmp_path / 'cache'}\n")
+    code, _, err = run_cli(["train", "-p", str(params)], capsys)
+    assert (
+        code == 1
+        and "no harvest of the train split recorded" in err
+        and "run gsae harvest (or dvc repro)" in err
+    )
+    code, _, err = run_cli(["evaluate", "-p", str(params)], capsys)
+    assert code == 1 and "run gsae harvest --heldout (or dvc repro)" in err, err
+    # a pointer whose store is gone (deleted, or never pulled): the store error says what to run
+    pointer = tmp_path / "cache" / "train" / "store.json"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(json.dumps({"store": str(tmp_path / "gone.zarr"), "key": "k" * 64, "split": "train"}))
+    code, _, err = run_cli(["train", "-p", str(params)], capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert (
+        lines[0]
+        == f"gsae: error: no cache store at {tmp_path / 'gone.zarr'}: run gsae harvest (or dvc repro)"
+    )
+
+
+def test_an_explicit_store_that_is_missing_names_the_setting_to_harvest_it(tmp_path, capsys):
+    missing = tmp_path / "missing.zarr"
+    params = tmp_path / "p.yaml"
+    params.write_text(f"harvest:\n  cache_root: {tmp_path / 'cache'}\n")
+    code, _, err = run_cli(["train", "-p", str(params), "-s", f"train.store={missing}"], capsys)
+    assert code == 1 and f"run gsae harvest -s harvest.store={missing} (or dvc repro)" in err, err
+    code, _, err = run_cli(["evaluate", "-p", str(params), "-s", f"evaluate.store={missing}"], capsys)
+    assert code == 1 and f"run gsae harvest --heldout -s evaluate.store={missing} (or dvc repro)" in err, err
