@@ -14,19 +14,31 @@ order flipping every round (ABBA), so a shared machine's load hits both sides al
 per grid, by wall and by process CPU time (the latter less moved by other processes on the
 cores): median tok/s of each side, the bf16 / float32 speed ratio of each round's pair, its
 median and range, and the ratio of the best steps. AuxK is not reached (fewer tokens than
-``train.dead_tokens``).
+``train.dead_tokens``). On a machine other jobs share, ``--threads 1`` makes the CPU-time
+figure the robust one (no thread of ours waits on a descheduled sibling).
 
-Run: .venv/bin/python -m benchmarks.components.train_bf16 [--rounds 20] [--store URL] [--quick]
+``--stage N`` adds the whole stage: N ABBA pairs of ``gsae train`` runs (subprocesses, the
+params' grid on the same store, ``--stage-tokens`` tokens each), compared by the training
+loop's wall time that each run records in ``train.run.json``. There the reader decodes
+batches on the same cores, as in a real run.
+
+Run: .venv/bin/python -m benchmarks.components.train_bf16 [--rounds 20] [--store URL] [--stage 2] [--threads 1] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -92,13 +104,55 @@ def report(label: str, times: dict[str, dict[str, list[float]]], batch: int) -> 
     print(f"{label}, {len(ratios)} rounds\n  " + "\n  ".join(parts), flush=True)
 
 
+def stage_seconds(mode: str, store: str, params: str, tokens: int, folder: Path) -> float:
+    """``gsae train`` of the params' grid on ``store`` with ``train.autocast=mode``: the training
+    loop's wall seconds (``train.run.json``; the stage's start and writes excluded)."""
+    sets = {
+        "train.store": store,
+        "train.autocast": mode,
+        "train.tokens": tokens,
+        "train.out_dir": folder / "saes",
+        "train.metrics_out": folder / "train.json",
+        "train.curves_dir": folder / "curves",
+    }
+    cmd = [sys.executable, "-m", "stages.cli", "train", "--allow-other-store", "-p", params]
+    cmd += [a for key, value in sets.items() for a in ("-s", f"{key}={value}")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+    return float(json.loads((folder / "train.run.json").read_text())["seconds"])
+
+
+def stage(store: str, params: str, tokens: int, pairs: int, tmp: str) -> None:
+    """``pairs`` ABBA pairs of whole ``gsae train`` runs, float32 and bf16."""
+    seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for r in range(pairs):
+        for mode in MODES if r % 2 == 0 else MODES[::-1]:
+            folder = Path(tmp) / f"stage-{mode}-{r}"
+            seconds[mode].append(stage_seconds(mode, store, params, tokens, folder))
+            shutil.rmtree(folder)
+    ratios = [f / b for f, b in zip(seconds["none"], seconds["bfloat16"], strict=True)]
+    print(
+        f"gsae train, {tokens:,} tokens, {pairs} pairs: training loop float32 "
+        f"{', '.join(f'{x:.1f}' for x in seconds['none'])} s, bf16 {', '.join(f'{x:.1f}' for x in seconds['bfloat16'])} s; "
+        f"bf16 / float32 speed median {statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})",
+        flush=True,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20, help="timed steps of each precision, alternated")
     ap.add_argument("--store", help="read the batches from this store (default: a synthetic one)")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"), help="the grid and training settings")
+    ap.add_argument(
+        "--stage", type=int, default=0, help="also time this many ABBA pairs of whole `gsae train` runs"
+    )
+    ap.add_argument("--stage-tokens", type=int, default=98304, help="train.tokens of those runs")
+    ap.add_argument("--threads", type=int, help="torch threads of the in-process part (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="4 rounds (a smoke run)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.rounds = 4
     logging.basicConfig(level=logging.WARNING)
@@ -109,21 +163,20 @@ def main() -> None:
         f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {native_bf16()}; batch {cfg.batch_size}"
     )
     n = min(args.rounds, 16) + 2
-    if args.store:
-        batches = load_batches(args.store, cfg.batch_size, n)
-        source = args.store
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            batches = load_batches(build(f"{tmp}/s.zarr", 2), cfg.batch_size, n)
-        source = "synthetic store"
-    print(f"batches: {n} x {cfg.batch_size} rows of d = {batches[0][0].shape[1]} from {source}")
-    grids = {
-        f"default grid ({len(expand_grid(cfg.grid))} variants)": cfg.grid,
-        "one topk variant": dataclasses.replace(cfg.grid, architecture=("topk",), seed=(0,)),
-        "one gsae variant": dataclasses.replace(cfg.grid, architecture=("gsae",), seed=(0,)),
-    }
-    for label, grid in grids.items():
-        report(label, measure(dataclasses.replace(cfg, grid=grid), batches, args.rounds), cfg.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or build(f"{tmp}/s.zarr", 2)
+        batches = load_batches(store, cfg.batch_size, n)
+        print(f"batches: {n} x {cfg.batch_size} rows of d = {batches[0][0].shape[1]} from {store}")
+        grids = {
+            f"default grid ({len(expand_grid(cfg.grid))} variants)": cfg.grid,
+            "one topk variant": dataclasses.replace(cfg.grid, architecture=("topk",), seed=(0,)),
+            "one gsae variant": dataclasses.replace(cfg.grid, architecture=("gsae",), seed=(0,)),
+        }
+        for label, grid in grids.items():
+            report(label, measure(dataclasses.replace(cfg, grid=grid), batches, args.rounds), cfg.batch_size)
+        del batches
+        if args.stage:
+            stage(store, args.params, args.stage_tokens, args.stage, tmp)
 
 
 if __name__ == "__main__":
