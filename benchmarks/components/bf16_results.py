@@ -10,7 +10,7 @@ A delta is "within" when |mean Δ| ≤ the seed sd.
 
 The stores are the ones the default run's harvest recorded (``<data-root>/data/cache/<split>/
 store.json``, their URLs relative to ``--data-root``, their content keys checked here) and are
-only read. Nothing is written outside ``--out``. About 15 min on 2 CPU cores.
+only read. Nothing is written outside ``--out``. 15–25 min on 2 CPU cores.
 
 Run: .venv/bin/python -m benchmarks.components.bf16_results [--data-root /work/main] [--out /tmp/bf16]
 """

@@ -12,7 +12,7 @@ return float32 at once, and the rest of the step stays float32 on purpose:
   differ from float32's: swaps between near-equal latents);
 - the values the decoder receives keep z's bf16 rounding (median relative error 1.5e-3 at
   the selected latents): noise of order (1.5e-3)² in FVU, so they are not recomputed in
-  float32 (a [B, k, d] gather per step, the memory traffic of the GEMM time saved);
+  float32 (that would gather [B, k, d] encoder columns per step, 75 MB at the default shape);
 - the decoder (an embedding bag of k rows: 1/144 of the encoder's multiply-adds at x8, k32),
   the FVU loss and its sums over B·d terms (bf16 keeps ~3 significant digits of a sum), the
   sparse encoder gradient, the master weights, Adam's moments and the decoder
