@@ -121,6 +121,7 @@ _TRAIN = _GRID | {
         "checkpoint_every",
         "seed",
         "device",
+        "autocast",
         "metrics_out",
         "curves_dir",
         "log_every",

@@ -178,6 +178,13 @@ class TrainConfig:
     """Data-order seed."""
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    autocast: Literal["none", "bfloat16"] = "none"
+    """Run the SAE encoder's matrix products (x W_enc, and the g-SAE's |W_dec g|) under
+    torch.autocast in bfloat16 on the training device; z, the top-k choice, the decoder, the
+    loss, the master weights and Adam's state stay float32 (pipeline/train/precision.py).
+    Fast on CPUs with AVX512-BF16 / AMX (elsewhere slower: a warning) and GPUs. Changes the
+    weights, so tracked. The default run sets bfloat16: ~1.3x the trainer's speed, FVU and
+    loss recovered within the seed spread of float32 (docs/benchmarks.md)."""
     metrics_out: str = "metrics/train_metrics.json"
     """Final training figures per variant (JSON: variant → fvu, l0, dead_frac, ...); wall time goes to ``<stem>.run.json`` beside it."""
     curves_dir: str = "metrics/train_curves"

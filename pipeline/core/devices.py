@@ -28,3 +28,9 @@ def autocast(device: torch.device, mode: str) -> AbstractContextManager[None]:
     ``none`` is a context that changes nothing."""
     amp = mode != "none"
     return torch.autocast(device.type, dtype=getattr(torch, mode) if amp else None, enabled=amp)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX tiles)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)

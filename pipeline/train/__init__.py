@@ -6,7 +6,8 @@ step over all variants of a batch), :mod:`~pipeline.train.adam` (the fused Adam)
 :mod:`~pipeline.train.normalize` (input and gradient scales, decoder-bias init),
 :mod:`~pipeline.train.checkpoint` (resumable state, all-or-nothing outputs),
 :mod:`~pipeline.train.distributed` (``torchrun``), :mod:`~pipeline.train.record` (cfg.json
-provenance and the metrics of a run).
+provenance and the metrics of a run), :mod:`~pipeline.train.precision` (``train.autocast``: the
+encoder's GEMMs in bf16).
 
 Rule: ``train`` never imports ``harvest``, ``evaluate``, ``lm`` or ``text``: it reads the
 store the pointer names (:mod:`pipeline.stores`) and hands its curves to evaluation through

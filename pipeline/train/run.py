@@ -53,6 +53,7 @@ from pipeline.stores import require_gradients
 from pipeline.train import distributed
 from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.train.normalize import activation_scale, gradient_scale, init_b_dec
+from pipeline.train.precision import warn_if_emulated
 from pipeline.train.record import final_figures, sae_provenance, variant_figures
 from pipeline.train.sweep import VariantSpec, expand_grid
 from pipeline.train.trainer import Trainer
@@ -159,6 +160,7 @@ def run_train(
     for layer in {s.layer for s in specs}:  # every hook exists before any layer trains
         resolve_hook(info, cfg.layer if layer is None else layer)
     device = resolve_device(cfg.device, "train.device")
+    warn_if_emulated(device, cfg.autocast)
     out_dir = Path(cfg.out_dir)
     check_writable(out_dir, "train.out_dir")
     check_writable(cfg.curves_dir, "train.curves_dir")

@@ -17,24 +17,22 @@ its ``grad_scale``):
 - gradient-aware variants also log ``selection_shift``, the fraction of their selected
   latents outside their own β = 0 selection of z (what the gradient changed;
   :meth:`~pipeline.saes.base.SAE.selection_changes`).
-- ``fo_loss_err`` (when the batch carries gradients, every architecture): mean over the
-  batch rows of |g · (x − x̂)| in raw units (the scaled difference divided by ``act_scale``,
-  g the raw stored gradient of the context's summed loss), the first-order change of the
-  loss at each token when x̂ replaces x (nats; :mod:`pipeline.evaluate.metrics`). It costs one
-  [B, d] product and row sum, so it is measured only on the step that ends a log window
-  (``fit``'s ``log_every``) and the curve row gives that step's value.
+- ``fo_loss_err`` (batches with gradients, every architecture): mean over the rows of
+  |g · (x − x̂)| in raw units (g the stored gradient of the context's summed loss), the
+  first-order loss change at each token when x̂ replaces x (nats; :mod:`pipeline.evaluate.metrics`);
+  measured only on the step that ends a log window (``fit``'s ``log_every``), which the
+  curve row gives.
 - the decoder-gradient component parallel to each row is removed before Adam's step and
   the rows renormalised to unit norm after it.
 
-Variants are trained in a Python loop. Stacking equal-shape variants into one batched
-``bmm`` was measured on 2 CPU cores (benchmarks/components/train_stage.py, figure d): once the allocator
-is tuned (:func:`stages.allocator.tune_allocator`) the stacked step takes the same time as the loop
-(stacked/loop 1.01), so the simpler loop stays. On the CPU the encoder's gradients come
-from the sparse ∂L/∂z (:mod:`pipeline.saes.sparse_grad`: no dense backward GEMM) and AuxK
-runs over the dead latents' columns only, skipped when none is dead: one TopK variant's
-step (k32 x8, batch 4,096, 2 cores) is 1.49x faster than with the dense path, 2.38x while
-AuxK is on with no latent dead (benchmarks/components/train_stage.py, figure f). Results equal the dense
-path to float rounding.
+Variants are trained in a Python loop: stacking equal-shape variants into one ``bmm`` takes
+the same time once the allocator is tuned (:func:`stages.allocator.tune_allocator`; stacked/loop
+1.01 on 2 CPU cores, benchmarks/components/train_stage.py figure d). On the CPU the encoder's
+gradients come from the sparse ∂L/∂z (:mod:`pipeline.saes.sparse_grad`: no dense backward
+GEMM) and AuxK runs over the dead latents' columns only, skipped when none is dead: one TopK
+variant's step (k32 x8, batch 4,096, 2 cores) is 1.49x faster than the dense path, 2.38x
+while AuxK is on (figure f); results equal the dense path to float rounding.
+``train.autocast: bfloat16``: the encoder's GEMMs in bf16 (:mod:`pipeline.train.precision`).
 
 The trainer is deterministic on CPU given its inputs, and ``state_dict`` captures
 everything (parameters, Adam state, counters, step, RNG, curve rows), so a run resumed
@@ -45,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.core.config import TrainConfig
+from pipeline.core.devices import autocast
 from pipeline.saes.base import SAE
 from pipeline.saes.sparse_grad import encoder_backward_
 from pipeline.train.adam import FusedAdam
@@ -154,14 +154,13 @@ class Trainer:
         if sae.uses_grad and g is None:
             raise ValueError(f"variant {v.spec.name}: {sae.architecture} needs the loss gradient")
         g = g if sae.uses_grad else None
-        if self.sparse_encoder_grad:  # the values are the leaves: ∂L/∂z is never built densely
-            with torch.no_grad():
-                z = sae.encode_pre(x)
-                indices, values = sae.select(z, g)
-            values.requires_grad_(True)
-        else:
+        # CPU: the values are the leaves, ∂L/∂z is never built densely; z is float32 (train.precision)
+        grad_mode = torch.no_grad() if self.sparse_encoder_grad else nullcontext()
+        with grad_mode, autocast(self.device, self.cfg.autocast):
             z = sae.encode_pre(x)
             indices, values = sae.select(z, g)
+        if self.sparse_encoder_grad:
+            values.requires_grad_(True)
         x_hat = sae.decode_sparse(indices, values)
         fvu = self._fvu(x, x_hat)
         aux, aux_indices, aux_values = self._aux_loss(v, z, (x - x_hat).detach())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,87 @@ def test_first_order_loss_error_is_measured_on_log_steps_only() -> None:
     )
     assert "fo_loss_err" not in only_topk.train_step(x, None, measure_fo=True)["topk-k2-x2-s0"]
     assert "fo_loss_err" not in only_topk.flush_log()["topk-k2-x2-s0"]
+
+
+def test_bf16_autocast_resumes_bit_identically_and_is_recorded(
+    store: str, tmp_path: Path, monkeypatch
+) -> None:
+    """train.autocast=bfloat16 through run_train: a resumed run ends bit-identical, the weights
+    stay float32 and are not float32 training's, cfg.json records the setting and SAELens still
+    loads the folder."""
+    run_train(make_params(tmp_path / "fp32"), store_url=store, expected_key=None)
+    metrics = run_train(
+        make_params(tmp_path / "ref", autocast="bfloat16"), store_url=store, expected_key=None
+    )
+    run = make_params(tmp_path / "run", autocast="bfloat16")
+    real_step = Trainer.train_step
+
+    def crashing_step(self: Trainer, act: torch.Tensor, grad: torch.Tensor, **kw: bool):
+        if self.step == 6:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_step(self, act, grad, **kw)
+
+    monkeypatch.setattr(Trainer, "train_step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(run, store_url=store, expected_key=None)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert run_train(run, store_url=store, expected_key=None) == metrics
+    curves = (tmp_path / "ref" / "metrics" / "curves" / "curves.csv").read_text()
+    assert curves == (tmp_path / "run" / "metrics" / "curves" / "curves.csv").read_text()
+    for name in ("topk-k4-x4-s0", "gsae-k4-b1-x4-aug-s0"):
+        a = load_file(str(tmp_path / "ref" / "saes" / name / "sae_weights.safetensors"))
+        b = load_file(str(tmp_path / "run" / "saes" / name / "sae_weights.safetensors"))
+        f = load_file(str(tmp_path / "fp32" / "saes" / name / "sae_weights.safetensors"))
+        assert all(torch.equal(a[key], b[key]) and a[key].dtype == torch.float32 for key in a), name
+        assert not torch.equal(a["W_enc"], f["W_enc"]), name  # the option does something
+        _, cfg = load_sae(tmp_path / "ref" / "saes" / name)
+        assert cfg["training"]["autocast"] == "bfloat16" and cfg["dtype"] == "float32"
+    with warnings.catch_warnings():  # its transformer_lens import warns when it is the first
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from sae_lens import SAE as SAELensSAE
+    assert SAELensSAE.load_from_disk(str(tmp_path / "ref" / "saes" / "topk-k4-x4-s0")).cfg.d_sae == 64
+
+
+def test_bf16_encoder_hands_float32_on() -> None:
+    """Under autocast z and the g-SAE score are float32 tensors holding a bf16 product."""
+    cfg = TrainConfig(grid=GridConfig(architecture=("gsae",), k=(4,), expansion=(8,), beta=(1.0,)))
+    gen = torch.Generator().manual_seed(0)
+    x, grad = torch.randn(64, 32, generator=gen) * 3 + 5, torch.randn(64, 32, generator=gen)
+    sae = next(iter(Trainer(expand_grid(cfg.grid), 32, cfg, total_steps=1).variants.values())).sae
+    with torch.no_grad():
+        sae.b_dec.copy_(x.mean(dim=0))
+        exact = sae.encode_pre(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = sae.encode_pre(x)
+            s = sae.scores(z, grad)
+    assert z.dtype == torch.float32 and s.dtype == torch.float32 and exact.dtype == torch.float32
+    err = float((z - exact).abs().max() / exact.abs().max())
+    assert 1e-5 < err < 2e-2, err  # rounded like a bf16 product, not float32's ~1e-7
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse-cpu", "dense-autograd"])
+def test_bf16_training_learns_like_float32(sparse: bool) -> None:
+    """Both encoder-gradient paths (the CPU's sparse one, autograd's dense one that CUDA takes)
+    under bf16: the loss falls as in float32, the weights differ from float32's, the gradients
+    reaching Adam are float32."""
+    grid = GridConfig(architecture=("topk", "gsae"), k=(4,), expansion=(8,), beta=(1.0,), lr=(1e-2,))
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(64, 32, generator=gen) * 3 + 5, torch.randn(64, 32, generator=gen)) for _ in range(4)
+    ]
+    runs = {}
+    for autocast in ("none", "bfloat16"):
+        cfg = TrainConfig(warmup_steps=1, decay_fraction=0.0, autocast=autocast, grid=grid)
+        tr = Trainer(expand_grid(grid), 32, cfg, total_steps=40, b_dec=batches[0][0].mean(dim=0))
+        tr.sparse_encoder_grad = sparse
+        stats = [tr.train_step(*batches[i % 4]) for i in range(40)]
+        runs[autocast] = (tr, stats)
+    (tr32, s32), (tr16, s16) = runs["none"], runs["bfloat16"]
+    for name, v in tr16.variants.items():
+        first = sum(float(s[name]["fvu"]) for s in s16[:4]) / 4
+        last = sum(float(s[name]["fvu"]) for s in s16[-4:]) / 4
+        last32 = sum(float(s[name]["fvu"]) for s in s32[-4:]) / 4
+        assert last < 0.7 * first, (name, first, last)
+        assert last == pytest.approx(last32, rel=0.05), (name, last, last32)
+        assert not torch.equal(v.sae.W_enc, tr32.variants[name].sae.W_enc)
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in v.sae.parameters())
