@@ -29,6 +29,7 @@ from pipeline.saes.naming import base_variant, grid_hparams, table_label
 
 COLUMNS = (
     ("loss_recovered", "loss rec.", 4),
+    ("ce_loss_score", "CE loss score (SAELens)", 4),
     ("ce_spliced", "CE spliced", 4),
     ("kl", "KL", 4),
     ("fvu", "FVU", 4),
