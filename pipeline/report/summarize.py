@@ -32,6 +32,7 @@ COLUMNS = (
     ("ce_loss_score", "CE loss score (SAELens)", 4),
     ("ce_spliced", "CE spliced", 4),
     ("kl", "KL", 4),
+    ("kl_div_score", "KL div score (SAELens)", 4),
     ("fvu", "FVU", 4),
     ("fo_loss_err", "FO loss err.", 4),
     ("l0", "L0", 1),
