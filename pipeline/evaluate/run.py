@@ -14,6 +14,8 @@ Per variant (and, for a g-SAE with β > 0, the same SAE encoded with β = 0 as
 - ``ce_clean``, ``ce_spliced``, ``ce_zero_ablation``, ``loss_recovered``, ``kl`` from
   splicing into the *live* model (:mod:`pipeline.evaluate.splice`: the SAE encodes the model's own
   activation; the g-SAE gradient comes from the store);
+- ``ce_loss_score``, ``kl_div_score`` and their five means as ``sae_lens.evals.run_evals``
+  computes them (BOS zero-ablated too; :mod:`pipeline.evaluate.conventions`), from the same splice;
 - ``fo_loss_err`` = mean |g · (x − x̂)| and ``fo_loss_delta`` = mean g · (x̂ − x) (nats per
   prediction, the first-order estimate of ``ce_spliced − ce_clean``) on the same rows as FVU,
   when the store holds gradients (:mod:`pipeline.evaluate.metrics` gives the units);
@@ -47,9 +49,10 @@ from pipeline.core.config import Params
 from pipeline.core.errors import ConfigError, SAEFormatError
 from pipeline.curves import read_curves
 from pipeline.evaluate.absorption import absorption_metrics
+from pipeline.evaluate.conventions import splice_both, zero_key
 from pipeline.evaluate.heldout import HeldOut, eval_window, read_held_out
 from pipeline.evaluate.metrics import ReconStats, distribution, loss_recovered, recon_stats
-from pipeline.evaluate.splice import Edit, SpliceResult, sae_editor, splice_losses, zero_editor
+from pipeline.evaluate.splice import SpliceResult
 from pipeline.evaluate.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
 from pipeline.lm.models import LoadedModel, load_model, warn_if_other_weights
 from pipeline.report.entries import VariantResult
@@ -155,28 +158,23 @@ def _reconstructions(entries: list[Entry], data: HeldOut) -> dict[str, ReconStat
     return recon
 
 
-def _splice(params: Params, lm: LoadedModel, entries: list[Entry], data: HeldOut) -> SpliceResult:
-    """CE and KL with each SAE's reconstruction (and zero ablation of each hook) spliced in."""
+def _splice(
+    params: Params, lm: LoadedModel, entries: list[Entry], data: HeldOut
+) -> tuple[SpliceResult, dict[str, dict[str, float]]]:
+    """CE and KL with each SAE's reconstruction (and zero ablation of each hook) spliced in, in
+    our convention and SAELens's (:mod:`pipeline.evaluate.conventions`)."""
     ev = params.evaluate
-    blocks = {e.hook: e.block for e in entries}
-    grads_t = {h: None if g is None else data.view(g) for h, g in data.grads.items()}
-    edits = {e.name: Edit(e.block, sae_editor(e.sae, grads_t[e.hook])) for e in entries}
-    edits |= {f"zero:{h}": Edit(b, zero_editor()) for h, b in blocks.items()}
-    stored = {blocks[h]: data.view(a) for h, a in data.acts.items()}
-    spliced = splice_losses(
+    return splice_both(
         lm,
         data.ids,
-        edits,
+        entries,
+        {h: None if g is None else data.view(g) for h, g in data.grads.items()},
+        stored_acts={e.block: data.view(data.acts[e.hook]) for e in entries},
         batch_size=ev.batch_size,
-        stored_acts=stored,
         mode=ev.splice,
         edits_per_forward=ev.edits_per_forward,
         autocast=ev.autocast,
     )
-    for block, err in spliced.act_rel_err.items():
-        level = logging.WARNING if err > 0.02 else logging.INFO
-        log.log(level, "block %d: live vs stored activation relative error %.2e", block, err)
-    return spliced
 
 
 def _steering(
@@ -240,6 +238,7 @@ def _results(
     spliced: SpliceResult,
     steer: dict[str, SteerResult],
     absorption: dict[str, dict[str, float]] | None = None,
+    field: dict[str, dict[str, float]] | None = None,
 ) -> tuple[dict[str, dict[str, float]], list[VariantResult]]:
     """The metrics (variant → figures) and the per-variant results the report and plots read."""
     metrics: dict[str, dict[str, float]] = {}
@@ -250,11 +249,11 @@ def _results(
             recon[e.name],
             spliced.ce_clean,
             spliced.ce[e.name],
-            spliced.ce[f"zero:{e.hook}"],
+            spliced.ce[zero_key(e.hook)],
             spliced.kl[e.name],
             steer.get(e.name),
         )
-        m |= (absorption or {}).get(e.name, {})
+        m |= (field or {}).get(e.name, {}) | (absorption or {}).get(e.name, {})
         metrics[e.name] = m
         seed = _cfg_number(e.cfg, ("init_seed", "seed"))
         results.append(
@@ -299,10 +298,10 @@ def run_evaluate(
         store_url, info, sorted({e.hook for e in entries}), params.evaluate.first_token, n_ctx
     )
     recon = _reconstructions(entries, data)
-    spliced = _splice(params, lm, entries, data)
+    spliced, field = _splice(params, lm, entries, data)
     steer, ctx_idx = _steering(params, lm, entries, data, recon)
     absorption = _absorption(params, lm, entries)
-    metrics, results = _results(entries, recon, spliced, steer, absorption)
+    metrics, results = _results(entries, recon, spliced, steer, absorption, field)
     elapsed = time.perf_counter() - t0
     settings = _settings(params, lm, info, store_url, entries, n_ctx, ctx_idx, spliced.act_rel_err, elapsed)
     _write_outputs(params, metrics, results, settings)

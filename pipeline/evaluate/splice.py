@@ -2,15 +2,19 @@
 
 An *editor* is a function ``fn(hidden, rows) -> hidden'`` applied to the output hidden
 state [B, T, d] of one decoder block, where ``rows`` is the slice of evaluation contexts in
-the batch (so an editor can look up per-token data such as stored gradients). Every editor
-here leaves position 0 of each context at its clean value (BOS / attention sink) and edits
-positions 1..T−1:
+the batch (so an editor can look up per-token data such as stored gradients). Our
+convention's editors leave position 0 of each context at its clean value (BOS / attention
+sink) and edit positions 1..T−1:
 
 - :func:`sae_editor` replaces the activation by the SAE reconstruction x̂. The SAE encodes
   the model's *live* activation at the hook (the one the clean forward really computes,
   in the model's dtype, cast to float32), not the float16 copy in the store; the g-SAE's
   gradient is the stored clean gradient of the same token (float16 → float32).
 - :func:`zero_editor` replaces the activation by 0 (zero ablation).
+
+``sae_editor(..., keep=mask)`` and :func:`zero_all_editor` are the exceptions SAELens's
+convention needs (:mod:`pipeline.evaluate.conventions`): the SAE at every position but the
+``keep`` ones, and zeros at every position, BOS included.
 
 :func:`splice_losses` runs, for each batch of contexts, one clean forward (capturing the
 clean state at every edited block) and then, per editor, only the blocks after the edited
@@ -20,7 +24,10 @@ returns per editor the mean next-token CE over all T−1 predictions of every co
 p_edited) over the same positions (position 0 included: it is unchanged, so its KL is 0 —
 the mean is over exactly the predictions CE averages over), both straight from the logits
 (:mod:`pipeline.evaluate.nextdist`). ``mode="full"`` reruns the whole model per editor
-instead (the reference the suffix path is tested against).
+instead (the reference the suffix path is tested against). With ``count`` (a position mask)
+it also returns, per context, the CE and KL summed over the counted positions only
+(:class:`CountedSums`; KL there includes the last position, which makes no prediction
+with a target but has a next-token distribution).
 
 ``autocast="bfloat16"`` runs the forwards after the first edited block (the clean one too)
 in bfloat16: ~3× faster on CPUs with bf16 matrix units, but not float rounding: on the
@@ -59,6 +66,18 @@ class Edit:
 
 
 @dataclass
+class CountedSums:
+    """Per-context sums [n] (float64) over the positions a ``count`` mask [n, T] marks."""
+
+    ce_clean: np.ndarray
+    """Σ clean CE of the predictions made at counted positions (position t predicts token t+1)."""
+    ce: dict[str, np.ndarray]
+    """edit → Σ CE of the same predictions."""
+    kl: dict[str, np.ndarray]
+    """edit → Σ KL(p_clean ‖ p_edit) at counted positions, the last position included."""
+
+
+@dataclass
 class SpliceResult:
     """Mean CE of the clean model and mean CE / KL of every edit."""
 
@@ -68,6 +87,8 @@ class SpliceResult:
     predictions: int
     act_rel_err: dict[int, float] = field(default_factory=dict)
     """block → ‖live − stored‖ / ‖stored‖ of the hook activation (positions ≥ 1)."""
+    counted: CountedSums | None = None
+    """The sums over the ``count`` mask's positions, when one was given."""
 
 
 def keep_first(hidden: torch.Tensor, new_tail: torch.Tensor) -> torch.Tensor:
@@ -75,15 +96,24 @@ def keep_first(hidden: torch.Tensor, new_tail: torch.Tensor) -> torch.Tensor:
     return torch.cat([hidden[:, :1], new_tail.to(hidden.dtype)], dim=1)
 
 
-def sae_editor(sae: torch.nn.Module, grads: torch.Tensor | None) -> Editor:
-    """Replace positions 1.. by ``sae(x, g).x_hat``; ``grads`` [n_ctx, T, d] are the stored gradients."""
+def sae_editor(sae: torch.nn.Module, grads: torch.Tensor | None, keep: torch.Tensor | None = None) -> Editor:
+    """Replace positions 1.. by ``sae(x, g).x_hat``; ``grads`` [n_ctx, T, d] are the stored gradients.
+
+    With ``keep`` (bool [n_ctx, T]) every position is reconstructed except those ``keep``
+    marks, which stay clean (SAELens's ``torch.where(mask, x̂, x)``; the SAE acts per token,
+    so the other positions' x̂ are the same either way).
+    """
 
     def fn(hidden: torch.Tensor, rows: slice) -> torch.Tensor:
         b, t, d = hidden.shape
-        x = hidden[:, 1:].reshape(-1, d).float()
-        g = None if grads is None else grads[rows, 1:].reshape(-1, d).to(x.device, torch.float32)
-        x_hat = sae(x, g).x_hat if g is not None else sae(x).x_hat
-        return keep_first(hidden, x_hat.view(b, t - 1, d))
+        first = 0 if keep is not None else 1
+        x = hidden[:, first:].reshape(-1, d).float()
+        g = None if grads is None else grads[rows, first:].reshape(-1, d).to(x.device, torch.float32)
+        x_hat = (sae(x, g).x_hat if g is not None else sae(x).x_hat).view(b, t - first, d)
+        if keep is None:
+            return keep_first(hidden, x_hat)
+        clean = keep[rows].to(hidden.device).unsqueeze(-1)
+        return torch.where(clean, hidden, x_hat.to(hidden.dtype))
 
     return fn
 
@@ -93,6 +123,15 @@ def zero_editor() -> Editor:
 
     def fn(hidden: torch.Tensor, rows: slice) -> torch.Tensor:
         return keep_first(hidden, torch.zeros_like(hidden[:, 1:]))
+
+    return fn
+
+
+def zero_all_editor() -> Editor:
+    """Replace every position, the first included, by zeros (SAELens's zero ablation)."""
+
+    def fn(hidden: torch.Tensor, rows: slice) -> torch.Tensor:
+        return torch.zeros_like(hidden)
 
     return fn
 
@@ -129,9 +168,11 @@ def splice_losses(
     mode: Literal["suffix", "full"] = "suffix",
     edits_per_forward: int = 4,
     autocast: str = "none",
+    count: torch.Tensor | None = None,
 ) -> SpliceResult:
     """Clean CE and, per edit, spliced CE and KL(p_clean ‖ p_edit) over contexts ``ids`` [n, T].
 
+    ``count`` (bool [n, T]) adds :class:`CountedSums` over the positions it marks.
     ``stored_acts`` (block → [n, T, d]) optionally compares the live hook activations of
     the clean forward with the store's copy (reported as ``act_rel_err``). ``autocast``
     (``none`` | ``bfloat16``) runs the clean and edited forwards after the first edited
@@ -142,7 +183,7 @@ def splice_losses(
     n, t = ids.shape
     if t < 2:
         raise ValueError("contexts need at least 2 tokens")
-    acc = _Accumulator(edits)
+    acc = _Accumulator(edits, None if count is None else torch.as_tensor(count, dtype=torch.bool))
     blocks = sorted({e.block for e in edits.values()} | set(stored_acts or {}))
     bar = tqdm(total=n, unit="ctx", desc="splice", leave=False)
     for start in range(0, n, batch_size):
@@ -152,22 +193,26 @@ def splice_losses(
         capture, z_clean = clean_pass(lm, batch, blocks, mode, autocast)
         for block, stored in (stored_acts or {}).items():
             acc.compare(block, capture.states[block], stored[rows])
-        ref = nextdist.reference(z_clean[:, :-1])
-        acc.ce_clean += float(nextdist.target_ce(z_clean[:, :-1], ref.lse, target).double().sum())
+        # every position's distribution (the last one too: counted KL includes it)
+        ref = nextdist.reference(z_clean)
+        acc.add_clean(nextdist.target_ce(z_clean[:, :-1], ref.lse[:, :-1], target), rows)
         del z_clean
         with autocast_on(lm.device, autocast):
             for names, z in _edited_logits(lm, batch, rows, edits, capture, mode, edits_per_forward):
-                lse, kl = nextdist.edited(z[:, :-1], ref)
-                ce = nextdist.target_ce(z[:, :-1], lse, target.repeat(len(names), 1))
+                lse, kl = nextdist.edited(z, ref)
+                ce = nextdist.target_ce(z[:, :-1], lse[:, :-1], target.repeat(len(names), 1))
                 for j, name in enumerate(names):
                     part = slice(j * len(batch), (j + 1) * len(batch))
-                    acc.ce[name] += float(ce[part].double().sum())
-                    acc.kl[name] += float(kl[part].double().sum())
+                    acc.add(name, ce[part], kl[part], rows)
                 del z
         del ref
         bar.update(len(batch))
     bar.close()
-    return acc.result(n * (t - 1))
+    result = acc.result(n * (t - 1))
+    for block, err in result.act_rel_err.items():
+        level = logging.WARNING if err > 0.02 else logging.INFO
+        log.log(level, "block %d: live vs stored activation relative error %.2e", block, err)
+    return result
 
 
 def clean_pass(
@@ -221,12 +266,38 @@ def _edited_logits(
 class _Accumulator:
     """Running sums of clean CE, per-edit CE and KL, and the live-vs-stored activation error."""
 
-    def __init__(self, edits: Mapping[str, Edit]) -> None:
+    def __init__(self, edits: Mapping[str, Edit], count: torch.Tensor | None) -> None:
         self.ce_clean = 0.0
         self.ce = dict.fromkeys(edits, 0.0)
         self.kl = dict.fromkeys(edits, 0.0)
         self.err_num: dict[int, float] = {}
         self.err_den: dict[int, float] = {}
+        self.count = count
+        if count is not None:
+            n = count.shape[0]
+            self.counted = CountedSums(
+                np.zeros(n), {k: np.zeros(n) for k in edits}, {k: np.zeros(n) for k in edits}
+            )
+
+    def _counted(self, per_pos: torch.Tensor, rows: slice) -> np.ndarray:
+        """Per-context sums of ``per_pos`` [B, P] over the counted positions 0..P−1 of ``rows``."""
+        assert self.count is not None
+        mask = self.count[rows, : per_pos.shape[1]].to(per_pos.device)
+        return torch.where(mask, per_pos, 0.0).double().sum(1).cpu().numpy()
+
+    def add_clean(self, ce: torch.Tensor, rows: slice) -> None:
+        """Clean CE [B, T−1] of the contexts ``rows``."""
+        self.ce_clean += float(ce.double().sum())
+        if self.count is not None:
+            self.counted.ce_clean[rows] = self._counted(ce, rows)
+
+    def add(self, name: str, ce: torch.Tensor, kl: torch.Tensor, rows: slice) -> None:
+        """CE [B, T−1] and KL [B, T] of edit ``name`` on the contexts ``rows`` (ours: KL at 0..T−2)."""
+        self.ce[name] += float(ce.double().sum())
+        self.kl[name] += float(kl[:, :-1].double().sum())
+        if self.count is not None:
+            self.counted.ce[name][rows] = self._counted(ce, rows)
+            self.counted.kl[name][rows] = self._counted(kl, rows)
 
     def compare(self, block: int, live: torch.Tensor, stored: torch.Tensor) -> None:
         """Accumulate ‖live − stored‖² and ‖stored‖² at positions 1.."""
@@ -243,4 +314,5 @@ class _Accumulator:
             {k: v / preds for k, v in self.kl.items()},
             preds,
             rel,
+            self.counted if self.count is not None else None,
         )

@@ -4,6 +4,8 @@ PNGs: :mod:`pipeline.report.plots`).
 Every file is written atomically (temporary file in the same folder, then rename). Groups
 (series) and seed statistics are :mod:`pipeline.report.entries`'s. The report shows the CE
 baselines loss recovered is measured against (and warns when zero ablation does not hurt),
+those of SAELens's convention (``ce_loss_score``, ``kl_div_score``: BOS zero-ablated too,
+:mod:`pipeline.evaluate.conventions`) with the difference stated,
 a table of the known figures plus ``selection_shift`` and ``fo_loss_err`` columns when present,
 every other numeric figure in a second table, the first-order loss error per group with its
 rank correlation with the spliced CE (:mod:`pipeline.report.tracking`), and the PNGs.
@@ -14,14 +16,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.core.fileio import atomic_write_text
-from pipeline.report.entries import VariantResult, by_group, mean_sd
+from pipeline.report.entries import VariantResult, by_group, group_by, mean_sd
 from pipeline.report.plotdata import baselines
 from pipeline.report.plots import TITLES
 from pipeline.report.tracking import FO_NOTE, GROUPED_HEAD, correlation_lines, grouped_rows
@@ -62,7 +64,9 @@ TABLE_COLUMNS = (
     ("dead (train)", "train_dead_frac"),
     ("CE spliced", "ce_spliced"),
     ("loss rec.", "loss_recovered"),
+    ("CE loss score (SAELens)", "ce_loss_score"),
     ("KL", "kl"),
+    ("KL div score (SAELens)", "kl_div_score"),
     ("absorption", "absorption_rate"),
     ("full absorption", "absorption_full"),
     ("split latents", "absorption_split_latents"),
@@ -71,6 +75,8 @@ TABLE_COLUMNS = (
     ("steer Δlogp (median)", "steer_logit_median"),
 )
 OPTIONAL_COLUMNS = {
+    "ce_loss_score",
+    "kl_div_score",
     "selection_shift",
     "train_dead_frac",
     "fo_loss_err",
@@ -79,7 +85,13 @@ OPTIONAL_COLUMNS = {
     "absorption_split_latents",
 }
 """Columns shown only when some entry has the figure."""
-BASELINE_KEYS = {"ce_clean", "ce_zero_ablation"}
+SAELENS_BASELINES = {
+    "ce_loss_without_sae": "CE of the clean model",
+    "ce_loss_with_ablation": "CE with the layer's output zeroed at every position",
+    "kl_div_with_ablation": "KL(p_clean ‖ p_zeroed) of that ablation",
+}
+"""SAELens's baselines (the special-token positions left out of the means), per hook."""
+BASELINE_KEYS = {"ce_clean", "ce_zero_ablation", *SAELENS_BASELINES}
 """Shown once, in the baselines section, not per variant."""
 
 DEAD_LATENTS_NOTE = (
@@ -155,6 +167,27 @@ def baseline_lines(results: Sequence[VariantResult]) -> list[str]:
         "- Loss recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean): 1 is the clean model, "
         "0 is no better than zeroing the layer."
     )
+    return lines + saelens_baseline_lines(results)
+
+
+def saelens_baseline_lines(results: Sequence[VariantResult]) -> list[str]:
+    """The baselines of SAELens/SAEBench's convention and how it differs from ours ([] without them)."""
+    by_hook = {r.hook: r.metrics for r in results if "ce_loss_score" in r.metrics}
+    if not by_hook:
+        return []
+    lines = [
+        "- **Two conventions.** Ours (loss rec., KL) keeps position 0 (BOS) clean in every edit, the "
+        "zero ablation included, as our SAEs were trained without it, and averages over every "
+        "prediction. SAELens's `evals.run_evals` and SAEBench (CE loss score, KL div score; their "
+        "defaults) zero-ablate every position, BOS included, keep special tokens (BOS, EOS) "
+        "unreconstructed and leave their positions out of the means: CE loss score = "
+        "(CE_zero − CE_SAE) / (CE_zero − CE_clean), KL div score = (KL_zero − KL_SAE) / KL_zero. "
+        "In that convention:"
+    ]
+    for hook, m in sorted(by_hook.items()):
+        where = f" (block {hook.rpartition('.')[2]})" if len(by_hook) > 1 else ""
+        parts = [f"{label} **{_fmt(m.get(key))}**" for key, label in SAELENS_BASELINES.items()]
+        lines.append(f"  - {'; '.join(parts)}{where}.")
     return lines
 
 
@@ -199,6 +232,9 @@ def reading(results: Sequence[VariantResult]) -> list[str]:
             "- First-letter absorption rate (SAEBench's mean absorption fraction; lower is better, "
             "mean ± sd over seeds): " + ", ".join(parts) + "."
         )
+    field = saelens_reading(results)
+    if field:
+        lines.append(field)
     steer = {
         g: np.concatenate([r.steer.kl for r in rs if r.steer is not None and len(r.steer.kl)])
         for g, rs in by_group(results).items()
@@ -208,6 +244,29 @@ def reading(results: Sequence[VariantResult]) -> list[str]:
         parts = [f"`{g}` {_fmt(float(np.median(v)))}" for g, v in steer.items()]
         lines.append("- Median steering KL per latent: " + ", ".join(parts) + ".")
     return lines
+
+
+def saelens_reading(results: Sequence[VariantResult]) -> str | None:
+    """Per series and k: SAELens's CE loss score beside our loss recovered (mean ± sd over seeds)."""
+
+    def pm(values: Iterable[Any]) -> str:
+        mean, sd, n = mean_sd(values)
+        return _fmt(mean) + (f" ± {sd:.4f}" if n > 1 else "")
+
+    cells = group_by(_sorted(results), lambda r: (r.k, r.group))
+    several_k = len({k for k, _ in cells}) > 1
+    parts = [
+        f"`{g}`{f' k = {k}' if several_k else ''} {pm(r.metrics.get('ce_loss_score') for r in rs)} "
+        f"(ours {pm(r.metrics.get('loss_recovered') for r in rs)})"
+        for (k, g), rs in sorted(cells.items())
+        if any("ce_loss_score" in r.metrics for r in rs)
+    ]
+    if not parts:
+        return None
+    return (
+        "- CE loss score in SAELens's convention (BOS zero-ablated too; see Baselines) beside our "
+        "loss recovered, mean ± sd over seeds: " + ", ".join(parts) + "."
+    )
 
 
 def first_order_section(results: Sequence[VariantResult]) -> list[str]:
@@ -258,7 +317,9 @@ def write_report(
         "`<variant>@beta0` is the same g-SAE encoded with β = 0 (no gradient at inference).",
         "FVU is centred (Σ‖x − x̂‖² / Σ‖x − x̄‖²); KL is the mean per-token KL(p_clean ‖ p_spliced);"
         " selection shift (g-SAEs) is the fraction of selected latents that differ from the same SAE's"
-        " β = 0 selection. Steering: see docs/steering.md.",
+        " β = 0 selection. Steering: see docs/steering.md. CE loss score and KL div score are"
+        " SAELens's `ce_loss_score` and `kl_div_score` (its convention, see Baselines), beside our"
+        " loss rec. and KL.",
         "",
         DEAD_LATENTS_NOTE,
         "",

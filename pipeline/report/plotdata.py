@@ -32,6 +32,8 @@ from pipeline.report.entries import VariantResult
 ID_COLUMNS = ("variant", "series", "architecture", "k", "seed")
 SUMMARY_KEYS = (
     "loss_recovered",
+    "ce_loss_score",
+    "kl_div_score",
     "fvu",
     "kl",
     "l0",

@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (
     ("loss_recovered", "loss rec.", 4),
+    ("ce_loss_score", "CE loss score (SAELens)", 4),
     ("ce_spliced", "CE spliced", 4),
     ("kl", "KL", 4),
+    ("kl_div_score", "KL div score (SAELens)", 4),
     ("fvu", "FVU", 4),
     ("fo_loss_err", "FO loss err.", 4),
     ("l0", "L0", 1),

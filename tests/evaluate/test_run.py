@@ -28,6 +28,13 @@ CORE_KEYS = {
     "ce_zero_ablation",
     "loss_recovered",
     "kl",
+    "ce_loss_score",
+    "kl_div_score",
+    "ce_loss_with_sae",
+    "ce_loss_without_sae",
+    "ce_loss_with_ablation",
+    "kl_div_with_sae",
+    "kl_div_with_ablation",
     "steer_kl_mean",
     "steer_kl_median",
     "steer_kl_p10",
@@ -119,6 +126,17 @@ def test_end_to_end(project):
             assert "selection_shift" not in m
     ce_clean = {m["ce_clean"] for m in metrics.values()}
     assert len(ce_clean) == 1
+    # SAELens's convention: one clean CE and one every-position ablation for all entries (one hook)
+    assert len({m["ce_loss_without_sae"] for m in metrics.values()}) == 1
+    assert len({(m["ce_loss_with_ablation"], m["kl_div_with_ablation"]) for m in metrics.values()}) == 1
+    for m in metrics.values():
+        assert m["ce_loss_with_ablation"] != pytest.approx(m["ce_zero_ablation"], abs=1e-4)  # BOS zeroed too
+        assert m["ce_loss_score"] == pytest.approx(
+            (m["ce_loss_with_ablation"] - m["ce_loss_with_sae"])
+            / (m["ce_loss_with_ablation"] - m["ce_loss_without_sae"])
+        )
+        assert m["kl_div_score"] == pytest.approx(1 - m["kl_div_with_sae"] / m["kl_div_with_ablation"])
+        assert m["kl_div_with_ablation"] > 0 and m["kl_div_with_sae"] > 0
     plots = Path(params.evaluate.plots_dir)
     for png in (
         "training_curves.png",
@@ -144,6 +162,8 @@ def test_end_to_end(project):
     assert "plots/loss_recovered_vs_k.png" in report and "plots/training_curves.png" in report
     assert "topk-k4-x2-s0" in report and "## Settings" in report and "k = 4" in report and "k = 2" in report
     assert "CE of the clean model" in report and "dead (train)" in report
+    assert "| loss rec. | CE loss score (SAELens) | KL | KL div score (SAELens) |" in report
+    assert "zeroed at every position **" in report and "(ours " in report
     assert "FO loss err." in report and "## First-order loss error" in report
     assert "Spearman ρ with CE spliced − CE clean, computed across the 6 entries of this run" in report
     assert not list(plots.rglob("*.tmp"))
@@ -309,3 +329,25 @@ def test_summarize_recomputes_the_first_order_loss_error(project, tmp_path, caps
     with pytest.raises(SystemExit) as exc:
         main([*base, "--tokens", "128", "-o", str(md), "--plots-dir", str(tmp_path / "p")])
     assert exc.value.code == 1 and "not the window the run was evaluated on" in capsys.readouterr().err
+
+
+def test_saelens_scores_equal_saelens_run_evals(project):
+    """One trained TopK variant's ce_loss_score and kl_div_score (and the five means) in
+    evaluate.json equal ``sae_lens.evals.run_evals`` (defaults) run by SAELens itself on the
+    evaluated held-out contexts (tests/evaluate/test_conventions.py: how SAELens is run)."""
+    from cache.reader import open_store
+    from pipeline.evaluate.heldout import read_held_out
+    from tests.evaluate.test_conventions import assert_same_as_saelens, saelens_run_evals
+
+    pytest.importorskip("sae_lens")
+    params, url, key, _ = project
+    out = Path(params.evaluate.out)
+    metrics = (
+        json.loads(out.read_text())
+        if out.is_file()
+        else run_evaluate(params, store_url=url, expected_key=key)
+    )
+    ids = read_held_out(url, open_store(url), ["model.layers.1"], 0, 256 // 32).ids
+    theirs = saelens_run_evals(Path(params.model.name), Path(params.train.out_dir) / "topk-k4-x2-s0", ids, 4)
+    assert_same_as_saelens(metrics["topk-k4-x2-s0"], theirs)
+    assert theirs["ce_loss_score"] != pytest.approx(metrics["topk-k4-x2-s0"]["loss_recovered"], abs=1e-3)

@@ -94,3 +94,28 @@ def test_selection_shift_column_only_when_present():
     plain = [r for r in _results([16]) if r.architecture == "topk"]
     assert "selection shift" not in table(plain)
     assert "selection shift" in table(_results([16]))
+
+
+def test_report_shows_saelens_scores_labelled_beside_ours(tmp_path):
+    """ce_loss_score / kl_div_score: columns beside loss rec. and KL, the convention's baselines
+    once (not per variant), and per series its mean ± sd beside our loss recovered."""
+    results = _results([16])
+    for r in results:
+        r.metrics |= {
+            "ce_loss_score": 0.95 + 0.01 * (r.seed or 0),
+            "kl_div_score": 0.9,
+            "ce_loss_with_sae": 3.5,
+            "ce_loss_without_sae": 3.1,
+            "ce_loss_with_ablation": 10.8,
+            "kl_div_with_sae": 0.2,
+            "kl_div_with_ablation": 7.5,
+        }
+    head = table(results).splitlines()[0]
+    assert "| loss rec. | CE loss score (SAELens) | KL | KL div score (SAELens) |" in head
+    assert "CE loss score" not in table(_results([16]))  # older metrics without the keys
+    text = write_report(tmp_path / "report.md", results, {}, {}).read_text()
+    assert "zero-ablate every position, BOS included" in text and "keeps position 0 (BOS) clean" in text
+    assert "zeroed at every position **10.8000**" in text and "of that ablation **7.5000**" in text
+    assert "`topk-x8` 0.9550 ± 0.0071 (ours 0.9050 ± 0.0071)" in text
+    other = text.split("### Other figures", 1)[1]
+    assert "ce_loss_with_sae" in other and "ce_loss_with_ablation" not in other  # baselines shown once

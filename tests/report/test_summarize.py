@@ -147,3 +147,22 @@ def test_cfg_json_wins_over_the_name_and_a_bad_name_is_one_error(tmp_path):
     (run / "evaluate.json").write_text(json.dumps(metrics))
     with pytest.raises(SAEFormatError, match="cannot tell the hyper-parameters of 'mystery-entry'"):
         load_rows([run])
+
+
+def test_saelens_scores_are_columns_beside_ours(tmp_path):
+    """ce_loss_score / kl_div_score: mean ± sd beside loss rec. and KL; '–' for runs evaluated
+    before they existed."""
+    run = _run(tmp_path)
+    metrics = json.loads((run / "evaluate.json").read_text())
+    for name, m in metrics.items():
+        if name.startswith("topk"):
+            m |= {"ce_loss_score": m["loss_recovered"] - 0.015, "kl_div_score": 0.9}
+    (run / "evaluate.json").write_text(json.dumps(metrics))
+    out = tmp_path / "res" / "results.md"
+    write_results([run], out, tmp_path / "res" / "plots")
+    lines = out.read_text().splitlines()
+    head = next(line for line in lines if line.startswith("| k |"))
+    assert "| loss rec. | CE loss score (SAELens) | CE spliced | KL | KL div score (SAELens) |" in head
+    topk = "| 8 | topk | 3 | 0.9200 ± 0.0200 | 0.9050 ± 0.0200 | – | 0.5000 ± 0.0000 | 0.9000 ± 0.0000 |"
+    assert any(line.startswith(topk) for line in lines), lines
+    assert any(line.startswith("| 8 | gsae sel β=1 | 3 | 0.9310 ± 0.0210 | – |") for line in lines)
