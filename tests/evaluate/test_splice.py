@@ -106,3 +106,24 @@ def test_bfloat16_splice_shares_the_clean_rounding(lm):
     assert bf16.ce_clean != fp32.ce_clean
     assert bf16.ce["zero"] == pytest.approx(fp32.ce["zero"], rel=0.05)
     assert bf16.kl["zero"] == pytest.approx(fp32.kl["zero"], rel=0.05)
+
+
+def test_counted_sums_per_context(lm):
+    """With every position counted, the per-context CE sums add up to our mean; KL adds the last
+    position's (ours stops at T − 2); an uncounted position drops out of its context's sums."""
+    ids = _ids(lm, seed=4)
+    n, t = ids.shape
+    edits = {"zero": Edit(1, zero_editor())}
+    count = torch.ones(n, t, dtype=torch.bool)
+    res = splice_losses(lm, ids, edits, batch_size=2, count=count)
+    assert res.counted is not None and res.counted.ce["zero"].shape == (n,)
+    assert res.counted.ce_clean.sum() / (n * (t - 1)) == pytest.approx(res.ce_clean, rel=1e-12)
+    assert res.counted.ce["zero"].sum() / (n * (t - 1)) == pytest.approx(res.ce["zero"], rel=1e-12)
+    assert res.counted.kl["zero"].sum() > res.kl["zero"] * n * (t - 1) > 0
+    count[2, 3] = False
+    less = splice_losses(lm, ids, edits, batch_size=2, count=count)
+    assert less.counted is not None
+    logits = lm.model(input_ids=ids[2:3]).logits[0, 3].float()
+    ce_23 = float(torch.logsumexp(logits, -1) - logits[ids[2, 4]])
+    assert res.counted.ce_clean[2] - less.counted.ce_clean[2] == pytest.approx(ce_23, rel=1e-4)
+    assert np.array_equal(np.delete(less.counted.ce_clean, 2), np.delete(res.counted.ce_clean, 2))
