@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -59,6 +60,69 @@ def tiny_overrides(model_dir: Path, store: str, *, tokens: int = 1024, layers: s
         "harvest.chunk_tokens=128",
         "harvest.batch_size=4",
     ]
+
+
+def tiny_project_overrides(model_dir: Path, root: Path, *, ks: str = "[4]") -> list[str]:
+    """``-s`` overrides of a tiny real project under ``root``.
+
+    A 512-token harvest of block 1 (``root/train.zarr``), 256 held-out tokens
+    (``root/heldout.zarr``), a TopK and a g-SAE (β = 1) per k in ``ks`` at 2× width trained on
+    1,024 tokens (``root/saes``), and the inspect stage's outputs under ``root``.
+    """
+    return [
+        *tiny_overrides(model_dir, str(root / "train.zarr"), tokens=512, layers="[1]"),
+        f"evaluate.store={root / 'heldout.zarr'}",
+        "evaluate.tokens=256",
+        f"train.out_dir={root / 'saes'}",
+        f"train.metrics_out={root / 'metrics' / 'train.json'}",
+        f"train.curves_dir={root / 'metrics' / 'curves'}",
+        "train.tokens=1024",
+        "train.batch_size=128",
+        "train.warmup_steps=1",
+        "train.init_sample_tokens=256",
+        "train.device=cpu",
+        "train.grid.architecture=[topk,gsae]",
+        f"train.grid.k={ks}",
+        "train.grid.expansion=[2]",
+        "train.grid.beta=[1.0]",
+        f"inspect.out_dir={root / 'latents'}",
+        f"inspect.report={root / 'latents.md'}",
+        f"inspect.metrics={root / 'inspect.json'}",
+        "inspect.tokens=256",
+        "inspect.top_n=5",
+        "inspect.logit_tokens=3",
+    ]
+
+
+class TinyProject(NamedTuple):
+    """A tiny project after harvest → train → held-out harvest → inspect (read it, don't write it)."""
+
+    params: Any
+    """The :class:`pipeline.core.config.Params` of :func:`tiny_project_overrides`."""
+    overrides: list[str]
+    root: Path
+    train_store: str
+    heldout_store: str
+    inspect_metrics: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def inspected_project(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
+    """:func:`tiny_project_overrides`' project, run once per session by the project's own code."""
+    from pipeline.core.loader import params_from_dict
+    from pipeline.harvest.run import run_harvest
+    from pipeline.inspect.run import run_inspect
+    from pipeline.stores import heldout_params
+    from pipeline.train.run import run_train
+
+    root = tmp_path_factory.mktemp("tinyproject")
+    overrides = tiny_project_overrides(tiny_llama, root)
+    params = params_from_dict({}, overrides)
+    train_store = run_harvest(params)
+    run_train(params, store_url=train_store, expected_key=None)
+    heldout = run_harvest(heldout_params(params))
+    metrics = run_inspect(params, store_url=heldout)
+    return TinyProject(params, overrides, root, train_store, heldout, metrics)
 
 
 @pytest.fixture()

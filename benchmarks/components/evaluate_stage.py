@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,42 @@ ROOT = Path(__file__).resolve().parents[2]
 OLD = "09c9195"  # the evaluate stage before issue 23
 
 
+def _v1_copy(store: Path, dest: Path) -> Path:
+    """A copy of the cache format 2 store ``store`` in format 1, which the old code reads.
+
+    Version 1 kept every commit record in the ``committed`` attribute; the arrays and the
+    other attributes are the same, so the old arm reads the very same tokens.
+    """
+    import zarr
+
+    from cache.integrity import load_commits
+    from cache.schema import CacheInfo, attrs_digest
+
+    shutil.copytree(store, dest)
+    shutil.rmtree(dest / "commits")
+    group = zarr.open_group(str(dest), mode="r+")
+    info = load_commits(str(store), zarr.open_group(str(store), mode="r"), CacheInfo.from_attrs(store_attrs(store)))
+    attrs = {k: v for k, v in info.attrs.items() if k != "attrs_sha256"}
+    attrs.update(gsae_cache_version=1, committed=[dict(r) for r in info.records])
+    if info.attrs_sha256 is not None:
+        attrs["attrs_sha256"] = attrs_digest(attrs)
+    group.attrs.put(attrs)
+    return dest
+
+
+def store_attrs(store: Path) -> dict:
+    """The group attributes of the store at ``store``."""
+    return dict(json.loads((store / "zarr.json").read_text())["attributes"])
+
+
+def _check_imports_from(tree: Path, env: dict[str, str]) -> None:
+    """Stop unless a child started like the arms imports ``pipeline`` from ``tree``."""
+    probe = [sys.executable, "-P", "-c", "import pipeline; print(pipeline.__file__)"]
+    where = subprocess.run(probe, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    if not Path(where.strip()).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"an arm meant to run {tree} imports pipeline from {where.strip()}")
+
+
 def _evaluate(tree: Path, params: Path, out: Path, extra: list[str]) -> float:
     """Wall seconds of one ``gsae evaluate`` from the repository root with ``tree``'s code."""
     out.mkdir(parents=True, exist_ok=True)
@@ -47,10 +84,13 @@ def _evaluate(tree: Path, params: Path, out: Path, extra: list[str]) -> float:
         f"evaluate.plots_dir={out}/plots",
         *extra,
     ]
-    cmd = [sys.executable, "-m", "stages.cli", "evaluate", "-p", str(params)]
+    # -P: without it `-m` puts the working directory (this tree) before PYTHONPATH, and every
+    # arm would run this tree's code
+    cmd = [sys.executable, "-P", "-m", "stages.cli", "evaluate", "-p", str(params)]
     for s in sets:
         cmd += ["-s", s]
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    _check_imports_from(tree, env)
     t = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -98,8 +138,11 @@ def main() -> None:
             ["git", "worktree", "add", "--detach", "-q", str(old_tree), args.old], cwd=ROOT, check=True
         )
         try:
+            # the old code reads only cache format 1: it gets a format 1 copy of the same store
+            pointer = json.loads((ROOT / "data/cache/heldout/store.json").read_text())
+            v1 = _v1_copy(ROOT / pointer["store"], Path(tmp) / "heldout-v1.zarr")
             arms = {
-                "old": (old_tree, old_tree / "params.yaml", extra),
+                "old": (old_tree, old_tree / "params.yaml", [*extra, f"evaluate.store={v1}"]),
                 "new": (ROOT, ROOT / "params.yaml", extra),
             }
             if args.bf16:

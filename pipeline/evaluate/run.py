@@ -35,7 +35,6 @@ Splicing runs only the blocks after the hook per variant (``evaluate.splice``).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,18 +46,15 @@ from cache.reader import open_store
 from cache.schema import CacheInfo, block_index, usable_rows
 from pipeline.core.config import Params
 from pipeline.core.errors import ConfigError, SAEFormatError
-from pipeline.curves import read_curves
 from pipeline.evaluate.absorption import absorption_metrics
 from pipeline.evaluate.conventions import splice_both, zero_key
 from pipeline.evaluate.heldout import HeldOut, eval_window, read_held_out
 from pipeline.evaluate.metrics import ReconStats, distribution, loss_recovered, recon_stats
+from pipeline.evaluate.outputs import settings_table, write_outputs
 from pipeline.evaluate.splice import SpliceResult
 from pipeline.evaluate.steering import SteerResult, bootstrap_ci, clean_reference, pick_contexts, steer_sae
 from pipeline.lm.models import LoadedModel, load_model, warn_if_other_weights
 from pipeline.report.entries import VariantResult
-from pipeline.report.markdown import write_metrics, write_report
-from pipeline.report.plotdata import write_plot_data, write_summary
-from pipeline.report.plots import make_plots
 from pipeline.saes.base import SAE
 from pipeline.saes.io import find_variants, load_sae
 from pipeline.saes.naming import BETA0_SUFFIX, series_name
@@ -303,8 +299,18 @@ def run_evaluate(
     absorption = _absorption(params, lm, entries)
     metrics, results = _results(entries, recon, spliced, steer, absorption, field)
     elapsed = time.perf_counter() - t0
-    settings = _settings(params, lm, info, store_url, entries, n_ctx, ctx_idx, spliced.act_rel_err, elapsed)
-    _write_outputs(params, metrics, results, settings)
+    settings = settings_table(
+        params,
+        lm,
+        info,
+        store_url,
+        [(e.hook, e.cfg) for e in entries],
+        n_ctx,
+        ctx_idx,
+        spliced.act_rel_err,
+        elapsed,
+    )
+    write_outputs(params, metrics, results, settings)
     log.info("evaluated %d entries in %.1f s → %s", len(entries), elapsed, params.evaluate.out)
     return metrics
 
@@ -345,64 +351,3 @@ def _entry_metrics(
                 m[f"{key}_ci_lo"], m[f"{key}_ci_hi"] = bootstrap_ci(values)
         m["steer_latents"] = float(len(st.latents))
     return {k: float(v) for k, v in m.items()}
-
-
-def _settings(
-    params: Params,
-    lm: LoadedModel,
-    info: CacheInfo,
-    url: str,
-    entries: list[Entry],
-    n_ctx: int,
-    ctx_idx: np.ndarray,
-    act_err: dict[int, float],
-    elapsed: float,
-) -> dict[str, Any]:
-    ev = params.evaluate
-    T = info.context_length
-    hooks = sorted({e.hook for e in entries})
-    return {
-        "model": f"{lm.name} (revision {lm.revision}, dtype {params.model.dtype})",
-        "hooks": hooks,
-        "held-out store": url,
-        "store key": info.key,
-        "store dataset": info.dataset,
-        "store dtype": info.dtype,
-        "tokens evaluated": f"{n_ctx * T} ({n_ctx} contexts × {T}) from token {params.evaluate.first_token}; FVU/L0 on {n_ctx * (T - 1)} non-first positions",
-        "train caches": sorted({str(e.cfg.get("cache_key", e.cfg.get("key", "?")))[:16] for e in entries}),
-        "train.out_dir": params.train.out_dir,
-        "live vs stored activation rel. error": {str(b): float(f"{v:.3g}") for b, v in act_err.items()},
-        "steering": (
-            f"{ev.steer_latents} latents/SAE × {len(ctx_idx)} contexts {ctx_idx.tolist()}, "
-            f"alpha = {ev.steer_scale} × mean nonzero activation"
-        ),
-        "absorption": (
-            f"{ev.absorption_words} vocabulary words (80 % probes / 20 % scored), letters with probe F1 >= 0.6 "
-            f"and >= {ev.absorption_min_words} test words; gradient-aware SAEs "
-            + ("select with the answer's gradient" if ev.absorption_grad else "scored as their beta = 0 twin")
-            if ev.absorption_words
-            else "off"
-        ),
-        "LM precision after the hook": ev.autocast if ev.autocast != "none" else params.model.dtype,
-        "seed": ev.seed,
-        "batch size (contexts)": ev.batch_size,
-        "device": str(lm.device),
-        "wall time (s)": round(elapsed, 1),
-    }
-
-
-def _write_outputs(
-    params: Params,
-    metrics: dict[str, dict[str, float]],
-    results: list[VariantResult],
-    settings: dict[str, Any],
-) -> None:
-    ev = params.evaluate
-    write_plot_data(ev.plots_dir, results)
-    pngs = make_plots(ev.plots_dir, results, read_curves(params.train.curves_dir))
-    write_report(ev.report, results, settings, pngs)
-    write_metrics(ev.out, metrics)
-    write_summary(ev.summary, results)
-    bad = [n for n, m in metrics.items() if any(not math.isfinite(v) for v in m.values())]
-    if bad:
-        log.warning("non-finite metrics (written as null) for: %s", ", ".join(bad))

@@ -1,4 +1,5 @@
-"""A tiny real project for the API tests and the notebook: harvest → train → held-out harvest → inspect.
+"""A tiny real project for the API tests and the notebook: harvest → train → held-out harvest → inspect
+(tests/conftest.py's ``inspected_project``, shared with tests/inspect).
 
 Everything is the project's own code on the tiny Llama of tests/conftest.py (block 1, d = 32):
 a TopK and a g-SAE (β = 1, augmented values) at k = 4, 64 latents, described on 256 held-out tokens.
@@ -11,12 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.loader import params_from_dict
-from pipeline.harvest.run import run_harvest
-from pipeline.inspect.run import run_inspect
-from pipeline.stores import heldout_params
-from pipeline.train.run import run_train
-from tests.conftest import tiny_overrides
+from tests.conftest import TinyProject
 
 HOOK = "model.layers.1"
 TOPK = "topk-k4-x2-s0"
@@ -38,34 +34,12 @@ class Project:
 
 
 @pytest.fixture(scope="session")
-def project(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
-    root = tmp_path_factory.mktemp("apiproj")
-    overrides = [
-        *tiny_overrides(tiny_llama, str(root / "train.zarr"), tokens=512, layers="[1]"),
-        f"evaluate.store={root / 'heldout.zarr'}",
-        "evaluate.tokens=256",
-        f"train.out_dir={root / 'saes'}",
-        f"train.metrics_out={root / 'metrics' / 'train.json'}",
-        f"train.curves_dir={root / 'metrics' / 'curves'}",
-        "train.tokens=1024",
-        "train.batch_size=128",
-        "train.warmup_steps=1",
-        "train.init_sample_tokens=256",
-        "train.device=cpu",
-        "train.grid.architecture=[topk,gsae]",
-        "train.grid.k=[4]",
-        "train.grid.expansion=[2]",
-        "train.grid.beta=[1.0]",
-        f"inspect.out_dir={root / 'latents'}",
-        f"inspect.report={root / 'latents.md'}",
-        f"inspect.metrics={root / 'inspect.json'}",
-        "inspect.tokens=256",
-        "inspect.top_n=5",
-        "inspect.logit_tokens=3",
-    ]
-    params = params_from_dict({}, overrides)
-    train_store = run_harvest(params)
-    run_train(params, store_url=train_store, expected_key=None)
-    heldout = run_harvest(heldout_params(params))
-    run_inspect(params, store_url=heldout)
-    return Project(tiny_llama, train_store, heldout, root / "saes", root / "latents")
+def project(tiny_llama: Path, inspected_project: TinyProject) -> Project:
+    root = inspected_project.root
+    return Project(
+        tiny_llama,
+        inspected_project.train_store,
+        inspected_project.heldout_store,
+        root / "saes",
+        root / "latents",
+    )

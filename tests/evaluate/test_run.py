@@ -16,7 +16,7 @@ from pipeline.harvest.identity import store_key, store_url
 from pipeline.harvest.run import run_harvest
 from pipeline.stores import heldout_params
 from pipeline.train.run import run_train
-from tests.conftest import tiny_overrides
+from tests.conftest import tiny_project_overrides
 
 CORE_KEYS = {
     "fvu",
@@ -51,28 +51,14 @@ def project(tiny_llama, tmp_path_factory):
     """Harvested train + held-out stores and four trained variants: (params, heldout url, key, overrides)."""
     root = tmp_path_factory.mktemp("evalproj")
     overrides = [
-        *tiny_overrides(tiny_llama, str(root / "train.zarr"), tokens=512, layers="[1]"),
-        f"evaluate.store={root / 'heldout.zarr'}",
-        "evaluate.tokens=256",
+        *tiny_project_overrides(tiny_llama, root, ks="[2,4]"),
         f"evaluate.out={root / 'metrics' / 'evaluate.json'}",
         f"evaluate.summary={root / 'metrics' / 'summary.json'}",
         f"evaluate.report={root / 'reports' / 'report.md'}",
         f"evaluate.plots_dir={root / 'reports' / 'plots'}",
-        f"train.out_dir={root / 'saes'}",
         "evaluate.batch_size=4",
         "evaluate.steer_latents=3",
         "evaluate.steer_contexts=2",
-        f"train.metrics_out={root / 'metrics' / 'train.json'}",
-        f"train.curves_dir={root / 'metrics' / 'curves'}",
-        "train.tokens=1024",
-        "train.batch_size=128",
-        "train.warmup_steps=1",
-        "train.init_sample_tokens=256",
-        "train.device=cpu",
-        "train.grid.architecture=[topk,gsae]",
-        "train.grid.k=[2,4]",
-        "train.grid.expansion=[2]",
-        "train.grid.beta=[1.0]",
     ]
     params = params_from_dict({}, overrides)
     train_url = run_harvest(params)

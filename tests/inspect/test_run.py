@@ -16,45 +16,17 @@ from pipeline.core.loader import params_from_dict
 from pipeline.harvest.run import run_harvest
 from pipeline.inspect.run import run_inspect
 from pipeline.stores import heldout_params
-from pipeline.train.run import run_train
 from tests.clirun import run_cli
-from tests.conftest import tiny_overrides
 
 T = 32
 
 
 @pytest.fixture(scope="module")
-def project(tiny_llama, tmp_path_factory):
-    """Train + held-out stores of a tiny Llama (block 1) and a TopK and a g-SAE trained on them."""
-    root = tmp_path_factory.mktemp("inspectproj")
-    overrides = [
-        *tiny_overrides(tiny_llama, str(root / "train.zarr"), tokens=512, layers="[1]"),
-        f"evaluate.store={root / 'heldout.zarr'}",
-        "evaluate.tokens=256",
-        f"train.out_dir={root / 'saes'}",
-        f"train.metrics_out={root / 'metrics' / 'train.json'}",
-        f"train.curves_dir={root / 'metrics' / 'curves'}",
-        "train.tokens=1024",
-        "train.batch_size=128",
-        "train.warmup_steps=1",
-        "train.init_sample_tokens=256",
-        "train.device=cpu",
-        "train.grid.architecture=[topk,gsae]",
-        "train.grid.k=[4]",
-        "train.grid.expansion=[2]",
-        "train.grid.beta=[1.0]",
-        f"inspect.out_dir={root / 'latents'}",
-        f"inspect.report={root / 'latents.md'}",
-        f"inspect.metrics={root / 'inspect.json'}",
-        "inspect.tokens=256",
-        "inspect.top_n=5",
-        "inspect.logit_tokens=3",
-    ]
-    params = params_from_dict({}, overrides)
-    run_train(params, store_url=run_harvest(params), expected_key=None)
-    held_url = run_harvest(heldout_params(params))
-    metrics = run_inspect(params, store_url=held_url)
-    return params, held_url, overrides, metrics
+def project(inspected_project):
+    """Train + held-out stores of a tiny Llama (block 1) and a TopK and a g-SAE trained on them
+    (tests/conftest.py's ``inspected_project``): (params, held-out url, overrides, inspect metrics)."""
+    p = inspected_project
+    return p.params, p.heldout_store, p.overrides, p.inspect_metrics
 
 
 def _doc(params, entry: str) -> dict:
