@@ -247,8 +247,9 @@ class EvaluateConfig:
     """Variants stacked along the batch in one suffix forward (memory: × contexts × T × vocab floats)."""
     autocast: Literal["none", "bfloat16"] = "none"
     """Precision of the LM's blocks after the hook when splicing and steering (the blocks up to it,
-    which the SAEs encode, keep ``model.dtype``). ``bfloat16`` is ~2-3x faster on CPUs with bf16
-    matrix units but changes the figures beyond float rounding (docs/benchmarks.md): for quick looks."""
+    which the SAEs encode, keep ``model.dtype``). With ``bfloat16`` the whole stage ran 1.38x faster
+    on a 2-core CPU with bf16 matrix units, but the figures move beyond float rounding (the mean
+    steering KL by 12 %; docs/benchmarks.md): for quick looks."""
     seed: int = 0
     """Seed for latent and context sampling (and the absorption metric's word sample)."""
     absorption_words: int = 2000
