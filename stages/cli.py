@@ -22,6 +22,7 @@ from stages.options import (
     lock_options,
     params_files_or_defaults,
     params_options,
+    push_options,
     run_sources,
     summarize_sources,
 )
@@ -309,6 +310,41 @@ def export(fmt: str, src: str, dest: str) -> None:
             f"{fmt!r} is not one of {', '.join(sorted(FORMATS))}", param_hint="'--format'"
         )
     click.echo(export_sae(src, dest, fmt))
+
+
+@cli.command()
+@params_options
+@push_options
+def push(
+    params_path: tuple[str, ...],
+    overrides: tuple[str, ...],
+    repo_id: str,
+    variants: tuple[str, ...],
+    eval_json: str | None,
+    private: bool,
+    revision: str | None,
+    commit_message: str | None,
+    endpoint: str | None,
+    dry_run: str | None,
+) -> None:
+    """Upload trained SAE folders (train.out_dir) with a model card to the Hub model repository REPO_ID.
+
+    The token is huggingface_hub's: $HF_TOKEN, or the one `hf auth login` saved."""
+    from pipeline.saes.publish import PushTarget, plan_upload, read_figures, select_variants, write_plan
+    from pipeline.saes.publish import push as push_to_hub
+
+    target = PushTarget(repo_id, revision, private, commit_message, endpoint)
+    params = _load(params_path, overrides)
+    folders = select_variants(params.train.out_dir, variants)
+    figures = read_figures(eval_json) if eval_json else None
+    source = os.path.basename(eval_json) if eval_json else "evaluate.json"
+    files = plan_upload(target, folders, version=_version(), figures=figures, figures_source=source)
+    if dry_run:
+        click.echo(
+            f"{len(folders)} SAE folder(s) + README.md written to {write_plan(files, dry_run)} (nothing uploaded)"
+        )
+        return
+    click.echo(push_to_hub(target, files))
 
 
 @cache.command("repair")

@@ -1,0 +1,182 @@
+"""``gsae push``: trained SAE folders and their model card to a Hugging Face Hub model repository.
+
+The repository gets one folder per variant, ``<variant>/cfg.json`` and
+``<variant>/sae_weights.safetensors`` (byte copies of ``train.out_dir/<variant>/``: SAELens's
+upload layout, so ``sae_lens.SAE.from_pretrained(repo_id, variant)`` finds them), and a
+``README.md`` (:mod:`pipeline.saes.modelcard`) at the top, all in one commit. :func:`plan_upload`
+decides those files; :func:`write_plan` writes them to a folder (``--dry-run``) and
+:func:`push` commits them with ``huggingface_hub`` (``create_repo`` with ``exist_ok``, the branch
+created from the default one when ``revision`` names a new one, then ``create_commit``). The
+token is huggingface_hub's: ``$HF_TOKEN`` or the one ``hf auth login`` saved. Every failure
+is a :class:`~pipeline.core.errors.PublishError` with one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import PublishError
+from pipeline.saes.io import CONFIG, LEGACY_WEIGHTS, WEIGHTS, find_variants, read_cfg, weights_file
+from pipeline.saes.modelcard import CardVariant, model_card
+
+logger = logging.getLogger(__name__)
+
+CARD = "README.md"
+DEFAULT_MESSAGE = "Upload {n} SAE(s) with gsae push"
+"""The commit message when none is given (``{n}``: the number of SAE folders)."""
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Where ``gsae push`` commits, and how."""
+
+    repo_id: str
+    """The model repository, ``owner/name`` (or ``name``: the token's own namespace)."""
+    revision: str | None = None
+    """Branch to commit to; None is the repository's default branch. A missing branch is created from it."""
+    private: bool = False
+    """Create the repository private (a repository that already exists keeps its visibility)."""
+    commit_message: str | None = None
+    """The commit's summary line; None gives :data:`DEFAULT_MESSAGE`."""
+    endpoint: str | None = None
+    """The Hub's URL; None is huggingface_hub's (``$HF_ENDPOINT`` or https://huggingface.co)."""
+    token: str | None = field(default=None, repr=False)
+    """An access token; None takes huggingface_hub's (``$HF_TOKEN``, else ``hf auth login``'s)."""
+
+    def __post_init__(self) -> None:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(self.repo_id)
+        except HFValidationError as exc:
+            raise PublishError(f"{self.repo_id!r} is not a Hub repository id (owner/name)") from exc
+        if self.revision is not None and not self.revision.strip():
+            raise PublishError("--revision must name a branch")
+        if self.commit_message is not None and not self.commit_message.strip():
+            raise PublishError("--commit-message must not be empty")
+
+
+def select_variants(out_dir: str | Path, names: Sequence[str] = ()) -> list[Path]:
+    """The variant folders of ``out_dir`` to push: all of them, or those named (in that order)."""
+    found = {p.name: p for p in find_variants(out_dir)}
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise PublishError(
+            f"no trained variant {unknown[0]!r} in {out_dir} (there: {', '.join(sorted(found))})"
+        )
+    chosen = [found[n] for n in dict.fromkeys(names)] if names else list(found.values())
+    for folder in chosen:
+        w = weights_file(folder)
+        if w is not None and w.name == LEGACY_WEIGHTS:
+            raise PublishError(
+                f"{folder}: written before the SAELens layout ({LEGACY_WEIGHTS}), which SAELens cannot "
+                f"load: retrain it with gsae train to push it"
+            )
+    return chosen
+
+
+def read_figures(path: str | Path) -> dict[str, Any]:
+    """An ``evaluate.json`` (variant name → figures) for the model card."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise PublishError(f"no evaluation file {p}: run gsae evaluate, or leave --evaluate out") from exc
+    except json.JSONDecodeError as exc:
+        raise PublishError(f"{p}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise PublishError(f"{p}: not a JSON object of variant name → figures")
+    return data
+
+
+def plan_upload(
+    target: PushTarget,
+    folders: Sequence[Path],
+    *,
+    version: str,
+    figures: Mapping[str, Any] | None = None,
+    figures_source: str = "evaluate.json",
+) -> dict[str, Path | bytes]:
+    """Path in the repository → local file (or the card's bytes): everything one push commits."""
+    if not folders:
+        raise PublishError("nothing to push: no SAE folder selected")
+    files: dict[str, Path | bytes] = {}
+    variants = []
+    for folder in folders:
+        variants.append(CardVariant(folder.name, read_cfg(folder)))
+        files[f"{folder.name}/{CONFIG}"] = folder / CONFIG
+        files[f"{folder.name}/{WEIGHTS}"] = folder / WEIGHTS
+    if figures is not None:
+        missing = [v.name for v in variants if v.name not in figures]
+        if missing:
+            logger.warning("%s has no figures for %s", figures_source, ", ".join(missing))
+    card = model_card(
+        target.repo_id, variants, version=version, figures=figures, figures_source=figures_source
+    )
+    files[CARD] = card.encode("utf-8")
+    return files
+
+
+def write_plan(files: Mapping[str, Path | bytes], dest: str | Path) -> Path:
+    """Write the planned repository to ``dest`` (the ``--dry-run`` folder); refuse a non-empty one."""
+    root = Path(dest)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise PublishError(f"{root} exists and is not an empty folder: give --dry-run a new folder")
+    for path_in_repo, source in files.items():
+        out = root / path_in_repo
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            out.write_bytes(source)
+        else:
+            shutil.copyfile(source, out)
+    return root
+
+
+def _http_failure(exc: Exception, step: str) -> PublishError:
+    """One line for a refused request: the step, the status and the Hub's own message."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    message = (getattr(exc, "server_message", None) or "").strip().splitlines()
+    detail = f": {message[0]}" if message else ""
+    hint = ""
+    if status in (401, 403):
+        hint = " (is the token valid and allowed to write there? set HF_TOKEN or run `hf auth login`)"
+    return PublishError(f"{step} failed: HTTP {status}{detail}{hint}")
+
+
+def push(target: PushTarget, files: Mapping[str, Path | bytes]) -> str:
+    """Commit ``files`` to ``target`` (creating the repository and branch when missing); the commit's URL."""
+    import httpx2  # huggingface_hub's HTTP client: its transport errors (refused, timed out) reach us raw
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = target.token or get_token()
+    if token is None:
+        raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+    api = HfApi(endpoint=target.endpoint, token=token)
+    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src) for p, src in sorted(files.items())]
+    n_saes = sum(1 for p in files if p.endswith(f"/{CONFIG}"))
+    message = target.commit_message or DEFAULT_MESSAGE.format(n=n_saes)
+    step = f"creating repository {target.repo_id} on {api.endpoint}"
+    try:
+        repo = api.create_repo(target.repo_id, private=target.private, exist_ok=True)
+        repo_id = repo.repo_id or target.repo_id
+        if target.revision is not None:
+            step = f"creating branch {target.revision} of {repo_id}"
+            api.create_branch(repo_id, branch=target.revision, exist_ok=True)
+        step = f"committing to {repo_id}"
+        info = api.create_commit(repo_id, operations, commit_message=message, revision=target.revision)
+    except HfHubHTTPError as exc:
+        raise _http_failure(exc, step) from exc
+    except (httpx2.TransportError, OSError) as exc:
+        raise PublishError(f"{step}: cannot reach {api.endpoint} ({exc})") from exc
+    except ValueError as exc:  # huggingface_hub's own checks (e.g. the card's YAML refused by the Hub)
+        raise PublishError(f"{step}: {str(exc).strip().splitlines()[0]}") from exc
+    logger.info("pushed %d SAE folder(s) to %s", n_saes, info.commit_url)
+    return str(info.commit_url)
