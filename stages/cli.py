@@ -334,7 +334,7 @@ def push(
     from pipeline.saes.publish import push as push_to_hub
 
     target = PushTarget(repo_id, revision, private, commit_message, endpoint)
-    params = _load(params_path, overrides)
+    params = _load(params_files_or_defaults(params_path), overrides)  # outside a project: -s train.out_dir=
     folders = select_variants(params.train.out_dir, variants)
     figures = read_figures(eval_json) if eval_json else None
     source = os.path.basename(eval_json) if eval_json else "evaluate.json"

@@ -156,6 +156,9 @@ def test_bad_inputs_are_one_line(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ):
+    monkeypatch.chdir(tmp_path)  # outside a project: no params.yaml, train.out_dir's default data/saes
+    code, _, err = run_cli(["push", REPO], capsys)
+    assert _one_line_error(code, err).startswith("gsae: error: no trained SAE variants in data/saes")
     empty = tmp_path / "no-saes"
     empty.mkdir()
     code, _, err = run_cli(["push", "-p", str(params), "-s", f"train.out_dir={empty}", REPO], capsys)
