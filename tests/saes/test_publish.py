@@ -206,7 +206,7 @@ def _card_block(card: str, marker: str) -> str:
     return next(b for b in blocks if marker in b)
 
 
-def test_the_cards_saelens_instructions_load_the_pushed_saes(
+def test_the_cards_loading_instructions_load_the_pushed_saes(
     hub: FakeHub,
     trained: Trained,
     params: Path,
@@ -215,8 +215,9 @@ def test_the_cards_saelens_instructions_load_the_pushed_saes(
     monkeypatch: pytest.MonkeyPatch,
     one_thread: None,
 ):
-    """The card's SAELens snippets, run as printed against the pushed repository: the g-SAE loads
-    through the plug-in and selects exactly as our own loader does; the TopK loads in plain SAELens."""
+    """The card's loading snippets, run as printed against the pushed repository: the g-SAE loads
+    through the SAELens plug-in and selects exactly as our own loader does, the TopK loads in plain
+    SAELens, and the project's API loads the downloaded g-SAE folder bit for bit."""
     pytest.importorskip("sae_lens")
     import huggingface_hub.constants as hf_constants
     import torch
@@ -246,5 +247,9 @@ def test_the_cards_saelens_instructions_load_the_pushed_saes(
     topk: dict = {}
     exec(_card_block(card, f'"{TOPK}"'), topk)
     assert type(topk["sae"]).__name__ == "TopKSAE" and topk["sae"].cfg.k == 4
+    api: dict = {}
+    exec(_card_block(card, "import gsae_pipeline"), api)  # the project's own loader, on the same files
+    with torch.no_grad():
+        assert torch.equal(api["sae"].encode(x, g), expected)
     fetched = {p.parent.name for p in (tmp_path / "hub-cache").rglob("sae_weights.safetensors")}
     assert fetched == {GSAE_AUG, TOPK}  # both came from the stand-in
