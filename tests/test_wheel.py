@@ -73,7 +73,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = tmp_path_factory.mktemp("wheel_dist")
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
-    _run([*pip, "-w", dist, src], cwd=dist)
+    build = _run([*pip, "-w", dist, src], cwd=dist)
+    assert "Warning" not in build.stdout + build.stderr  # e.g. setuptools' deprecations of pyproject fields
     (found,) = dist.glob("gsae_pipeline-*-py3-none-any.whl")
     return found
 
@@ -102,7 +103,9 @@ def test_the_wheel_holds_every_package_file_and_nothing_else(wheel: Path):
         entry_points = zf.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     payload = {n for n in names if ".dist-info/" not in n}
-    assert payload == _package_files()  # every module and run-time data file, no test, no stray file
+    missing = sorted(_package_files() - payload)
+    assert missing == [], "not in the wheel: list them under pyproject.toml's [tool.setuptools.package-data]"
+    assert sorted(payload - _package_files()) == []  # nothing but the packages' own files
     assert (
         "pipeline/inspect/assets/browser.js" in payload and "pipeline/inspect/assets/browser.css" in payload
     )
