@@ -338,13 +338,13 @@ def push(
     folders = select_variants(params.train.out_dir, variants)
     figures = read_figures(eval_json) if eval_json else None
     source = os.path.basename(eval_json) if eval_json else "evaluate.json"
-    files = plan_upload(target, folders, version=_version(), figures=figures, figures_source=source)
+    plan = plan_upload(target, folders, version=_version(), figures=figures, figures_source=source)
     if dry_run:
         click.echo(
-            f"{len(folders)} SAE folder(s) + README.md written to {write_plan(files, dry_run)} (nothing uploaded)"
+            f"{len(folders)} SAE folder(s) + README.md written to {write_plan(plan, dry_run)} (nothing uploaded)"
         )
         return
-    click.echo(push_to_hub(target, files))
+    click.echo(push_to_hub(plan))
 
 
 @cache.command("repair")

@@ -1,6 +1,7 @@
 """A local stand-in for the Hugging Face Hub's HTTP API: the requests ``gsae push`` makes.
 
-huggingface_hub 2.4 (``HfApi.create_repo``, ``create_branch`` and ``create_commit``) calls
+huggingface_hub 2.4 (``HfApi.create_repo``, ``create_branch``, ``list_repo_files`` and
+``create_commit``) calls
 
 - ``POST /api/repos/create`` (JSON ``name``, ``organization``, ``visibility``): 200 with the
   repository's ``url``, 409 when it exists (``exist_ok`` accepts that);
@@ -10,9 +11,11 @@ huggingface_hub 2.4 (``HfApi.create_repo``, ``create_branch`` and ``create_commi
 - ``POST /api/{type}s/{repo}/preupload/{revision}`` (JSON ``files``: path, sample, size): every
   file is answered ``regular``, so its bytes travel base64 inside the commit (no LFS, no xet);
 - ``POST /api/{type}s/{repo}/commit/{revision}``: an ndjson body, a ``header`` line (summary,
-  description) and one ``file`` line per file (``content``, ``path``, ``encoding``).
+  description) and one ``file`` line per file (``content``, ``path``, ``encoding``);
+- ``GET /api/{type}s/{repo}/tree/{revision}`` (``list_repo_files``, to describe the SAE folders
+  an earlier push left on the branch): the branch's files, one page;
 
-and, to download what was pushed (``hf_hub_download``, so ``sae_lens.SAE.from_pretrained``),
+and to download (``hf_hub_download``: the card's ``cfg.json`` read-back, ``sae_lens.SAE.from_pretrained``)
 
 - ``HEAD`` / ``GET /{repo}/resolve/{revision}/{path}``: the file with ``X-Repo-Commit`` and
   ``ETag`` headers, or 404 with ``X-Error-Code: EntryNotFound``.
@@ -92,8 +95,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _tree(self, parts: list[str]) -> None:
+        repo, revision = f"{parts[2]}/{parts[3]}", parts[5]
+        with self.hub.lock:
+            self.hub.requests.append(Request("tree", "/".join(parts), self.headers.get("Authorization"), b""))
+            files = self.hub.repos.get(repo, {}).get(revision)
+            listing = [
+                {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                for name, data in sorted((files or {}).items())
+            ]
+        if files is None:
+            self._reply(404, {"error": "Repository or revision not found"})
+        else:
+            self._reply(200, listing)
+
     def _file(self, head: bool) -> None:
         parts = unquote(urlsplit(self.path).path).strip("/").split("/")
+        if len(parts) >= 6 and parts[0] == "api" and parts[4] == "tree":
+            self._tree(parts)
+            return
+        with self.hub.lock:
+            self.hub.requests.append(
+                Request("download", "/".join(parts), self.headers.get("Authorization"), b"")
+            )
         if len(parts) < 5 or parts[2] != "resolve":
             self._reply(404, {"error": "not a file URL"})
             return

@@ -58,8 +58,9 @@ class CardVariant:
 
     @property
     def hub_id(self) -> str | None:
-        """The hub id of the model the SAE belongs to, when the folder records one."""
-        found = self.get("model_hub_id") or self.get("model_name")
+        """The hub id of the model the SAE belongs to, when the store recorded one (``model_hub_id``;
+        not ``model_name``, which falls back to ``model.name``, a local folder's path included)."""
+        found = self.get("model_hub_id")
         return str(found) if isinstance(found, str) and _HUB_ID.match(found) else None
 
     @property

@@ -3,10 +3,14 @@
 The repository gets one folder per variant, ``<variant>/cfg.json`` and
 ``<variant>/sae_weights.safetensors`` (byte copies of ``train.out_dir/<variant>/``: SAELens's
 upload layout, so ``sae_lens.SAE.from_pretrained(repo_id, variant)`` finds them), and a
-``README.md`` (:mod:`pipeline.saes.modelcard`) at the top, all in one commit. :func:`plan_upload`
-decides those files; :func:`write_plan` writes them to a folder (``--dry-run``) and
-:func:`push` commits them with ``huggingface_hub`` (``create_repo`` with ``exist_ok``, the branch
-created from the default one when ``revision`` names a new one, then ``create_commit``). The
+``README.md`` (:mod:`pipeline.saes.modelcard`) at the top, all in one commit. The card describes
+every SAE folder on the branch after the commit: those pushed, and those an earlier push left
+there (their ``cfg.json`` read back from the Hub). :func:`plan_upload` gathers the local side;
+:meth:`UploadPlan.files` lays out the commit; :func:`write_plan` writes it to a folder
+(``--dry-run``: the card of the pushed folders alone, nothing is asked of the Hub) and
+:func:`push` commits it with ``huggingface_hub`` (``create_repo`` with ``exist_ok``, the branch
+created from the default one when ``revision`` names a new one, the branch's other SAE folders
+listed, then ``create_commit``). The
 token is huggingface_hub's: ``$HF_TOKEN`` or the one ``hf auth login`` saved. Every failure
 is a :class:`~pipeline.core.errors.PublishError` with one line that says what to do.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +100,41 @@ def read_figures(path: str | Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class UploadPlan:
+    """The local side of one push: the SAE folders, their cfg.json and the card's inputs."""
+
+    target: PushTarget
+    """Where it goes (the repository id also appears in the card's loading snippets)."""
+    variants: tuple[CardVariant, ...]
+    """The pushed folders' names and ``cfg.json``, in push order."""
+    folders: tuple[Path, ...]
+    """The local variant folders, in the same order."""
+    version: str
+    """This project's version, pinned in the card's install line."""
+    figures: Mapping[str, Any] | None = None
+    """An ``evaluate.json``'s entries for the card, if given."""
+    figures_source: str = "evaluate.json"
+    """How the card names that file."""
+
+    def files(self, also: Sequence[CardVariant] = ()) -> dict[str, Path | bytes]:
+        """Path in the repository → local file (or the card's bytes): everything one push commits.
+        ``also``: SAE folders already on the branch, described by the card too."""
+        files: dict[str, Path | bytes] = {}
+        for folder in self.folders:
+            files[f"{folder.name}/{CONFIG}"] = folder / CONFIG
+            files[f"{folder.name}/{WEIGHTS}"] = folder / WEIGHTS
+        card = model_card(
+            self.target.repo_id,
+            [*self.variants, *also],
+            version=self.version,
+            figures=self.figures,
+            figures_source=self.figures_source,
+        )
+        files[CARD] = card.encode("utf-8")
+        return files
+
+
 def plan_upload(
     target: PushTarget,
     folders: Sequence[Path],
@@ -102,29 +142,21 @@ def plan_upload(
     version: str,
     figures: Mapping[str, Any] | None = None,
     figures_source: str = "evaluate.json",
-) -> dict[str, Path | bytes]:
-    """Path in the repository → local file (or the card's bytes): everything one push commits."""
+) -> UploadPlan:
+    """The plan of pushing ``folders`` (each ``cfg.json`` read and checked) to ``target``."""
     if not folders:
         raise PublishError("nothing to push: no SAE folder selected")
-    files: dict[str, Path | bytes] = {}
-    variants = []
-    for folder in folders:
-        variants.append(CardVariant(folder.name, read_cfg(folder)))
-        files[f"{folder.name}/{CONFIG}"] = folder / CONFIG
-        files[f"{folder.name}/{WEIGHTS}"] = folder / WEIGHTS
+    variants = tuple(CardVariant(folder.name, read_cfg(folder)) for folder in folders)
     if figures is not None:
         missing = [v.name for v in variants if v.name not in figures]
         if missing:
             logger.warning("%s has no figures for %s", figures_source, ", ".join(missing))
-    card = model_card(
-        target.repo_id, variants, version=version, figures=figures, figures_source=figures_source
-    )
-    files[CARD] = card.encode("utf-8")
-    return files
+    return UploadPlan(target, variants, tuple(folders), version, figures, figures_source)
 
 
-def write_plan(files: Mapping[str, Path | bytes], dest: str | Path) -> Path:
-    """Write the planned repository to ``dest`` (the ``--dry-run`` folder); refuse a non-empty one."""
+def write_plan(plan: UploadPlan, dest: str | Path) -> Path:
+    """Write the planned commit to ``dest`` (the ``--dry-run`` folder); refuse a non-empty one."""
+    files = plan.files()
     root = Path(dest)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise PublishError(f"{root} exists and is not an empty folder: give --dry-run a new folder")
@@ -150,26 +182,56 @@ def _http_failure(exc: Exception, step: str) -> PublishError:
     return PublishError(f"{step} failed: HTTP {status}{detail}{hint}")
 
 
-def push(target: PushTarget, files: Mapping[str, Path | bytes]) -> str:
-    """Commit ``files`` to ``target`` (creating the repository and branch when missing); the commit's URL."""
+def _remote_variants(api: Any, repo_id: str, revision: str | None, pushed: set[str]) -> list[CardVariant]:
+    """The SAE folders already on the branch that this push leaves alone (``cfg.json`` read back)."""
+    names = sorted(
+        {
+            path.split("/")[0]
+            for path in api.list_repo_files(repo_id, revision=revision)
+            if path.count("/") == 1 and path.endswith(f"/{CONFIG}") and path.split("/")[0] not in pushed
+        }
+    )
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            cfg_path = api.hf_hub_download(repo_id, f"{name}/{CONFIG}", revision=revision, cache_dir=tmp)
+            try:
+                cfg = json.loads(Path(cfg_path).read_text())
+            except json.JSONDecodeError:
+                logger.warning("%s/%s on the Hub is not valid JSON: left out of the card", name, CONFIG)
+                continue
+            found.append(CardVariant(name, cfg))
+    return found
+
+
+def push(plan: UploadPlan) -> str:
+    """Commit ``plan`` to its target (creating the repository and branch when missing); the commit's URL."""
     import httpx2  # huggingface_hub's HTTP client: its transport errors (refused, timed out) reach us raw
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
+    target = plan.target
     token = target.token or get_token()
     if token is None:
         raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
     api = HfApi(endpoint=target.endpoint, token=token)
-    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src) for p, src in sorted(files.items())]
-    n_saes = sum(1 for p in files if p.endswith(f"/{CONFIG}"))
-    message = target.commit_message or DEFAULT_MESSAGE.format(n=n_saes)
+    message = target.commit_message or DEFAULT_MESSAGE.format(n=len(plan.variants))
     step = f"creating repository {target.repo_id} on {api.endpoint}"
     try:
-        repo = api.create_repo(target.repo_id, private=target.private, exist_ok=True)
+        # private=None: a new repository follows the namespace's default unless --private
+        repo = api.create_repo(target.repo_id, private=True if target.private else None, exist_ok=True)
         repo_id = repo.repo_id or target.repo_id
         if target.revision is not None:
             step = f"creating branch {target.revision} of {repo_id}"
             api.create_branch(repo_id, branch=target.revision, exist_ok=True)
+        step = f"reading the SAE folders already in {repo_id}"
+        also = _remote_variants(api, repo_id, target.revision, {v.name for v in plan.variants})
+        if also:
+            logger.info("the card also describes %d SAE folder(s) already there", len(also))
+        files = plan.files(also)
+        operations = [
+            CommitOperationAdd(path_in_repo=p, path_or_fileobj=src) for p, src in sorted(files.items())
+        ]
         step = f"committing to {repo_id}"
         info = api.create_commit(repo_id, operations, commit_message=message, revision=target.revision)
     except HfHubHTTPError as exc:
@@ -178,5 +240,5 @@ def push(target: PushTarget, files: Mapping[str, Path | bytes]) -> str:
         raise PublishError(f"{step}: cannot reach {api.endpoint} ({exc})") from exc
     except ValueError as exc:  # huggingface_hub's own checks (e.g. the card's YAML refused by the Hub)
         raise PublishError(f"{step}: {str(exc).strip().splitlines()[0]}") from exc
-    logger.info("pushed %d SAE folder(s) to %s", n_saes, info.commit_url)
+    logger.info("pushed %d SAE folder(s) to %s", len(plan.variants), info.commit_url)
     return str(info.commit_url)

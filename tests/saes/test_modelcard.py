@@ -64,7 +64,9 @@ def test_different_models_are_listed_per_sae_and_no_base_model_is_claimed(traine
 
 
 def test_a_topk_only_card_needs_no_plugin(trained: Trained):
-    card = model_card("me/saes", [_variant(trained, TOPK)], version="unknown")
+    local = _variant(trained, TOPK, model_name="models/tiny-llama")  # model.name, a local folder
+    card = model_card("me/saes", [local], version="unknown")
+    assert "base_model" not in _front(card)  # only a recorded model_hub_id is claimed as the base model
     assert "saelens_plugin" not in card and "g-sae" not in _front(card)["tags"]
     assert 'SAE.from_pretrained("me/saes", "topk-k4-x4-s0")' in card
     assert f"pip install {DISTRIBUTION}`" in card  # an unknown version is not pinned

@@ -67,7 +67,7 @@ def test_push_uploads_every_sae_folder_and_the_model_card(
     for name in expected:  # the bytes that arrived are the local files'
         assert files[name] == (trained.out_dir / name).read_bytes(), name
     assert all(r.authorization == f"Bearer {TOKEN}" for r in hub.requests)
-    assert [r.endpoint for r in hub.requests] == ["create", "validate", "preupload", "commit"]
+    assert [r.endpoint for r in hub.requests] == ["create", "tree", "validate", "preupload", "commit"]
     assert hub.created[0]["name"] == "tiny-saes" and hub.created[0]["organization"] == "someone"
     assert hub.created[0].get("visibility") != "private"
     assert hub.commits[0]["summary"] == "Upload 3 SAE(s) with gsae push"
@@ -119,6 +119,20 @@ def test_push_to_a_branch_with_a_message_and_again_to_an_existing_repo(
     code, _, err = _push([REPO, "--endpoint", hub.url, "--variant", GSAE_SEL], params, trained, capsys)
     assert code == 0, err  # the repository exists already: pushed to it
     assert len(hub.created) == 1 and f"{GSAE_SEL}/cfg.json" in hub.repos[REPO]["main"]
+    assert f"`{TOPK}`" not in hub.repos[REPO]["main"]["README.md"].decode()  # TOPK is on dev only
+    # a later push to dev: the card describes the SAE folder already there as well as the new one
+    code, _, err = _push(
+        [REPO, "--endpoint", hub.url, "--variant", GSAE_SEL, "--revision", "dev"], params, trained, capsys
+    )
+    assert code == 0, err
+    dev = hub.repos[REPO]["dev"]
+    assert dev[f"{TOPK}/cfg.json"] == (trained.dirs[TOPK] / "cfg.json").read_bytes()  # left as it was
+    card = dev["README.md"].decode()
+    assert f"| `{GSAE_SEL}` | gsae |" in card and f"| `{TOPK}` | topk |" in card
+    assert "saelens_plugin" in card and "2 sparse autoencoder(s)" in card
+    assert any(
+        r.endpoint == "download" and r.path.endswith(f"resolve/dev/{TOPK}/cfg.json") for r in hub.requests
+    )
 
 
 def test_dry_run_writes_what_would_be_uploaded_and_sends_nothing(
