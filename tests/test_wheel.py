@@ -6,8 +6,9 @@ into it, and installed into a fresh venv that sees the running interpreter's thi
 packages (torch, transformers, ...) through a ``.pth`` line: path lines of a ``.pth`` file are
 appended to ``sys.path``, but the ``.pth`` files *inside* that folder are not processed, so the
 checkout's editable install (its finder is started by such a file) stays inactive and every
-``import pipeline`` must come from the installed wheel. Everything runs with a cwd outside the
-repository and without ``PYTHONPATH``.
+``import pipeline`` must come from the installed wheel. The installed ``gsae`` then harvests,
+trains and stages a push (``--dry-run``), with a cwd outside the repository and without
+``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ def _metadata_version(python: Path, cwd: Path) -> str:
     return _run([python, "-c", code], cwd=cwd).stdout.strip()
 
 
-def test_installed_console_script_harvests_and_trains(venv: Path, tiny_llama: Path, tmp_path: Path):
+def test_installed_console_script_harvests_trains_and_stages_a_push(
+    venv: Path, tiny_llama: Path, tmp_path: Path
+):
     work = tmp_path / "project"
     work.mkdir()
     (work / "params.yaml").write_text("{}\n")
@@ -154,6 +157,13 @@ def test_installed_console_script_harvests_and_trains(venv: Path, tiny_llama: Pa
     assert [v.split("-")[0] for v in variants] == ["gsae", "topk"], variants
     cfg = json.loads((work / "saes" / variants[0] / "cfg.json").read_text())
     assert cfg["architecture"] == "gsae" and cfg["d_in"] == 32 and cfg["k"] == 4
+    staged = tmp_path / "to-upload"
+    _run([gsae, "push", "me/tiny-saes", *overrides, "--dry-run", staged], cwd=work, **env)
+    assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) == [
+        "README.md",
+        *(f"{v}/{f}" for v in variants for f in ("cfg.json", "sae_weights.safetensors")),
+    ]
+    assert 'SAE.from_pretrained("me/tiny-saes", ' in (staged / "README.md").read_text()
     code, _ = _cli_error(gsae, work, env)
     assert code == 1
 

@@ -145,6 +145,15 @@ def _identity_section(variants: Sequence[CardVariant]) -> list[str]:
 def _evaluation_section(
     variants: Sequence[CardVariant], figures: Mapping[str, Any], source: str
 ) -> list[str]:
+    rows = []
+    for v in variants:
+        for entry in (v.name, f"{v.name}@beta0"):
+            row = figures.get(entry)
+            if isinstance(row, Mapping):
+                cells = " | ".join(_cell(row.get(key), fmt) for key, _, fmt in _FIGURES)
+                rows.append(f"| `{entry}` | {cells} |")
+    if not rows:  # figures of other SAEs only: no empty table
+        return []
     heads = " | ".join(h for _, h, _ in _FIGURES)
     lines = [
         "## Evaluation",
@@ -154,13 +163,8 @@ def _evaluation_section(
         "",
         f"| entry | {heads} |",
         "|---" * (len(_FIGURES) + 1) + "|",
+        *rows,
     ]
-    for v in variants:
-        for entry in (v.name, f"{v.name}@beta0"):
-            row = figures.get(entry)
-            if isinstance(row, Mapping):
-                cells = " | ".join(_cell(row.get(key), fmt) for key, _, fmt in _FIGURES)
-                lines.append(f"| `{entry}` | {cells} |")
     lines += [
         "",
         "Loss recovered and KL are this project's convention: the first position of each context (BOS) "

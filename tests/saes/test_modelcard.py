@@ -50,6 +50,8 @@ def test_one_hub_model_becomes_the_base_model_and_its_weights_are_named(trained:
     assert f"- all SAEs: model `{HUB_ID}`, weights GGUF Q4_1, dequantized (sha256 `{SHA}`)" in card
     assert f'pip install "{DISTRIBUTION}[interop]==1.2.3"' in card
     assert "## Evaluation" not in card  # no evaluate.json given
+    other = model_card("me/saes", variants, version="1.2.3", figures={"some-other-sae": {"fvu": 0.5}})
+    assert "## Evaluation" not in other  # figures of other SAEs only: no empty table
 
 
 def test_different_models_are_listed_per_sae_and_no_base_model_is_claimed(trained: Trained):
