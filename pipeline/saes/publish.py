@@ -10,9 +10,9 @@ there (their ``cfg.json`` read back from the Hub). :func:`plan_upload` gathers t
 (``--dry-run``: the card of the pushed folders alone, nothing is asked of the Hub) and
 :func:`push` commits it with ``huggingface_hub`` (``create_repo`` with ``exist_ok``, the branch
 created from the default one when ``revision`` names a new one, the branch's other SAE folders
-listed, then ``create_commit``). The
-token is huggingface_hub's: ``$HF_TOKEN`` or the one ``hf auth login`` saved. Every failure
-is a :class:`~pipeline.core.errors.PublishError` with one line that says what to do.
+listed, then ``create_commit``). The token is huggingface_hub's: ``$HF_TOKEN`` or the one
+``hf auth login`` saved. Every failure is a :class:`~pipeline.core.errors.PublishError` with one
+line that says what to do.
 """
 
 from __future__ import annotations
@@ -160,13 +160,20 @@ def write_plan(plan: UploadPlan, dest: str | Path) -> Path:
     root = Path(dest)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise PublishError(f"{root} exists and is not an empty folder: give --dry-run a new folder")
-    for path_in_repo, source in files.items():
-        out = root / path_in_repo
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(source, bytes):
-            out.write_bytes(source)
-        else:
-            shutil.copyfile(source, out)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # written beside it, then renamed: an interrupted dry run leaves no folder that looks complete
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=f".{root.name}.") as tmp:
+        for path_in_repo, source in files.items():
+            out = Path(tmp) / path_in_repo
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(source, bytes):
+                out.write_bytes(source)
+            else:
+                shutil.copyfile(source, out)
+        if root.exists():
+            root.rmdir()
+        Path(tmp).rename(root)
+        Path(tmp).mkdir()  # for TemporaryDirectory's cleanup
     return root
 
 
@@ -198,7 +205,9 @@ def _remote_variants(api: Any, repo_id: str, revision: str | None, pushed: set[s
             try:
                 cfg = json.loads(Path(cfg_path).read_text())
             except json.JSONDecodeError:
-                logger.warning("%s/%s on the Hub is not valid JSON: left out of the card", name, CONFIG)
+                cfg = None
+            if not isinstance(cfg, dict):
+                logger.warning("%s/%s on the Hub is not a JSON object: left out of the card", name, CONFIG)
                 continue
             found.append(CardVariant(name, cfg))
     return found

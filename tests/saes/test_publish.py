@@ -142,7 +142,7 @@ def test_dry_run_writes_what_would_be_uploaded_and_sends_nothing(
     code, out, err = _push([REPO, "--endpoint", hub.url, "--dry-run", str(dest)], params, trained, capsys)
     assert code == 0, err
     assert out.strip() == f"3 SAE folder(s) + README.md written to {dest} (nothing uploaded)"
-    assert hub.requests == []
+    assert hub.requests == [] and list(tmp_path.glob(".staged.*")) == []  # no temporary folder left
     staged = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     code, _, err = _push([REPO, "--endpoint", hub.url], params, trained, capsys)
     assert code == 0, err
