@@ -64,10 +64,11 @@ class CardVariant:
         return str(found) if isinstance(found, str) and _HUB_ID.match(found) else None
 
     @property
-    def identity(self) -> tuple[str, str, str]:
-        """(model, weights, sha256) the activations were harvested from, as recorded ("?" when absent)."""
-        model = self.hub_id or str(self.get("model") or "?")
-        return model, str(self.get("model_weights") or "?"), str(self.get("model_weights_sha256") or "?")
+    def identity(self) -> tuple[str, str | None, str | None]:
+        """(model, weights, sha256) the activations were harvested from, as recorded (None when not)."""
+        model = self.hub_id or str(self.get("model") or "unknown")
+        weights, sha = self.get("model_weights"), self.get("model_weights_sha256")
+        return model, None if weights is None else str(weights), None if sha is None else str(sha)
 
 
 def _cell(value: Any, fmt: str = "") -> str:
@@ -124,13 +125,15 @@ def _variants_table(variants: Sequence[CardVariant]) -> list[str]:
 
 
 def _identity_section(variants: Sequence[CardVariant]) -> list[str]:
-    groups: dict[tuple[str, str, str], list[str]] = {}
+    groups: dict[tuple[str, str | None, str | None], list[str]] = {}
     for v in variants:
         groups.setdefault(v.identity, []).append(v.name)
     lines = ["## The model they were trained on", ""]
     for (model, weights, sha), names in groups.items():
         which = "all SAEs" if len(groups) == 1 else ", ".join(f"`{n}`" for n in names)
-        lines += [f"- {which}: model `{model}`, weights {weights} (sha256 `{sha}`)"]
+        what = f"weights {weights}" if weights else "weights not recorded (trained before they were)"
+        digest = f" (sha256 `{sha}`)" if sha else ""
+        lines += [f"- {which}: model `{model}`, {what}{digest}"]
     lines += [
         "",
         "The SAEs were fit on activations of exactly these weights. Loading the hub model's own "

@@ -72,3 +72,12 @@ def test_a_topk_only_card_needs_no_plugin(trained: Trained):
     assert "saelens_plugin" not in card and "g-sae" not in _front(card)["tags"]
     assert 'SAE.from_pretrained("me/saes", "topk-k4-x4-s0")' in card
     assert f"pip install {DISTRIBUTION}`" in card  # an unknown version is not pinned
+
+
+def test_a_folder_from_before_the_identity_fields_says_so():
+    old = CardVariant(
+        "topk-k4-x4-s0", {"architecture": "topk", "k": 4, "d_in": 16, "d_sae": 64, "model": "gpt2"}
+    )
+    card = model_card("me/saes", [old], version="1.2.3")
+    assert "- all SAEs: model `gpt2`, weights not recorded (trained before they were)\n" in card
+    assert "| `topk-k4-x4-s0` | topk | – | 16 | 64 | 4 | – | – | – | – |" in card
