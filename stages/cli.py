@@ -333,30 +333,19 @@ def push(
     repo_id: str,
     variants: tuple[str, ...],
     eval_json: str | None,
-    private: bool,
-    revision: str | None,
-    commit_message: str | None,
-    endpoint: str | None,
     dry_run: str | None,
+    **where: Any,
 ) -> None:
     """Upload trained SAE folders (train.out_dir) with a model card to the Hub model repository REPO_ID.
 
     The token is huggingface_hub's: $HF_TOKEN, or the one `hf auth login` saved."""
-    from pipeline.saes.publish import PushTarget, plan_upload, read_figures, select_variants, write_plan
-    from pipeline.saes.publish import push as push_to_hub
+    from pipeline.saes.publish import PushTarget, publish
 
-    target = PushTarget(repo_id, revision, private, commit_message, endpoint)
+    target = PushTarget(repo_id, **where)  # --revision, --private, --commit-message, --endpoint
     params = _load(params_files_or_defaults(params_path), overrides)  # outside a project: -s train.out_dir=
-    folders = select_variants(params.train.out_dir, variants)
-    figures = read_figures(eval_json) if eval_json else None
-    source = os.path.basename(eval_json) if eval_json else "evaluate.json"
-    plan = plan_upload(target, folders, version=_version(), figures=figures, figures_source=source)
-    if dry_run:
-        click.echo(
-            f"{len(folders)} SAE folder(s) + README.md written to {write_plan(plan, dry_run)} (nothing uploaded)"
-        )
-        return
-    click.echo(push_to_hub(plan))
+    click.echo(
+        publish(target, params.train.out_dir, variants, eval_json, version=_version(), dry_run=dry_run)
+    )
 
 
 @cache.command("repair")

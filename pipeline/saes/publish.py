@@ -5,8 +5,9 @@ The repository gets one folder per variant, ``<variant>/cfg.json`` and
 upload layout, so ``sae_lens.SAE.from_pretrained(repo_id, variant)`` finds them), and a
 ``README.md`` (:mod:`pipeline.saes.modelcard`) at the top, all in one commit. The card describes
 every SAE folder on the branch after the commit: those pushed, and those an earlier push left
-there (their ``cfg.json`` read back from the Hub). :func:`plan_upload` gathers the local side;
-:meth:`UploadPlan.files` lays out the commit; :func:`write_plan` writes it to a folder
+there (their ``cfg.json`` read back from the Hub). :func:`publish` is the command:
+:func:`plan_upload` gathers the local side, :meth:`UploadPlan.files` lays out the commit,
+:func:`write_plan` writes it to a folder
 (``--dry-run``: the card of the pushed folders alone, nothing is asked of the Hub) and
 :func:`push` commits it with ``huggingface_hub`` (``create_repo`` with ``exist_ok``, the branch
 created from the default one when ``revision`` names a new one, the branch's other SAE folders
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -251,3 +253,24 @@ def push(plan: UploadPlan) -> str:
         raise PublishError(f"{step}: {str(exc).strip().splitlines()[0]}") from exc
     logger.info("pushed %d SAE folder(s) to %s", len(plan.variants), info.commit_url)
     return str(info.commit_url)
+
+
+def publish(
+    target: PushTarget,
+    out_dir: str | Path,
+    variants: Sequence[str] = (),
+    evaluate_json: str | Path | None = None,
+    *,
+    version: str,
+    dry_run: str | Path | None = None,
+) -> str:
+    """``gsae push``: the trained ``variants`` of ``out_dir`` (all by default), the card's figures
+    from ``evaluate_json``, to ``target`` (or into the folder ``dry_run``); the line to print."""
+    folders = select_variants(out_dir, variants)
+    figures = read_figures(evaluate_json) if evaluate_json else None
+    source = os.path.basename(evaluate_json) if evaluate_json else "evaluate.json"
+    plan = plan_upload(target, folders, version=version, figures=figures, figures_source=source)
+    if dry_run:
+        written = write_plan(plan, dry_run)
+        return f"{len(folders)} SAE folder(s) + README.md written to {written} (nothing uploaded)"
+    return push(plan)
