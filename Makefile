@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint bench bench-peers test-floors browser
+.PHONY: setup repro test lint bench bench-peers test-floors browser wheel
 
 setup: $(STAMP)
 
@@ -32,6 +32,12 @@ browser:
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium not installed: the browser tests will be skipped"
+
+# the wheel, dist/gsae_pipeline-<version>-py3-none-any.whl (README "Install"); build/ goes first:
+# setuptools packs whatever an earlier build left there, removed modules included
+wheel: setup
+	rm -rf build dist
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 lint: setup
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ from stages.options import (
     lock_options,
     params_files_or_defaults,
     params_options,
+    push_options,
     run_sources,
     summarize_sources,
 )
@@ -321,6 +322,30 @@ def export(fmt: str, src: str, dest: str) -> None:
             f"{fmt!r} is not one of {', '.join(sorted(FORMATS))}", param_hint="'--format'"
         )
     click.echo(export_sae(src, dest, fmt))
+
+
+@cli.command()
+@params_options
+@push_options
+def push(
+    params_path: tuple[str, ...],
+    overrides: tuple[str, ...],
+    repo_id: str,
+    variants: tuple[str, ...],
+    eval_json: str | None,
+    dry_run: str | None,
+    **where: Any,
+) -> None:
+    """Upload trained SAE folders (train.out_dir) with a model card to the Hub model repository REPO_ID.
+
+    The token is huggingface_hub's: $HF_TOKEN, or the one `hf auth login` saved."""
+    from pipeline.saes.publish import PushTarget, publish
+
+    target = PushTarget(repo_id, **where)  # --revision, --private, --commit-message, --endpoint
+    params = _load(params_files_or_defaults(params_path), overrides)  # outside a project: -s train.out_dir=
+    click.echo(
+        publish(target, params.train.out_dir, variants, eval_json, version=_version(), dry_run=dry_run)
+    )
 
 
 @cache.command("repair")

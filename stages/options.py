@@ -1,7 +1,7 @@
 """Options several ``gsae`` commands share, and the sources they resolve.
 
 ``-p`` / ``-s`` (the params file(s) and dotted overrides) for the commands that read params,
-the write-lock flags of the commands that write a store,
+the write-lock flags of the commands that write a store, ``gsae push``'s options,
 and the evaluated runs that ``gsae summarize`` and ``gsae first-order`` aggregate (run folders,
 or ``--evaluate`` with ``--saes``).
 """
@@ -92,3 +92,48 @@ def summarize_sources(
     if not runs and not pairs:
         raise click.UsageError("give run folders or --evaluate/--saes")
     return pairs
+
+
+def push_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``gsae push``'s argument and options: REPO_ID, the variants, the card's figures, the commit."""
+    options = [
+        click.argument("repo_id"),
+        click.option(
+            "--variant",
+            "variants",
+            multiple=True,
+            metavar="NAME",
+            help="Push only this variant folder of train.out_dir (repeatable; default: every trained variant).",
+        ),
+        click.option(
+            "--evaluate",
+            "eval_json",
+            metavar="FILE",
+            help="An evaluate.json (e.g. metrics/evaluate.json) whose figures go into the model card.",
+        ),
+        click.option(
+            "--private",
+            is_flag=True,
+            help="Create the repository private (an existing one keeps its visibility).",
+        ),
+        click.option(
+            "--revision",
+            metavar="BRANCH",
+            help="Commit to this branch (created when missing; default: main).",
+        ),
+        click.option("--commit-message", metavar="TEXT", help="The commit's summary line."),
+        click.option(
+            "--endpoint",
+            metavar="URL",
+            help="The Hub's URL (default: $HF_ENDPOINT or https://huggingface.co).",
+        ),
+        click.option(
+            "--dry-run",
+            "dry_run",
+            metavar="DIR",
+            help="Write the folder that would be uploaded (SAE folders + README.md) to DIR; upload nothing.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

@@ -51,6 +51,11 @@ class OutputError(PipelineError, OSError):
     """An output folder or file cannot be written."""
 
 
+class PublishError(PipelineError, OSError):
+    """SAE folders cannot be pushed to the Hugging Face Hub: nothing (or an unknown variant) to
+    push, no token, or the Hub refused the upload or could not be reached."""
+
+
 class SchedulerError(PipelineError, ConnectionError):
     """The dask scheduler of ``harvest.scheduler`` cannot be reached, or a shard task failed for good."""
 
