@@ -91,6 +91,8 @@ def sae_provenance(
         "dataset_path": info.dataset.get("source"),
         "prepend_bos": True,
         "expansion": spec.expansion,
+        # λ of the gradient loss term; absent = 0 (as in folders written before it existed)
+        **({"grad_loss": spec.grad_loss} if spec.grad_loss else {}),
         "training": {**training, "grid": None, "lr": spec.lr, "init_seed": spec.seed},
         "tokens_seen": trainer.tokens,
         "dead_frac": trainer.dead_fraction(name),

@@ -156,7 +156,7 @@ def run_train(
     for spec in specs:
         if spec.k > spec.d_sae(d):
             raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
-    require_gradients(info, store_url, [s.name for s in specs if s.sae_class.uses_grad])
+    require_gradients(info, store_url, [s.name for s in specs if s.sae_class.uses_grad or s.grad_loss > 0])
     for layer in {s.layer for s in specs}:  # every hook exists before any layer trains
         resolve_hook(info, cfg.layer if layer is None else layer)
     device = resolve_device(cfg.device, "train.device")
