@@ -27,7 +27,7 @@ def final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict
     return {
         name: {
             key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:])
-            for key in ("fvu", "loss", "l0", "selection_shift", "fo_loss_err")
+            for key in ("fvu", "loss", "l0", "selection_shift", "fo_loss_err", "grad_loss")
             if all(key in r for r in rs[-tail:])
         }
         for name, rs in rows.items()
@@ -45,7 +45,7 @@ def variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs
         "steps": trainer.step,
         "epochs": epochs,
     }
-    for key in ("selection_shift", "fo_loss_err"):
+    for key in ("selection_shift", "fo_loss_err", "grad_loss"):
         if key in final:
             figures[key] = final[key]
     return figures
