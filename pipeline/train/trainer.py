@@ -5,15 +5,12 @@ learning-rate schedule and dead-latent counters. Per step and variant (all in th
 space of :mod:`pipeline.train.normalize`: x = act × act_scale, g = raw grad, the SAE multiplies g by
 its ``grad_scale``):
 
-- loss = Σ_r FVU_batch(x̂_r, x) + λ · grad_loss + aux_coef · AuxK, where FVU_batch =
-  Σ‖x − x̂‖² / Σ‖x − x̄‖² (Gao et al.'s normalised MSE) over the SAE's
-  :meth:`~pipeline.saes.base.SAE.nested_decodes` (x̂ alone, or every Matryoshka prefix);
-  grad_loss = Σ(g̃ · (x − x̂))² / Σ‖x − x̄‖² with g̃ = g × grad_scale, the first-order
-  downstream error weighed by the variant's λ (``train.grid.grad_loss``, 0 = off, then not
-  computed; :mod:`pipeline.train.losses`) and logged as ``grad_loss`` when λ > 0; AuxK
-  reconstructs the detached residual e = x − x̂ from the top ``k_aux`` pre-activations
-  ReLU(z) among dead latents (decoder without bias), normalised the same way; it is 0
-  while no latent is dead.
+- loss = Σ_r FVU_batch(x̂_r, x) + λ · grad_loss + aux_coef · AuxK (:mod:`pipeline.train.losses`):
+  FVU_batch = Σ‖x − x̂‖² / Σ‖x − x̄‖² (Gao et al.) over :meth:`~pipeline.saes.base.SAE.nested_decodes`
+  (x̂, or every Matryoshka prefix); grad_loss = Σ(g̃ · (x − x̂))² / Σ‖x − x̄‖², g̃ = g × grad_scale,
+  with the variant's λ (``train.grid.grad_loss``; 0: not computed), logged when λ > 0; AuxK
+  reconstructs the detached residual x − x̂ from the top ``k_aux`` ReLU(z) among dead latents
+  (decoder without bias), normalised the same way, 0 while no latent is dead.
 - a latent is dead when it has not been selected with a positive value for
   ``dead_tokens`` tokens; the dead fraction reported in curves uses the window
   min(dead_tokens, tokens seen).
@@ -30,13 +27,12 @@ its ``grad_scale``):
 - the decoder-gradient component parallel to each row is removed before Adam's step and
   the rows renormalised to unit norm after it.
 
-Variants are trained in a Python loop: stacking equal-shape variants into one ``bmm`` takes
-the same time once the allocator is tuned (:func:`stages.allocator.tune_allocator`; stacked/loop
-1.01 on 2 CPU cores, benchmarks/components/train_stage.py figure d). On the CPU the encoder's
-gradients come from the sparse ∂L/∂z (:mod:`pipeline.saes.sparse_grad`: no dense backward
-GEMM) and AuxK runs over the dead latents' columns only, skipped when none is dead: one TopK
-variant's step (k32 x8, batch 4,096, 2 cores) is 1.49x faster than the dense path, 2.38x
-while AuxK is on (figure f); results equal the dense path to float rounding.
+Variants are trained in a Python loop: a stacked ``bmm`` takes the same time once the allocator
+is tuned (:func:`stages.allocator.tune_allocator`; stacked/loop 1.01 on 2 CPU cores,
+benchmarks/components/train_stage.py figure d). On the CPU the encoder's gradients come from
+the sparse ∂L/∂z (:mod:`pipeline.saes.sparse_grad`) and AuxK runs over the dead latents'
+columns only, skipped when none is dead: a TopK step (k32 x8, batch 4,096, 2 cores) is 1.49x
+faster than the dense path, 2.38x with AuxK on (figure f); results equal it to float rounding.
 ``train.autocast: bfloat16``: the encoder's GEMMs in bf16 (:mod:`pipeline.train.precision`).
 
 The trainer is deterministic on CPU given its inputs, and ``state_dict`` captures
@@ -165,13 +161,11 @@ class Trainer:
             values.requires_grad_(True)
         *inner, x_hat = sae.nested_decodes(indices, values)
         fvu = self._fvu(x, x_hat)
-        rec = fvu  # a flat dictionary's loss is its FVU itself (bit-identical to earlier versions)
-        for prefix in inner:
-            rec = rec + self._fvu(x, prefix)
-        grad_loss = None
-        if lam > 0:
-            assert g is not None
-            grad_loss = self._share(x, downstream_sq(x, x_hat, g * sae.grad_scale))
+        rec = sum((self._fvu(x, prefix) for prefix in inner), fvu)  # flat: fvu itself, bit for bit
+        grad_loss = (
+            None if g is None or lam == 0 else self._share(x, downstream_sq(x, x_hat, g * sae.grad_scale))
+        )
+        if grad_loss is not None:
             rec = rec + lam * grad_loss
         aux, aux_indices, aux_values = self._aux_loss(v, z, (x - x_hat).detach())
         loss = rec + self.cfg.aux_coef * aux if aux is not None else rec
