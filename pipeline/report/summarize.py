@@ -179,7 +179,7 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
         if len(rs) == 1 and "steer_kl_ci_lo" in rs[0].metrics:
             entry["steer_kl_ci"] = [rs[0].metrics["steer_kl_ci_lo"], rs[0].metrics["steer_kl_ci_hi"]]
         base = by_group.get(Group("topk", g.k, 0.0, "", True))
-        if base and g.architecture != "topk":
+        if base and (g.architecture != "topk" or g.grad_loss):
             entry["delta_vs_topk"] = _paired(rs, base)
         out[f"k{g.k} {g.label}"] = entry
     return out
