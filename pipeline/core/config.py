@@ -118,7 +118,7 @@ class HarvestConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """Sweep grid: every combination of these lists is one variant; an architecture varies only the keys its registered hyper-parameters read (topk and batchtopk ignore beta/value_mode)."""
+    """Sweep grid: every combination of these lists is one variant; an architecture varies only the keys its registered hyper-parameters read (the gradient-free ones ignore beta/value_mode)."""
 
     architecture: tuple[str, ...] = ("topk", "gsae")
     """Registered SAE architectures (``pipeline.saes.REGISTRY``; an unknown name is refused with the list)."""

@@ -28,7 +28,7 @@ class GMatryoshkaHParams(GSAEHParams, MatryoshkaHParams):
 
 
 @register("gmatryoshka", GMatryoshkaHParams)
-class GMatryoshkaSAE(NestedGroups, GBatchTopKSAE):  # type: ignore[misc]
+class GMatryoshkaSAE(NestedGroups, GBatchTopKSAE):
     """BatchTopK selection on the g-SAE score, nested-prefix training loss."""
 
     hp: GMatryoshkaHParams  # type: ignore[assignment]

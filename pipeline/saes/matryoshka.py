@@ -107,7 +107,7 @@ class NestedGroups:
 
 
 @register("matryoshka", MatryoshkaHParams)
-class MatryoshkaSAE(NestedGroups, BatchTopKSAE):  # type: ignore[misc]
+class MatryoshkaSAE(NestedGroups, BatchTopKSAE):
     """BatchTopK selection and inference, nested-prefix training loss."""
 
     hp: MatryoshkaHParams

@@ -1,8 +1,8 @@
 """Expanding the train grid (``train.grid``) into named variant specs, from the SAE registry.
 
 Each architecture varies exactly the grid keys that are fields of its registered hparams
-dataclass (:mod:`pipeline.saes`): ``topk`` and ``batchtopk`` read ``k``; ``gsae`` and
-``gbatchtopk`` also ``beta`` and ``value_mode``. Other hparams fields keep their defaults,
+dataclass (:mod:`pipeline.saes`): ``topk``, ``batchtopk`` and ``matryoshka`` read ``k``;
+``gsae``, ``gbatchtopk`` and ``gmatryoshka`` also ``beta`` and ``value_mode``. Other hparams fields keep their defaults,
 and the hparams dataclass validates the values. ``expansion``, ``lr`` and ``seed`` apply to
 every architecture, and so does ``grad_loss`` (λ of the gradient loss term,
 :mod:`pipeline.train.losses`; 0 = off). Duplicates collapse; names
