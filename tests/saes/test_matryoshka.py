@@ -131,3 +131,17 @@ def test_gmatryoshka_selects_with_the_gradient_and_thresholds_at_inference() -> 
         sae(x)
     out = sae(x, g)
     assert torch.equal(out.acts != 0, (sae.scores(out.pre, g) > sae.threshold) & (out.pre > 0))
+
+
+def test_at_inference_a_matryoshka_sae_is_the_batchtopk_sae_of_its_weights_and_threshold() -> None:
+    sae = get_sae_class("matryoshka")(D, 16, k=K, group_fractions=FRACTIONS)
+    for step in range(5):  # training passes: θ
+        sae(batch(50 + step)[0])
+    plain = get_sae_class("batchtopk")(D, 16, k=K)
+    plain.load_state_dict(sae.state_dict())  # the same four tensors and θ buffers (group ends are not saved)
+    sae.eval(), plain.eval()
+    x, _ = batch(77)
+    a, b = sae(x), plain(x)
+    for u, v in zip(a, b, strict=True):
+        assert torch.equal(u, v)
+    assert (a.acts != 0).any()
