@@ -7,7 +7,8 @@ same denominator, the batch's total variance Σ_b ‖x_b − x̄‖²:
     grad_loss  = Σ_b (g̃_b · (x_b − x̂_b))² / Σ_b ‖x_b − x̄‖²,   g̃ = γ g
 
 ``grad_loss`` is the squared first-order change of the next-token loss when x̂ replaces x
-(g the stored gradient; the empirical-Fisher approximation of the KL that splicing causes),
+(x̂ the whole dictionary's reconstruction, also for a Matryoshka SAE; g the stored gradient
+of the context's summed loss; the empirical-Fisher approximation of the KL splicing causes),
 weighed by λ (``train.grid.grad_loss``) beside the reconstruction loss. Its normalisation is
 the g-SAE score's (:mod:`pipeline.train.normalize`): γ = √d / mean‖g‖ gives the scaled
 gradients mean norm √d, and for a residual r in general position relative to g̃,
