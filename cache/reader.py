@@ -35,9 +35,10 @@ import numpy as np
 import torch
 import zarr
 
+from cache.attrs import act_path, grad_path
 from cache.errors import CacheIncomplete, CacheMismatch, ShardMissing
 from cache.integrity import ShardChecker, open_array, read_zarr_rows, validate_layout
-from cache.schema import READABLE_VERSIONS, CacheInfo, act_path, grad_path, usable_rows
+from cache.schema import READABLE_VERSIONS, CacheInfo, usable_rows
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group, read_info
 

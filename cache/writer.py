@@ -40,21 +40,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from cache.attrs import act_path, grad_path
 from cache.commits import create_commits_group, read_record, write_record
 from cache.dims import dimension_names
 from cache.errors import CacheMismatch, CacheUsageError, CacheWriteError, NonFiniteError, PipelineError
 from cache.faults import fault_point
 from cache.integrity import array_digest, legacy_digest, open_array, validate_layout
-from cache.schema import (
-    ALLOCATING,
-    CACHE_VERSION,
-    READABLE_VERSIONS,
-    CacheInfo,
-    Layout,
-    Provenance,
-    act_path,
-    grad_path,
-)
+from cache.schema import ALLOCATING, CACHE_VERSION, READABLE_VERSIONS, CacheInfo, Layout, Provenance
 from cache.shard_encode import ShardEncoder, shard_encoder
 from cache.store import local_url, open_group, read_attrs
 from cache.upgrade import upgrade_v1

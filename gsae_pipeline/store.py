@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cache.attrs import act_path, grad_path
 from cache.dims import dimension_names
 from cache.integrity import open_array
 from cache.reader import open_store, read_rows, require_hook
-from cache.schema import CacheInfo, act_path, grad_path, usable_rows
+from cache.schema import CacheInfo, usable_rows
 from cache.store import open_group
 from pipeline.core.errors import PipelineError
 

@@ -154,6 +154,14 @@ def train_store(params: Params, *, allow_other: bool = False) -> StoreRef:
     return StoreRef(url, None, info)
 
 
+def finetune_store(params: Params) -> StoreRef:
+    """The store ``gsae finetune`` reads: ``finetune.store``, or the training store when ``auto``."""
+    if params.finetune.store == "auto":
+        return train_store(params)
+    url = params.finetune.store
+    return StoreRef(url, None, _open(params, url, expected_model=params.model.name))
+
+
 def evaluate_store(params: Params, *, allow_train_split: bool = False) -> StoreRef:
     """The held-out store ``gsae evaluate`` reads; ``CacheMismatch`` when it holds train-split text."""
     held = heldout_params(params)

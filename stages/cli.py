@@ -169,6 +169,18 @@ def evaluate(params_path: tuple[str, ...], overrides: tuple[str, ...], allow_tra
 
 @cli.command()
 @params_options
+def finetune(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Fine-tune trained SAEs with KL + MSE through the LM's suffix (a baseline; finetune.* params)."""
+    from pipeline.finetune.run import run_finetune
+    from pipeline.stores import finetune_store
+
+    params = _load(params_path, overrides)
+    store = finetune_store(params)
+    run_finetune(params, store_url=store.url, info=store.info)
+
+
+@cli.command()
+@params_options
 def inspect(params_path: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Describe every latent of every trained variant: latents.json + the HTML latent browser."""
     from pipeline.inspect.run import run_inspect

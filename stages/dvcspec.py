@@ -59,6 +59,16 @@ RUNTIME_ONLY = frozenset(
 )
 """Keys that change speed or placement only: in params.yaml, in no stage's ``params:``."""
 
+COMMAND_ONLY = frozenset(
+    f"finetune.{name}"
+    for name in (
+        "store", "variants", "out_dir", "tokens", "batch_contexts", "lr", "kl_coef", "mse_coef",
+        "checkpoint_every", "seed",
+    )
+)  # fmt: skip
+"""Keys read only by ``gsae finetune``, which is not a stage of the default dvc.yaml (an experiment
+that runs it lists them in its own): in params.yaml, in no stage's ``params:``."""
+
 _MODEL_ID = {"model.name", "model.revision", "model.dtype"}
 _MODEL_LOAD = _MODEL_ID | {"model.trust_remote_code", "model.device"}
 _TEXT = {

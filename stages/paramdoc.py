@@ -139,5 +139,8 @@ def render(tracked_by: dict[str, list[str]] | None = None, params: Params | None
             lines.append(f"      {fd.doc}")
         if tracked_by is not None:
             stages = tracked_by.get(fd.key, [])
-            lines.append(f"      reruns: {', '.join(stages) if stages else 'nothing (runtime only)'}")
+            idle = (
+                "nothing (gsae finetune only)" if fd.key.startswith("finetune.") else "nothing (runtime only)"
+            )
+            lines.append(f"      reruns: {', '.join(stages) if stages else idle}")
     return "\n".join(lines).lstrip("\n") + "\n"

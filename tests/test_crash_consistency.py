@@ -17,11 +17,11 @@ from cache.lock import StoreLock
 from cache.store import read_attrs, read_info
 from cache.verify import verify
 from cache.writer import ShardWriter, allocate
+from pipeline.core.checkpoint import load_checkpoint
 from pipeline.core.errors import CacheLocked, NonFiniteError, OutputError
 from pipeline.core.fileio import atomic_write_text, check_writable
 from pipeline.core.loader import params_from_dict
 from pipeline.harvest.run import run_harvest
-from pipeline.train.checkpoint import load_checkpoint
 from tests._stores import build_store
 from tests.clirun import run_cli
 from tests.conftest import store_files, tiny_overrides

@@ -5,7 +5,7 @@ Every ``import`` counts, module-level or inside a function (a lazy import still 
 "Code map", DESIGN §2):
 
 - no import cycle anywhere;
-- the stage folders ``harvest``, ``train``, ``evaluate`` and ``inspect`` never import each other;
+- the stage folders ``harvest``, ``train``, ``evaluate``, ``inspect`` and ``finetune`` never import each other;
 - ``cache/`` imports nothing from ``pipeline/`` or ``stages/``; ``pipeline/`` never imports ``stages/``;
 - ``core`` imports no other folder of ``pipeline``; ``lm`` and ``text`` import only ``core``;
 - ``train`` never imports the LM loader or the text (``lm``, ``text``);
@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "cache", "stages", "gsae_pipeline")
-STAGES = ("harvest", "train", "evaluate", "inspect")
+STAGES = ("harvest", "train", "evaluate", "inspect", "finetune")
 SEAMS = {"__init__.py", "stores.py", "curves.py"}
 """The only modules at pipeline/'s top level: the store lookup and the curves hand-off."""
 MAY_IMPORT = {
@@ -36,6 +36,7 @@ MAY_IMPORT = {
     "train": {"core", "saes", "stores", "curves"},
     "evaluate": {"core", "lm", "saes", "report", "stores", "curves"},
     "inspect": {"core", "lm", "saes", "report", "stores"},
+    "finetune": {"core", "lm", "saes", "stores"},
     "stores": {"core"},
     "curves": {"core"},
 }

@@ -52,7 +52,9 @@ def _v1_copy(store: Path, dest: Path) -> Path:
     shutil.copytree(store, dest)
     shutil.rmtree(dest / "commits")
     group = zarr.open_group(str(dest), mode="r+")
-    info = load_commits(str(store), zarr.open_group(str(store), mode="r"), CacheInfo.from_attrs(store_attrs(store)))
+    info = load_commits(
+        str(store), zarr.open_group(str(store), mode="r"), CacheInfo.from_attrs(store_attrs(store))
+    )
     attrs = {k: v for k, v in info.attrs.items() if k != "attrs_sha256"}
     attrs.update(gsae_cache_version=1, committed=[dict(r) for r in info.records])
     if info.attrs_sha256 is not None:

@@ -251,8 +251,9 @@ class EvaluateConfig:
     """Variants stacked along the batch in one suffix forward (memory: × contexts × T × vocab floats)."""
     autocast: Literal["none", "bfloat16"] = "none"
     """Precision of the LM's blocks after the hook when splicing and steering (the blocks up to it,
-    which the SAEs encode, keep ``model.dtype``). ``bfloat16`` is ~2-3x faster on CPUs with bf16
-    matrix units but changes the figures beyond float rounding (docs/benchmarks.md): for quick looks."""
+    which the SAEs encode, keep ``model.dtype``). With ``bfloat16`` the whole stage ran 1.38x faster
+    on a 2-core CPU with bf16 matrix units, but the figures move beyond float rounding (the mean
+    steering KL by 12 %; docs/benchmarks.md): for quick looks."""
     seed: int = 0
     """Seed for latent and context sampling (and the absorption metric's word sample)."""
     absorption_words: int = 2000
@@ -326,6 +327,39 @@ class InspectConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    store: str = "auto"
+    """Store whose contexts (tokens, and gradients for a g-SAE) the fine-tune reads; ``auto`` =
+    the training store (``train.store``): the training split, disjoint from the held-out one."""
+    variants: tuple[str, ...] = ()
+    """Variant folders of ``train.out_dir`` to fine-tune; empty = all."""
+    out_dir: str = "data/saes-klft"
+    """Where the fine-tuned variants are written, one folder per variant under its own name."""
+    tokens: int = 65536
+    """Fine-tuning tokens per SAE: the last ``tokens`` of the store, whole contexts, one pass."""
+    batch_contexts: int = 8
+    """Contexts per step (each runs the LM's suffix once per SAE, forward and backward)."""
+    lr: float = 5e-5
+    """Adam learning rate (constant)."""
+    kl_coef: float = 1.0
+    """Weight of KL(p_clean ‖ p_spliced), nats per prediction."""
+    mse_coef: float = 1.0
+    """Weight of the normalised reconstruction error Σ‖x − x̂‖² / Σ‖x − x̄‖²."""
+    checkpoint_every: int = 25
+    """Steps between checkpoints (0 = none); a rerun with the same settings resumes from the last."""
+    seed: int = 0
+    """Seed of the order in which the contexts are visited."""
+
+    def __post_init__(self) -> None:
+        _check(self.tokens > 0, "finetune.tokens must be positive")
+        _check(self.batch_contexts >= 1, "finetune.batch_contexts must be >= 1")
+        _check(self.lr > 0, "finetune.lr must be positive")
+        _check(self.kl_coef >= 0 and self.mse_coef >= 0, "finetune.kl_coef and mse_coef must be >= 0")
+        _check(self.kl_coef + self.mse_coef > 0, "finetune.kl_coef and mse_coef cannot both be 0")
+        _check(self.checkpoint_every >= 0, "finetune.checkpoint_every must be >= 0")
+
+
+@dataclass(frozen=True)
 class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The language model."""
@@ -339,6 +373,8 @@ class Params:
     """Stage 3."""
     inspect: InspectConfig = field(default_factory=InspectConfig)
     """The latent descriptions and browser (after train)."""
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """The KL fine-tune of trained SAEs through the LM's suffix (``gsae finetune``, after train)."""
 
     def __post_init__(self) -> None:
         _check(

@@ -22,8 +22,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cache import store as cache_store
+from cache.attrs import Provenance
 from cache.lock import StoreLock
-from cache.schema import LOSS_DEFINITION, Provenance, content_key
+from cache.schema import LOSS_DEFINITION, content_key
 from cache.verify import verify
 from cache.writer import ShardWriter, allocate, check_same_key, interrupted_allocation
 from pipeline.core.config import Params

@@ -63,6 +63,13 @@ def suffix_logits(
     positions; their embeddings are discarded). ``tail`` is the non-hidden part of the real
     block's tuple output (:class:`PrefixCapture` records it), ``None`` for tensor outputs.
     """
+    return differentiable_suffix_logits(lm, block, state, ids, tail)
+
+
+def differentiable_suffix_logits(
+    lm: LoadedModel, block: int, state: torch.Tensor, ids: torch.Tensor, tail: tuple[Any, ...] | None = None
+) -> torch.Tensor:
+    """:func:`suffix_logits` with autograd on: the logits' gradient reaches ``state`` (the KL fine-tune)."""
     with _blocks_replaced(lm, block, tail, state.to(lm.device)):
         return lm.model(input_ids=ids.to(lm.device), use_cache=False).logits.float()
 

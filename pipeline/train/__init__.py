@@ -4,7 +4,7 @@ Modules: :mod:`~pipeline.train.run` (the stage: store, grid, groups, outputs),
 :mod:`~pipeline.train.sweep` (the grid → variant specs), :mod:`~pipeline.train.trainer` (the
 step over all variants of a batch), :mod:`~pipeline.train.adam` (the fused Adam),
 :mod:`~pipeline.train.normalize` (input and gradient scales, decoder-bias init),
-:mod:`~pipeline.train.checkpoint` (resumable state, all-or-nothing outputs),
+:mod:`~pipeline.core.checkpoint` (resumable state, all-or-nothing outputs; shared with the fine-tune),
 :mod:`~pipeline.train.distributed` (``torchrun``), :mod:`~pipeline.train.record` (cfg.json
 provenance and the metrics of a run), :mod:`~pipeline.train.precision` (``train.autocast``: the
 encoder's GEMMs in bf16).

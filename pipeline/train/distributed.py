@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as tdist
 
+from pipeline.core.checkpoint import write_all_or_none
 from pipeline.core.errors import ConfigError, OutputError
-from pipeline.train.checkpoint import write_all_or_none
 
 logger = logging.getLogger(__name__)
 

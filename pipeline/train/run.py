@@ -14,7 +14,7 @@ other, each with its own scales, stream and checkpoint folder ``L<layer>``), exp
 - ``<metrics_out stem>.run.json`` wall time and device (run information, not a metric)
 
 Checkpoints (``checkpoint_every`` > 0) go to ``<out_dir>/.checkpoints/`` (pickle-free,
-fingerprint checked first: :mod:`pipeline.train.checkpoint`) and hold the trainer state plus
+fingerprint checked first: :mod:`pipeline.core.checkpoint`) and hold the trainer state plus
 the reader position; a rerun with the same settings resumes from it, regenerating the
 deterministic batch stream from that batch, and ends with the same weights as an
 uninterrupted run. The folder is removed after a successful run.
@@ -42,6 +42,7 @@ import torch
 
 from cache.reader import BatchReader, open_store, read_rows, resolve_hook
 from cache.schema import CacheInfo, usable_rows
+from pipeline.core.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.core.config import Params, TrainConfig
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import ConfigError, NonFiniteError
@@ -51,7 +52,6 @@ from pipeline.curves import write_curves
 from pipeline.saes.io import save_sae
 from pipeline.stores import require_gradients
 from pipeline.train import distributed
-from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.train.normalize import activation_scale, gradient_scale, init_b_dec
 from pipeline.train.precision import warn_if_emulated
 from pipeline.train.record import final_figures, sae_provenance, variant_figures

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
+from cache.attrs import act_path, grad_path
 from cache.reader import BatchReader, open_store, read_rows
-from cache.schema import act_path, grad_path
 from cache.verify import verify
 from pipeline.core.errors import CacheCorrupt, CacheIncomplete
 from tests._stores import build_store, downgrade_to_v1

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
+from cache.attrs import act_path, grad_path
 from cache.reader import BatchReader
-from cache.schema import act_path, grad_path
 from cache.shards import ShardFile, shard_codec
 from cache.store import open_group
 from pipeline.core.errors import CacheCorrupt
