@@ -1,9 +1,10 @@
 """The hand-off from train to evaluate: the training curves file.
 
 ``gsae train`` writes ``<train.curves_dir>/curves.csv`` (one long CSV: variant, step, tokens,
-loss, fvu, aux, l0, dead_frac, lr, selection_shift for g-SAEs, and ``fo_loss_err`` — the
+loss, fvu, aux, l0, dead_frac, lr, selection_shift for g-SAEs, ``fo_loss_err`` — the
 first-order loss error mean |g · (x − x̂)| on the window's last batch — only when the batches
-carried gradients); ``gsae evaluate`` reads it for
+carried gradients, and ``grad_loss`` only for variants trained with the gradient loss term);
+``gsae evaluate`` reads it for
 the training-curves plot. Neither stage imports the other: this module is the contract
 between them (with the SAE folders of :mod:`pipeline.saes.io`).
 """
@@ -21,8 +22,10 @@ from pipeline.core.fileio import atomic_write_text
 
 CURVES_FILE = "curves.csv"
 CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
-OPTIONAL_FIELDS = ("fo_loss_err",)
-"""Columns written only when some row has them (absent from an activation-only run's curves)."""
+OPTIONAL_FIELDS = ("fo_loss_err", "grad_loss")
+"""Columns written only when some row has them: ``fo_loss_err`` is absent from an activation-only
+run's curves, ``grad_loss`` (the gradient loss term, :mod:`pipeline.train.losses`) from a run
+whose variants all have λ = 0."""
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -244,14 +244,15 @@ def whole_contexts(info: CacheInfo, url: str, first_token: int, tokens: int, ask
 
 
 def require_gradients(info: CacheInfo, url: str, needing: list[str]) -> None:
-    """``CacheMismatch`` when ``needing`` (variants that select with the loss gradient) is not empty
-    and the store holds activations only."""
+    """``CacheMismatch`` when ``needing`` (variants that select with the loss gradient or weigh
+    it in their loss) is not empty and the store holds activations only."""
     if needing and not info.has_grad:
         more = f" and {len(needing) - 1} more" if len(needing) > 1 else ""
         raise CacheMismatch(
             f"store {url} holds activations only (harvest.gradients: false), but {needing[0]}{more} "
-            "selects latents with the loss gradient: harvest with harvest.gradients: true, "
-            "or train and evaluate gradient-free architectures only (topk, batchtopk)"
+            "needs the loss gradient (to select latents, or for train.grid.grad_loss > 0): harvest "
+            "with harvest.gradients: true, or train and evaluate gradient-free architectures only "
+            "(topk, batchtopk, matryoshka) with grad_loss 0"
         )
 
 

@@ -309,7 +309,7 @@ def cache_verify(url: str) -> None:
     "fmt",
     required=True,
     metavar="NAME",
-    help="Target layout: sparsify (topk variants) or saelens (batchtopk variants, as JumpReLU).",
+    help="Target layout: sparsify (topk variants) or saelens (batchtopk, matryoshka variants, as JumpReLU).",
 )
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))

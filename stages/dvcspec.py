@@ -109,7 +109,8 @@ _HELDOUT_STORE = (
 """The same for the held-out store (``heldout_params`` swaps split, tokens and store)."""
 
 _GRID = {
-    f"train.grid.{k}" for k in ("architecture", "k", "beta", "expansion", "value_mode", "lr", "seed", "layer")
+    f"train.grid.{k}"
+    for k in ("architecture", "k", "beta", "expansion", "value_mode", "grad_loss", "lr", "seed", "layer")
 }
 _TRAIN = _GRID | {
     f"train.{k}"

@@ -24,8 +24,11 @@ def build_store(
     shards: int | None = None,
     compressor: str = "zstd",
     layers: tuple[int, ...] | None = None,
+    gradients: bool = True,
 ) -> str:
     """Random store; ``act[:, 0]`` holds the row index so tests can identify tokens.
+
+    ``gradients=False`` writes an activation-only store (``harvest.gradients: false``).
 
     ``shards`` commits only that many shards (an incomplete store when fewer than all).
     """
@@ -51,6 +54,7 @@ def build_store(
         chunk_tokens=chunk_tokens,
         dtype=dtype,
         compressor=compressor,
+        store_grad=gradients,
     )
     writer = ShardWriter(url)
     n_shards = -(-n_tokens // tokens_per_shard)
@@ -63,7 +67,7 @@ def build_store(
             a[:, 0] = rows
             acts[h] = a
             grads[h] = rng.normal(size=(stop - start, d)).astype(np.float32) * 0.01
-        writer.write(s, rows.astype(np.int32), acts, grads)
+        writer.write(s, rows.astype(np.int32), acts, grads if gradients else {})
     if complete and shards is None:
         writer.finalize()
     return url

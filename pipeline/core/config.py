@@ -118,7 +118,7 @@ class HarvestConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """Sweep grid: every combination of these lists is one variant; an architecture varies only the keys its registered hyper-parameters read (topk and batchtopk ignore beta/value_mode)."""
+    """Sweep grid: every combination of these lists is one variant; an architecture varies only the keys its registered hyper-parameters read (the gradient-free ones ignore beta/value_mode)."""
 
     architecture: tuple[str, ...] = ("topk", "gsae")
     """Registered SAE architectures (``pipeline.saes.REGISTRY``; an unknown name is refused with the list)."""
@@ -131,6 +131,10 @@ class GridConfig:
     """Dictionary width as a multiple of d_model."""
     value_mode: tuple[str, ...] = ("augmented",)
     """What a gradient-aware decoder receives at the selected latents: ``augmented`` (ReLU(s_i)) or ``selection`` (ReLU(z_i)); checked by the architectures that read it."""
+    grad_loss: tuple[float, ...] = (0.0,)
+    """λ of the gradient loss term, every architecture: λ · Σ(γg · (x − x̂))² / Σ‖x − x̄‖² beside the
+    FVU (γ scales gradients to mean norm √d, so λ = 1 weighs it like the MSE); 0 = off, >= 0.
+    In variant names (``-gl0.5``) only when nonzero; needs a store with gradients."""
     lr: tuple[float, ...] = (4e-4,)
     """Adam learning rates."""
     seed: tuple[int, ...] = (0,)

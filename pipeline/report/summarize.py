@@ -59,10 +59,12 @@ class Group:
     beta: float
     value_mode: str
     with_grad: bool
+    grad_loss: float = 0.0
+    """λ of the gradient loss term (0 = none)."""
 
     @property
     def label(self) -> str:
-        hp = {"beta": self.beta, "value_mode": self.value_mode}
+        hp = {"beta": self.beta, "value_mode": self.value_mode, "grad_loss": self.grad_loss}
         return table_label(self.architecture, hp, with_grad=self.with_grad)
 
 
@@ -132,6 +134,7 @@ def load_rows(
                 float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
                 str(cfg.get("value_mode", "")) if "value_mode" in read else "",
                 with_grad,
+                float(cfg.get("grad_loss", 0.0)),
             )
             values = {k: float(v) for k, v in metrics.items() if v is not None}
             rows.append(Row(group, int(cfg["seed"]), values, from_name))
@@ -156,7 +159,8 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
     by_group = group_by(rows, lambda r: r.group)
     out: dict[str, Any] = {}
     for g in sorted(
-        by_group, key=lambda g: (g.k, g.architecture != "topk", g.value_mode, g.beta, not g.with_grad)
+        by_group,
+        key=lambda g: (g.k, g.architecture != "topk", g.value_mode, g.beta, g.grad_loss, not g.with_grad),
     ):
         rs = sorted(by_group[g], key=lambda r: r.seed)
         entry: dict[str, Any] = {
@@ -167,7 +171,7 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
             "beta": g.beta,
             "value_mode": g.value_mode,
             "with_grad": g.with_grad,
-        }
+        } | ({"grad_loss": g.grad_loss} if g.grad_loss else {})
         for key, _, _ in COLUMNS:
             mean, sd, n = mean_sd([r.metrics.get(key, math.nan) for r in rs])
             if n:
@@ -175,7 +179,7 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
         if len(rs) == 1 and "steer_kl_ci_lo" in rs[0].metrics:
             entry["steer_kl_ci"] = [rs[0].metrics["steer_kl_ci_lo"], rs[0].metrics["steer_kl_ci_hi"]]
         base = by_group.get(Group("topk", g.k, 0.0, "", True))
-        if base and g.architecture != "topk":
+        if base and (g.architecture != "topk" or g.grad_loss):
             entry["delta_vs_topk"] = _paired(rs, base)
         out[f"k{g.k} {g.label}"] = entry
     return out

@@ -21,7 +21,9 @@ from __future__ import annotations
 # Importing the modules registers the built-in architectures.
 from pipeline.saes import batchtopk as _batchtopk  # noqa: F401
 from pipeline.saes import gbatchtopk as _gbatchtopk  # noqa: F401
+from pipeline.saes import gmatryoshka as _gmatryoshka  # noqa: F401
 from pipeline.saes import gsae as _gsae  # noqa: F401
+from pipeline.saes import matryoshka as _matryoshka  # noqa: F401
 from pipeline.saes import topk as _topk  # noqa: F401
 from pipeline.saes.base import SAE, KHParams, SAEOutput
 from pipeline.saes.registry import GRID_KEYS, REGISTRY, get_sae_class, register

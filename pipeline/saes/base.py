@@ -99,8 +99,7 @@ class SAE(nn.Module):
     def __init__(self, d_in: int, d_sae: int, *args: Any, grad_scale: float = 1.0, **hparams: Any) -> None:
         super().__init__()
         hp = self.hparams_class(*args, **hparams)
-        if hp.k > d_sae:
-            raise ValueError(f"k must be in [1, d_sae={d_sae}], got {hp.k}")
+        self.check_width(hp, d_sae)
         self.hp = hp
         self.d_in, self.d_sae = d_in, d_sae
         self.grad_scale = float(grad_scale)
@@ -118,6 +117,13 @@ class SAE(nn.Module):
                 f"{cls.architecture} expects {cls.hparams_class.__name__}, got {type(hp).__name__}"
             )
         return cls(d_in, d_sae, grad_scale=grad_scale, **{f.name: getattr(hp, f.name) for f in fields(hp)})
+
+    @classmethod
+    def check_width(cls, hp: KHParams, d_sae: int) -> None:
+        """``ValueError`` when hyper-parameters ``hp`` cannot be used at width ``d_sae`` (k > d_sae;
+        architectures with more width-dependent settings extend this)."""
+        if hp.k > d_sae:
+            raise ValueError(f"k must be in [1, d_sae={d_sae}], got {hp.k}")
 
     def __getattr__(self, name: str) -> Any:
         # hyper-parameters read as attributes (sae.k); nn.Module's lookup first
@@ -242,6 +248,12 @@ class SAE(nn.Module):
         """
         out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum")
         return out + self.b_dec if bias else out
+
+    def nested_decodes(self, indices: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The reconstructions whose losses training sums: indices, values [B, m] → a tuple of
+        [B, d], the last one x̂ itself (:meth:`decode_sparse`). A flat dictionary gives ``(x̂,)``;
+        a nested one (:mod:`pipeline.saes.matryoshka`) gives every prefix's reconstruction first."""
+        return (self.decode_sparse(indices, values),)
 
     def _rows(
         self, x: torch.Tensor, grad: torch.Tensor | None

@@ -1,13 +1,15 @@
 """Export a trained variant folder to other SAE libraries' layouts (``gsae export``).
 
-``saelens`` (SAELens 6, ``sae_lens.SAE.load_from_disk(dest)``), for ``batchtopk`` variants:
-SAELens runs a BatchTopK SAE at inference as a JumpReLU SAE whose every threshold is θ,
-and so does this export: ``dest`` receives ``sae_weights.safetensors`` (the variant's
+``saelens`` (SAELens 6, ``sae_lens.SAE.load_from_disk(dest)``), for ``batchtopk`` and
+``matryoshka`` variants: SAELens runs a BatchTopK SAE at inference as a JumpReLU SAE whose
+every threshold is θ, and saves its Matryoshka BatchTopK SAEs the same way (their nested
+groups only shape the training loss), and so does this export: ``dest`` receives ``sae_weights.safetensors`` (the variant's
 four tensors + ``threshold`` [n] filled with θ, raw units) and a ``cfg.json`` with
 ``architecture: jumprelu`` (a_i = ReLU(z_i) · [z_i > θ] is exactly our threshold
 inference). ``topk`` folders need no export (they load in SAELens as they are), ``gsae``
-ones load through :mod:`pipeline.saes.saelens_plugin`, and ``gbatchtopk`` is refused: its
-threshold is on the gradient-aware score, which no SAELens architecture computes.
+ones load through :mod:`pipeline.saes.saelens_plugin`, and ``gbatchtopk`` and
+``gmatryoshka`` are refused: their threshold is on the gradient-aware score, which no
+SAELens architecture computes.
 
 ``sparsify`` (EleutherAI sparsify 1.3, ``SparseCoder.load_from_disk(dest)``): ``dest``
 receives
@@ -96,20 +98,26 @@ def _check_dest(src_dir: Path, out: Path) -> None:
         raise ExportError(f"{out}: holds a trained variant ({WEIGHTS}); export to another folder")
 
 
+SAELENS_JUMPRELU = ("batchtopk", "matryoshka")
+"""Architectures whose inference is a threshold on z: exported as SAELens's JumpReLU SAE."""
 SAELENS_ADVICE = {
     "topk": "it loads in SAELens as it is: sae_lens.SAE.load_from_disk(folder)",
     "gsae": "it loads in SAELens as it is after `import pipeline.saes.saelens_plugin`",
+    "gbatchtopk": "its threshold is on the gradient-aware score, which no SAELens architecture computes",
+    "gmatryoshka": "its threshold is on the gradient-aware score, which no SAELens architecture computes",
 }
 
 
 def export_saelens(src: str | Path, dest: str | Path) -> Path:
-    """Write the BatchTopK variant in ``src`` to ``dest`` as a SAELens JumpReLU SAE; returns ``dest``."""
+    """Write the BatchTopK or Matryoshka BatchTopK variant in ``src`` to ``dest`` as a SAELens
+    JumpReLU SAE; returns ``dest``."""
     src_dir, out = Path(src), Path(dest)
     arch = str(read_cfg(src_dir)["architecture"])
-    if arch != "batchtopk":
+    if arch not in SAELENS_JUMPRELU:
         why = SAELENS_ADVICE.get(arch, "no SAELens architecture selects latents as it does")
         raise ExportError(
-            f"{src_dir}: architecture {arch!r} is not exported to saelens (only batchtopk): {why}"
+            f"{src_dir}: architecture {arch!r} is not exported to saelens "
+            f"(only {', '.join(SAELENS_JUMPRELU)}): {why}"
         )
     sae, cfg = load_sae(src_dir)
     if cfg.get("threshold") is None:

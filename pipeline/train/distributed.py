@@ -47,7 +47,7 @@ from pipeline.core.errors import ConfigError, OutputError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_SUMMED = ("loss", "fvu", "aux")
+_SUMMED = ("loss", "fvu", "aux", "grad_loss")
 """Per-rank shares of a global-batch figure: the global figure is their sum."""
 _ROW_MEANS = ("l0", "selection_shift", "fo_loss_err")
 """Means over a rank's rows: weighted by its share of the rows, then summed."""
@@ -245,6 +245,10 @@ class DataParallel:
     def fvu(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """This rank's share of the global-batch FVU (the shares sum to it)."""
         return (x - x_hat).pow(2).sum() / self._denom(x)
+
+    def share(self, x: torch.Tensor, numerator: torch.Tensor) -> torch.Tensor:
+        """This rank's ``numerator`` over the global batch's Σ‖x − x̄‖² (the gradient loss term)."""
+        return numerator / self._denom(x)
 
     def all_reduce_grads(self, module: torch.nn.Module) -> None:
         """Sum the parameter gradients over ranks (one flat all-reduce)."""

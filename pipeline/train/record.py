@@ -27,7 +27,7 @@ def final_figures(curve: list[dict[str, Any]], tail: int = 10) -> dict[str, dict
     return {
         name: {
             key: sum(r[key] for r in rs[-tail:]) / len(rs[-tail:])
-            for key in ("fvu", "loss", "l0", "selection_shift", "fo_loss_err")
+            for key in ("fvu", "loss", "l0", "selection_shift", "fo_loss_err", "grad_loss")
             if all(key in r for r in rs[-tail:])
         }
         for name, rs in rows.items()
@@ -45,7 +45,7 @@ def variant_figures(trainer: Trainer, name: str, final: dict[str, float], epochs
         "steps": trainer.step,
         "epochs": epochs,
     }
-    for key in ("selection_shift", "fo_loss_err"):
+    for key in ("selection_shift", "fo_loss_err", "grad_loss"):
         if key in final:
             figures[key] = final[key]
     return figures
@@ -91,6 +91,8 @@ def sae_provenance(
         "dataset_path": info.dataset.get("source"),
         "prepend_bos": True,
         "expansion": spec.expansion,
+        # λ of the gradient loss term; absent = 0 (as in folders written before it existed)
+        **({"grad_loss": spec.grad_loss} if spec.grad_loss else {}),
         "training": {**training, "grid": None, "lr": spec.lr, "init_seed": spec.seed},
         "tokens_seen": trainer.tokens,
         "dead_frac": trainer.dead_fraction(name),

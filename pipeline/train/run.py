@@ -153,10 +153,12 @@ def run_train(
         info = open_store(store_url, expected_key=expected_key)
     d = info.d_model
     specs = expand_grid(cfg.grid)
-    for spec in specs:
-        if spec.k > spec.d_sae(d):
-            raise ConfigError(f"variant {spec.name}: k={spec.k} exceeds d_sae={spec.d_sae(d)}")
-    require_gradients(info, store_url, [s.name for s in specs if s.sae_class.uses_grad])
+    for spec in specs:  # k ≤ d_sae, and the architecture's other width-dependent settings
+        try:
+            spec.sae_class.check_width(spec.hparams, spec.d_sae(d))
+        except ValueError as exc:
+            raise ConfigError(f"variant {spec.name}: {exc}") from None
+    require_gradients(info, store_url, [s.name for s in specs if s.sae_class.uses_grad or s.grad_loss > 0])
     for layer in {s.layer for s in specs}:  # every hook exists before any layer trains
         resolve_hook(info, cfg.layer if layer is None else layer)
     device = resolve_device(cfg.device, "train.device")

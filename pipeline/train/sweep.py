@@ -1,13 +1,15 @@
 """Expanding the train grid (``train.grid``) into named variant specs, from the SAE registry.
 
 Each architecture varies exactly the grid keys that are fields of its registered hparams
-dataclass (:mod:`pipeline.saes`): ``topk`` and ``batchtopk`` read ``k``; ``gsae`` and
-``gbatchtopk`` also ``beta`` and ``value_mode``. Other hparams fields keep their defaults,
+dataclass (:mod:`pipeline.saes`): ``topk``, ``batchtopk`` and ``matryoshka`` read ``k``;
+``gsae``, ``gbatchtopk`` and ``gmatryoshka`` also ``beta`` and ``value_mode``. Other hparams fields keep their defaults,
 and the hparams dataclass validates the values. ``expansion``, ``lr`` and ``seed`` apply to
-every architecture. Duplicates collapse; names (:mod:`pipeline.saes.naming`) are
-deterministic and readable::
+every architecture, and so does ``grad_loss`` (λ of the gradient loss term,
+:mod:`pipeline.train.losses`; 0 = off). Duplicates collapse; names
+(:mod:`pipeline.saes.naming`) are deterministic and readable::
 
     topk-k32-x8-s0            gsae-k32-b1-x8-aug-s0       gsae-k32-b0.5-x8-sel-lr0.001-s0
+    topk-k32-x8-gl0.5-s0      (λ = 0.5: the gradient term enters the name only when nonzero)
 
 ``lr`` enters the name only when the grid lists several learning rates, the block
 (``L3``) only when ``train.grid.layer`` lists blocks (several layers in one run).
@@ -44,6 +46,8 @@ class VariantSpec:
     """Whether ``lr`` is part of the name (several lrs in the grid)."""
     layer: int | None = None
     """Block trained on (``train.grid.layer``); ``None`` = the run's one layer (not in the name)."""
+    grad_loss: float = 0.0
+    """λ of the gradient loss term (:mod:`pipeline.train.losses`); 0 = off (not in the name)."""
 
     @property
     def name(self) -> str:
@@ -57,6 +61,7 @@ class VariantSpec:
             seed=self.seed,
             show_lr=self.show_lr,
             layer=self.layer,
+            grad_loss=self.grad_loss,
         )
 
     @property
@@ -74,7 +79,7 @@ class VariantSpec:
         return self.expansion * d_in
 
 
-TRAINER_KEYS = ("expansion", "lr", "seed")
+TRAINER_KEYS = ("expansion", "grad_loss", "lr", "seed")
 """Grid keys every architecture takes (the rest are hparams fields)."""
 
 
@@ -93,7 +98,16 @@ def _spec(cls: type[SAE], values: dict[str, Any], show_lr: bool, layer: int | No
         hp = cls.hparams_class(**{k: v for k, v in values.items() if k not in TRAINER_KEYS})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"train.grid ({arch}): {exc}") from None
-    return VariantSpec(arch, hp, values["expansion"], float(values["lr"]), values["seed"], show_lr, layer)
+    return VariantSpec(
+        arch,
+        hp,
+        values["expansion"],
+        float(values["lr"]),
+        values["seed"],
+        show_lr,
+        layer,
+        float(values["grad_loss"]),
+    )
 
 
 def expand_grid(grid: GridConfig) -> list[VariantSpec]:
@@ -108,6 +122,12 @@ def expand_grid(grid: GridConfig) -> list[VariantSpec]:
             raise ConfigError(f"train.grid.{name} must list at least one value")
         if any(v <= 0 for v in values):
             raise ConfigError(f"train.grid.{name} values must be positive, got {list(values)}")
+    if not grid.grad_loss:
+        raise ConfigError("train.grid.grad_loss must list at least one value (0 = no gradient loss term)")
+    if any(not (isinstance(v, (int, float)) and v >= 0 and v != float("inf")) for v in grid.grad_loss):
+        raise ConfigError(
+            f"train.grid.grad_loss values must be finite numbers >= 0, got {list(grid.grad_loss)}"
+        )
     classes = [get_sae_class(arch) for arch in grid.architecture]
     for cls in classes:
         for key in cls.grid_hparams:

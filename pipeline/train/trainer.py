@@ -5,10 +5,12 @@ learning-rate schedule and dead-latent counters. Per step and variant (all in th
 space of :mod:`pipeline.train.normalize`: x = act × act_scale, g = raw grad, the SAE multiplies g by
 its ``grad_scale``):
 
-- loss = FVU_batch(x̂, x) + aux_coef · AuxK, where FVU_batch = Σ‖x − x̂‖² / Σ‖x − x̄‖²
-  (Gao et al.'s normalised MSE) and AuxK reconstructs the detached residual e = x − x̂
-  from the top ``k_aux`` pre-activations ReLU(z) among dead latents (decoder without
-  bias), normalised the same way; it is 0 while no latent is dead.
+- loss = Σ_r FVU_batch(x̂_r, x) + λ · grad_loss + aux_coef · AuxK (:mod:`pipeline.train.losses`):
+  FVU_batch = Σ‖x − x̂‖² / Σ‖x − x̄‖² (Gao et al.) over :meth:`~pipeline.saes.base.SAE.nested_decodes`
+  (x̂, or every Matryoshka prefix); grad_loss = Σ(g̃ · (x − x̂))² / Σ‖x − x̄‖², g̃ = g × grad_scale,
+  with the variant's λ (``train.grid.grad_loss``; 0: not computed), logged when λ > 0; AuxK
+  reconstructs the detached residual x − x̂ from the top ``k_aux`` ReLU(z) among dead latents
+  (decoder without bias), normalised the same way, 0 while no latent is dead.
 - a latent is dead when it has not been selected with a positive value for
   ``dead_tokens`` tokens; the dead fraction reported in curves uses the window
   min(dead_tokens, tokens seen).
@@ -25,13 +27,12 @@ its ``grad_scale``):
 - the decoder-gradient component parallel to each row is removed before Adam's step and
   the rows renormalised to unit norm after it.
 
-Variants are trained in a Python loop: stacking equal-shape variants into one ``bmm`` takes
-the same time once the allocator is tuned (:func:`stages.allocator.tune_allocator`; stacked/loop
-1.01 on 2 CPU cores, benchmarks/components/train_stage.py figure d). On the CPU the encoder's
-gradients come from the sparse ∂L/∂z (:mod:`pipeline.saes.sparse_grad`: no dense backward
-GEMM) and AuxK runs over the dead latents' columns only, skipped when none is dead: one TopK
-variant's step (k32 x8, batch 4,096, 2 cores) is 1.49x faster than the dense path, 2.38x
-while AuxK is on (figure f); results equal the dense path to float rounding.
+Variants are trained in a Python loop: a stacked ``bmm`` takes the same time once the allocator
+is tuned (:func:`stages.allocator.tune_allocator`; stacked/loop 1.01 on 2 CPU cores,
+benchmarks/components/train_stage.py figure d). On the CPU the encoder's gradients come from
+the sparse ∂L/∂z (:mod:`pipeline.saes.sparse_grad`) and AuxK runs over the dead latents'
+columns only, skipped when none is dead: a TopK step (k32 x8, batch 4,096, 2 cores) is 1.49x
+faster than the dense path, 2.38x with AuxK on (figure f); results equal it to float rounding.
 ``train.autocast: bfloat16``: the encoder's GEMMs in bf16 (:mod:`pipeline.train.precision`).
 
 The trainer is deterministic on CPU given its inputs, and ``state_dict`` captures
@@ -56,12 +57,13 @@ from pipeline.saes.base import SAE
 from pipeline.saes.sparse_grad import encoder_backward_
 from pipeline.train.adam import FusedAdam
 from pipeline.train.distributed import DataParallel
+from pipeline.train.losses import batch_fvu, batch_share, downstream_sq
 from pipeline.train.sweep import VariantSpec
 
 logger = logging.getLogger(__name__)
 
 LogFn = Callable[[int, int, dict[str, dict[str, float]]], None]
-"""on_log(step, tokens_seen, {variant: {loss, fvu, l0, dead_frac, aux, lr[, selection_shift][, fo_loss_err]}})."""
+"""on_log(step, tokens_seen, {variant: {loss, fvu, l0, dead_frac, aux, lr[, selection_shift][, fo_loss_err][, grad_loss]}})."""
 FO_COUNT = "_fo_steps"
 """Key in a variant's running sums counting the steps ``fo_loss_err`` was measured on."""
 CheckpointFn = Callable[[int, "Trainer"], None]
@@ -79,12 +81,6 @@ class Variant:
     """[n] int64 tokens since each latent last fired."""
     sums: dict[str, float] = field(default_factory=dict)
     count: int = 0
-
-
-def batch_fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Σ‖x − x̂‖² / Σ‖x − x̄‖² over a batch: [B, d], [B, d] → scalar."""
-    denom = (x - x.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
-    return (x - x_hat).pow(2).sum() / denom
 
 
 class Trainer:
@@ -107,6 +103,7 @@ class Trainer:
         # data-parallel hooks (pipeline.train.distributed): global-batch FVU, gradient and counter sums
         self.parallel = parallel
         self._fvu = batch_fvu if parallel is None else parallel.fvu
+        self._share = batch_share if parallel is None else parallel.share
         self.act_scale, self.grad_scale = float(act_scale), float(grad_scale)
         self.device = torch.device(device)
         # CPU: the encoder's gradients from the sparse ∂L/∂z (pipeline.saes.sparse_grad, ~1.4x
@@ -150,21 +147,28 @@ class Trainer:
     ) -> dict[str, Any]:
         """One step of one variant; ``fo_grad`` (the raw gradient, on measuring steps only) adds
         ``fo_loss_err`` to the statistics."""
-        sae = v.sae
-        if sae.uses_grad and g is None:
-            raise ValueError(f"variant {v.spec.name}: {sae.architecture} needs the loss gradient")
-        g = g if sae.uses_grad else None
+        sae, lam = v.sae, v.spec.grad_loss
+        if (sae.uses_grad or lam > 0) and g is None:
+            why = f"{sae.architecture} selects" if sae.uses_grad else f"grad_loss={lam:g} weighs the loss"
+            raise ValueError(f"variant {v.spec.name}: {why} with the loss gradient, and the batch has none")
+        g_sel = g if sae.uses_grad else None
         # CPU: the values are the leaves, ∂L/∂z is never built densely; z is float32 (train.precision)
         grad_mode = torch.no_grad() if self.sparse_encoder_grad else nullcontext()
         with grad_mode, autocast(self.device, self.cfg.autocast):
             z = sae.encode_pre(x)
-            indices, values = sae.select(z, g)
+            indices, values = sae.select(z, g_sel)
         if self.sparse_encoder_grad:
             values.requires_grad_(True)
-        x_hat = sae.decode_sparse(indices, values)
+        *inner, x_hat = sae.nested_decodes(indices, values)
         fvu = self._fvu(x, x_hat)
+        rec = sum((self._fvu(x, prefix) for prefix in inner), fvu)  # flat: fvu itself, bit for bit
+        grad_loss = (
+            None if g is None or lam == 0 else self._share(x, downstream_sq(x, x_hat, g * sae.grad_scale))
+        )
+        if grad_loss is not None:
+            rec = rec + lam * grad_loss
         aux, aux_indices, aux_values = self._aux_loss(v, z, (x - x_hat).detach())
-        loss = fvu + self.cfg.aux_coef * aux if aux is not None else fvu
+        loss = rec + self.cfg.aux_coef * aux if aux is not None else rec
         v.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.sparse_encoder_grad:
@@ -191,6 +195,8 @@ class Trainer:
                 "l0": fires.sum().double() / x.shape[0],
                 "lr": lr,
             }
+            if grad_loss is not None:
+                stats["grad_loss"] = grad_loss.detach().double()
             if sae.uses_grad:
                 stats["selection_shift"] = sae.selection_shift(z.detach(), indices, values.detach())
             if fo_grad is not None:  # one [B, d] product: x, x̂ scaled by act_scale, g raw

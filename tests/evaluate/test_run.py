@@ -250,6 +250,44 @@ def test_batch_level_architectures_train_and_evaluate(project, tmp_path):
     }
 
 
+def test_matryoshka_architectures_and_the_gradient_loss_term_evaluate(project, tmp_path):
+    """matryoshka / gmatryoshka (λ = 0 and 0.5) from the grid: evaluated with their thresholds, λ in
+    the names and the evaluation series, the twin of the gradient-aware one evaluated too."""
+    _, url, key, overrides = project
+    params = params_from_dict(
+        {},
+        [
+            *overrides,
+            f"train.out_dir={tmp_path / 'saes'}",
+            f"train.metrics_out={tmp_path / 'train.json'}",
+            f"train.curves_dir={tmp_path / 'curves'}",
+            f"evaluate.out={tmp_path / 'evaluate.json'}",
+            f"evaluate.summary={tmp_path / 'summary.json'}",
+            f"evaluate.report={tmp_path / 'report.md'}",
+            f"evaluate.plots_dir={tmp_path / 'plots'}",
+            "evaluate.steer_latents=2",
+            "train.grid.architecture=[matryoshka,gmatryoshka]",
+            "train.grid.k=[4]",
+            "train.grid.beta=[4.0]",
+            "train.grid.value_mode=[selection]",
+            "train.grid.grad_loss=[0.0,0.5]",
+        ],
+    )
+    run_train(params, store_url=params.harvest.store, expected_key=None)
+    metrics = run_evaluate(params, store_url=url, expected_key=key)
+    plain, weighted = "matryoshka-k4-x2-s0", "gmatryoshka-k4-b4-x2-sel-gl0.5-s0"
+    assert {plain, "matryoshka-k4-x2-gl0.5-s0", weighted, weighted + "@beta0"} <= set(metrics)
+    for name, m in metrics.items():
+        assert 1 < m["l0"] < 10, (name, m["l0"])  # threshold inference: about k per token
+        assert m["kl"] > 0 and np.isfinite(m["loss_recovered"])
+    assert (
+        0 < metrics[weighted]["selection_shift"] < 1
+        and metrics[weighted + "@beta0"]["selection_shift"] == 0.0
+    )
+    summary = set(json.loads(Path(params.evaluate.summary).read_text()))  # keys: "." written "p"
+    assert {"matryoshka-x2", "matryoshka-gl0p5-x2", "gmatryoshka-b4-sel-gl0p5-x2@beta0"} <= summary
+
+
 def test_first_order_estimate_matches_the_true_loss_change(project):
     """fo_loss_delta (mean g·(x̂ − x) over the non-first rows, g the stored gradient of the summed
     loss) is the first-order change of the spliced CE (mean over the T − 1 predictions), in the

@@ -166,3 +166,30 @@ def test_saelens_scores_are_columns_beside_ours(tmp_path):
     topk = "| 8 | topk | 3 | 0.9200 ± 0.0200 | 0.9050 ± 0.0200 | – | 0.5000 ± 0.0000 | 0.9000 ± 0.0000 |"
     assert any(line.startswith(topk) for line in lines), lines
     assert any(line.startswith("| 8 | gsae sel β=1 | 3 | 0.9310 ± 0.0210 | – |") for line in lines)
+
+
+def test_a_gradient_loss_term_makes_its_own_group(tmp_path):
+    """Variants trained with λ > 0 (cfg.json ``grad_loss``, or ``-gl`` in the name) are not pooled
+    with their λ = 0 twins, and are paired against plain TopK."""
+    run = _run(tmp_path)
+    metrics = json.loads((run / "evaluate.json").read_text())
+    for seed in range(3):
+        name = f"topk-k8-x8-gl0.5-s{seed}"
+        _variant(run, name, "topk", 8, seed)
+        cfg_path = run / "saes" / name / "cfg.json"
+        cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "grad_loss": 0.5}))
+        metrics[name] = {"loss_recovered": 0.93 + 0.01 * seed, "l0": 8.0, "fvu": 0.21, "kl": 0.45}
+    (run / "evaluate.json").write_text(json.dumps(metrics))
+    summary = summarize(load_rows([run]))
+    assert summary["k8 topk"]["seeds"] == [0, 1, 2] and summary["k8 topk"]["loss_recovered"][
+        0
+    ] == pytest.approx(0.92)
+    weighted = summary["k8 topk λ=0.5"]
+    assert (
+        weighted["grad_loss"] == 0.5
+        and weighted["seeds"] == [0, 1, 2]
+        and "grad_loss" not in summary["k8 topk"]
+    )
+    assert weighted["delta_vs_topk"]["loss_recovered"][:2] == pytest.approx([0.02, 0.01])  # 0.03, 0.02, 0.01
+    (run / "saes").rename(run / "gone")  # from the names alone: the same groups
+    assert {"k8 topk", "k8 topk λ=0.5"} <= set(summarize(load_rows([run])))

@@ -131,13 +131,17 @@ def test_every_registered_architecture_loads_as_itself_or_is_refused(arch: str, 
     assert (acts - out.acts).abs().max().item() <= TOL * float(x.norm(dim=1).mean())
 
 
-def test_batchtopk_exports_as_saelens_jumprelu_with_equal_encode(tmp_path: Path, capsys) -> None:
-    """SAELens runs BatchTopK at inference as JumpReLU with θ everywhere: the export gives our code."""
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+def test_threshold_saes_export_as_saelens_jumprelu_with_equal_encode(
+    arch: str, tmp_path: Path, capsys
+) -> None:
+    """SAELens runs BatchTopK (and saves Matryoshka BatchTopK) at inference as JumpReLU with θ
+    everywhere: the export gives our code."""
     from sae_lens.saes.jumprelu_sae import JumpReLUSAE
 
     from tests.clirun import run_cli
 
-    sae = make("batchtopk")
+    sae = make(arch)
     for seed in range(4):  # training passes: the threshold
         sae(data(seed=20 + seed, scale=4.0 * 2.0**-2)[0])
     save_sae(sae, tmp_path / "v", {"hook_name": "model.layers.3", "model": "m"}, act_scale=2.0**-2)
@@ -159,7 +163,7 @@ def test_batchtopk_exports_as_saelens_jumprelu_with_equal_encode(tmp_path: Path,
     assert (x_hat - ref.x_hat).abs().max().item() <= TOL * float(x.norm(dim=1).mean())
 
 
-@pytest.mark.parametrize("arch", ["topk", "gsae", "gbatchtopk"])
+@pytest.mark.parametrize("arch", ["topk", "gsae", "gbatchtopk", "gmatryoshka"])
 def test_saelens_export_refuses_other_architectures(arch: str, tmp_path: Path) -> None:
     from pipeline.core.errors import ExportError
     from pipeline.saes.export import export_sae

@@ -270,3 +270,22 @@ def test_config_checks_and_variant_shares() -> None:
     assert distributed.my_share(distributed.Dist(1, 2, mode="data"), specs) == specs
     with pytest.raises(ConfigError, match="only 5 variant"):
         distributed.my_share(distributed.Dist(0, 6, mode="variants"), specs)
+
+
+def test_data_mode_sums_the_gradient_loss_term_over_ranks(store, tmp_path, monkeypatch) -> None:
+    """λ > 0 under ``train.parallel: data``: each rank's share of the term uses the global batch's
+    denominator, so the run matches one process to float rounding."""
+    grid = {"architecture": ["topk"], "k": [4], "expansion": [4], "grad_loss": [0.5], "lr": [3e-3]}
+    raw = raw_params(store, grid=grid, checkpoint_every=0)
+    one = one_process(raw, tmp_path / "one", monkeypatch)
+    raw["train"]["parallel"] = "data"
+    torchrun(raw, tmp_path / "two")
+    name = "topk-k4-x4-gl0.5-s0"
+    a = load_file(str(one / "saes" / name / "sae_weights.safetensors"))
+    b = load_file(str(tmp_path / "two" / "saes" / name / "sae_weights.safetensors"))
+    assert 0 < max_rel_diff(a, b) < DATA_TOLERANCE
+    ma = json.loads((one / "metrics" / "train_metrics.json").read_text())[name]
+    mb = json.loads((tmp_path / "two" / "metrics" / "train_metrics.json").read_text())[name]
+    assert ma["grad_loss"] > 0 and ma["loss"] == pytest.approx(ma["fvu"] + 0.5 * ma["grad_loss"], rel=0.2)
+    for key in ("loss", "fvu", "grad_loss", "l0"):
+        assert mb[key] == pytest.approx(ma[key], rel=1e-5, abs=1e-7), key
