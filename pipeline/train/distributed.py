@@ -117,6 +117,21 @@ def my_share(ctx: Dist, specs: Sequence[T]) -> list[T]:
     return list(specs[ctx.rank :: ctx.world])
 
 
+def check_row_split(ctx: Dist, variants: Sequence[tuple[str, type]]) -> None:
+    """``ConfigError`` when ``data`` mode would train a batch-level selection (BatchTopK and its
+    kin, which keep a ``thresholds`` estimate): each rank would rank only its own rows, so the
+    result would differ from one process's, not only by float rounding."""
+    if not ctx.split_rows:
+        return
+    batch_level = [name for name, cls in variants if getattr(cls, "thresholds", ())]
+    if batch_level:
+        more = f" and {len(batch_level) - 1} more" if len(batch_level) > 1 else ""
+        raise ConfigError(
+            f"train.parallel=data: {batch_level[0]}{more} select over the whole batch, which the "
+            "processes would rank separately; use train.parallel=variants or one process"
+        )
+
+
 def gather(ctx: Dist, obj: T) -> list[T]:
     """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in one process."""
     if not ctx.active:

@@ -169,6 +169,7 @@ def run_train(
     check_writable(Path(cfg.metrics_out).parent, "the folder of train.metrics_out")
     ctx, device = distributed.setup(cfg.parallel, device)
     try:
+        distributed.check_row_split(ctx, [(s.name, s.sae_class) for s in specs])
         return _run(cfg, info, store_url, specs, device, ctx)
     finally:
         distributed.teardown(ctx)

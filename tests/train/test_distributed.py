@@ -272,6 +272,22 @@ def test_config_checks_and_variant_shares() -> None:
         distributed.my_share(distributed.Dist(0, 6, mode="variants"), specs)
 
 
+@pytest.mark.parametrize("arch", ["batchtopk", "gbatchtopk", "matryoshka", "gmatryoshka"])
+def test_data_mode_refuses_batch_level_selection(arch: str) -> None:
+    """Each rank would rank only its own rows: not the one-process run, so refused in one line."""
+    from pipeline.saes import get_sae_class
+
+    variants = [("topk-k4-x4-s0", get_sae_class("topk")), (f"{arch}-k4-x4-s0", get_sae_class(arch))]
+    with pytest.raises(
+        ConfigError, match=f"train.parallel=data: {arch}-k4-x4-s0 select over the whole batch"
+    ):
+        distributed.check_row_split(distributed.Dist(0, 2, mode="data"), variants)
+    distributed.check_row_split(
+        distributed.Dist(0, 2, mode="variants"), variants
+    )  # one variant per rank: fine
+    distributed.check_row_split(distributed.Dist(0, 2, mode="data"), variants[:1])
+
+
 def test_data_mode_sums_the_gradient_loss_term_over_ranks(store, tmp_path, monkeypatch) -> None:
     """λ > 0 under ``train.parallel: data``: each rank's share of the term uses the global batch's
     denominator, so the run matches one process to float rounding."""
