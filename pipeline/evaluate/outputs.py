@@ -1,4 +1,8 @@
-"""The evaluate stage's outputs: the settings table, plots, report, metrics and summary files."""
+"""The evaluate stage's outputs: the settings table, plots, report, metrics and summary files.
+
+Besides ``evaluate.out`` each entry's figures go to a DVCLive folder
+``<evaluate.plots_dir>/live/<entry>/metrics.json`` (:mod:`pipeline.core.live`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import numpy as np
 
 from cache.schema import CacheInfo
 from pipeline.core.config import Params
-from pipeline.curves import read_curves
+from pipeline.core.live import LiveRun, prune
+from pipeline.curves import live_dir, read_curves
 from pipeline.lm.models import LoadedModel
 from pipeline.report.entries import VariantResult
 from pipeline.report.markdown import write_metrics, write_report
@@ -77,6 +82,11 @@ def write_outputs(
     pngs = make_plots(ev.plots_dir, results, read_curves(params.train.curves_dir))
     write_report(ev.report, results, settings, pngs)
     write_metrics(ev.out, metrics)
+    # Each entry's figures also as a DVCLive folder (metrics.json), beside the training curves'.
+    live = LiveRun(live_dir(ev.plots_dir))
+    live.summary(metrics)
+    live.close()
+    prune(live_dir(ev.plots_dir), list(metrics))
     write_summary(ev.summary, results)
     bad = [n for n, m in metrics.items() if any(not math.isfinite(v) for v in m.values())]
     if bad:

@@ -153,6 +153,11 @@ def test_end_to_end(project):
     assert "FO loss err." in report and "## First-order loss error" in report
     assert "Spearman ρ with CE spliced − CE clean, computed across the 6 entries of this run" in report
     assert not list(plots.rglob("*.tmp"))
+    live = plots / "live"  # each entry's figures as a DVCLive folder too
+    assert sorted(p.name for p in live.iterdir()) == sorted(names)
+    for name in names:
+        shown = json.loads((live / name / "metrics.json").read_text())
+        assert shown["loss_recovered"] == pytest.approx(metrics[name]["loss_recovered"])
 
 
 def test_errors(project, tmp_path):
