@@ -59,7 +59,9 @@ def test_root_metrics_show_is_the_default_runs_summary_only(tmp_path: Path) -> N
     assert max(len(line) for line in table.splitlines()) < 2500
 
     columns = run(["dvc", "exp", "show", "--csv"], repo).splitlines()[0].split(",")
-    assert len(columns) < 200, len(columns)  # ~1,200 when the experiment declared its metrics
+    assert len(columns) < 300, len(
+        columns
+    )  # ~200 (params, summary.json, deps); ~1,200 with the experiment's metrics
     assert not any("runs/" in c and ".json:" in c for c in columns)  # deps columns name runs/ folders
 
     # the experiment's figures stay one command away
