@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cache.schema import CacheInfo
 from pipeline.core.config import Params
+from pipeline.core.errors import SAEFormatError
 from pipeline.core.live import LiveRun, prune
+from pipeline.core.provenance import git_revision, package_versions
 from pipeline.curves import live_dir, read_curves
 from pipeline.lm.models import LoadedModel
 from pipeline.report.entries import VariantResult
 from pipeline.report.markdown import write_metrics, write_report
 from pipeline.report.plotdata import write_plot_data, write_summary
 from pipeline.report.plots import make_plots
+from pipeline.report.summarize import markdown_table, rows_of, summarize
 
 log = logging.getLogger("pipeline.evaluate.run")
 
@@ -67,7 +71,52 @@ def settings_table(
         "batch size (contexts)": ev.batch_size,
         "device": str(lm.device),
         "wall time (s)": round(elapsed, 1),
+        "git commit": git_revision() or "unknown (not a git checkout)",
+        "packages": package_versions(),
+        **training_settings([cfg for _, cfg in entries]),
     }
+
+
+_RUN_ONLY = {
+    "grid",
+    "out_dir",
+    "metrics_out",
+    "curves_dir",
+    "store",
+    "device",
+    "prefetch",
+    "checkpoint_every",
+    "parallel",
+}
+"""Training settings that say where or how fast, not what was trained (left out of the table)."""
+
+
+def training_settings(cfgs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``train.<key>`` → value of the training run recorded in the SAEs' ``cfg.json`` (a sorted
+    list of the distinct values when the SAEs differ, e.g. ``lr`` or ``init_seed`` over a grid)."""
+    values: dict[str, list[Any]] = {}
+    for cfg in cfgs:
+        for key, value in (cfg.get("training") or {}).items():
+            if key in _RUN_ONLY or isinstance(value, dict | list):
+                continue
+            seen = values.setdefault(key, [])
+            if value not in seen:
+                seen.append(value)
+    out: dict[str, Any] = {}
+    for key in sorted(values):
+        distinct = values[key]
+        out[f"train.{key}"] = distinct[0] if len(distinct) == 1 else sorted(distinct, key=str)
+    return out
+
+
+def paired_table(metrics: dict[str, dict[str, float]], saes: str | Path) -> str | None:
+    """``gsae summarize``'s table of this evaluation (mean ± sd per series and k, paired Δ vs
+    TopK by seed); None when an entry's hyper-parameters cannot be told."""
+    try:
+        return markdown_table(summarize(rows_of(metrics, Path(saes))))
+    except SAEFormatError as exc:
+        log.warning("no paired table in the report: %s", exc)
+        return None
 
 
 def write_outputs(
@@ -80,7 +129,7 @@ def write_outputs(
     ev = params.evaluate
     write_plot_data(ev.plots_dir, results)
     pngs = make_plots(ev.plots_dir, results, read_curves(params.train.curves_dir))
-    write_report(ev.report, results, settings, pngs)
+    write_report(ev.report, results, settings, pngs, paired=paired_table(metrics, params.train.out_dir))
     write_metrics(ev.out, metrics)
     # Each entry's figures also as a DVCLive folder (metrics.json), beside the training curves'.
     live = LiveRun(live_dir(ev.plots_dir))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,14 @@ COLUMNS = (
     ("selection_shift", "sel. shift", 3),
     ("steer_kl_mean", "steer KL", 4),
 )
-PAIRED = ("loss_recovered", "kl", "fvu", "dead_frac", "steer_kl_mean")
+COUNT_KEYS = ("l0",)
+"""Figures printed as a bare integer when every seed gives the same whole number."""
+PAIRED = ("loss_recovered", "ce_loss_score", "kl", "fvu", "dead_frac", "steer_kl_mean")
+DELTA_COLUMNS = (
+    ("loss_recovered", "Δ loss rec. vs TopK (paired)"),
+    ("ce_loss_score", "Δ CE loss score vs TopK (paired)"),
+)
+"""The paired differences shown in the table (Δ CE loss score only when some entry has the figure)."""
 
 
 @dataclass(frozen=True)
@@ -118,23 +125,10 @@ def load_rows(
         if not path.is_file():
             raise NothingToEvaluate(f"{path} not found: evaluate the run first")
         added = (extra or {}).get(str(path), {})
-        named = 0
-        for name, recorded in json.loads(path.read_text()).items():
-            metrics = {**recorded, **added.get(name, {})}
-            base, with_grad = base_variant(name)
-            cfg, from_name = _hparams(saes, base)
-            named += from_name
-            arch = str(cfg["architecture"])
-            read = grid_hparams(arch)
-            group = Group(
-                arch,
-                int(cfg["k"]),
-                float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
-                str(cfg.get("value_mode", "")) if "value_mode" in read else "",
-                with_grad,
-            )
-            values = {k: float(v) for k, v in metrics.items() if v is not None}
-            rows.append(Row(group, int(cfg["seed"]), values, from_name))
+        entries = {n: {**m, **added.get(n, {})} for n, m in json.loads(path.read_text()).items()}
+        these = rows_of(entries, saes)
+        rows += these
+        named = sum(r.from_name for r in these)
         if named:
             log.info(
                 "%s: the hyper-parameters of %d entries come from their names (no %s)",
@@ -142,6 +136,27 @@ def load_rows(
                 named,
                 "SAE folder given" if saes is None else f"cfg.json under {saes}",
             )
+    return rows
+
+
+def rows_of(entries: Mapping[str, Mapping[str, Any]], saes: Path | None) -> list[Row]:
+    """One :class:`Row` per entry of a metrics mapping (entry → figures, ``evaluate.out``'s
+    shape), its group read from ``<saes>/<variant>/cfg.json`` or else from its name."""
+    rows = []
+    for name, metrics in entries.items():
+        base, with_grad = base_variant(name)
+        cfg, from_name = _hparams(saes, base)
+        arch = str(cfg["architecture"])
+        read = grid_hparams(arch)
+        group = Group(
+            arch,
+            int(cfg["k"]),
+            float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
+            str(cfg.get("value_mode", "")) if "value_mode" in read else "",
+            with_grad,
+        )
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
+        rows.append(Row(group, int(cfg["seed"]), values, from_name))
     return rows
 
 
@@ -199,25 +214,33 @@ def _paired(rows: list[Row], base: list[Row]) -> dict[str, list[float]]:
 
 def markdown_table(summary: dict[str, Any]) -> str:
     """The summary as one markdown table (a row per group, k-major)."""
-    head = ["k", "variant", "seeds", *[title for _, title, _ in COLUMNS], "Δ loss rec. vs TopK (paired)"]
+    deltas = [
+        (key, title)
+        for key, title in DELTA_COLUMNS
+        if key == "loss_recovered" or any(key in e for e in summary.values())
+    ]
+    head = ["k", "variant", "seeds", *[title for _, title, _ in COLUMNS], *(title for _, title in deltas)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in summary.values():
         cells = [str(entry["k"]), entry["label"], str(len(entry["seeds"]))]
         for key, _, digits in COLUMNS:
             mean, sd = entry.get(key, [math.nan, math.nan])
             cell = _fmt(mean, sd, digits)
+            if key in COUNT_KEYS and math.isfinite(mean) and mean.is_integer() and not sd:
+                cell = str(int(mean))  # TopK's L0 is k on every token: "32", not "32.0 ± 0.0"
             if key == "steer_kl_mean" and "steer_kl_ci" in entry:
                 lo, hi = entry["steer_kl_ci"]
                 cell += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
             cells.append(cell)
-        delta = entry.get("delta_vs_topk", {}).get("loss_recovered")
-        cells.append(
-            "–"
-            if delta is None
-            else f"{delta[0]:+.4f} ± {delta[1]:.4f} (n={int(delta[2])})"
-            if math.isfinite(delta[1])
-            else f"{delta[0]:+.4f} (n=1)"
-        )
+        for key, _ in deltas:
+            delta = entry.get("delta_vs_topk", {}).get(key)
+            cells.append(
+                "–"
+                if delta is None
+                else f"{delta[0]:+.4f} ± {delta[1]:.4f} (n={int(delta[2])})"
+                if math.isfinite(delta[1])
+                else f"{delta[0]:+.4f} (n=1)"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -126,7 +126,7 @@ def test_end_to_end(project):
     plots = Path(params.evaluate.plots_dir)
     for png in (
         "training_curves.png",
-        "loss_recovered_vs_k.png",
+        "loss_recovered.png",
         "fvu_vs_loss_recovered.png",
         "steering.png",
     ):
@@ -145,7 +145,7 @@ def test_end_to_end(project):
     )
     assert summary["baseline"]["ce_clean"] == pytest.approx(metrics["topk-k4-x2-s0"]["ce_clean"])
     report = Path(params.evaluate.report).read_text()
-    assert "plots/loss_recovered_vs_k.png" in report and "plots/training_curves.png" in report
+    assert "plots/loss_recovered.png" in report and "plots/training_curves.png" in report
     assert "topk-k4-x2-s0" in report and "## Settings" in report and "k = 4" in report and "k = 2" in report
     assert "CE of the clean model" in report and "dead (train)" in report
     assert "| loss rec. | CE loss score (SAELens) | KL | KL div score (SAELens) |" in report

@@ -69,7 +69,7 @@ def test_plot_data_is_long_format(tmp_path):
 
 def test_steering_never_pools_values_of_k():
     labels = [b[1] for b in steering_boxes(_results([16, 32]))]
-    assert labels == ["topk-x8\nk=16", "topk-x8\nk=32", "gsae-b0.5-aug-x8\nk=16", "gsae-b0.5-aug-x8\nk=32"]
+    assert labels == ["gsae-b0.5-aug-x8\nk=16", "gsae-b0.5-aug-x8\nk=32", "topk-x8\nk=16", "topk-x8\nk=32"]
 
 
 def test_report_baselines_dead_latents_and_extra_keys(tmp_path):
