@@ -130,20 +130,25 @@ def _legend(target: Any, colours: Mapping[str, str], shown: Iterable[str], **kw:
     return target.legend(handles=handles, fontsize=7, **kw)
 
 
-def _series_of(results: Sequence[VariantResult]) -> dict[str, str]:
-    return {r.name: r.group for r in results}
+def _cells_of(results: Sequence[VariantResult]) -> dict[str, tuple[str, int | None]]:
+    """Variant name → (series, k): the cell whose seeds a training curve is averaged with."""
+    return {r.name: (r.group, r.k) for r in results}
 
 
 def training_curves(
-    curves: Sequence[Mapping[str, Any]], variant_series: Mapping[str, str], colours: Mapping[str, str]
+    curves: Sequence[Mapping[str, Any]],
+    cells: Mapping[str, tuple[str, int | None]],
+    colours: Mapping[str, str],
 ) -> Any:
-    """Per series, the mean over seeds of each figure vs training tokens with a ±1 sd band;
-    panels whose values never change are named in a note instead of drawn flat."""
+    """Per series and k, the mean over seeds of each figure vs training tokens with a ±1 sd band
+    (labelled ``k=…`` when there are several k); panels whose values never change are named in
+    a note instead of drawn flat."""
     plt = _pyplot()
-    rows_by_series: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    rows_by_cell: dict[tuple[str, int | None], dict[str, list[Mapping[str, Any]]]] = {}
     for row in curves:
         name = str(row["variant"])
-        rows_by_series.setdefault(variant_series.get(name, name), {}).setdefault(name, []).append(row)
+        rows_by_cell.setdefault(cells.get(name, (name, None)), {}).setdefault(name, []).append(row)
+    several_k = len({k for _, k in rows_by_cell}) > 1
     panels, flat = [], []
     for key, ylabel, title in CURVE_PANELS:
         values = np.array([as_float(r.get(key)) for r in curves], dtype=np.float64)
@@ -154,7 +159,9 @@ def training_curves(
             flat.append(f"{title.lower()}: {short_number(values[0])} throughout for every variant")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, (key, ylabel, title) in zip(axes[0], panels, strict=True):
-        for series, variants in sorted(rows_by_series.items()):
+        for (series, k), variants in sorted(
+            rows_by_cell.items(), key=lambda item: (item[0][0], item[0][1] or 0)
+        ):
             colour = colours.get(series, "#000000")
             by_tokens: dict[float, list[float]] = {}
             for rows in variants.values():
@@ -171,15 +178,37 @@ def training_curves(
             stats = [mean_sd(by_tokens[x]) for x in xs]
             mean = np.array([m for m, _, _ in stats])
             sd = np.nan_to_num(np.array([s for _, s, _ in stats]))
-            ax.plot(xs, mean, color=colour, linewidth=1.8, linestyle="--" if _twin(series) else "-")
+            ax.plot(
+                xs,
+                mean,
+                color=colour,
+                linewidth=1.8,
+                linestyle="--" if _twin(series) else "-",
+                marker="o" if len(xs) < 30 else None,  # a short curve (or one logged step) stays visible
+                markersize=4,
+            )
             ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.2, linewidth=0)
+            if several_k and np.isfinite(mean[-1]):
+                ax.annotate(
+                    f"k={k}",
+                    (xs[-1], mean[-1]),
+                    fontsize=7,
+                    color=colour,
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                )
         if key == "fvu":
             _log_y(ax)
         _count_axis(ax.xaxis)
         ax.set(xlabel="training tokens", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
-    if rows_by_series:
-        _legend(axes[0][0], colours, rows_by_series, title="series (line: mean, band: ±1 sd)")
+    if rows_by_cell:
+        _legend(
+            axes[0][0],
+            colours,
+            {series for series, _ in rows_by_cell},
+            title="series (line: mean, band: ±1 sd)",
+        )
     else:
         axes[0][0].text(
             0.5, 0.5, "no training curves", ha="center", va="center", transform=axes[0][0].transAxes
@@ -348,16 +377,16 @@ def steering(results: Sequence[VariantResult], colours: Mapping[str, str]) -> An
 
 def figures(results: Sequence[VariantResult], curves: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Plot id → matplotlib figure, all drawn with one :func:`series_colours` map."""
-    variant_series = _series_of(results)
+    cells = _cells_of(results)
     colours = series_colours(
         [
             *(r.group for r in results),
-            *(variant_series.get(str(c["variant"]), str(c["variant"])) for c in curves),
+            *(cells.get(str(c["variant"]), (str(c["variant"]), None))[0] for c in curves),
         ]
     )
     out: dict[str, Any] = {}
     if curves:
-        out["training_curves"] = training_curves(curves, variant_series, colours)
+        out["training_curves"] = training_curves(curves, cells, colours)
     out["loss_recovered"] = loss_recovered(results, colours)
     out["fvu_vs_loss_recovered"] = fvu_vs_loss_recovered(results, colours)
     out["steering"] = steering(results, colours)

@@ -145,6 +145,11 @@ def test_end_to_end(project):
     )
     assert summary["baseline"]["ce_clean"] == pytest.approx(metrics["topk-k4-x2-s0"]["ce_clean"])
     report = Path(params.evaluate.report).read_text()
+    # opens with gsae summarize's paired table; the settings name commit, packages and training
+    assert [line for line in report.splitlines() if line.startswith("## ")][0].startswith("## Comparison")
+    assert "| 4 | gsae aug β=1 | 1 |" in report.split("## Reading", 1)[0]
+    assert "| git commit | " in report and '| packages | {"torch": "' in report
+    assert "| train.tokens | 1024 |" in report and "| train.batch_size | 128 |" in report
     assert "plots/loss_recovered.png" in report and "plots/training_curves.png" in report
     assert "topk-k4-x2-s0" in report and "## Settings" in report and "k = 4" in report and "k = 2" in report
     assert "CE of the clean model" in report and "dead (train)" in report

@@ -119,3 +119,57 @@ def test_report_shows_saelens_scores_labelled_beside_ours(tmp_path):
     assert "`topk-x8` 0.9550 ± 0.0071 (ours 0.9050 ± 0.0071)" in text
     other = text.split("### Other figures", 1)[1]
     assert "ce_loss_with_sae" in other and "ce_loss_with_ablation" not in other  # baselines shown once
+
+
+def test_report_opens_with_the_paired_table(tmp_path):
+    """The report's first section is gsae summarize's table of the same entries (names parsed
+    when no SAE folder is at hand), paired Δ vs TopK included, before the reading."""
+    from pipeline.evaluate.outputs import paired_table
+
+    results = _results([16])
+    metrics = {r.name.replace("gsae-k16-x8", "gsae-k16-b0.5-x8-aug"): r.metrics for r in results}
+    paired = paired_table(metrics, tmp_path / "no-saes")
+    assert paired is not None
+    text = write_report(tmp_path / "report.md", results, {}, {}, paired=paired).read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[0].startswith("## Comparison (mean ± sd over seeds")
+    first = text.split("## Reading", 1)[0]
+    assert "| k | variant | seeds | loss rec." in first and "Δ loss rec. vs TopK (paired)" in first
+    assert "| 16 | gsae aug β=0.5 | 2 |" in first and "+0.0000 ± 0.0000 (n=2)" in first
+
+
+def test_counts_print_without_decimals():
+    text = table(_results([16]))
+    l0 = text.splitlines()[0].split(" | ").index("l0")
+    cells = [row.split(" | ")[l0] for row in text.splitlines()[2:]]
+    assert cells and all(c == "16" for c in cells)  # TopK's L0 = k, not "16.0000"
+    assert "| 0.2000 |" in text  # other figures keep their 4 decimals
+
+
+def test_settings_name_the_commit_the_packages_and_the_training(tmp_path):
+    from pipeline.core.provenance import git_revision, package_versions
+    from pipeline.evaluate.outputs import training_settings
+    from tests.dvc_project import ROOT
+
+    sha = git_revision(ROOT)
+    assert sha is not None and len(sha.split()[0]) == 40 and int(sha.split()[0], 16) >= 0
+    assert git_revision(tmp_path) is None  # not a checkout: no commit, no error
+    versions = package_versions()
+    assert {"torch", "transformers", "zarr", "numpy"} <= set(versions)
+    cfgs = [
+        {
+            "training": {
+                "tokens": 4096,
+                "lr": 4e-4,
+                "init_seed": s,
+                "grid": None,
+                "out_dir": "x",
+                "device": "cpu",
+            }
+        }
+        for s in (1, 0)
+    ]
+    assert training_settings(cfgs) == {"train.init_seed": [0, 1], "train.lr": 4e-4, "train.tokens": 4096}
+    settings = {"git commit": sha, "packages": versions, **training_settings(cfgs)}
+    text = write_report(tmp_path / "report.md", _results([16]), settings, {}).read_text()
+    assert f"| git commit | {sha} |" in text and '"torch": "' in text and "| train.tokens | 4096 |" in text
