@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ import numpy as np
 from pipeline.report.entries import VariantResult
 from pipeline.report.markdown import table, write_report
 from pipeline.report.plotdata import summary, write_plot_data, write_summary
-from pipeline.report.plots import make_plots, steering_boxes
+from pipeline.report.plots import make_plots, series_colours, steering_boxes
 
 
 def _steer(seed: int) -> SimpleNamespace:
@@ -65,6 +66,12 @@ def test_plot_data_is_long_format(tmp_path):
     steer = (tmp_path / "steering.csv").read_text().splitlines()
     assert steer[0].startswith("variant,series,architecture,k,seed,quantile,steer_kl")
     assert len(steer) == 1 + 4 * len(results)
+    # the PNGs' colour of each series, so the Vega templates colour it alike
+    colours = series_colours(r.group for r in results)
+    for name in ("variants.csv", "steering.csv"):
+        rows = list(csv.DictReader((tmp_path / name).read_text().splitlines()))
+        assert rows and all(row["colour"] == colours[row["series"]] for row in rows), name
+    assert len({row["colour"] for row in rows}) == 2
 
 
 def test_steering_never_pools_values_of_k():
