@@ -20,6 +20,7 @@ declared by the project's ``dvc.yaml`` instead (they lie inside declared outputs
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from collections.abc import Mapping
@@ -68,9 +69,7 @@ def _number(value: Any) -> float | int | None:
     """A loggable number (bools and non-finite floats are left out: DVCLive rejects or mangles them)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-        return None
-    return value
+    return value if math.isfinite(value) else None
 
 
 class LiveRun:

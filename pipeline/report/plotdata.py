@@ -9,7 +9,7 @@ Files (every one written atomically; the training curves are :mod:`pipeline.curv
   quantile, steer_kl, steer_logit, alpha, latent, token, colour (quantile = (rank + 0.5) / rows
   within the variant, so each variant draws one sorted curve)
 
-``colour`` is the series' colour in the report's PNGs (:func:`pipeline.report.plots.series_colours`
+``colour`` is the series' colour in the report's PNGs (:func:`pipeline.report.style.series_colours`
 over every series of the evaluation); the Vega templates take their colour range from it, so
 ``dvc plots show`` colours a series as the report does even where some series are absent
 (the ``@beta0`` twins are not steered).
@@ -33,7 +33,7 @@ from typing import Any
 from pipeline.core.fileio import atomic_write_text
 from pipeline.curves import csv_text
 from pipeline.report.entries import VariantResult
-from pipeline.report.plots import series_colours
+from pipeline.report.style import series_colours
 
 ID_COLUMNS = ("variant", "series", "architecture", "k", "seed")
 SUMMARY_KEYS = (

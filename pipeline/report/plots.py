@@ -2,9 +2,9 @@
 
 Rules every plot follows, so that the report compares at a glance:
 
-- one colour per series in every plot (:func:`series_colours`, assigned once per report from
-  the sorted series names; a g-SAE and its ``@beta0`` twin are two series with two colours;
-  the twin is also dashed / hatched / drawn with ``x`` markers);
+- one colour per series in every plot (:func:`pipeline.report.style.series_colours`, from the
+  sorted series names; a g-SAE and its ``@beta0`` twin are two series with two colours; the
+  twin is also dashed / hatched / drawn with ``x`` markers);
 - seeds are summarised as mean ± sd per series (error bars or a shaded band), the seeds
   themselves drawn faintly behind;
 - nothing degenerate: with one k the loss-recovered plot shows the series side by side at
@@ -17,8 +17,7 @@ Rules every plot follows, so that the report compares at a glance:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from pipeline.core.fileio import atomic_write
 from pipeline.report.entries import VariantResult, as_float, by_group, mean_sd
-from pipeline.saes.naming import BETA0_SUFFIX
+from pipeline.report.style import count_axis, legend, log_y, series_colours, short_number, twin
 
 PNGS = {
     "training_curves": "training_curves.png",
@@ -40,19 +39,6 @@ TITLES = {
     "fvu_vs_loss_recovered": "FVU vs loss recovered (mean ± sd over seeds)",
     "steering": "Steering effect per latent",
 }
-PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
-"""Matplotlib's tab10, as hex strings; series beyond ten reuse it (with the twin's styles)."""
 CURVE_PANELS = (
     ("fvu", "FVU (batch, log scale)", "Training FVU"),
     ("dead_frac", "dead fraction (train window)", "Dead latents during training"),
@@ -68,66 +54,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def series_colours(series: Iterable[str]) -> dict[str, str]:
-    """One colour per series, assigned in sorted order (the same names always get the same colours)."""
-    names = sorted(set(series))
-    return {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(names)}
-
-
-def _twin(series: str) -> bool:
-    return series.endswith(BETA0_SUFFIX)
-
-
-def short_number(value: float) -> str:
-    """Tick label of a count: 0, 500, 50k, 1.2M (no run-together digits, no decimals on integers)."""
-    v = float(value)
-    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= size:
-            return f"{v / size:.3g}{suffix}"
-    return f"{v:.0f}" if v == int(v) else f"{v:.3g}"
-
-
-def _count_axis(axis: Any) -> None:
-    """Few ticks, labelled by :func:`short_number`."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    axis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: short_number(v)))
-
-
-def _log_y(ax: Any) -> None:
-    """Log-scale y with plain labels (0.2, 0.3, 1) on major and minor ticks, not 2 × 10⁻¹."""
-    from matplotlib.ticker import FuncFormatter
-
-    def minor(v: float, _pos: int) -> str:  # every minor tick within a decade, else 2 and 5 only
-        lo, hi = ax.get_ylim()
-        if v <= 0 or (hi > 10 * lo and round(v / 10 ** math.floor(math.log10(v))) not in (2, 5)):
-            return ""
-        return f"{v:.2g}"
-
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.2g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
-
-
-def _legend(target: Any, colours: Mapping[str, str], shown: Iterable[str], **kw: Any) -> Any:
-    """A legend with one entry per series in ``shown`` (its colour and twin style)."""
-    from matplotlib.lines import Line2D
-
-    handles = [
-        Line2D(
-            [],
-            [],
-            color=colours[s],
-            linestyle="--" if _twin(s) else "-",
-            marker="x" if _twin(s) else "o",
-            label=s,
-        )
-        for s in sorted(set(shown))
-    ]
-    return target.legend(handles=handles, fontsize=7, **kw)
 
 
 def _cells_of(results: Sequence[VariantResult]) -> dict[str, tuple[str, int | None]]:
@@ -183,7 +109,7 @@ def training_curves(
                 mean,
                 color=colour,
                 linewidth=1.8,
-                linestyle="--" if _twin(series) else "-",
+                linestyle="--" if twin(series) else "-",
                 marker="o" if len(xs) < 30 else None,  # a short curve (or one logged step) stays visible
                 markersize=4,
             )
@@ -198,12 +124,12 @@ def training_curves(
                     textcoords="offset points",
                 )
         if key == "fvu":
-            _log_y(ax)
-        _count_axis(ax.xaxis)
+            log_y(ax)
+        count_axis(ax.xaxis)
         ax.set(xlabel="training tokens", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
     if rows_by_cell:
-        _legend(
+        legend(
             axes[0][0],
             colours,
             {series for series, _ in rows_by_cell},
@@ -237,7 +163,7 @@ def _metric_panel(
             [i],
             [mean],
             yerr=[[0.0 if not np.isfinite(sd) else sd]],
-            fmt="x" if _twin(series) else "D",
+            fmt="x" if twin(series) else "D",
             color=c,
             capsize=5,
             markersize=7,
@@ -274,8 +200,8 @@ def loss_recovered(results: Sequence[VariantResult], colours: Mapping[str, str])
                     m,
                     yerr=np.nan_to_num(s),
                     color=colours[series],
-                    linestyle="--" if _twin(series) else "-",
-                    marker="x" if _twin(series) else "o",
+                    linestyle="--" if twin(series) else "-",
+                    marker="x" if twin(series) else "o",
                     capsize=3,
                 )
             ax.set_xscale("log", base=2)
@@ -283,7 +209,7 @@ def loss_recovered(results: Sequence[VariantResult], colours: Mapping[str, str])
             ax.minorticks_off()
             ax.set(xlabel="k (active latents)", ylabel=label, title=f"{label} vs k")
         ax.grid(alpha=0.3)
-    _legend(axes[0][-1], colours, groups, title="series (mean ± sd; dots: seeds)")
+    legend(axes[0][-1], colours, groups, title="series (mean ± sd; dots: seeds)")
     fig.tight_layout()
     return fig
 
@@ -309,7 +235,7 @@ def fvu_vs_loss_recovered(results: Sequence[VariantResult], colours: Mapping[str
                 [my],
                 xerr=[[np.nan_to_num(sx)]],
                 yerr=[[np.nan_to_num(sy)]],
-                fmt="x" if _twin(series) else "o",
+                fmt="x" if twin(series) else "o",
                 color=c,
                 capsize=3,
                 markersize=7,
@@ -318,7 +244,7 @@ def fvu_vs_loss_recovered(results: Sequence[VariantResult], colours: Mapping[str
                 ax.annotate(f"k={k}", (mx, my), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set(xlabel="FVU (centred, held out)", ylabel="loss recovered", title="FVU vs loss recovered")
     ax.grid(alpha=0.3)
-    _legend(ax, colours, groups, title="series (mean ± sd; dots: seeds)")
+    legend(ax, colours, groups, title="series (mean ± sd; dots: seeds)")
     fig.tight_layout()
     return fig
 
@@ -357,19 +283,19 @@ def steering(results: Sequence[VariantResult], colours: Mapping[str, str]) -> An
             for patch, b in zip(art["boxes"], boxes, strict=True):
                 patch.set_facecolor(colours[b[0]])
                 patch.set_alpha(0.45)
-                if _twin(b[0]):
+                if twin(b[0]):
                     patch.set_hatch("//")
             ax.set_xticks(
                 range(1, len(boxes) + 1), [b[1] for b in boxes], rotation=20, ha="right", fontsize=7
             )
             if all(np.all(d > 0) for d in data):
-                _log_y(ax)
+                log_y(ax)
         else:
             ax.text(0.5, 0.5, "no steering data", ha="center", va="center", transform=ax.transAxes)
         ax.set(ylabel=label)
         ax.grid(alpha=0.3, axis="y")
     if boxes:
-        _legend(axes[1], colours, [b[0] for b in boxes], title="series")
+        legend(axes[1], colours, [b[0] for b in boxes], title="series")
     fig.suptitle("Steering effect per latent (one box per series and k; seeds pooled)")
     fig.tight_layout()
     return fig

@@ -29,7 +29,6 @@ training loss stops the run with one line; the variants are written all or none.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -57,7 +56,7 @@ from pipeline.train import distributed
 from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.train.normalize import activation_scale, gradient_scale, init_b_dec
 from pipeline.train.precision import warn_if_emulated
-from pipeline.train.record import final_figures, sae_provenance, variant_figures
+from pipeline.train.record import final_figures, live_params, sae_provenance, variant_figures
 from pipeline.train.sweep import VariantSpec, expand_grid
 from pipeline.train.trainer import Trainer
 
@@ -116,18 +115,6 @@ def _check_finite_loss(step: int, stats: dict[str, dict[str, float]]) -> None:
                 f"variant {name}: training loss is {loss} at step {step} (diverged or non-finite "
                 "inputs); stopping, nothing written"
             )
-
-
-def _live_params(spec: VariantSpec) -> dict[str, Any]:
-    """A variant's hyper-parameters for its DVCLive ``params.yaml``."""
-    hp = {f.name: getattr(spec.hparams, f.name) for f in dataclasses.fields(spec.hparams)}
-    return {
-        "architecture": spec.architecture,
-        **hp,
-        "expansion": spec.expansion,
-        "lr": spec.lr,
-        "seed": spec.seed,
-    }
 
 
 def _group_by_layer(specs: list[VariantSpec]) -> dict[int | None, list[VariantSpec]]:
@@ -331,7 +318,7 @@ def _train_layer(
     )
     if live is not None:
         for spec in specs:
-            live.log_params(spec.name, _live_params(spec))
+            live.log_params(spec.name, live_params(spec))
 
     reader = BatchReader(
         store_url,

@@ -11,7 +11,8 @@ import numpy as np
 from pipeline.report.entries import VariantResult
 from pipeline.report.markdown import table, write_report
 from pipeline.report.plotdata import summary, write_plot_data, write_summary
-from pipeline.report.plots import make_plots, series_colours, steering_boxes
+from pipeline.report.plots import make_plots, steering_boxes
+from pipeline.report.style import series_colours
 
 
 def _steer(seed: int) -> SimpleNamespace:

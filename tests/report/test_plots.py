@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.report.entries import VariantResult
-from pipeline.report.plots import PNGS, figures, make_plots, series_colours, short_number
+from pipeline.report.plots import PNGS, figures, make_plots
+from pipeline.report.style import series_colours, short_number
 
 
 @pytest.fixture(autouse=True)
