@@ -25,6 +25,7 @@ from pipeline.report.markdown import write_metrics, write_report
 from pipeline.report.plotdata import write_plot_data, write_summary
 from pipeline.report.plots import make_plots
 from pipeline.report.summarize import markdown_table, rows_of, summarize
+from pipeline.saes.naming import grid_hparams
 
 log = logging.getLogger("pipeline.evaluate.run")
 
@@ -92,11 +93,15 @@ _RUN_ONLY = {
 
 
 def training_settings(cfgs: list[dict[str, Any]]) -> dict[str, Any]:
-    """``train.<key>`` → value of the training run recorded in the SAEs' ``cfg.json`` (a sorted
-    list of the distinct values when the SAEs differ, e.g. ``lr`` or ``init_seed`` over a grid)."""
+    """``train.<key>`` → value of the training run recorded in the SAEs' ``cfg.json``, and
+    ``train.grid.<key>`` for the grid's hyper-parameters (a sorted list of the distinct values
+    when the SAEs differ, e.g. ``init_seed`` or ``grid.architecture``)."""
     values: dict[str, list[Any]] = {}
     for cfg in cfgs:
-        for key, value in (cfg.get("training") or {}).items():
+        arch = cfg.get("architecture")
+        read = ("architecture", "k", "expansion", *grid_hparams(str(arch))) if arch else ()
+        grid = {f"grid.{key}": cfg[key] for key in read if key in cfg}  # the grid, per SAE
+        for key, value in {**(cfg.get("training") or {}), **grid}.items():
             if key in _RUN_ONLY or isinstance(value, dict | list):
                 continue
             seen = values.setdefault(key, [])

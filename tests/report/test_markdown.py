@@ -164,20 +164,20 @@ def test_settings_name_the_commit_the_packages_and_the_training(tmp_path):
     assert git_revision(tmp_path) is None  # not a checkout: no commit, no error
     versions = package_versions()
     assert {"torch", "transformers", "zarr", "numpy"} <= set(versions)
+    train = {"tokens": 4096, "lr": 4e-4, "grid": None, "out_dir": "x", "device": "cpu"}
     cfgs = [
-        {
-            "training": {
-                "tokens": 4096,
-                "lr": 4e-4,
-                "init_seed": s,
-                "grid": None,
-                "out_dir": "x",
-                "device": "cpu",
-            }
-        }
-        for s in (1, 0)
+        {"architecture": "topk", "k": 32, "beta": 0.0, "expansion": 8, "training": {**train, "init_seed": 1}},
+        {"architecture": "gsae", "k": 32, "beta": 0.3, "expansion": 8, "training": {**train, "init_seed": 0}},
     ]
-    assert training_settings(cfgs) == {"train.init_seed": [0, 1], "train.lr": 4e-4, "train.tokens": 4096}
+    assert training_settings(cfgs) == {  # run-only keys (out_dir, device) left out; β only where read
+        "train.grid.architecture": ["gsae", "topk"],
+        "train.grid.beta": 0.3,
+        "train.grid.expansion": 8,
+        "train.grid.k": 32,
+        "train.init_seed": [0, 1],
+        "train.lr": 4e-4,
+        "train.tokens": 4096,
+    }
     settings = {"git commit": sha, "packages": versions, **training_settings(cfgs)}
     text = write_report(tmp_path / "report.md", _results([16]), settings, {}).read_text()
     assert f"| git commit | {sha} |" in text and '"torch": "' in text and "| train.tokens | 4096 |" in text
