@@ -3,8 +3,9 @@
 ``gsae train`` writes ``<train.curves_dir>/curves.csv`` (one long CSV: variant, step, tokens,
 loss, fvu, aux, l0, dead_frac, lr, selection_shift for g-SAEs, ``fo_loss_err`` — the
 first-order loss error mean |g · (x − x̂)| on the window's last batch — only when the batches
-carried gradients, and ``grad_loss`` only for variants trained with the gradient loss term);
-``gsae evaluate`` reads it for
+carried gradients, and ``grad_loss`` only for variants trained with the gradient loss term),
+and while it trains one DVCLive folder per variant under ``<train.curves_dir>/live/``
+(:func:`live_dir`); ``gsae evaluate`` reads the CSV for
 the training-curves plot. Neither stage imports the other: this module is the contract
 between them (with the SAE folders of :mod:`pipeline.saes.io`).
 """
@@ -21,6 +22,9 @@ from typing import Any
 from pipeline.core.fileio import atomic_write_text
 
 CURVES_FILE = "curves.csv"
+LIVE_DIR = "live"
+"""``<curves_dir>/live/<variant>/``: each variant's DVCLive folder (:mod:`pipeline.core.live`),
+written while training runs; ``curves.csv`` is written once, at the end."""
 CURVE_FIELDS = ("variant", "step", "tokens", "loss", "fvu", "aux", "l0", "dead_frac", "lr", "selection_shift")
 OPTIONAL_FIELDS = ("fo_loss_err", "grad_loss")
 """Columns written only when some row has them: ``fo_loss_err`` is absent from an activation-only
@@ -54,6 +58,11 @@ def write_curves(curves_dir: str | Path, curve: Sequence[Mapping[str, Any]]) -> 
     rows = [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in curve]
     optional = tuple(c for c in OPTIONAL_FIELDS if any(c in row for row in rows))
     return atomic_write_text(root / CURVES_FILE, csv_text(rows, CURVE_FIELDS + optional))
+
+
+def live_dir(curves_dir: str | Path) -> Path:
+    """The folder holding one DVCLive folder per trained variant."""
+    return Path(curves_dir) / LIVE_DIR
 
 
 def read_curves(curves_dir: str | Path) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     assert '"topk-x2"' in flat and '"k4"' in flat and "loss_recovered" in flat and "topk-k4-x2-s0" not in flat
     assert "seconds" not in flat  # wall time is run information, not a metric
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo))["data"]
-    assert {"training_fvu", "loss_recovered_vs_k", "fvu_vs_loss_recovered", "steering_kl"} <= set(plots)
+    assert {"training_fvu", "loss_recovered", "fvu_vs_loss_recovered", "steering_kl"} <= set(plots)
     assert plots["training_fvu"][0]["content"]["encoding"]["color"]["field"] == "variant"
     assert {row["variant"] for row in plots["training_fvu"][0]["content"]["data"]["values"]} == {
         "topk-k4-x2-s0",

@@ -1,21 +1,31 @@
-"""The evaluate stage's outputs: the settings table, plots, report, metrics and summary files."""
+"""The evaluate stage's outputs: the settings table, plots, report, metrics and summary files.
+
+Besides ``evaluate.out`` each entry's figures go to a DVCLive folder
+``<evaluate.plots_dir>/live/<entry>/metrics.json`` (:mod:`pipeline.core.live`).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cache.schema import CacheInfo
 from pipeline.core.config import Params
-from pipeline.curves import read_curves
+from pipeline.core.errors import SAEFormatError
+from pipeline.core.live import LiveRun, prune
+from pipeline.core.provenance import git_revision, package_versions
+from pipeline.curves import live_dir, read_curves
 from pipeline.lm.models import LoadedModel
 from pipeline.report.entries import VariantResult
 from pipeline.report.markdown import write_metrics, write_report
 from pipeline.report.plotdata import write_plot_data, write_summary
 from pipeline.report.plots import make_plots
+from pipeline.report.summarize import markdown_table, rows_of, summarize
+from pipeline.saes.naming import grid_hparams
 
 log = logging.getLogger("pipeline.evaluate.run")
 
@@ -62,7 +72,56 @@ def settings_table(
         "batch size (contexts)": ev.batch_size,
         "device": str(lm.device),
         "wall time (s)": round(elapsed, 1),
+        "git commit": git_revision() or "unknown (not a git checkout)",
+        "packages": package_versions(),
+        **training_settings([cfg for _, cfg in entries]),
     }
+
+
+_RUN_ONLY = {
+    "grid",
+    "out_dir",
+    "metrics_out",
+    "curves_dir",
+    "store",
+    "device",
+    "prefetch",
+    "checkpoint_every",
+    "parallel",
+}
+"""Training settings that say where or how fast, not what was trained (left out of the table)."""
+
+
+def training_settings(cfgs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``train.<key>`` → value of the training run recorded in the SAEs' ``cfg.json``, and
+    ``train.grid.<key>`` for the grid's hyper-parameters (a sorted list of the distinct values
+    when the SAEs differ, e.g. ``init_seed`` or ``grid.architecture``)."""
+    values: dict[str, list[Any]] = {}
+    for cfg in cfgs:
+        arch = cfg.get("architecture")
+        read = ("architecture", "k", "expansion", *grid_hparams(str(arch))) if arch else ()
+        grid = {f"grid.{key}": cfg[key] for key in read if key in cfg}  # the grid, per SAE
+        for key, value in {**(cfg.get("training") or {}), **grid}.items():
+            if key in _RUN_ONLY or isinstance(value, dict | list):
+                continue
+            seen = values.setdefault(key, [])
+            if value not in seen:
+                seen.append(value)
+    out: dict[str, Any] = {}
+    for key in sorted(values):
+        distinct = values[key]
+        out[f"train.{key}"] = distinct[0] if len(distinct) == 1 else sorted(distinct, key=str)
+    return out
+
+
+def paired_table(metrics: dict[str, dict[str, float]], saes: str | Path) -> str | None:
+    """``gsae summarize``'s table of this evaluation (mean ± sd per series and k, paired Δ vs
+    TopK by seed); None when an entry's hyper-parameters cannot be told."""
+    try:
+        return markdown_table(summarize(rows_of(metrics, Path(saes))))
+    except SAEFormatError as exc:
+        log.warning("no paired table in the report: %s", exc)
+        return None
 
 
 def write_outputs(
@@ -75,8 +134,13 @@ def write_outputs(
     ev = params.evaluate
     write_plot_data(ev.plots_dir, results)
     pngs = make_plots(ev.plots_dir, results, read_curves(params.train.curves_dir))
-    write_report(ev.report, results, settings, pngs)
+    write_report(ev.report, results, settings, pngs, paired=paired_table(metrics, params.train.out_dir))
     write_metrics(ev.out, metrics)
+    # Each entry's figures also as a DVCLive folder (metrics.json), beside the training curves'.
+    live = LiveRun(live_dir(ev.plots_dir))
+    live.summary(metrics)
+    live.close()
+    prune(live_dir(ev.plots_dir), list(metrics))
     write_summary(ev.summary, results)
     bad = [n for n, m in metrics.items() if any(not math.isfinite(v) for v in m.values())]
     if bad:

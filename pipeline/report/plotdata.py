@@ -3,11 +3,16 @@
 Files (every one written atomically; the training curves are :mod:`pipeline.curves`'s):
 
 - ``<evaluate.plots_dir>/variants.csv``  one row per evaluated entry: variant, series,
-  architecture, k, seed and every metric (the source of the k and FVU plots)
+  architecture, k, seed, every metric and ``colour`` (the source of the k and FVU plots)
 - ``<evaluate.plots_dir>/metrics_long.csv``  variant, series, architecture, k, seed, metric, value
 - ``<evaluate.plots_dir>/steering.csv``  one row per steered latent: variant, series, k,
-  quantile, steer_kl, steer_logit, alpha, latent, token (quantile = (rank + 0.5) / rows
+  quantile, steer_kl, steer_logit, alpha, latent, token, colour (quantile = (rank + 0.5) / rows
   within the variant, so each variant draws one sorted curve)
+
+``colour`` is the series' colour in the report's PNGs (:func:`pipeline.report.style.series_colours`
+over every series of the evaluation); the Vega templates take their colour range from it, so
+``dvc plots show`` colours a series as the report does even where some series are absent
+(the ``@beta0`` twins are not steered).
 - ``<evaluate.summary>``  ``{series: {"k<k>": {metric: mean over seeds}}, "baseline": {...}}``
 
 A *series* is the architecture plus the hyper-parameters other than k and seed
@@ -28,6 +33,7 @@ from typing import Any
 from pipeline.core.fileio import atomic_write_text
 from pipeline.curves import csv_text
 from pipeline.report.entries import VariantResult
+from pipeline.report.style import series_colours
 
 ID_COLUMNS = ("variant", "series", "architecture", "k", "seed")
 SUMMARY_KEYS = (
@@ -60,7 +66,8 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> 
     """variants.csv, metrics_long.csv and steering.csv for ``results`` (``VariantResult``s)."""
     root = Path(plots_dir)
     keys = sorted({k for r in results for k in r.metrics})
-    wide = [{**_ids(r), **r.metrics} for r in results]
+    colours = series_colours(r.group for r in results)  # the PNGs' colours, for the Vega templates
+    wide = [{**_ids(r), **r.metrics, "colour": colours[r.group]} for r in results]
     long = [{**_ids(r), "metric": k, "value": v} for r in results for k, v in sorted(r.metrics.items())]
     steer_rows: list[dict[str, Any]] = []
     for r in results:
@@ -69,6 +76,7 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> 
         rows = [
             {
                 **_ids(r),
+                "colour": colours[r.group],
                 "latent": int(lat),
                 "alpha": float(r.steer.alphas[j]),
                 "steer_kl": float(r.steer.kl[j]),
@@ -81,9 +89,9 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> 
         for i, row in enumerate(rows):
             row["quantile"] = (i + 0.5) / len(rows)
         steer_rows += rows
-    steer_cols = [*ID_COLUMNS, "quantile", "steer_kl", "steer_logit", "alpha", "latent", "token"]
+    steer_cols = [*ID_COLUMNS, "quantile", "steer_kl", "steer_logit", "alpha", "latent", "token", "colour"]
     return [
-        atomic_write_text(root / "variants.csv", csv_text(wide, [*ID_COLUMNS, *keys])),
+        atomic_write_text(root / "variants.csv", csv_text(wide, [*ID_COLUMNS, *keys, "colour"])),
         atomic_write_text(root / "metrics_long.csv", csv_text(long, [*ID_COLUMNS, "metric", "value"])),
         atomic_write_text(root / "steering.csv", csv_text(steer_rows, steer_cols)),
     ]

@@ -18,16 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.core.errors import NothingToEvaluate, SAEFormatError
 from pipeline.core.fileio import atomic_write_text
 from pipeline.report.entries import group_by, mean_sd
+from pipeline.report.sweepplots import beta_sweep_plot, pareto_plots
 from pipeline.report.tracking import correlation_lines, correlations
 from pipeline.saes.naming import base_variant, grid_hparams, parse_variant, table_label
 
@@ -47,7 +46,14 @@ COLUMNS = (
     ("selection_shift", "sel. shift", 3),
     ("steer_kl_mean", "steer KL", 4),
 )
-PAIRED = ("loss_recovered", "kl", "fvu", "dead_frac", "steer_kl_mean")
+COUNT_KEYS = ("l0",)
+"""Figures printed as a bare integer when every seed gives the same whole number."""
+PAIRED = ("loss_recovered", "ce_loss_score", "kl", "fvu", "dead_frac", "steer_kl_mean")
+DELTA_COLUMNS = (
+    ("loss_recovered", "Δ loss rec. vs TopK (paired)"),
+    ("ce_loss_score", "Δ CE loss score vs TopK (paired)"),
+)
+"""The paired differences shown in the table (Δ CE loss score only when some entry has the figure)."""
 
 
 @dataclass(frozen=True)
@@ -120,24 +126,10 @@ def load_rows(
         if not path.is_file():
             raise NothingToEvaluate(f"{path} not found: evaluate the run first")
         added = (extra or {}).get(str(path), {})
-        named = 0
-        for name, recorded in json.loads(path.read_text()).items():
-            metrics = {**recorded, **added.get(name, {})}
-            base, with_grad = base_variant(name)
-            cfg, from_name = _hparams(saes, base)
-            named += from_name
-            arch = str(cfg["architecture"])
-            read = grid_hparams(arch)
-            group = Group(
-                arch,
-                int(cfg["k"]),
-                float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
-                str(cfg.get("value_mode", "")) if "value_mode" in read else "",
-                with_grad,
-                float(cfg.get("grad_loss", 0.0)),
-            )
-            values = {k: float(v) for k, v in metrics.items() if v is not None}
-            rows.append(Row(group, int(cfg["seed"]), values, from_name))
+        entries = {n: {**m, **added.get(n, {})} for n, m in json.loads(path.read_text()).items()}
+        these = rows_of(entries, saes)
+        rows += these
+        named = sum(r.from_name for r in these)
         if named:
             log.info(
                 "%s: the hyper-parameters of %d entries come from their names (no %s)",
@@ -145,6 +137,28 @@ def load_rows(
                 named,
                 "SAE folder given" if saes is None else f"cfg.json under {saes}",
             )
+    return rows
+
+
+def rows_of(entries: Mapping[str, Mapping[str, Any]], saes: Path | None) -> list[Row]:
+    """One :class:`Row` per entry of a metrics mapping (entry → figures, ``evaluate.out``'s
+    shape), its group read from ``<saes>/<variant>/cfg.json`` or else from its name."""
+    rows = []
+    for name, metrics in entries.items():
+        base, with_grad = base_variant(name)
+        cfg, from_name = _hparams(saes, base)
+        arch = str(cfg["architecture"])
+        read = grid_hparams(arch)
+        group = Group(
+            arch,
+            int(cfg["k"]),
+            float(cfg.get("beta", 0.0)) if "beta" in read else 0.0,
+            str(cfg.get("value_mode", "")) if "value_mode" in read else "",
+            with_grad,
+            float(cfg.get("grad_loss", 0.0)),
+        )
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
+        rows.append(Row(group, int(cfg["seed"]), values, from_name))
     return rows
 
 
@@ -203,135 +217,35 @@ def _paired(rows: list[Row], base: list[Row]) -> dict[str, list[float]]:
 
 def markdown_table(summary: dict[str, Any]) -> str:
     """The summary as one markdown table (a row per group, k-major)."""
-    head = ["k", "variant", "seeds", *[title for _, title, _ in COLUMNS], "Δ loss rec. vs TopK (paired)"]
+    deltas = [
+        (key, title)
+        for key, title in DELTA_COLUMNS
+        if key == "loss_recovered" or any(key in e for e in summary.values())
+    ]
+    head = ["k", "variant", "seeds", *[title for _, title, _ in COLUMNS], *(title for _, title in deltas)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in summary.values():
         cells = [str(entry["k"]), entry["label"], str(len(entry["seeds"]))]
         for key, _, digits in COLUMNS:
             mean, sd = entry.get(key, [math.nan, math.nan])
             cell = _fmt(mean, sd, digits)
+            if key in COUNT_KEYS and math.isfinite(mean) and mean.is_integer() and not sd:
+                cell = str(int(mean))  # TopK's L0 is k on every token: "32", not "32.0 ± 0.0"
             if key == "steer_kl_mean" and "steer_kl_ci" in entry:
                 lo, hi = entry["steer_kl_ci"]
                 cell += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
             cells.append(cell)
-        delta = entry.get("delta_vs_topk", {}).get("loss_recovered")
-        cells.append(
-            "–"
-            if delta is None
-            else f"{delta[0]:+.4f} ± {delta[1]:.4f} (n={int(delta[2])})"
-            if math.isfinite(delta[1])
-            else f"{delta[0]:+.4f} (n=1)"
-        )
+        for key, _ in deltas:
+            delta = entry.get("delta_vs_topk", {}).get(key)
+            cells.append(
+                "–"
+                if delta is None
+                else f"{delta[0]:+.4f} ± {delta[1]:.4f} (n={int(delta[2])})"
+                if math.isfinite(delta[1])
+                else f"{delta[0]:+.4f} (n=1)"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def pareto_plots(summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Loss recovered, FVU and steering KL against L0, one line per variant family, ±1 sd bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    families: dict[str, list[dict[str, Any]]] = {}
-    for entry in summary.values():
-        families.setdefault(entry["label"], []).append(entry)
-    paths = []
-    for key, title in (
-        ("loss_recovered", "Loss recovered"),
-        ("fvu", "FVU (held-out)"),
-        ("steer_kl_mean", "Steering KL"),
-    ):
-        if not any(key in e for e in summary.values()):
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for label, entries in families.items():
-            pts = sorted((e["l0"][0], *e[key]) for e in entries if key in e and "l0" in e)
-            if not pts:
-                continue
-            x, y, sd = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
-            style = "-o" if label == "topk" else ("--s" if "@β0" in label else "-^")
-            ax.errorbar(
-                x,
-                y,
-                yerr=np.nan_to_num(sd),
-                fmt=style,
-                capsize=3,
-                label=label,
-                linewidth=1.5 if label == "topk" else 1,
-                color=plt.get_cmap("tab20")(len(ax.lines) % 20),
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("L0 (active latents per token, held-out)")
-        ax.set_ylabel(title)
-        ax.set_title(f"{title} vs L0 (mean ± sd over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = out / f"{key}_vs_l0.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def beta_sweep_plot(summary: dict[str, Any], out_dir: str | Path) -> Path | None:
-    """Loss recovered, held-out dead fraction and selection shift against β, per k (None if < 2 βs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = list(summary.values())
-    families: dict[tuple[int, str, str, bool], list[dict[str, Any]]] = {}
-    for e in entries:
-        if "beta" in grid_hparams(e["architecture"]):
-            families.setdefault((e["k"], e["architecture"], e["value_mode"], e["with_grad"]), []).append(e)
-    if not any(len({e["beta"] for e in fam}) > 1 for fam in families.values()):
-        return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    keys = (
-        ("loss_recovered", "loss recovered"),
-        ("dead_frac", "dead latents (held-out)"),
-        ("selection_shift", "selection shift"),
-    )
-    colors = plt.get_cmap("tab10")
-    for i, ((k, arch, mode, grad), fam) in enumerate(sorted(families.items())):
-        fam = sorted(fam, key=lambda e: e["beta"])
-        label = f"k={k} {arch} {mode}" + ("" if grad else " @β0 (no gradient at inference)")
-        for ax, (key, _) in zip(axes, keys, strict=True):
-            pts = [(e["beta"], *e[key]) for e in fam if key in e]
-            if pts and not (key == "selection_shift" and not grad):
-                x, y, sd = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
-                ax.errorbar(
-                    x,
-                    y,
-                    yerr=np.nan_to_num(sd),
-                    fmt="-o" if grad else "--s",
-                    color=colors(i // 2 % 10),
-                    alpha=1.0 if grad else 0.6,
-                    capsize=3,
-                    label=label,
-                )
-    for e in entries:
-        if e["architecture"] == "topk":
-            for ax, (key, _) in zip(axes[:2], keys[:2], strict=True):
-                ax.axhline(e[key][0], color="black", linestyle=":", linewidth=1, label=f"TopK k={e['k']}")
-    for ax, (_, title) in zip(axes, keys, strict=True):
-        ax.set_xscale("log")
-        ax.set_xlabel("β (gradients scaled to mean norm √d)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "beta_sweep.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def tracking(rows: Sequence[Row]) -> tuple[dict[str, dict[str, float]], list[str]]:

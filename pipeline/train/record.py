@@ -1,4 +1,5 @@
-"""What a training run records per variant: end-of-training figures and ``cfg.json`` provenance.
+"""What a training run records per variant: end-of-training figures, ``cfg.json`` provenance and
+the hyper-parameters of its live (DVCLive) folder.
 
 The metrics entry (``train.metrics_out``) and the provenance written beside each SAE's own
 settings are built here from the trainer's curve and state, so the training loop in
@@ -7,11 +8,13 @@ settings are built here from the trainer's curve and state, so the training loop
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from cache.schema import CacheInfo
 from pipeline.core.config import TrainConfig
 from pipeline.core.loader import params_to_dict
+from pipeline.train.sweep import VariantSpec
 from pipeline.train.trainer import Trainer
 
 
@@ -98,4 +101,16 @@ def sae_provenance(
         "dead_frac": trainer.dead_fraction(name),
         "final_fvu": final.get("fvu"),
         "exclude_first": cfg.exclude_first,
+    }
+
+
+def live_params(spec: VariantSpec) -> dict[str, Any]:
+    """A variant's hyper-parameters for its DVCLive ``params.yaml``."""
+    hp = {f.name: getattr(spec.hparams, f.name) for f in dataclasses.fields(spec.hparams)}
+    return {
+        "architecture": spec.architecture,
+        **hp,
+        "expansion": spec.expansion,
+        "lr": spec.lr,
+        "seed": spec.seed,
     }

@@ -10,6 +10,7 @@ other, each with its own scales, stream and checkpoint folder ``L<layer>``), exp
 - ``<curves_dir>/curves.csv``     long format: variant, step, tokens, loss, fvu, aux, l0, dead_frac, lr, selection_shift
   (+ fo_loss_err, the first-order loss error, when the store holds gradients: the reader
   yields them for every run on such a store, so measuring it reads nothing more)
+- ``<curves_dir>/live/<variant>/`` DVCLive folders (:mod:`pipeline.core.live`), rewritten at every logged step
 - ``<metrics_out>``               JSON variant → final figures
 - ``<metrics_out stem>.run.json`` wall time and device (run information, not a metric)
 
@@ -47,14 +48,15 @@ from pipeline.core.config import Params, TrainConfig
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import ConfigError, NonFiniteError
 from pipeline.core.fileio import atomic_write_text, check_writable, dumps_json
+from pipeline.core.live import LiveRun, prune
 from pipeline.core.loader import params_to_dict
-from pipeline.curves import write_curves
+from pipeline.curves import live_dir, write_curves
 from pipeline.saes.io import save_sae
 from pipeline.stores import require_gradients
 from pipeline.train import distributed
 from pipeline.train.normalize import activation_scale, gradient_scale, init_b_dec
 from pipeline.train.precision import warn_if_emulated
-from pipeline.train.record import final_figures, sae_provenance, variant_figures
+from pipeline.train.record import final_figures, live_params, sae_provenance, variant_figures
 from pipeline.train.sweep import VariantSpec, expand_grid
 from pipeline.train.trainer import Trainer
 
@@ -228,6 +230,7 @@ def _run(
     if ctx.main:
         curves = write_curves(cfg.curves_dir, curve)
         atomic_write_text(cfg.metrics_out, dumps_json(metrics, indent=2, sort_keys=True) + "\n")
+        prune(live_dir(cfg.curves_dir), [s.name for s in specs])  # variants of an earlier grid
         # Wall time is run information, not a result: outside the metrics so reruns diff clean.
         run_info: dict[str, Any] = {
             "seconds": round(seconds, 1),
@@ -310,6 +313,15 @@ def _train_layer(
         trainer.load_state_dict(state["trainer"])
         logger.info("resumed from %s at step %d", ckpt_read, trainer.step)
     logger.info("act_scale=%g grad_scale=%g (per raw gradient, before act-scale folding)", c, gamma)
+    # Live curves (DVCLive folders, pipeline.core.live): by the processes that log, as they log.
+    live = (
+        LiveRun(live_dir(cfg.curves_dir), resume_from=None if state is None else trainer.step)
+        if ctx.main or ctx.split_variants
+        else None
+    )
+    if live is not None:
+        for spec in specs:
+            live.log_params(spec.name, live_params(spec))
 
     reader = BatchReader(
         store_url,
@@ -338,8 +350,9 @@ def _train_layer(
 
     def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
         _check_finite_loss(step, stats)
-        if not (ctx.main or ctx.split_variants):
+        if live is None:
             return
+        live.log(step, {name: {"tokens": tokens, **s} for name, s in stats.items()})
         for name, s in stats.items():
             shift = f" shift {s['selection_shift']:.3f}" if "selection_shift" in s else ""
             shift += f" fo_err {s['fo_loss_err']:.4g}" if "fo_loss_err" in s else ""
@@ -356,14 +369,18 @@ def _train_layer(
 
     t0 = time.perf_counter()
     batches = reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step)
-    trainer.fit(
-        batches if parallel is None else parallel.split(batches),
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
-        on_log=on_log,
-        on_checkpoint=on_checkpoint,
-        progress=ctx.main,
-    )
+    try:
+        trainer.fit(
+            batches if parallel is None else parallel.split(batches),
+            log_every=cfg.log_every,
+            checkpoint_every=cfg.checkpoint_every,
+            on_log=on_log,
+            on_checkpoint=on_checkpoint,
+            progress=ctx.main,
+        )
+    finally:
+        if live is not None:
+            live.close()
     seconds = time.perf_counter() - t0
     if trainer.step < total_steps:
         raise RuntimeError(f"training stopped at step {trainer.step} of {total_steps}")

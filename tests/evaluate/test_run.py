@@ -126,7 +126,7 @@ def test_end_to_end(project):
     plots = Path(params.evaluate.plots_dir)
     for png in (
         "training_curves.png",
-        "loss_recovered_vs_k.png",
+        "loss_recovered.png",
         "fvu_vs_loss_recovered.png",
         "steering.png",
     ):
@@ -145,7 +145,12 @@ def test_end_to_end(project):
     )
     assert summary["baseline"]["ce_clean"] == pytest.approx(metrics["topk-k4-x2-s0"]["ce_clean"])
     report = Path(params.evaluate.report).read_text()
-    assert "plots/loss_recovered_vs_k.png" in report and "plots/training_curves.png" in report
+    # opens with gsae summarize's paired table; the settings name commit, packages and training
+    assert [line for line in report.splitlines() if line.startswith("## ")][0].startswith("## Comparison")
+    assert "| 4 | gsae aug β=1 | 1 |" in report.split("## Reading", 1)[0]
+    assert "| git commit | " in report and '| packages | {"torch": "' in report
+    assert "| train.tokens | 1024 |" in report and "| train.batch_size | 128 |" in report
+    assert "plots/loss_recovered.png" in report and "plots/training_curves.png" in report
     assert "topk-k4-x2-s0" in report and "## Settings" in report and "k = 4" in report and "k = 2" in report
     assert "CE of the clean model" in report and "dead (train)" in report
     assert "| loss rec. | CE loss score (SAELens) | KL | KL div score (SAELens) |" in report
@@ -153,6 +158,11 @@ def test_end_to_end(project):
     assert "FO loss err." in report and "## First-order loss error" in report
     assert "Spearman ρ with CE spliced − CE clean, computed across the 6 entries of this run" in report
     assert not list(plots.rglob("*.tmp"))
+    live = plots / "live"  # each entry's figures as a DVCLive folder too
+    assert sorted(p.name for p in live.iterdir()) == sorted(names)
+    for name in names:
+        shown = json.loads((live / name / "metrics.json").read_text())
+        assert shown["loss_recovered"] == pytest.approx(metrics[name]["loss_recovered"])
 
 
 def test_errors(project, tmp_path):

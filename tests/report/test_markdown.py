@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ from pipeline.report.entries import VariantResult
 from pipeline.report.markdown import table, write_report
 from pipeline.report.plotdata import summary, write_plot_data, write_summary
 from pipeline.report.plots import make_plots, steering_boxes
+from pipeline.report.style import series_colours
 
 
 def _steer(seed: int) -> SimpleNamespace:
@@ -65,11 +67,17 @@ def test_plot_data_is_long_format(tmp_path):
     steer = (tmp_path / "steering.csv").read_text().splitlines()
     assert steer[0].startswith("variant,series,architecture,k,seed,quantile,steer_kl")
     assert len(steer) == 1 + 4 * len(results)
+    # the PNGs' colour of each series, so the Vega templates colour it alike
+    colours = series_colours(r.group for r in results)
+    for name in ("variants.csv", "steering.csv"):
+        rows = list(csv.DictReader((tmp_path / name).read_text().splitlines()))
+        assert rows and all(row["colour"] == colours[row["series"]] for row in rows), name
+    assert len({row["colour"] for row in rows}) == 2
 
 
 def test_steering_never_pools_values_of_k():
     labels = [b[1] for b in steering_boxes(_results([16, 32]))]
-    assert labels == ["topk-x8\nk=16", "topk-x8\nk=32", "gsae-b0.5-aug-x8\nk=16", "gsae-b0.5-aug-x8\nk=32"]
+    assert labels == ["gsae-b0.5-aug-x8\nk=16", "gsae-b0.5-aug-x8\nk=32", "topk-x8\nk=16", "topk-x8\nk=32"]
 
 
 def test_report_baselines_dead_latents_and_extra_keys(tmp_path):
@@ -119,3 +127,57 @@ def test_report_shows_saelens_scores_labelled_beside_ours(tmp_path):
     assert "`topk-x8` 0.9550 ± 0.0071 (ours 0.9050 ± 0.0071)" in text
     other = text.split("### Other figures", 1)[1]
     assert "ce_loss_with_sae" in other and "ce_loss_with_ablation" not in other  # baselines shown once
+
+
+def test_report_opens_with_the_paired_table(tmp_path):
+    """The report's first section is gsae summarize's table of the same entries (names parsed
+    when no SAE folder is at hand), paired Δ vs TopK included, before the reading."""
+    from pipeline.evaluate.outputs import paired_table
+
+    results = _results([16])
+    metrics = {r.name.replace("gsae-k16-x8", "gsae-k16-b0.5-x8-aug"): r.metrics for r in results}
+    paired = paired_table(metrics, tmp_path / "no-saes")
+    assert paired is not None
+    text = write_report(tmp_path / "report.md", results, {}, {}, paired=paired).read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[0].startswith("## Comparison (mean ± sd over seeds")
+    first = text.split("## Reading", 1)[0]
+    assert "| k | variant | seeds | loss rec." in first and "Δ loss rec. vs TopK (paired)" in first
+    assert "| 16 | gsae aug β=0.5 | 2 |" in first and "+0.0000 ± 0.0000 (n=2)" in first
+
+
+def test_counts_print_without_decimals():
+    text = table(_results([16]))
+    l0 = text.splitlines()[0].split(" | ").index("l0")
+    cells = [row.split(" | ")[l0] for row in text.splitlines()[2:]]
+    assert cells and all(c == "16" for c in cells)  # TopK's L0 = k, not "16.0000"
+    assert "| 0.2000 |" in text  # other figures keep their 4 decimals
+
+
+def test_settings_name_the_commit_the_packages_and_the_training(tmp_path):
+    from pipeline.core.provenance import git_revision, package_versions
+    from pipeline.evaluate.outputs import training_settings
+    from tests.dvc_project import ROOT
+
+    sha = git_revision(ROOT)
+    assert sha is not None and len(sha.split()[0]) == 40 and int(sha.split()[0], 16) >= 0
+    assert git_revision(tmp_path) is None  # not a checkout: no commit, no error
+    versions = package_versions()
+    assert {"torch", "transformers", "zarr", "numpy"} <= set(versions)
+    train = {"tokens": 4096, "lr": 4e-4, "grid": None, "out_dir": "x", "device": "cpu"}
+    cfgs = [
+        {"architecture": "topk", "k": 32, "beta": 0.0, "expansion": 8, "training": {**train, "init_seed": 1}},
+        {"architecture": "gsae", "k": 32, "beta": 0.3, "expansion": 8, "training": {**train, "init_seed": 0}},
+    ]
+    assert training_settings(cfgs) == {  # run-only keys (out_dir, device) left out; β only where read
+        "train.grid.architecture": ["gsae", "topk"],
+        "train.grid.beta": 0.3,
+        "train.grid.expansion": 8,
+        "train.grid.k": 32,
+        "train.init_seed": [0, 1],
+        "train.lr": 4e-4,
+        "train.tokens": 4096,
+    }
+    settings = {"git commit": sha, "packages": versions, **training_settings(cfgs)}
+    text = write_report(tmp_path / "report.md", _results([16]), settings, {}).read_text()
+    assert f"| git commit | {sha} |" in text and '"torch": "' in text and "| train.tokens | 4096 |" in text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import NothingToEvaluate, SAEFormatError
-from pipeline.report.summarize import load_rows, summarize, write_results
+from pipeline.report.summarize import load_rows, markdown_table, summarize, write_results
 
 
 def _variant(
@@ -193,3 +193,24 @@ def test_a_gradient_loss_term_makes_its_own_group(tmp_path):
     assert weighted["delta_vs_topk"]["loss_recovered"][:2] == pytest.approx([0.02, 0.01])  # 0.03, 0.02, 0.01
     (run / "saes").rename(run / "gone")  # from the names alone: the same groups
     assert {"k8 topk", "k8 topk λ=0.5"} <= set(summarize(load_rows([run])))
+
+
+def test_paired_delta_of_saelens_ce_loss_score(tmp_path):
+    """Δ CE loss score vs TopK, paired by seed, beside Δ loss recovered (column only when present)."""
+    run = _run(tmp_path)
+    metrics = json.loads((run / "evaluate.json").read_text())
+    for name, m in metrics.items():
+        seed = int(name.removesuffix("@beta0")[-1])
+        m["ce_loss_score"] = m["loss_recovered"] - 0.015 + (0.002 * seed if name.startswith("gsae") else 0.0)
+    (run / "evaluate.json").write_text(json.dumps(metrics))
+    summary = summarize(load_rows([run]))
+    delta = summary["k8 gsae sel β=1"]["delta_vs_topk"]["ce_loss_score"]
+    assert delta == pytest.approx([0.011 + 0.002, 0.001 + 0.002, 3.0])
+    table = markdown_table(summary)
+    head = table.splitlines()[0]
+    assert head.endswith("| Δ loss rec. vs TopK (paired) | Δ CE loss score vs TopK (paired) |")
+    assert "+0.0130 ± 0.0030 (n=3)" in table
+    assert "| 8 |" in table.splitlines()[2]  # L0 = k on every seed: a bare integer, not "8.0 ± 0.0"
+    assert "8.0 ± 0.0" not in table
+    without = markdown_table(summarize(load_rows([_run(tmp_path / "plain")])))
+    assert "Δ CE loss score" not in without
