@@ -41,11 +41,14 @@ def test_dvc_repro_end_to_end_and_train_only_rerun(tiny_llama, tmp_path):
     assert "seconds" not in flat  # wall time is run information, not a metric
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo))["data"]
     assert {"training_fvu", "loss_recovered", "fvu_vs_loss_recovered", "steering_kl"} <= set(plots)
-    assert plots["training_fvu"][0]["content"]["encoding"]["color"]["field"] == "variant"
-    assert {row["variant"] for row in plots["training_fvu"][0]["content"]["data"]["values"]} == {
+    training = plots["training_fvu"][0]["content"]
+    assert training["encoding"]["color"]["field"] == "series"  # coloured by series, one line per variant
+    assert training["encoding"]["detail"]["field"] == "variant"
+    assert {row["variant"] for row in training["data"]["values"]} == {
         "topk-k4-x2-s0",
         "gsae-k4-b0.3-x2-sel-s0",
     }
+    assert {row["series"] for row in training["data"]["values"]} == {"topk-x2", "gsae-b0.3-sel-x2"}
     assert any(p.endswith("training_curves.png") for p in plots)
     assert (repo / "reports" / "plots" / "training_curves.png").stat().st_size > 1000
 

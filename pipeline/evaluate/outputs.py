@@ -132,8 +132,9 @@ def write_outputs(
 ) -> None:
     """Write the plot data, plots, report, ``evaluate.out`` and the summary of one evaluation."""
     ev = params.evaluate
-    write_plot_data(ev.plots_dir, results)
-    pngs = make_plots(ev.plots_dir, results, read_curves(params.train.curves_dir))
+    curves = read_curves(params.train.curves_dir)
+    write_plot_data(ev.plots_dir, results, curves)
+    pngs = make_plots(ev.plots_dir, results, curves)
     write_report(ev.report, results, settings, pngs, paired=paired_table(metrics, params.train.out_dir))
     write_metrics(ev.out, metrics)
     # Each entry's figures also as a DVCLive folder (metrics.json), beside the training curves'.

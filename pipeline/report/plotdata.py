@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.fileio import atomic_write_text
-from pipeline.curves import csv_text
+from pipeline.curves import CURVE_FIELDS, csv_text
 from pipeline.report.entries import VariantResult
 from pipeline.report.style import series_colours
 
@@ -62,8 +62,15 @@ def _ids(r: VariantResult) -> dict[str, Any]:
     }
 
 
-def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> list[Path]:
-    """variants.csv, metrics_long.csv and steering.csv for ``results`` (``VariantResult``s)."""
+def write_plot_data(
+    plots_dir: str | Path, results: Sequence[VariantResult], curves: Sequence[Mapping[str, Any]] = ()
+) -> list[Path]:
+    """variants.csv, metrics_long.csv, steering.csv and training.csv for ``results`` (``VariantResult``s).
+
+    training.csv: the rows of ``curves`` (``curves.csv``'s, :func:`pipeline.curves.read_curves`)
+    of the evaluated variants, with their series and its colour, so the Vega training chart
+    colours a series as every other plot does.
+    """
     root = Path(plots_dir)
     keys = sorted({k for r in results for k in r.metrics})
     colours = series_colours(r.group for r in results)  # the PNGs' colours, for the Vega templates
@@ -94,7 +101,23 @@ def write_plot_data(plots_dir: str | Path, results: Sequence[VariantResult]) -> 
         atomic_write_text(root / "variants.csv", csv_text(wide, [*ID_COLUMNS, *keys, "colour"])),
         atomic_write_text(root / "metrics_long.csv", csv_text(long, [*ID_COLUMNS, "metric", "value"])),
         atomic_write_text(root / "steering.csv", csv_text(steer_rows, steer_cols)),
+        atomic_write_text(root / "training.csv", _training_csv(results, curves, colours)),
     ]
+
+
+def _training_csv(
+    results: Sequence[VariantResult], curves: Sequence[Mapping[str, Any]], colours: Mapping[str, str]
+) -> str:
+    """``curves`` rows of the evaluated variants with ``series`` and ``colour`` (header only when none)."""
+    ids = {r.name: _ids(r) for r in results}
+    rows = [
+        {**ids[row["variant"]], **row, "colour": colours[ids[row["variant"]]["series"]]}
+        for row in curves
+        if row.get("variant") in ids
+    ]
+    fields = [f for f in CURVE_FIELDS[1:] if any(f in row for row in rows)] or list(CURVE_FIELDS[1:])
+    extra = sorted({k for row in rows for k in row} - {*ID_COLUMNS, *fields, "colour"})
+    return csv_text(rows, [*ID_COLUMNS, *fields, *extra, "colour"])
 
 
 def series_key(series: str) -> str:

@@ -75,6 +75,27 @@ def test_plot_data_is_long_format(tmp_path):
     assert len({row["colour"] for row in rows}) == 2
 
 
+def test_training_plot_data_colours_each_curve_by_its_series(tmp_path):
+    """training.csv: the curves of the evaluated variants with their series' colour (not per variant)."""
+    results = _results([16])
+    names = [r.name for r in results if not r.name.endswith("@beta0")]
+    curves = [
+        {"variant": n, "step": s, "tokens": 512.0 * s, "fvu": 1.0 / s, "loss": 1.0, "aux": 0.0}
+        for n in [*names, "gone-variant-s0"]
+        for s in (1, 2)
+    ]
+    write_plot_data(tmp_path, results, curves)
+    rows = list(csv.DictReader((tmp_path / "training.csv").read_text().splitlines()))
+    colours = series_colours(r.group for r in results)
+    by_name = {r.name: r.group for r in results}
+    assert sorted({row["variant"] for row in rows}) == sorted(names)  # an unevaluated variant is left out
+    assert all(row["series"] == by_name[row["variant"]] for row in rows)
+    assert all(row["colour"] == colours[row["series"]] for row in rows)
+    assert {row["fvu"] for row in rows} == {"1.0", "0.5"}
+    write_plot_data(tmp_path, results)  # no curves: a header-only file
+    assert (tmp_path / "training.csv").read_text().count("\n") == 1
+
+
 def test_steering_never_pools_values_of_k():
     labels = [b[1] for b in steering_boxes(_results([16, 32]))]
     assert labels == ["gsae-b0.5-aug-x8\nk=16", "gsae-b0.5-aug-x8\nk=32", "topk-x8\nk=16", "topk-x8\nk=32"]
