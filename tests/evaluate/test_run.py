@@ -217,26 +217,35 @@ def test_cli(project, tmp_path, capsys):
     assert err[-1].startswith("gsae: error: no trained SAE variants")
 
 
-def test_batch_level_architectures_train_and_evaluate(project, tmp_path):
-    """batchtopk / gbatchtopk from the grid, evaluated with their thresholds (and stored gradients)."""
-    _, url, key, overrides = project
-    params = params_from_dict(
+def _own_outputs(overrides: list[str], folder: Path, *grid: str):
+    """The project's params with training and evaluation writing into ``folder`` (2 steered latents)."""
+    return params_from_dict(
         {},
         [
             *overrides,
-            f"train.out_dir={tmp_path / 'saes'}",
-            f"train.metrics_out={tmp_path / 'train.json'}",
-            f"train.curves_dir={tmp_path / 'curves'}",
-            f"evaluate.out={tmp_path / 'evaluate.json'}",
-            f"evaluate.summary={tmp_path / 'summary.json'}",
-            f"evaluate.report={tmp_path / 'report.md'}",
-            f"evaluate.plots_dir={tmp_path / 'plots'}",
+            f"train.out_dir={folder / 'saes'}",
+            f"train.metrics_out={folder / 'train.json'}",
+            f"train.curves_dir={folder / 'curves'}",
+            f"evaluate.out={folder / 'evaluate.json'}",
+            f"evaluate.summary={folder / 'summary.json'}",
+            f"evaluate.report={folder / 'report.md'}",
+            f"evaluate.plots_dir={folder / 'plots'}",
             "evaluate.steer_latents=2",
-            "train.grid.architecture=[batchtopk,gbatchtopk]",
-            "train.grid.k=[4]",
-            "train.grid.beta=[4.0]",
-            "train.grid.value_mode=[selection]",
+            *grid,
         ],
+    )
+
+
+def test_batch_level_architectures_train_and_evaluate(project, tmp_path):
+    """batchtopk / gbatchtopk from the grid, evaluated with their thresholds (and stored gradients)."""
+    _, url, key, overrides = project
+    params = _own_outputs(
+        overrides,
+        tmp_path,
+        "train.grid.architecture=[batchtopk,gbatchtopk]",
+        "train.grid.k=[4]",
+        "train.grid.beta=[4.0]",
+        "train.grid.value_mode=[selection]",
     )
     run_train(params, store_url=params.harvest.store, expected_key=None)
     metrics = run_evaluate(params, store_url=url, expected_key=key)
@@ -264,24 +273,14 @@ def test_matryoshka_architectures_and_the_gradient_loss_term_evaluate(project, t
     """matryoshka / gmatryoshka (λ = 0 and 0.5) from the grid: evaluated with their thresholds, λ in
     the names and the evaluation series, the twin of the gradient-aware one evaluated too."""
     _, url, key, overrides = project
-    params = params_from_dict(
-        {},
-        [
-            *overrides,
-            f"train.out_dir={tmp_path / 'saes'}",
-            f"train.metrics_out={tmp_path / 'train.json'}",
-            f"train.curves_dir={tmp_path / 'curves'}",
-            f"evaluate.out={tmp_path / 'evaluate.json'}",
-            f"evaluate.summary={tmp_path / 'summary.json'}",
-            f"evaluate.report={tmp_path / 'report.md'}",
-            f"evaluate.plots_dir={tmp_path / 'plots'}",
-            "evaluate.steer_latents=2",
-            "train.grid.architecture=[matryoshka,gmatryoshka]",
-            "train.grid.k=[4]",
-            "train.grid.beta=[4.0]",
-            "train.grid.value_mode=[selection]",
-            "train.grid.grad_loss=[0.0,0.5]",
-        ],
+    params = _own_outputs(
+        overrides,
+        tmp_path,
+        "train.grid.architecture=[matryoshka,gmatryoshka]",
+        "train.grid.k=[4]",
+        "train.grid.beta=[4.0]",
+        "train.grid.value_mode=[selection]",
+        "train.grid.grad_loss=[0.0,0.5]",
     )
     run_train(params, store_url=params.harvest.store, expected_key=None)
     metrics = run_evaluate(params, store_url=url, expected_key=key)
