@@ -172,12 +172,20 @@ class TrainConfig:
     """How b_dec is initialised from a sample."""
     exclude_first: bool = True
     """Skip the first position of each context (BOS / attention sink)."""
+    max_norm_multiple: float = 0.0
+    """Leave out tokens whose activation norm exceeds this multiple of the median norm (of the
+    initialisation sample): later attention sinks (pipeline/train/tokens.py). 0 keeps every
+    token; dictionary_learning suggests 10. Not with ``parallel: data``."""
     shuffle_buffer_shards: int = 4
     """Shards mixed in the token-level shuffle buffer."""
     prefetch: int = 2
     """Batches prepared ahead by the background reader."""
     checkpoint_every: int = 0
     """Steps between checkpoints (0 = none)."""
+    snapshot_tokens: tuple[int, ...] = ()
+    """Token counts (per SAE) after which every variant is also saved, as it is then, to
+    ``<out_dir>/.snapshots/<tokens>/<variant>/`` (the training-length curve; each a multiple of
+    batch_size × checkpoint_every, below ``tokens``)."""
     seed: int = 0
     """Data-order seed."""
     device: str = "auto"
@@ -212,6 +220,21 @@ class TrainConfig:
         _check(self.shuffle_buffer_shards >= 1, "train.shuffle_buffer_shards must be >= 1")
         _check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         _check(self.dead_tokens > 0, f"train.dead_tokens must be positive, got {self.dead_tokens}")
+        every = self.batch_size * self.checkpoint_every
+        for t in self.snapshot_tokens:
+            _check(
+                every > 0 and t % every == 0 and 0 < t < self.tokens,
+                f"train.snapshot_tokens: {t} is not a multiple of batch_size x checkpoint_every "
+                f"({every}) below train.tokens ({self.tokens})",
+            )
+        _check(
+            self.max_norm_multiple == 0 or self.max_norm_multiple > 1,
+            f"train.max_norm_multiple must be 0 (off) or > 1, got {self.max_norm_multiple}",
+        )
+        _check(
+            self.max_norm_multiple == 0 or self.parallel == "variants",
+            "train.max_norm_multiple needs train.parallel: variants (data mode splits fixed-size batches)",
+        )
         _check(self.k_aux is None or self.k_aux >= 0, f"train.k_aux must be >= 0, got {self.k_aux}")
 
 

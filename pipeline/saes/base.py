@@ -94,6 +94,9 @@ class SAE(nn.Module):
     architecture: ClassVar[str] = ""
     hparams_class: ClassVar[type[KHParams]] = KHParams
     uses_grad: ClassVar[bool] = False
+    ragged_rows: ClassVar[bool] = False
+    """Whether :meth:`select` pads rows to the batch's largest count (batch-level selections):
+    the CPU trainer then sums only the nonzero slots (:meth:`decode_sparse`, the sparse encoder gradient)."""
     grid_hparams: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, d_in: int, d_sae: int, *args: Any, grad_scale: float = 1.0, **hparams: Any) -> None:
@@ -245,7 +248,27 @@ class SAE(nn.Module):
 
         Same result as :meth:`decode` on the scattered code, at O(B·k·d) instead of
         O(B·n·d) (an ``embedding_bag``; its backward is an index-add into ``W_dec``).
+
+        Batch-level selections (:attr:`ragged_rows`) on the CPU sum only the nonzero slots, as
+        ragged bags, when at least a quarter of the slots hold 0 (padding, a Matryoshka prefix's
+        masked groups): a BatchTopK batch can pad every row to one outlier token's count (2,219
+        slots where the mean is 32, at SmolLM2's position-1 activation sinks), and its decode and
+        backward then cost B·max_count·d. A zero slot adds an exact 0 to its row, so the output is
+        the same bit for bit; ``W_dec``'s gradient is summed in another order (float rounding),
+        and the gradient of a zero slot's value is 0 rather than g·W_dec[i] (unused: a zero
+        value has a zero slope, :meth:`value_slope`). On CUDA the padded form stays
+        (compacting needs a host sync).
         """
+        if self.ragged_rows and values.device.type == "cpu" and values.numel() > 0:
+            live = values != 0
+            n_live = int(live.sum())
+            if 4 * n_live <= 3 * values.numel():
+                counts = live.sum(dim=1)
+                offsets = torch.cumsum(counts, 0) - counts
+                out = F.embedding_bag(
+                    indices[live], self.W_dec, offsets, per_sample_weights=values[live], mode="sum"
+                )
+                return out + self.b_dec if bias else out
         out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum")
         return out + self.b_dec if bias else out
 

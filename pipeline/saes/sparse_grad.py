@@ -39,6 +39,12 @@ def encoder_backward_(
         [torch.arange(B, device=x.device).repeat_interleave(idx.shape[1]) for idx, _ in entries]
     )
     value = torch.cat([g.reshape(-1) for _, g in entries]).to(x.dtype)
+    if sae.ragged_rows and x.device.type == "cpu":
+        # padding slots (batch-level selections) carry an exact 0: dropping them spares the
+        # sparse product B·max_count rows (the sums change only in float rounding)
+        live = value != 0
+        if 4 * int(live.sum()) <= 3 * value.numel():
+            latent, token, value = latent[live], token[live], value[live]
     g_b_enc = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, latent, value)
     G_t = torch.sparse_coo_tensor(
         torch.stack([latent, token]), value, (n, B), check_invariants=False

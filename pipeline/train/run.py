@@ -38,11 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from cache.reader import BatchReader, open_store, read_rows, resolve_hook
-from cache.schema import CacheInfo, usable_rows
+from cache.reader import BatchReader, open_store, resolve_hook
+from cache.schema import CacheInfo
 from pipeline.core.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.core.config import Params, TrainConfig
 from pipeline.core.devices import resolve_device
@@ -58,11 +57,13 @@ from pipeline.train.normalize import activation_scale, gradient_scale, init_b_de
 from pipeline.train.precision import warn_if_emulated
 from pipeline.train.record import final_figures, live_params, sae_provenance, variant_figures
 from pipeline.train.sweep import VariantSpec, expand_grid
+from pipeline.train.tokens import OutlierFilter, drop_outliers, norm_limit, sample_tokens
 from pipeline.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoints"
+SNAPSHOT_DIR = ".snapshots"
 # TrainConfig fields that do not change the trained weights (ignored when matching a checkpoint).
 _NO_EFFECT = {
     "out_dir",
@@ -75,30 +76,6 @@ _NO_EFFECT = {
     "log_every",
     "parallel",
 }
-
-
-def sample_tokens(
-    url: str, hook: str, info: CacheInfo, n: int, seed: int, exclude_first: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Up to ``n`` usable rows (act, grad) float32 [n, d] from shards in a seeded random order
-    (grad ``None`` from an activation-only store)."""
-    rng = np.random.default_rng([seed, 0xC0FFEE])
-    acts, grads, have = [], [], 0
-    for shard in rng.permutation(info.committed_shards):
-        start, stop = info.committed_rows(int(shard))
-        _, a, g = read_rows(url, hook, start, stop, info=info)
-        keep = usable_rows(start, stop, info.context_length, exclude_first)
-        acts.append(a[keep])
-        if g is not None:
-            grads.append(g[keep])
-        have += len(keep)
-        if have >= n:
-            break
-    act, grad = np.concatenate(acts), np.concatenate(grads) if grads else None
-    if len(act) > n:
-        pick = np.sort(rng.choice(len(act), n, replace=False))
-        act, grad = act[pick], None if grad is None else grad[pick]
-    return act, grad
 
 
 def _fingerprint(cfg: TrainConfig, info: CacheInfo, hook: str, specs: list[VariantSpec]) -> dict[str, Any]:
@@ -253,6 +230,18 @@ def _run(
     return metrics
 
 
+def _snapshot(
+    cfg: TrainConfig, info: CacheInfo, store_url: str, hook: str, trainer: Trainer, tokens: int
+) -> None:
+    """Save every variant of ``trainer`` as it is now to ``<out_dir>/.snapshots/<tokens>/``."""
+    folder = Path(cfg.out_dir) / SNAPSHOT_DIR / str(tokens)
+    last = final_figures(trainer.curve)
+    for name, v in trainer.variants.items():
+        sae_cfg = sae_provenance(cfg, info, store_url, hook, trainer, name, last.get(name, {}))
+        save_sae(v.sae, folder / name, sae_cfg, act_scale=trainer.act_scale)
+    logger.info("snapshot of %d variant(s) at %d tokens in %s", len(trainer.variants), tokens, folder)
+
+
 def _train_layer(
     cfg: TrainConfig,
     info: CacheInfo,
@@ -285,12 +274,15 @@ def _train_layer(
     state = load_checkpoint(ckpt_read, fingerprint)
     if ctx.split_rows:
         state = distributed.agree_on_resume(ctx, state)
+    limit = None
+    if (state is None and (ctx.main or not ctx.split_rows)) or cfg.max_norm_multiple > 0:
+        # a resumed run samples again for the limit (seeded: the same one)
+        act, grad = sample_tokens(store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first)
+        limit = norm_limit(act, cfg.max_norm_multiple)
+        act, grad = drop_outliers(act, grad, limit)
     if state is None:
         c, gamma, b_dec = 1.0, 1.0, None
         if ctx.main or not ctx.split_rows:
-            act, grad = sample_tokens(
-                store_url, hook, info, cfg.init_sample_tokens, cfg.seed, cfg.exclude_first
-            )
             c, gamma = activation_scale(act), 1.0 if grad is None else gradient_scale(grad)
             b_dec = init_b_dec(act * c, cfg.b_dec_init)
         if ctx.split_rows:  # every rank starts from rank 0's numbers
@@ -347,6 +339,8 @@ def _train_layer(
                 },
             )
             logger.info("checkpoint at step %d (epoch %d, token offset %d)", step, epoch, offset)
+        if step * cfg.batch_size in cfg.snapshot_tokens and (ctx.main or ctx.split_variants):
+            _snapshot(cfg, info, store_url, hook, tr, step * cfg.batch_size)
 
     def on_log(step: int, tokens: int, stats: dict[str, dict[str, float]]) -> None:
         _check_finite_loss(step, stats)
@@ -369,9 +363,10 @@ def _train_layer(
 
     t0 = time.perf_counter()
     batches = reader.batches(start_batch=trainer.step, n_batches=total_steps - trainer.step)
+    kept = None if limit is None else OutlierFilter(batches, limit)
     try:
         trainer.fit(
-            batches if parallel is None else parallel.split(batches),
+            iter(kept or batches) if parallel is None else parallel.split(batches),
             log_every=cfg.log_every,
             checkpoint_every=cfg.checkpoint_every,
             on_log=on_log,
@@ -382,6 +377,8 @@ def _train_layer(
         if live is not None:
             live.close()
     seconds = time.perf_counter() - t0
+    if kept is not None:
+        kept.report()
     if trainer.step < total_steps:
         raise RuntimeError(f"training stopped at step {trainer.step} of {total_steps}")
     if parallel is not None:

@@ -145,3 +145,48 @@ def test_threshold_saved_in_raw_units_and_restored(arch: str, tmp_path) -> None:
     sae.eval()
     x, g = batch(11)
     assert torch.equal(loaded(x, g).acts, sae(x * c, g).acts / c)
+
+
+def _full_topk_mask(s: torch.Tensor, k: int) -> torch.Tensor:
+    flat = s.reshape(-1)
+    top = torch.topk(flat, min(k * s.shape[0], flat.numel()), sorted=False)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[top.indices] = top.values > 0
+    return mask.view_as(s)
+
+
+@pytest.mark.parametrize("case", ["wide", "outlier_rows", "few_positive", "small"])
+def test_batch_mask_equals_the_full_top_k(case: str) -> None:
+    """The sampled lower bound (pipeline/saes/batchtopk.py ``_candidates``) never changes the
+    selection: against a plain top-k of the whole batch, on the sampled path and its fallbacks."""
+    g = torch.Generator().manual_seed(3)
+    rows, n = (16, 8) if case == "small" else (256, 1024)
+    s = torch.randn(rows, n, generator=g)
+    if case == "outlier_rows":  # two rows that would take most of the batch's budget
+        s[[5, 77]] *= 40.0
+    if case == "few_positive":  # fewer positive scores than k·B: the bound falls below 0
+        s = s - 2.5
+    for k in (1, 8, 32):
+        assert torch.equal(batch_mask(s, k), _full_topk_mask(s, k)), (case, k)
+
+
+def test_ragged_decode_equals_the_padded_one_bit_for_bit() -> None:
+    """Batch-level rows are padded to the batch's largest count; summing only their nonzero
+    slots (``ragged_rows``) gives the same reconstruction, and the gradients of the weights
+    agree to float rounding."""
+    sae = make("batchtopk")
+    x, _ = batch(4)
+    x[3] *= 30.0  # one outlier row: most rows are mostly padding
+    with torch.no_grad():
+        out = sae(x)
+    assert int((out.values == 0).sum()) * 4 > out.values.numel()  # the compact path is taken
+    dense = torch.nn.functional.embedding_bag(
+        out.indices, sae.W_dec, per_sample_weights=out.values, mode="sum"
+    )
+    assert torch.equal(sae.decode_sparse(out.indices, out.values, bias=False), dense)
+    values = out.values.clone().requires_grad_(True)
+    sae.decode_sparse(out.indices, values).square().sum().backward()
+    ragged_grad = sae.W_dec.grad.clone()
+    sae.W_dec.grad = None
+    (dense + sae.b_dec).square().sum().backward()  # padded reference, same inputs
+    torch.testing.assert_close(ragged_grad, sae.W_dec.grad, rtol=1e-5, atol=1e-5)
