@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ConfigError, PipelineError
 from stages.errors import error_line
 from stages.logs import setup_logging
 from stages.options import load as _load
@@ -233,6 +233,24 @@ def summarize(
     pairs = summarize_sources(runs, eval_json, saes_dir, need_saes=False)
     summary = write_results(runs, out, plots_dir, pairs)
     click.echo(f"{len(summary)} groups → {out}")
+
+
+@cli.command()
+@click.argument("points", nargs=-1, required=True, metavar="TOKENS=EVALUATE_JSON...")
+@click.option("-o", "--out", default="lengths.md", show_default=True, help="Markdown table (+ .json).")
+@click.option(
+    "--plot", "plot_path", default="lengths.png", show_default=True, help="PNG of the gaps vs tokens."
+)
+def lengths(points: tuple[str, ...], out: str, plot_path: str) -> None:
+    """Each family's gradient variants and baselines, paired by seed, at several training
+    lengths (one evaluate.json per length, e.g. of train.snapshot_tokens snapshots)."""
+    from pipeline.report.lengths import write_lengths
+
+    files = {int(t): path for t, _, path in (p.partition("=") for p in points) if t.isdigit() and path}
+    if len(files) != len(points):
+        raise ConfigError(f"gsae lengths: every point must be TOKENS=EVALUATE_JSON, got {' '.join(points)}")
+    table = write_lengths(files, out, plot_path)
+    click.echo(f"{len(table)} comparisons at {len(files)} lengths → {out}, {plot_path}")
 
 
 @cli.command("first-order")

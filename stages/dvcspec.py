@@ -127,6 +127,8 @@ _TRAIN = _GRID | {
         "dead_tokens",
         "b_dec_init",
         "exclude_first",
+        "max_norm_multiple",
+        "snapshot_tokens",
         "shuffle_buffer_shards",
         "prefetch",
         "checkpoint_every",

@@ -145,19 +145,25 @@ def splice_both(
     ids: torch.Tensor,
     entries: Sequence[Spliced],
     grads: Mapping[str, torch.Tensor | None],
+    clean: Mapping[str, torch.Tensor | None] | None = None,
     **splice_kw: Any,
 ) -> tuple[SpliceResult, dict[str, dict[str, float]]]:
     """Our splice of every entry (+ both zero ablations per hook) and SAELens's figures per entry.
 
-    ``grads``: hook → stored gradients [n, T, d] (or ``None``); ``splice_kw`` go to
-    :func:`pipeline.evaluate.splice.splice_losses` (``stored_acts``, ``batch_size``, ``mode``,
-    ``edits_per_forward``, ``autocast``).
+    ``grads``: hook → stored gradients [n, T, d] (or ``None``); ``clean``: hook → bool [n, T]
+    positions after the first that our convention also keeps clean, in the SAE splice and the
+    zero ablation alike (activation outliers left out of training,
+    :func:`pipeline.evaluate.heldout.outlier_positions`), or ``None``. SAELens's convention
+    reconstructs them as it reconstructs every non-special token: the contexts holding one are
+    spliced again its way. ``splice_kw`` go to :func:`pipeline.evaluate.splice.splice_losses`
+    (``stored_acts``, ``batch_size``, ``mode``, ``edits_per_forward``, ``autocast``).
     """
     ids = torch.as_tensor(ids, dtype=torch.long)
     counted = counted_positions(ids, special_token_ids(lm.tokenizer))
     blocks = {e.hook: e.block for e in entries}
-    edits = {e.name: Edit(e.block, sae_editor(e.sae, grads[e.hook])) for e in entries}
-    edits |= {zero_key(h): Edit(b, zero_editor()) for h, b in blocks.items()}
+    keep = {h: _with_first(m) for h, m in (clean or {}).items() if m is not None and bool(m.any())}
+    edits = {e.name: Edit(e.block, sae_editor(e.sae, grads[e.hook], keep=keep.get(e.hook))) for e in entries}
+    edits |= {zero_key(h): Edit(b, zero_editor(keep.get(h))) for h, b in blocks.items()}
     edits |= {zero_all_key(h): Edit(b, zero_all_editor()) for h, b in blocks.items()}
     ours = splice_losses(lm, ids, edits, count=counted, **splice_kw)
     assert ours.counted is not None
@@ -166,9 +172,13 @@ def splice_both(
         {e.name: ours.counted.ce[e.name].copy() for e in entries},
         {e.name: ours.counted.kl[e.name].copy() for e in entries},
     )
-    odd = torch.nonzero(needs_masked_splice(counted)).flatten()
+    resplice = needs_masked_splice(counted)
+    for m in keep.values():  # our splice kept outliers clean there: SAELens's does not
+        resplice |= m[:, 1:].any(dim=1)
+    odd = torch.nonzero(resplice).flatten()
     log.info(
-        "SAELens convention: %d of %d contexts hold a special token after position 0 (or none at 0)",
+        "SAELens convention: %d of %d contexts hold a special token after position 0 (or none at 0)"
+        " or an activation outlier kept clean in ours",
         len(odd),
         len(ids),
     )
@@ -190,6 +200,13 @@ def splice_both(
         for e in entries
     }
     return ours, figures
+
+
+def _with_first(outliers: torch.Tensor) -> torch.Tensor:
+    """Our convention's clean positions: position 0 and the ``outliers`` [n, T]."""
+    keep = outliers.clone()
+    keep[:, 0] = True
+    return keep
 
 
 def _masked_splice(

@@ -57,3 +57,20 @@ def read_held_out(store_url: str, info: CacheInfo, hooks: list[str], first: int,
         require_hook(info, store_url, hook)  # info is validated already: no second open per hook
         tokens, acts[hook], grads[hook] = read_rows(store_url, hook, first, first + n_ctx * T, info)
     return HeldOut(torch.from_numpy(tokens.astype(np.int64)).view(n_ctx, T), acts, grads)
+
+
+def outlier_positions(acts: np.ndarray, ids: torch.Tensor, multiple: float) -> torch.Tensor | None:
+    """bool [n_ctx, T]: the positions ≥ 1 whose activation norm exceeds ``multiple`` × the median
+    norm of positions ≥ 1 (``acts`` [n_ctx·T, d] of one hook), or None when ``multiple`` is 0.
+
+    The evaluation's side of ``train.max_norm_multiple`` (pipeline/train/tokens.py): tokens
+    training left out (attention sinks after position 0) are kept clean in our splice and left
+    out of FVU, as position 0 is. The median is the held-out one: the outliers sit 10–100×
+    above it, so its small difference from the training sample's does not move them."""
+    if multiple <= 0:
+        return None
+    norms = torch.from_numpy(np.linalg.norm(acts.astype(np.float32), axis=1)).view(ids.shape)
+    later = norms[:, 1:]
+    mask = torch.zeros(ids.shape, dtype=torch.bool)
+    mask[:, 1:] = later > multiple * float(later.median())
+    return mask

@@ -9,7 +9,9 @@ Per variant (and, for a g-SAE with β > 0, the same SAE encoded with β = 0 as
 ``<variant>@beta0``):
 
 - ``fvu`` (centred), ``mse``, ``l0``, ``dead_frac`` from the *stored* activations and
-  gradients, positions ≥ 1 of each context (:mod:`pipeline.evaluate.metrics`);
+  gradients, positions ≥ 1 of each context (:mod:`pipeline.evaluate.metrics`), less the
+  activation outliers when the SAEs were trained without them (``train.max_norm_multiple``:
+  those positions are also kept clean in our splice, :func:`_outliers`);
 - ``train_dead_frac`` copied from cfg.json when the trainer recorded it;
 - ``ce_clean``, ``ce_spliced``, ``ce_zero_ablation``, ``loss_recovered``, ``kl`` from
   splicing into the *live* model (:mod:`pipeline.evaluate.splice`: the SAE encodes the model's own
@@ -48,7 +50,7 @@ from pipeline.core.config import Params
 from pipeline.core.errors import ConfigError, SAEFormatError
 from pipeline.evaluate.absorption import absorption_metrics
 from pipeline.evaluate.conventions import splice_both, zero_key
-from pipeline.evaluate.heldout import HeldOut, eval_window, read_held_out
+from pipeline.evaluate.heldout import HeldOut, eval_window, outlier_positions, read_held_out
 from pipeline.evaluate.metrics import ReconStats, distribution, loss_recovered, recon_stats
 from pipeline.evaluate.outputs import settings_table, write_outputs
 from pipeline.evaluate.splice import SpliceResult
@@ -143,19 +145,51 @@ def load_entries(params: Params, lm: LoadedModel, info: CacheInfo) -> list[Entry
     return entries
 
 
-def _reconstructions(entries: list[Entry], data: HeldOut) -> dict[str, ReconStats]:
-    """FVU, L0, latent statistics of every entry on the non-first positions."""
-    rows = usable_rows(0, data.ids.numel(), data.ids.shape[1])
+def _outliers(entries: list[Entry], data: HeldOut) -> dict[str, torch.Tensor | None]:
+    """hook → the held-out positions kept clean and out of FVU for every entry on it (or None):
+    those above the smallest ``train.max_norm_multiple`` any of its SAEs trained with, so all
+    of a hook's entries are scored on the same positions."""
+    out: dict[str, torch.Tensor | None] = {}
+    for hook in sorted({e.hook for e in entries}):
+        multiples = [m for e in entries if e.hook == hook if (m := _max_norm_multiple(e.cfg)) > 0]
+        out[hook] = mask = outlier_positions(data.acts[hook], data.ids, min(multiples, default=0.0))
+        if mask is not None:
+            log.info(
+                "%s: %d of %d positions above %g x the median activation norm kept clean and out of FVU",
+                hook,
+                int(mask.sum()),
+                mask.numel(),
+                min(multiples),
+            )
+    return out
+
+
+def _max_norm_multiple(cfg: dict[str, Any]) -> float:
+    training = cfg.get("training")
+    value = training.get("max_norm_multiple", 0) if isinstance(training, dict) else 0
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def _reconstructions(
+    entries: list[Entry], data: HeldOut, outliers: dict[str, torch.Tensor | None]
+) -> dict[str, ReconStats]:
+    """FVU, L0, latent statistics of every entry on the non-first positions (outliers left out)."""
+    first = usable_rows(0, data.ids.numel(), data.ids.shape[1])
     recon: dict[str, ReconStats] = {}
     for e in entries:
-        grad = data.grads[e.hook]
+        grad, mask = data.grads[e.hook], outliers.get(e.hook)
+        rows = first if mask is None else np.setdiff1d(first, torch.nonzero(mask.flatten()).flatten().numpy())
         recon[e.name] = r = recon_stats(e.sae, data.acts[e.hook][rows], None if grad is None else grad[rows])
         log.info("%s: fvu %.4f, l0 %.1f, dead %.3f", e.name, r.fvu, r.l0, r.dead_frac)
     return recon
 
 
 def _splice(
-    params: Params, lm: LoadedModel, entries: list[Entry], data: HeldOut
+    params: Params,
+    lm: LoadedModel,
+    entries: list[Entry],
+    data: HeldOut,
+    outliers: dict[str, torch.Tensor | None],
 ) -> tuple[SpliceResult, dict[str, dict[str, float]]]:
     """CE and KL with each SAE's reconstruction (and zero ablation of each hook) spliced in, in
     our convention and SAELens's (:mod:`pipeline.evaluate.conventions`)."""
@@ -165,6 +199,7 @@ def _splice(
         data.ids,
         entries,
         {h: None if g is None else data.view(g) for h, g in data.grads.items()},
+        clean=outliers,
         stored_acts={e.block: data.view(data.acts[e.hook]) for e in entries},
         batch_size=ev.batch_size,
         mode=ev.splice,
@@ -293,8 +328,9 @@ def run_evaluate(
     data = read_held_out(
         store_url, info, sorted({e.hook for e in entries}), params.evaluate.first_token, n_ctx
     )
-    recon = _reconstructions(entries, data)
-    spliced, field = _splice(params, lm, entries, data)
+    outliers = _outliers(entries, data)
+    recon = _reconstructions(entries, data, outliers)
+    spliced, field = _splice(params, lm, entries, data, outliers)
     steer, ctx_idx = _steering(params, lm, entries, data, recon)
     absorption = _absorption(params, lm, entries)
     metrics, results = _results(entries, recon, spliced, steer, absorption, field)

@@ -118,11 +118,14 @@ def sae_editor(sae: torch.nn.Module, grads: torch.Tensor | None, keep: torch.Ten
     return fn
 
 
-def zero_editor() -> Editor:
-    """Replace positions 1.. by zeros."""
+def zero_editor(keep: torch.Tensor | None = None) -> Editor:
+    """Replace positions 1.. by zeros; with ``keep`` (bool [n_ctx, T]), every position but those
+    ``keep`` marks."""
 
     def fn(hidden: torch.Tensor, rows: slice) -> torch.Tensor:
-        return keep_first(hidden, torch.zeros_like(hidden[:, 1:]))
+        if keep is None:
+            return keep_first(hidden, torch.zeros_like(hidden[:, 1:]))
+        return torch.where(keep[rows].to(hidden.device).unsqueeze(-1), hidden, torch.zeros_like(hidden))
 
     return fn
 

@@ -179,3 +179,53 @@ def test_exact_reconstruction_scores_one_with_stored_gradients(tiny_llama):
     assert m["ce_loss_score"] == pytest.approx(1.0, abs=1e-4)
     assert m["kl_div_with_sae"] == pytest.approx(0.0, abs=1e-7) and m["kl_div_score"] == pytest.approx(1.0)
     assert m["ce_loss_with_ablation"] > m["ce_loss_without_sae"] and m["kl_div_with_ablation"] > 1e-3
+
+
+def _ce_with_hook(lm, ids: torch.Tensor, block: int, edit) -> float:  # noqa: ANN001
+    """Mean next-token CE of ``ids`` with ``edit(hidden) → hidden`` on block ``block``'s output:
+    a plain forward hook, independent of our editors."""
+
+    def hook(_module, _inp, out):  # noqa: ANN001, ANN202
+        hidden = out[0] if isinstance(out, tuple) else out
+        new = edit(hidden)
+        return (new, *out[1:]) if isinstance(out, tuple) else new
+
+    handle = lm.blocks[block].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            logits = lm.model(input_ids=ids).logits.float()
+    finally:
+        handle.remove()
+    return float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()))
+
+
+def test_outlier_positions_stay_clean_in_ours_and_are_reconstructed_in_saelens_convention(tiny_llama):
+    """``clean`` (activation outliers left out of training): our SAE splice and zero ablation
+    keep those positions' clean activations, checked against a plain forward hook; SAELens's
+    figures do not move, since its convention reconstructs every non-special token."""
+    lm = load_model(ModelConfig(name=str(tiny_llama), device="cpu"))
+    tok, hook = lm.tokenizer, f"{lm.block_path}.1"
+    ids = torch.randint(2, len(tok), (6, 16), generator=torch.Generator().manual_seed(3))
+    ids[:, 0] = tok.bos_token_id
+    ids[2, 9] = tok.eos_token_id
+    outliers = torch.zeros(ids.shape, dtype=torch.bool)
+    outliers[1, 1] = outliers[4, 1] = outliers[4, 7] = True
+    sae = TopKSAE(lm.d_model, 4 * lm.d_model, k=8)
+    sae.reset_parameters(torch.Generator().manual_seed(1))
+    entry = Entry("topk", sae, hook, 1)
+    plain, plain_field = splice_both(lm, ids, [entry], {hook: None}, batch_size=4)
+    ours, field = splice_both(lm, ids, [entry], {hook: None}, clean={hook: outliers}, batch_size=4)
+
+    keep = outliers.clone()
+    keep[:, 0] = True
+
+    def spliced(hidden: torch.Tensor) -> torch.Tensor:
+        x_hat = sae(hidden.reshape(-1, hidden.shape[-1])).x_hat.view_as(hidden)
+        return torch.where(keep.unsqueeze(-1), hidden, x_hat)
+
+    assert ours.ce["topk"] == pytest.approx(_ce_with_hook(lm, ids, 1, spliced), abs=1e-5)
+    zeroed = _ce_with_hook(lm, ids, 1, lambda h: torch.where(keep.unsqueeze(-1), h, torch.zeros_like(h)))
+    assert ours.ce["zero:" + hook] == pytest.approx(zeroed, abs=1e-5)
+    assert ours.ce["topk"] != pytest.approx(plain.ce["topk"], abs=1e-4)  # the mask mattered
+    for key, value in plain_field["topk"].items():
+        assert field["topk"][key] == pytest.approx(value, rel=1e-5, abs=CE_ABS), key

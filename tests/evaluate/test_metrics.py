@@ -80,3 +80,19 @@ def test_distribution():
     d = distribution(np.arange(11.0))
     assert d == {"mean": 5.0, "median": 5.0, "p10": 1.0, "p90": 9.0}
     assert distribution([]) == {}
+
+
+def test_outlier_positions_are_the_later_positions_far_above_the_median_norm() -> None:
+    import numpy as np
+    import torch
+
+    from pipeline.evaluate.heldout import outlier_positions
+
+    ids = torch.zeros(3, 4, dtype=torch.long)
+    acts = np.ones((12, 2), dtype=np.float32)
+    acts[0] *= 1000.0  # position 0: never marked (kept clean anyway)
+    acts[5] *= 50.0  # context 1, position 1
+    acts[11] *= 5.0  # below 10x
+    assert outlier_positions(acts, ids, 0.0) is None
+    mask = outlier_positions(acts, ids, 10.0)
+    assert mask is not None and torch.nonzero(mask).tolist() == [[1, 1]]

@@ -384,3 +384,41 @@ def test_saelens_scores_equal_saelens_run_evals(project):
     theirs = saelens_run_evals(Path(params.model.name), Path(params.train.out_dir) / "topk-k4-x2-s0", ids, 4)
     assert_same_as_saelens(metrics["topk-k4-x2-s0"], theirs)
     assert theirs["ce_loss_score"] != pytest.approx(metrics["topk-k4-x2-s0"]["loss_recovered"], abs=1e-3)
+
+
+def test_tokens_left_out_of_training_are_left_out_of_fvu_and_kept_clean(project, tmp_path, caplog):
+    """SAEs trained with ``train.max_norm_multiple``: evaluation leaves the held-out positions
+    above that multiple of the median norm out of FVU (checked against recon_stats on the kept
+    rows) and keeps them clean in our splice (the splice itself: tests/evaluate/test_conventions.py)."""
+    import logging
+
+    import torch
+
+    from cache.reader import open_store, read_rows
+    from pipeline.evaluate.metrics import recon_stats
+    from pipeline.saes.io import load_sae
+
+    _, url, key, overrides = project
+    params = _own_outputs(
+        [*overrides, "train.max_norm_multiple=1.2"],
+        tmp_path / "filtered",
+        "train.grid.architecture=[batchtopk]",
+        "train.grid.k=[4]",
+    )
+    run_train(params, store_url=params.harvest.store, expected_key=None)
+    with caplog.at_level(logging.INFO, logger="pipeline.evaluate.run"):
+        m = run_evaluate(params, store_url=url, expected_key=key)["batchtopk-k4-x2-s0"]
+    assert any("kept clean and out of FVU" in r.getMessage() for r in caplog.records)
+    info = open_store(url)
+    hook = info.hooks[0]
+    n = params.evaluate.tokens
+    _, act, grad = read_rows(url, hook, 0, n, info)
+    norms = np.linalg.norm(act, axis=1).reshape(-1, info.context_length)
+    later = norms[:, 1:]
+    keep = np.zeros_like(norms, dtype=bool)
+    keep[:, 1:] = later <= 1.2 * np.median(later)
+    assert 0 < (~keep[:, 1:]).sum() < keep[:, 1:].size  # some positions left out, not all
+    sae, _ = load_sae(tmp_path / "filtered" / "saes" / "batchtopk-k4-x2-s0")
+    with torch.no_grad():
+        direct = recon_stats(sae, act[keep.flatten()], grad[keep.flatten()])
+    assert m["fvu"] == pytest.approx(direct.fvu, rel=1e-6)

@@ -1,0 +1,189 @@
+"""The training-length curve: how each architecture's gap to its baseline moves with training.
+
+Input: evaluated SAE sets at several training lengths (tokens per SAE → an ``evaluate.json``
+of variant → figures, e.g. a sweep's ``train.snapshot_tokens`` snapshots and its final SAEs,
+all evaluated on the same held-out tokens). Per length, each comparison is paired by k and
+seed (the same seeds saw the same tokens):
+
+- a gradient-aware variant against the plain one of its family (``gsae`` − ``topk``,
+  ``gbatchtopk`` − ``batchtopk``, ``gmatryoshka`` − ``matryoshka``), read with its gradient
+  and as its ``@beta0`` twin (the same weights encoded without it);
+- a variant with the gradient loss term (``-gl<λ>``) against the same architecture without;
+- each family's plain variant against TopK (``batchtopk`` − ``topk``, ``matryoshka`` − ``topk``).
+
+Each cell is the mean ± sample sd of the per-seed differences (n seeds; no sd for one).
+Outputs: a Markdown table (one row per comparison and metric, one column per length), the
+same numbers as JSON, and a PNG of Δ loss recovered and Δ FVU against tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import NothingToEvaluate
+from pipeline.core.fileio import atomic_write_text
+from pipeline.report.entries import mean_sd
+from pipeline.report.style import series_colours, short_number
+from pipeline.saes.naming import BETA0_SUFFIX, parse_variant
+
+FAMILIES = {"gsae": "topk", "gbatchtopk": "batchtopk", "gmatryoshka": "matryoshka"}
+"""Gradient-aware architecture → the plain architecture of its family."""
+
+METRICS = (("loss_recovered", 4), ("ce_loss_score", 4), ("kl", 4), ("fvu", 4))
+"""Compared figures and their decimals."""
+
+Figures = Mapping[str, Mapping[str, float]]
+
+
+def _key(name: str) -> tuple[str, int, int, float, bool]:
+    """(architecture, k, seed, λ, is a β = 0 twin) of an entry name."""
+    hp = parse_variant(name)
+    return (
+        hp["architecture"],
+        int(hp["k"]),
+        int(hp["seed"]),
+        float(hp.get("grad_loss", 0.0)),
+        name.endswith(BETA0_SUFFIX),
+    )
+
+
+def comparisons(figures: Figures) -> dict[str, dict[str, list[float]]]:
+    """Comparison label → metric → per-seed differences, for one length's figures."""
+    by_key = {_key(name): f for name, f in figures.items()}
+    pairs: dict[str, list[tuple[Mapping[str, float], Mapping[str, float]]]] = {}
+    for (arch, k, seed, lam, twin), f in sorted(by_key.items()):
+        plain = FAMILIES.get(arch)
+        if plain is not None and lam == 0:  # gradient selection vs its family's plain variant
+            base = by_key.get((plain, k, seed, 0.0, False))
+            label = f"k{k} {arch}{'@β0' if twin else ''} − {plain}"
+            if base is not None:
+                pairs.setdefault(label, []).append((f, base))
+        if lam > 0 and not twin:  # the gradient loss term vs the same architecture without
+            base = by_key.get((arch, k, seed, 0.0, False))
+            if base is not None:
+                pairs.setdefault(f"k{k} {arch} λ={lam:g} − {arch}", []).append((f, base))
+        if arch in FAMILIES.values() and arch != "topk" and lam == 0 and not twin:
+            base = by_key.get(("topk", k, seed, 0.0, False))
+            if base is not None:
+                pairs.setdefault(f"k{k} {arch} − topk", []).append((f, base))
+    return {
+        label: {m: [float(a[m]) - float(b[m]) for a, b in rows if m in a and m in b] for m, _ in METRICS}
+        for label, rows in pairs.items()
+    }
+
+
+def length_table(curve: Mapping[int, Figures]) -> dict[str, dict[str, dict[int, tuple[float, float, int]]]]:
+    """Comparison → metric → tokens → (mean, sd, n) of the paired differences."""
+    out: dict[str, dict[str, dict[int, tuple[float, float, int]]]] = {}
+    for tokens in sorted(curve):
+        for label, metrics in comparisons(curve[tokens]).items():
+            for metric, diffs in metrics.items():
+                if diffs:
+                    out.setdefault(label, {}).setdefault(metric, {})[tokens] = mean_sd(diffs)
+    return out
+
+
+def _cell(value: tuple[float, float, int] | None, digits: int) -> str:
+    if value is None:
+        return "–"
+    mean, sd, n = value
+    return (
+        f"{mean:+.{digits}f}" + (f" ± {sd:.{digits}f}" if n > 1 and math.isfinite(sd) else "") + f" (n={n})"
+    )
+
+
+def markdown(
+    table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]]], lengths: Sequence[int]
+) -> str:
+    """One row per comparison and metric, one column per training length."""
+    head = "| comparison | metric | " + " | ".join(f"{short_number(t)} tokens" for t in lengths) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(lengths)]
+    for label, metrics in table.items():
+        for metric, digits in METRICS:
+            cells = metrics.get(metric, {})
+            if cells:
+                lines.append(
+                    f"| {label} | Δ {metric} | "
+                    + " | ".join(_cell(cells.get(t), digits) for t in lengths)
+                    + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]]], path: Path) -> None:
+    """Δ loss recovered and Δ FVU against training tokens (log axis), one line per comparison,
+    error bars of ± sd where there are several seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = series_colours(table)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric in zip(axes, ("loss_recovered", "fvu"), strict=True):
+        for label, metrics in table.items():
+            cells = metrics.get(metric, {})
+            if not cells:
+                continue
+            xs = sorted(cells)
+            ys = [cells[t][0] for t in xs]
+            err = [cells[t][1] if cells[t][2] > 1 and math.isfinite(cells[t][1]) else 0.0 for t in xs]
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=err,
+                label=label,
+                color=colours[label],
+                marker="o",
+                capsize=3,
+                linestyle="--" if "@β0" in label else "-",
+            )
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({t for m in table.values() for t in m.get(metric, {})}))
+        ax.set_xticklabels([short_number(t) for t in ax.get_xticks()])
+        ax.set_xlabel("training tokens per SAE")
+        ax.set_ylabel(f"Δ {metric} (paired by seed)")
+        ax.set_title(f"Δ {metric} vs training length")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_lengths(
+    curve_files: Mapping[int, str | Path], out: str | Path, plot_path: str | Path
+) -> dict[str, Any]:
+    """Read ``tokens → evaluate.json``, write the table (``out``), its JSON (``out`` with .json)
+    and the plot; returns the table. ``NothingToEvaluate`` when a file is missing or nothing pairs."""
+    curve: dict[int, Figures] = {}
+    for tokens, path in curve_files.items():
+        p = Path(path)
+        if not p.is_file():
+            raise NothingToEvaluate(
+                f"{p}: no such evaluate.json (evaluate the {short_number(tokens)}-token SAEs first)"
+            )
+        curve[int(tokens)] = {k: v for k, v in json.loads(p.read_text()).items() if isinstance(v, dict)}
+    table = length_table(curve)
+    if not table:
+        raise NothingToEvaluate(
+            "no comparison pairs up: the files hold no family baseline beside its variants"
+        )
+    lengths = sorted(curve)
+    body = (
+        "# Gaps vs training length\n\n"
+        + "Δ = variant − baseline per seed at the same k; mean ± sd over seeds (n).\n\n"
+    )
+    atomic_write_text(out, body + markdown(table, lengths))
+    as_json = {
+        label: {m: {str(t): list(v) for t, v in cells.items()} for m, cells in ms.items()}
+        for label, ms in table.items()
+    }
+    atomic_write_text(Path(out).with_suffix(".json"), json.dumps(as_json, indent=2, sort_keys=True) + "\n")
+    plot(table, Path(plot_path))
+    return as_json

@@ -1,0 +1,78 @@
+"""The training-length table (pipeline/report/lengths.py, ``gsae lengths``): paired
+differences against hand-computed ones, which pairs are formed, the files and the refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.errors import NothingToEvaluate
+from pipeline.report.lengths import comparisons, length_table, write_lengths
+from tests.clirun import run_cli
+
+
+def _figures(shift: float) -> dict[str, dict[str, float]]:
+    """Two seeds of TopK, the g-SAE (+ twin), BatchTopK, its twin and TopK with λ = 1."""
+    out: dict[str, dict[str, float]] = {}
+    for seed in (0, 1):
+        base = 0.90 + 0.01 * seed + shift
+
+        def fig(lr: float, fvu: float) -> dict[str, float]:
+            return {"loss_recovered": lr, "fvu": fvu, "kl": 1 - lr, "ce_loss_score": lr - 0.02}
+
+        out[f"topk-k32-x8-s{seed}"] = fig(base, 0.30)
+        out[f"gsae-k32-b0.3-x8-sel-s{seed}"] = fig(base - 0.01 * (seed + 1), 0.32)
+        out[f"gsae-k32-b0.3-x8-sel-s{seed}@beta0"] = fig(base - 0.002, 0.31)
+        out[f"batchtopk-k32-x8-s{seed}"] = fig(base + 0.004, 0.28)
+        out[f"gbatchtopk-k32-b0.3-x8-sel-s{seed}"] = fig(base + 0.001, 0.29)
+        out[f"topk-k32-x8-gl1-s{seed}"] = fig(base - 0.1, 0.7)
+    return out
+
+
+def test_pairs_are_formed_within_families_and_by_seed() -> None:
+    diffs = comparisons(_figures(0.0))
+    assert set(diffs) == {
+        "k32 gsae − topk",
+        "k32 gsae@β0 − topk",
+        "k32 gbatchtopk − batchtopk",
+        "k32 batchtopk − topk",
+        "k32 topk λ=1 − topk",
+    }
+    assert diffs["k32 gsae − topk"]["loss_recovered"] == pytest.approx([-0.01, -0.02])
+    assert diffs["k32 gbatchtopk − batchtopk"]["loss_recovered"] == pytest.approx([-0.003, -0.003])
+    assert diffs["k32 topk λ=1 − topk"]["fvu"] == pytest.approx([0.4, 0.4])
+    table = length_table({1000: _figures(0.0), 4000: _figures(0.05)})
+    mean, sd, n = table["k32 gsae − topk"]["loss_recovered"][4000]
+    assert (mean, n) == (pytest.approx(-0.015), 2) and sd == pytest.approx(0.00707107, rel=1e-5)
+
+
+def test_cli_writes_table_json_and_plot_and_refuses_bad_points(tmp_path: Path, capsys) -> None:
+    files = []
+    for tokens, shift in ((524288, 0.0), (1048576, 0.02)):
+        path = tmp_path / f"{tokens}.json"
+        path.write_text(json.dumps(_figures(shift)))
+        files.append(f"{tokens}={path}")
+    out, png = tmp_path / "lengths.md", tmp_path / "lengths.png"
+    code, stdout, err = run_cli(["lengths", *files, "-o", str(out), "--plot", str(png)], capsys)
+    assert code == 0, err
+    assert "5 comparisons at 2 lengths" in stdout
+    text = out.read_text()
+    assert "| k32 gsae − topk | Δ loss_recovered | -0.0150 ± 0.0071 (n=2) | -0.0150 ± 0.0071 (n=2) |" in text
+    assert "524k tokens" in text and "1.05M tokens" in text
+    assert json.loads(out.with_suffix(".json").read_text())["k32 batchtopk − topk"]["fvu"]["524288"][
+        0
+    ] == pytest.approx(-0.02)
+    assert png.stat().st_size > 10_000
+    code, _, err = run_cli(["lengths", "abc", "-o", str(out)], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "TOKENS=EVALUATE_JSON" in err
+    code, _, err = run_cli(["lengths", f"5={tmp_path / 'none.json'}", "-o", str(out)], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "no such evaluate.json" in err
+
+
+def test_nothing_to_pair_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps({"topk-k32-x8-s0": {"loss_recovered": 0.9, "fvu": 0.3}}))
+    with pytest.raises(NothingToEvaluate, match="no comparison pairs up"):
+        write_lengths({100: path}, tmp_path / "o.md", tmp_path / "o.png")
