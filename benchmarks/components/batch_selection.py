@@ -90,7 +90,7 @@ def _arm(tree: Path, store: str, steps: int, drop: bool) -> dict[str, float]:
 def _store_url(path: str) -> str:
     p = ROOT / path
     if (p / "store.json").exists():  # a stage's pointer folder
-        return str(p / json.loads((p / "store.json").read_text())["store"])
+        return str(p / Path(json.loads((p / "store.json").read_text())["store"]).name)
     return str(p)
 
 
