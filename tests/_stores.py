@@ -102,3 +102,29 @@ def downgrade_to_v1(path: str) -> dict:
     (root / "zarr.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(root / "commits")
     return old
+
+
+def tiny_train_params(tmp, grid: dict, **train: object):  # noqa: ANN001, ANN201
+    """Params of a 4-step training run (batch 128) on a :func:`build_store` store, outputs under ``tmp``."""
+    from pipeline.core.loader import params_from_dict
+
+    return params_from_dict(
+        {
+            "data": {"context_length": 16},
+            "harvest": {"layers": [1], "tokens_per_shard": 128, "chunk_tokens": 64},
+            "train": {
+                "out_dir": str(tmp / "saes"),
+                "metrics_out": str(tmp / "train.json"),
+                "curves_dir": str(tmp / "curves"),
+                "tokens": 128 * 4,
+                "batch_size": 128,
+                "log_every": 2,
+                "warmup_steps": 1,
+                "init_sample_tokens": 256,
+                "shuffle_buffer_shards": 2,
+                "device": "cpu",
+                "grid": grid,
+                **train,
+            },
+        }
+    )

@@ -14,14 +14,13 @@ import torch
 
 from pipeline.core.config import GridConfig, TrainConfig
 from pipeline.core.errors import CacheMismatch, ConfigError
-from pipeline.core.loader import params_from_dict
 from pipeline.saes import REGISTRY
 from pipeline.saes.naming import parse_variant
 from pipeline.train.losses import batch_fvu, batch_share, downstream_sq
 from pipeline.train.run import run_train
 from pipeline.train.sweep import expand_grid
 from pipeline.train.trainer import Trainer
-from tests._stores import build_store
+from tests._stores import build_store, tiny_train_params
 from tests.clirun import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -163,25 +162,8 @@ def test_cli_refuses_a_negative_lambda_in_one_line(tmp_path: Path, capsys) -> No
 
 
 def _params(tmp: Path, arch: str, lams: list[float]):  # noqa: ANN202
-    return params_from_dict(
-        {
-            "data": {"context_length": 16},
-            "harvest": {"layers": [1], "tokens_per_shard": 128, "chunk_tokens": 64},
-            "train": {
-                "out_dir": str(tmp / "saes"),
-                "metrics_out": str(tmp / "train.json"),
-                "curves_dir": str(tmp / "curves"),
-                "tokens": 128 * 4,
-                "batch_size": 128,
-                "log_every": 2,
-                "warmup_steps": 1,
-                "init_sample_tokens": 256,
-                "shuffle_buffer_shards": 2,
-                "device": "cpu",
-                "grid": {"architecture": [arch], "k": [4], "expansion": [4], "grad_loss": lams, "lr": [3e-3]},
-            },
-        }
-    )
+    grid = {"architecture": [arch], "k": [4], "expansion": [4], "grad_loss": lams, "lr": [3e-3]}
+    return tiny_train_params(tmp, grid)
 
 
 def test_run_train_records_lambda_in_name_cfg_curves_and_metrics(tmp_path: Path) -> None:

@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.loader import params_from_dict
 from pipeline.saes.io import load_sae
 from pipeline.train.run import run_train
 from pipeline.train.tokens import OutlierFilter, drop_outliers, norm_limit
-from tests._stores import build_store
+from tests._stores import build_store, tiny_train_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,26 +50,8 @@ def test_outlier_filter_drops_exactly_the_rows_above_the_limit_and_counts_them()
 
 
 def _params(tmp: Path, **train: object):  # noqa: ANN202
-    return params_from_dict(
-        {
-            "data": {"context_length": 16},
-            "harvest": {"layers": [1], "tokens_per_shard": 128, "chunk_tokens": 64},
-            "train": {
-                "out_dir": str(tmp / "saes"),
-                "metrics_out": str(tmp / "train.json"),
-                "curves_dir": str(tmp / "curves"),
-                "tokens": 128 * 4,
-                "batch_size": 128,
-                "log_every": 2,
-                "warmup_steps": 1,
-                "init_sample_tokens": 256,
-                "shuffle_buffer_shards": 2,
-                "device": "cpu",
-                "grid": {"architecture": ["topk", "batchtopk"], "k": [4], "expansion": [4], "lr": [3e-3]},
-                **train,
-            },
-        }
-    )
+    grid = {"architecture": ["topk", "batchtopk"], "k": [4], "expansion": [4], "lr": [3e-3]}
+    return tiny_train_params(tmp, grid, **train)
 
 
 def test_run_train_leaves_out_the_outliers_and_trains_on_the_rest(tmp_path: Path, caplog) -> None:
