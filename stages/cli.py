@@ -243,12 +243,16 @@ def summarize(
 )
 def lengths(points: tuple[str, ...], out: str, plot_path: str) -> None:
     """Each family's gradient variants and baselines, paired by seed, at several training
-    lengths (one evaluate.json per length, e.g. of train.snapshot_tokens snapshots)."""
+    lengths (an evaluate.json per length, e.g. of train.snapshot_tokens snapshots; a length
+    given several times merges its files, e.g. sweeps that differ by seed)."""
     from pipeline.report.lengths import write_lengths
 
-    files = {int(t): path for t, _, path in (p.partition("=") for p in points) if t.isdigit() and path}
-    if len(files) != len(points):
+    split = [(t, path) for t, _, path in (p.partition("=") for p in points) if t.isdigit() and path]
+    if len(split) != len(points):
         raise ConfigError(f"gsae lengths: every point must be TOKENS=EVALUATE_JSON, got {' '.join(points)}")
+    files: dict[int, list[str]] = {}
+    for t, path in split:
+        files.setdefault(int(t), []).append(path)
     table = write_lengths(files, out, plot_path)
     click.echo(f"{len(table)} comparisons at {len(files)} lengths → {out}, {plot_path}")
 

@@ -40,11 +40,23 @@ def settings_table(
     ctx_idx: np.ndarray,
     act_err: dict[int, float],
     elapsed: float,
+    kept_clean: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The report's settings table; ``entries`` holds each evaluated entry's (hook, cfg.json)."""
+    """The report's settings table; ``entries`` holds each evaluated entry's (hook, cfg.json),
+    ``kept_clean`` the count of activation outliers per hook left out of FVU/L0 (run.py)."""
     ev = params.evaluate
     T = info.context_length
     hooks = sorted({hook for hook, _ in entries})
+    scored = n_ctx * (T - 1)
+    outliers = {hook: n for hook, n in (kept_clean or {}).items() if n}
+    if len(set(outliers.values())) == 1 and len(outliers) == len(hooks):  # one count for every hook
+        n = next(iter(outliers.values()))
+        positions = f"{scored - n} non-first positions ({n} activation outliers kept clean)"
+    elif outliers:
+        kept = ", ".join(f"{n} at {hook}" for hook, n in sorted(outliers.items()))
+        positions = f"{scored} non-first positions less the activation outliers kept clean ({kept})"
+    else:
+        positions = f"{scored} non-first positions"
     return {
         "model": f"{lm.name} (revision {lm.revision}, dtype {params.model.dtype})",
         "hooks": hooks,
@@ -52,7 +64,7 @@ def settings_table(
         "store key": info.key,
         "store dataset": info.dataset,
         "store dtype": info.dtype,
-        "tokens evaluated": f"{n_ctx * T} ({n_ctx} contexts × {T}) from token {params.evaluate.first_token}; FVU/L0 on {n_ctx * (T - 1)} non-first positions",
+        "tokens evaluated": f"{n_ctx * T} ({n_ctx} contexts × {T}) from token {params.evaluate.first_token}; FVU/L0 on {positions}",
         "train caches": sorted({str(cfg.get("cache_key", cfg.get("key", "?")))[:16] for _, cfg in entries}),
         "train.out_dir": params.train.out_dir,
         "live vs stored activation rel. error": {str(b): float(f"{v:.3g}") for b, v in act_err.items()},

@@ -345,6 +345,7 @@ def run_evaluate(
         ctx_idx,
         spliced.act_rel_err,
         elapsed,
+        {hook: int(mask.sum()) for hook, mask in outliers.items() if mask is not None},
     )
     write_outputs(params, metrics, results, settings)
     log.info("evaluated %d entries in %.1f s → %s", len(entries), elapsed, params.evaluate.out)

@@ -1,9 +1,10 @@
 """The training-length curve: how each architecture's gap to its baseline moves with training.
 
-Input: evaluated SAE sets at several training lengths (tokens per SAE → an ``evaluate.json``
-of variant → figures, e.g. a sweep's ``train.snapshot_tokens`` snapshots and its final SAEs,
-all evaluated on the same held-out tokens). Per length, each comparison is paired by k and
-seed (the same seeds saw the same tokens):
+Input: evaluated SAE sets at several training lengths (tokens per SAE → one or more
+``evaluate.json`` of variant → figures, e.g. the ``train.snapshot_tokens`` snapshots and final
+SAEs of sweeps that differ only by seed, all evaluated on the same held-out tokens; the files of
+one length are merged, and an entry name in two of them is refused). Per length, each
+comparison is paired by k and seed (the same seeds saw the same tokens):
 
 - a gradient-aware variant against the plain one of its family (``gsae`` − ``topk``,
   ``gbatchtopk`` − ``batchtopk``, ``gmatryoshka`` − ``matryoshka``), read with its gradient
@@ -12,8 +13,10 @@ seed (the same seeds saw the same tokens):
 - each family's plain variant against TopK (``batchtopk`` − ``topk``, ``matryoshka`` − ``topk``).
 
 Each cell is the mean ± sample sd of the per-seed differences (n seeds; no sd for one).
-Outputs: a Markdown table (one row per comparison and metric, one column per length), the
-same numbers as JSON, and a PNG of Δ loss recovered and Δ FVU against tokens.
+Outputs: a Markdown table (one row per comparison and metric, one column per length) followed
+by the levels themselves (each variant's mean ± sd over seeds, so a gap can be read against
+where both sides stand, e.g. a batch-level SAE's inference L0), the same numbers as JSON, and a
+PNG of Δ loss recovered and Δ FVU against tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import NothingToEvaluate
+from pipeline.core.errors import ConfigError, NothingToEvaluate
 from pipeline.core.fileio import atomic_write_text
 from pipeline.report.entries import mean_sd
 from pipeline.report.style import series_colours, short_number
@@ -35,6 +38,9 @@ FAMILIES = {"gsae": "topk", "gbatchtopk": "batchtopk", "gmatryoshka": "matryoshk
 
 METRICS = (("loss_recovered", 4), ("ce_loss_score", 4), ("kl", 4), ("fvu", 4))
 """Compared figures and their decimals."""
+
+LEVELS = (("loss_recovered", 4), ("kl", 4), ("fvu", 4), ("l0", 1))
+"""Figures whose levels are tabled beside the gaps, and their decimals."""
 
 Figures = Mapping[str, Mapping[str, float]]
 
@@ -87,6 +93,27 @@ def length_table(curve: Mapping[int, Figures]) -> dict[str, dict[str, dict[int, 
     return out
 
 
+def _variant_label(name: str) -> str:
+    """An entry's variant without its seed: 'k32 gsae@β0', 'k32 topk λ=1'."""
+    arch, k, _, lam, twin = _key(name)
+    return f"k{k} {arch}" + (f" λ={lam:g}" if lam > 0 else "") + ("@β0" if twin else "")
+
+
+def level_table(curve: Mapping[int, Figures]) -> dict[str, dict[str, dict[int, tuple[float, float, int]]]]:
+    """Variant (without seed) → metric → tokens → (mean, sd, n) over seeds of the figure itself."""
+    values: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for tokens in sorted(curve):
+        for name, figures in sorted(curve[tokens].items()):
+            for metric, _ in LEVELS:
+                if metric in figures:
+                    cells = values.setdefault(_variant_label(name), {}).setdefault(metric, {})
+                    cells.setdefault(tokens, []).append(float(figures[metric]))
+    return {
+        label: {m: {t: mean_sd(v) for t, v in cells.items()} for m, cells in ms.items()}
+        for label, ms in sorted(values.items())
+    }
+
+
 def _cell(value: tuple[float, float, int] | None, digits: int) -> str:
     if value is None:
         return "–"
@@ -97,17 +124,21 @@ def _cell(value: tuple[float, float, int] | None, digits: int) -> str:
 
 
 def markdown(
-    table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]]], lengths: Sequence[int]
+    table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]]],
+    lengths: Sequence[int],
+    metrics: Sequence[tuple[str, int]] = METRICS,
+    first: str = "comparison",
+    prefix: str = "Δ ",
 ) -> str:
-    """One row per comparison and metric, one column per training length."""
-    head = "| comparison | metric | " + " | ".join(f"{short_number(t)} tokens" for t in lengths) + " |"
+    """One row per comparison (or variant) and metric, one column per training length."""
+    head = f"| {first} | metric | " + " | ".join(f"{short_number(t)} tokens" for t in lengths) + " |"
     lines = [head, "|---|---|" + "---:|" * len(lengths)]
-    for label, metrics in table.items():
-        for metric, digits in METRICS:
-            cells = metrics.get(metric, {})
+    for label, by_metric in table.items():
+        for metric, digits in metrics:
+            cells = by_metric.get(metric, {})
             if cells:
                 lines.append(
-                    f"| {label} | Δ {metric} | "
+                    f"| {label} | {prefix}{metric} | "
                     + " | ".join(_cell(cells.get(t), digits) for t in lengths)
                     + " |"
                 )
@@ -156,19 +187,35 @@ def plot(table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]
     plt.close(fig)
 
 
-def write_lengths(
-    curve_files: Mapping[int, str | Path], out: str | Path, plot_path: str | Path
-) -> dict[str, Any]:
-    """Read ``tokens → evaluate.json``, write the table (``out``), its JSON (``out`` with .json)
-    and the plot; returns the table. ``NothingToEvaluate`` when a file is missing or nothing pairs."""
-    curve: dict[int, Figures] = {}
-    for tokens, path in curve_files.items():
+def read_length(tokens: int, paths: Sequence[str | Path]) -> dict[str, Mapping[str, float]]:
+    """The merged entries of one length's evaluate.json files. ``NothingToEvaluate`` when a file
+    is missing; ``ConfigError`` when two files hold the same entry (which one would count?)."""
+    merged: dict[str, Mapping[str, float]] = {}
+    for path in paths:
         p = Path(path)
         if not p.is_file():
             raise NothingToEvaluate(
                 f"{p}: no such evaluate.json (evaluate the {short_number(tokens)}-token SAEs first)"
             )
-        curve[int(tokens)] = {k: v for k, v in json.loads(p.read_text()).items() if isinstance(v, dict)}
+        for name, figures in json.loads(p.read_text()).items():
+            if not isinstance(figures, dict):
+                continue
+            if name in merged:
+                raise ConfigError(f"{p}: entry {name} is also in another file given for {tokens} tokens")
+            merged[name] = figures
+    return merged
+
+
+def write_lengths(
+    curve_files: Mapping[int, str | Path | Sequence[str | Path]], out: str | Path, plot_path: str | Path
+) -> dict[str, Any]:
+    """Read ``tokens → evaluate.json`` (or a list of them, merged), write the tables (``out``),
+    the gaps as JSON (``out`` with .json) and the plot; returns the gaps. ``NothingToEvaluate``
+    when a file is missing or nothing pairs."""
+    curve = {
+        int(tokens): read_length(int(tokens), [paths] if isinstance(paths, str | Path) else paths)
+        for tokens, paths in curve_files.items()
+    }
     table = length_table(curve)
     if not table:
         raise NothingToEvaluate(
@@ -179,7 +226,10 @@ def write_lengths(
         "# Gaps vs training length\n\n"
         + "Δ = variant − baseline per seed at the same k; mean ± sd over seeds (n).\n\n"
     )
-    atomic_write_text(out, body + markdown(table, lengths))
+    levels = "\n## Levels\n\nEach variant's figure, mean ± sd over seeds (n).\n\n" + markdown(
+        level_table(curve), lengths, LEVELS, first="variant", prefix=""
+    )
+    atomic_write_text(out, body + markdown(table, lengths) + levels)
     as_json = {
         label: {m: {str(t): list(v) for t, v in cells.items()} for m, cells in ms.items()}
         for label, ms in table.items()

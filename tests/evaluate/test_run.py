@@ -422,3 +422,8 @@ def test_tokens_left_out_of_training_are_left_out_of_fvu_and_kept_clean(project,
     with torch.no_grad():
         direct = recon_stats(sae, act[keep.flatten()], grad[keep.flatten()])
     assert m["fvu"] == pytest.approx(direct.fvu, rel=1e-6)
+    left_out = int((~keep[:, 1:]).sum())
+    positions = (
+        f"FVU/L0 on {keep[:, 1:].sum()} non-first positions ({left_out} activation outliers kept clean)"
+    )
+    assert positions in Path(params.evaluate.report).read_text()

@@ -76,3 +76,42 @@ def test_nothing_to_pair_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"topk-k32-x8-s0": {"loss_recovered": 0.9, "fvu": 0.3}}))
     with pytest.raises(NothingToEvaluate, match="no comparison pairs up"):
         write_lengths({100: path}, tmp_path / "o.md", tmp_path / "o.png")
+
+
+def test_files_of_one_length_merge_like_one_file_and_levels_are_tabled(tmp_path: Path, capsys) -> None:
+    figures = _figures(0.0)
+    seeds = {s: {n: f for n, f in figures.items() if f"-s{s}" in n} for s in (0, 1)}
+    for s, part in seeds.items():
+        (tmp_path / f"s{s}.json").write_text(json.dumps(part))
+    (tmp_path / "all.json").write_text(json.dumps(figures))
+    merged = write_lengths(
+        {100: [tmp_path / "s0.json", tmp_path / "s1.json"]}, tmp_path / "m.md", tmp_path / "m.png"
+    )
+    single = write_lengths({100: tmp_path / "all.json"}, tmp_path / "a.md", tmp_path / "a.png")
+    assert merged == single and merged["k32 gsae − topk"]["loss_recovered"]["100"][2] == 2
+    # the levels: TopK's loss recovered is 0.90 and 0.91 over the two seeds
+    assert "| k32 topk | loss_recovered | +0.9050 ± 0.0071 (n=2) |" in (tmp_path / "m.md").read_text()
+    code, stdout, err = run_cli(
+        [
+            "lengths",
+            f"100={tmp_path / 's0.json'}",
+            f"100={tmp_path / 's1.json'}",
+            "-o",
+            str(tmp_path / "c.md"),
+            "--plot",
+            str(tmp_path / "c.png"),
+        ],
+        capsys,
+    )
+    assert code == 0 and "at 1 lengths" in stdout, err
+    code, _, err = run_cli(
+        [
+            "lengths",
+            f"100={tmp_path / 's0.json'}",
+            f"100={tmp_path / 'all.json'}",
+            "-o",
+            str(tmp_path / "d.md"),
+        ],
+        capsys,
+    )
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "is also in another file" in err
