@@ -114,12 +114,14 @@ def level_table(curve: Mapping[int, Figures]) -> dict[str, dict[str, dict[int, t
     }
 
 
-def _cell(value: tuple[float, float, int] | None, digits: int) -> str:
+def _cell(value: tuple[float, float, int] | None, digits: int, signed: bool = True) -> str:
     if value is None:
         return "–"
     mean, sd, n = value
     return (
-        f"{mean:+.{digits}f}" + (f" ± {sd:.{digits}f}" if n > 1 and math.isfinite(sd) else "") + f" (n={n})"
+        (f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}")
+        + (f" ± {sd:.{digits}f}" if n > 1 and math.isfinite(sd) else "")
+        + f" (n={n})"
     )
 
 
@@ -139,7 +141,7 @@ def markdown(
             if cells:
                 lines.append(
                     f"| {label} | {prefix}{metric} | "
-                    + " | ".join(_cell(cells.get(t), digits) for t in lengths)
+                    + " | ".join(_cell(cells.get(t), digits, signed=bool(prefix)) for t in lengths)
                     + " |"
                 )
     return "\n".join(lines) + "\n"

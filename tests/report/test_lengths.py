@@ -90,7 +90,7 @@ def test_files_of_one_length_merge_like_one_file_and_levels_are_tabled(tmp_path:
     single = write_lengths({100: tmp_path / "all.json"}, tmp_path / "a.md", tmp_path / "a.png")
     assert merged == single and merged["k32 gsae − topk"]["loss_recovered"]["100"][2] == 2
     # the levels: TopK's loss recovered is 0.90 and 0.91 over the two seeds
-    assert "| k32 topk | loss_recovered | +0.9050 ± 0.0071 (n=2) |" in (tmp_path / "m.md").read_text()
+    assert "| k32 topk | loss_recovered | 0.9050 ± 0.0071 (n=2) |" in (tmp_path / "m.md").read_text()
     code, stdout, err = run_cli(
         [
             "lengths",
