@@ -36,7 +36,7 @@ from pipeline.saes.naming import BETA0_SUFFIX, parse_variant
 FAMILIES = {"gsae": "topk", "gbatchtopk": "batchtopk", "gmatryoshka": "matryoshka"}
 """Gradient-aware architecture → the plain architecture of its family."""
 
-METRICS = (("loss_recovered", 4), ("ce_loss_score", 4), ("kl", 4), ("fvu", 4))
+METRICS = (("loss_recovered", 4), ("ce_loss_score", 4), ("kl", 4), ("fvu", 4), ("fo_loss_err", 4))
 """Compared figures and their decimals."""
 
 LEVELS = (("loss_recovered", 4), ("kl", 4), ("fvu", 4), ("l0", 1))
