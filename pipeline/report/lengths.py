@@ -16,7 +16,7 @@ Each cell is the mean ± sample sd of the per-seed differences (n seeds; no sd f
 Outputs: a Markdown table (one row per comparison and metric, one column per length) followed
 by the levels themselves (each variant's mean ± sd over seeds, so a gap can be read against
 where both sides stand, e.g. a batch-level SAE's inference L0), the same numbers as JSON, and a
-PNG of Δ loss recovered and Δ FVU against tokens.
+PNG of Δ loss recovered, Δ KL and Δ FVU against tokens.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def markdown(
 
 
 def plot(table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]]], path: Path) -> None:
-    """Δ loss recovered and Δ FVU against training tokens (log axis), one line per comparison,
+    """Δ loss recovered, Δ KL and Δ FVU against training tokens (log axis), one line per comparison,
     error bars of ± sd where there are several seeds."""
     import matplotlib
 
@@ -156,8 +156,8 @@ def plot(table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]
     import matplotlib.pyplot as plt
 
     colours = series_colours(table)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, metric in zip(axes, ("loss_recovered", "fvu"), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
+    for ax, metric in zip(axes, ("loss_recovered", "kl", "fvu"), strict=True):
         for label, metrics in table.items():
             cells = metrics.get(metric, {})
             if not cells:
