@@ -280,29 +280,12 @@ def test_trains_through_the_real_trainer_and_loads_back(arch: str, tiny_store: s
     """``run_train`` on a tiny store: every architecture trains, is saved, loads as itself and
     encodes the store's tokens as the trainer left it."""
     from cache.reader import read_rows
-    from pipeline.core.loader import params_from_dict
     from pipeline.train.run import run_train
+    from tests._stores import tiny_train_params
 
-    train = {
-        "out_dir": str(tmp_path / "saes"),
-        "metrics_out": str(tmp_path / "train.json"),
-        "curves_dir": str(tmp_path / "curves"),
-        "tokens": 128 * 4,
-        "batch_size": 128,
-        "log_every": 2,
-        "warmup_steps": 1,
-        "dead_tokens": 200,
-        "init_sample_tokens": 256,
-        "shuffle_buffer_shards": 2,
-        "device": "cpu",
-        "grid": {"architecture": [arch], "k": [K], "expansion": [4], "beta": [2.0], "lr": [3e-3]},
-    }
-    raw = {
-        "data": {"context_length": 16},
-        "harvest": {"layers": [1], "tokens_per_shard": 128, "chunk_tokens": 64},
-        "train": train,
-    }
-    metrics = run_train(params_from_dict(raw), store_url=tiny_store, expected_key=None)
+    grid = {"architecture": [arch], "k": [K], "expansion": [4], "beta": [2.0], "lr": [3e-3]}
+    params = tiny_train_params(tmp_path, grid, dead_tokens=200)
+    metrics = run_train(params, store_url=tiny_store, expected_key=None)
     ((name, m),) = metrics.items()
     assert name.startswith(f"{arch}-k{K}-") and m["steps"] == 4 and 0 < m["fvu"] < float("inf")
     sae, cfg = load_sae(tmp_path / "saes" / name)
