@@ -236,7 +236,7 @@ def summarize(
 
 
 @cli.command()
-@click.argument("points", nargs=-1, required=True, metavar="TOKENS=EVALUATE_JSON...")
+@click.argument("points", nargs=-1, required=True, metavar="TOKENS[+TAG]=EVALUATE_JSON...")
 @click.option("-o", "--out", default="lengths.md", show_default=True, help="Markdown table (+ .json).")
 @click.option(
     "--plot", "plot_path", default="lengths.png", show_default=True, help="PNG of the gaps vs tokens."
@@ -244,15 +244,19 @@ def summarize(
 def lengths(points: tuple[str, ...], out: str, plot_path: str) -> None:
     """Each family's gradient variants and baselines, paired by seed, at several training
     lengths (an evaluate.json per length, e.g. of train.snapshot_tokens snapshots; a length
-    given several times merges its files, e.g. sweeps that differ by seed)."""
-    from pipeline.report.lengths import write_lengths
+    given several times merges its files, e.g. sweeps that differ by seed; +TAG marks SAEs
+    trained further, e.g. 4194304+klft=… for KL fine-tunes, compared with their untagged selves)."""
+    from pipeline.report.lengths import Source, write_lengths
 
-    split = [(t, path) for t, _, path in (p.partition("=") for p in points) if t.isdigit() and path]
+    split = [(*t.partition("+")[::2], path) for t, _, path in (p.partition("=") for p in points)]
+    split = [(t, tag, path) for t, tag, path in split if t.isdigit() and path and (tag.isalnum() or not tag)]
     if len(split) != len(points):
-        raise ConfigError(f"gsae lengths: every point must be TOKENS=EVALUATE_JSON, got {' '.join(points)}")
-    files: dict[int, list[str]] = {}
-    for t, path in split:
-        files.setdefault(int(t), []).append(path)
+        raise ConfigError(
+            f"gsae lengths: every point must be TOKENS[+TAG]=EVALUATE_JSON, got {' '.join(points)}"
+        )
+    files: dict[int, list[Source]] = {}
+    for t, tag, path in split:
+        files.setdefault(int(t), []).append((tag, path) if tag else path)
     table = write_lengths(files, out, plot_path)
     click.echo(f"{len(table)} comparisons at {len(files)} lengths → {out}, {plot_path}")
 

@@ -14,6 +14,9 @@ gradient reaches the SAE's parameters through the frozen LM. The objective is
 - ``NMSE``: Σ‖x − x̂‖² / Σ‖x − x̄‖² over the reconstructed rows (the batch's FVU), so that
   its scale does not depend on the model's activation norm.
 
+With ``kl_coef = 0`` the suffix is not run (``kl`` is NaN): the MSE-only control, the same
+extra tokens and optimiser without the downstream term, at the cost of the clean forward alone.
+
 This is Karvonen's (2025, arXiv 2503.17272) end-to-end fine-tune of a trained SAE, applied
 to every architecture of the registry: a g-SAE selects with the stored gradient as in
 evaluation. The clean logits carry no gradient; they are computed once per batch and shared
@@ -37,7 +40,7 @@ class FinetuneLoss(NamedTuple):
 
     loss: torch.Tensor
     kl: torch.Tensor
-    """Mean KL(p_clean ‖ p_spliced) per prediction, nats."""
+    """Mean KL(p_clean ‖ p_spliced) per prediction, nats (NaN when ``kl_coef`` is 0: not computed)."""
     nmse: torch.Tensor
     """Σ‖x − x̂‖² / Σ‖x − x̄‖² over the reconstructed rows."""
 
@@ -70,11 +73,13 @@ def finetune_loss(
     x = clean[:, 1:].float()
     g = None if grads is None else grads[:, 1:].float()
     x_hat = sae(x, g).x_hat
+    rows = x.reshape(-1, x.shape[-1])
+    err = (rows - x_hat.reshape(rows.shape)).pow(2).sum()
+    nmse = err / (rows - rows.mean(0)).pow(2).sum().clamp_min(torch.finfo(rows.dtype).tiny)
+    if kl_coef == 0:  # the MSE-only control: the suffix would cost ~15x the rest and add nothing
+        return FinetuneLoss(mse_coef * nmse, torch.tensor(float("nan")), nmse.detach())
     edited = torch.cat([clean[:, :1], x_hat.to(clean.dtype)], dim=1)
     z = differentiable_suffix_logits(lm, block, edited, ids, tail)
     logp = F.log_softmax(z[:, :-1], dim=-1)
     kl = (logp_clean.exp() * (logp_clean - logp)).sum(-1).mean()
-    rows = x.reshape(-1, x.shape[-1])
-    err = (rows - x_hat.reshape(rows.shape)).pow(2).sum()
-    nmse = err / (rows - rows.mean(0)).pow(2).sum().clamp_min(torch.finfo(rows.dtype).tiny)
     return FinetuneLoss(kl_coef * kl + mse_coef * nmse, kl.detach(), nmse.detach())

@@ -214,14 +214,15 @@ def _write(
     window: tuple[int, int],
 ) -> list[Path]:
     """Every fine-tuned variant (all or none), the curves CSV; then the checkpoints are dropped."""
-    settings = {**asdict(params.finetune), "variants": list(saes), "steps": steps, "rows": list(window)}
+    ft = params.finetune
+    settings = {**asdict(ft), "variants": list(saes), "steps": steps, "rows": list(window)}
 
     def writer(name: str) -> Any:
         last = [c for c in curves if c["variant"] == name][-max(1, steps // 10) :]
         info = {
             **settings,
             "source": str(Path(params.train.out_dir) / name),
-            "final_kl": float(np.mean([c["kl"] for c in last])) if last else None,
+            "final_kl": float(np.mean([c["kl"] for c in last])) if last and ft.kl_coef else None,
             "final_nmse": float(np.mean([c["nmse"] for c in last])) if last else None,
         }
         cfg = {**cfgs[name], "finetune": info}

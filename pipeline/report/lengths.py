@@ -10,7 +10,12 @@ comparison is paired by k and seed (the same seeds saw the same tokens):
   ``gbatchtopk`` − ``batchtopk``, ``gmatryoshka`` − ``matryoshka``), read with its gradient
   and as its ``@beta0`` twin (the same weights encoded without it);
 - a variant with the gradient loss term (``-gl<λ>``) against the same architecture without;
-- each family's plain variant against TopK (``batchtopk`` − ``topk``, ``matryoshka`` − ``topk``).
+- each family's plain variant against TopK (``batchtopk`` − ``topk``, ``matryoshka`` − ``topk``);
+- a *tagged* entry (a file given as ``TOKENS+TAG=PATH``: SAEs that got more work after training,
+  e.g. ``klft`` for the KL fine-tune, its name read as ``<variant>+<tag>``) against the same
+  variant untagged, against its family's gradient variant (``gsae`` − ``topk+klft``: does the
+  gradient beat the fine-tuned baseline?), and against the same variant under another tag
+  (``topk+klft`` − ``topk+mseft``: the KL term at equal extra tokens).
 
 Each cell is the mean ± sample sd of the per-seed differences (n seeds; no sd for one).
 Outputs: a Markdown table (one row per comparison and metric, one column per length) followed
@@ -36,46 +41,86 @@ from pipeline.saes.naming import BETA0_SUFFIX, parse_variant
 FAMILIES = {"gsae": "topk", "gbatchtopk": "batchtopk", "gmatryoshka": "matryoshka"}
 """Gradient-aware architecture → the plain architecture of its family."""
 
-METRICS = (("loss_recovered", 4), ("ce_loss_score", 4), ("kl", 4), ("fvu", 4), ("fo_loss_err", 4))
+METRICS = (
+    ("loss_recovered", 4),
+    ("ce_loss_score", 4),
+    ("kl", 4),
+    ("fvu", 4),
+    ("fo_loss_err", 4),
+    ("absorption_rate", 3),
+)
 """Compared figures and their decimals."""
 
-LEVELS = (("loss_recovered", 4), ("kl", 4), ("fvu", 4), ("l0", 1))
+LEVELS = (("loss_recovered", 4), ("kl", 4), ("fvu", 4), ("l0", 1), ("absorption_rate", 3))
 """Figures whose levels are tabled beside the gaps, and their decimals."""
 
+TAG_SEPARATOR = "+"
+"""Between an entry's variant and the tag of the file it came from: ``topk-k32-x8-s0+klft``."""
+
 Figures = Mapping[str, Mapping[str, float]]
+Source = str | Path | tuple[str, str | Path]
+"""An evaluate.json, or ``(tag, evaluate.json)``: every entry of the file gets ``+tag``."""
 
 
-def _key(name: str) -> tuple[str, int, int, float, bool]:
-    """(architecture, k, seed, λ, is a β = 0 twin) of an entry name."""
-    hp = parse_variant(name)
+def _key(name: str) -> tuple[str, int, int, float, bool, str]:
+    """(architecture, k, seed, λ, is a β = 0 twin, tag) of an entry name."""
+    variant, _, tag = name.partition(TAG_SEPARATOR)
+    hp = parse_variant(variant)
     return (
         hp["architecture"],
         int(hp["k"]),
         int(hp["seed"]),
         float(hp.get("grad_loss", 0.0)),
-        name.endswith(BETA0_SUFFIX),
+        variant.endswith(BETA0_SUFFIX),
+        tag,
     )
+
+
+def _tagged_pairs(
+    by_key: Mapping[tuple[str, int, int, float, bool, str], Mapping[str, float]],
+) -> dict[str, list[Any]]:
+    """The comparisons of tagged entries (module docstring), label → [(entry, baseline)]."""
+    pairs: dict[str, list[Any]] = {}
+    for (arch, k, seed, lam, twin, tag), f in sorted(by_key.items()):
+        if not tag or twin or lam:
+            continue
+        name = f"{arch}{TAG_SEPARATOR}{tag}"
+        base = by_key.get((arch, k, seed, 0.0, False, ""))
+        if base is not None:
+            pairs.setdefault(f"k{k} {name} − {arch}", []).append((f, base))
+        for grad, plain in FAMILIES.items():
+            other = by_key.get((grad, k, seed, 0.0, False, ""))
+            if plain == arch and other is not None:
+                pairs.setdefault(f"k{k} {grad} − {name}", []).append((other, f))
+        for (a2, k2, s2, l2, t2, tag2), f2 in sorted(by_key.items()):
+            if (a2, k2, s2, l2, t2) == (arch, k, seed, 0.0, False) and tag < tag2:
+                pairs.setdefault(f"k{k} {name} − {arch}{TAG_SEPARATOR}{tag2}", []).append((f, f2))
+    return pairs
 
 
 def comparisons(figures: Figures) -> dict[str, dict[str, list[float]]]:
     """Comparison label → metric → per-seed differences, for one length's figures."""
     by_key = {_key(name): f for name, f in figures.items()}
     pairs: dict[str, list[tuple[Mapping[str, float], Mapping[str, float]]]] = {}
-    for (arch, k, seed, lam, twin), f in sorted(by_key.items()):
+    for (arch, k, seed, lam, twin, tag), f in sorted(by_key.items()):
+        if tag:
+            continue
         plain = FAMILIES.get(arch)
         if plain is not None and lam == 0:  # gradient selection vs its family's plain variant
-            base = by_key.get((plain, k, seed, 0.0, False))
+            base = by_key.get((plain, k, seed, 0.0, False, ""))
             label = f"k{k} {arch}{'@β0' if twin else ''} − {plain}"
             if base is not None:
                 pairs.setdefault(label, []).append((f, base))
         if lam > 0 and not twin:  # the gradient loss term vs the same architecture without
-            base = by_key.get((arch, k, seed, 0.0, False))
+            base = by_key.get((arch, k, seed, 0.0, False, ""))
             if base is not None:
                 pairs.setdefault(f"k{k} {arch} λ={lam:g} − {arch}", []).append((f, base))
         if arch in FAMILIES.values() and arch != "topk" and lam == 0 and not twin:
-            base = by_key.get(("topk", k, seed, 0.0, False))
+            base = by_key.get(("topk", k, seed, 0.0, False, ""))
             if base is not None:
                 pairs.setdefault(f"k{k} {arch} − topk", []).append((f, base))
+    for label, rows in _tagged_pairs(by_key).items():
+        pairs.setdefault(label, []).extend(rows)
     return {
         label: {m: [float(a[m]) - float(b[m]) for a, b in rows if m in a and m in b] for m, _ in METRICS}
         for label, rows in pairs.items()
@@ -95,8 +140,13 @@ def length_table(curve: Mapping[int, Figures]) -> dict[str, dict[str, dict[int, 
 
 def _variant_label(name: str) -> str:
     """An entry's variant without its seed: 'k32 gsae@β0', 'k32 topk λ=1'."""
-    arch, k, _, lam, twin = _key(name)
-    return f"k{k} {arch}" + (f" λ={lam:g}" if lam > 0 else "") + ("@β0" if twin else "")
+    arch, k, _, lam, twin, tag = _key(name)
+    return (
+        f"k{k} {arch}"
+        + (f"{TAG_SEPARATOR}{tag}" if tag else "")
+        + (f" λ={lam:g}" if lam > 0 else "")
+        + ("@β0" if twin else "")
+    )
 
 
 def level_table(curve: Mapping[int, Figures]) -> dict[str, dict[str, dict[int, tuple[float, float, int]]]]:
@@ -148,19 +198,21 @@ def markdown(
 
 
 def plot(table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]]], path: Path) -> None:
-    """Δ loss recovered, Δ KL and Δ FVU against training tokens (log axis), one line per comparison,
-    error bars of ± sd where there are several seeds."""
+    """Δ loss recovered, Δ KL and Δ FVU against training tokens (log axis), one line per comparison
+    measured at two lengths or more when the table has several (the others are in the table
+    only), error bars of ± sd where there are several seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = series_colours(table)
+    several = len({t for ms in table.values() for cells in ms.values() for t in cells}) > 1
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     for ax, metric in zip(axes, ("loss_recovered", "kl", "fvu"), strict=True):
         for label, metrics in table.items():
             cells = metrics.get(metric, {})
-            if not cells:
+            if len(cells) < (2 if several else 1):
                 continue
             xs = sorted(cells)
             ys = [cells[t][0] for t in xs]
@@ -189,11 +241,13 @@ def plot(table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]
     plt.close(fig)
 
 
-def read_length(tokens: int, paths: Sequence[str | Path]) -> dict[str, Mapping[str, float]]:
-    """The merged entries of one length's evaluate.json files. ``NothingToEvaluate`` when a file
-    is missing; ``ConfigError`` when two files hold the same entry (which one would count?)."""
+def read_length(tokens: int, paths: Sequence[Source]) -> dict[str, Mapping[str, float]]:
+    """The merged entries of one length's evaluate.json files (a tagged file's entries named
+    ``<entry>+<tag>``). ``NothingToEvaluate`` when a file is missing; ``ConfigError`` when two
+    files hold the same entry (which one would count?)."""
     merged: dict[str, Mapping[str, float]] = {}
-    for path in paths:
+    for source in paths:
+        tag, path = source if isinstance(source, tuple) else ("", source)
         p = Path(path)
         if not p.is_file():
             raise NothingToEvaluate(
@@ -202,6 +256,7 @@ def read_length(tokens: int, paths: Sequence[str | Path]) -> dict[str, Mapping[s
         for name, figures in json.loads(p.read_text()).items():
             if not isinstance(figures, dict):
                 continue
+            name = f"{name}{TAG_SEPARATOR}{tag}" if tag else name
             if name in merged:
                 raise ConfigError(f"{p}: entry {name} is also in another file given for {tokens} tokens")
             merged[name] = figures
@@ -209,13 +264,13 @@ def read_length(tokens: int, paths: Sequence[str | Path]) -> dict[str, Mapping[s
 
 
 def write_lengths(
-    curve_files: Mapping[int, str | Path | Sequence[str | Path]], out: str | Path, plot_path: str | Path
+    curve_files: Mapping[int, Source | list[Source]], out: str | Path, plot_path: str | Path
 ) -> dict[str, Any]:
-    """Read ``tokens → evaluate.json`` (or a list of them, merged), write the tables (``out``),
+    """Read ``tokens → evaluate.json`` (a :data:`Source`, or a list of them, merged), write the tables (``out``),
     the gaps as JSON (``out`` with .json) and the plot; returns the gaps. ``NothingToEvaluate``
     when a file is missing or nothing pairs."""
     curve = {
-        int(tokens): read_length(int(tokens), [paths] if isinstance(paths, str | Path) else paths)
+        int(tokens): read_length(int(tokens), paths if isinstance(paths, list) else [paths])
         for tokens, paths in curve_files.items()
     }
     table = length_table(curve)

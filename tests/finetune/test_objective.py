@@ -87,3 +87,39 @@ def test_the_lm_gets_no_gradient(inspected_project, tiny_llama):
         lm, BLOCK, sae, capture.states[BLOCK], ids, clean_log_probs(z), tail=capture.tails[BLOCK]
     ).loss.backward()
     assert all(p.grad is None for p in lm.model.parameters())
+
+
+def test_without_the_kl_term_the_suffix_is_skipped_and_the_gradient_is_the_mses(
+    inspected_project, tiny_llama
+):
+    """kl_coef = 0 (the MSE-only control): the loss and its gradients are the NMSE's alone, and
+    no block after the hook runs."""
+    lm = load_model(ModelConfig(name=str(tiny_llama), device="cpu"))
+    sae, _ = load_sae(inspected_project.root / "saes" / "topk-k4-x2-s0")
+    tokens, _, _ = read_rows(inspected_project.train_store, HOOK, 0, 4 * T)
+    ids = torch.from_numpy(tokens.astype(np.int64)).view(4, T)
+    capture = PrefixCapture(lm, [BLOCK])
+    with torch.no_grad(), capture.active():
+        z_clean = lm.model(input_ids=ids).logits
+    ran = []
+    handles = [b.register_forward_hook(lambda *_: ran.append(1)) for b in lm.blocks[BLOCK + 1 :]]
+    ours_sae, ref_sae = copy.deepcopy(sae).requires_grad_(True), copy.deepcopy(sae).requires_grad_(True)
+    try:
+        ours = finetune_loss(
+            lm, BLOCK, ours_sae, capture.states[BLOCK], ids, clean_log_probs(z_clean),
+            tail=capture.tails[BLOCK], kl_coef=0.0, mse_coef=0.5,
+        )  # fmt: skip
+    finally:
+        for h in handles:
+            h.remove()
+    ours.loss.backward()
+    _, _, nmse = _direct(lm, ref_sae, ids, None, 0.0, 0.5)
+    x = capture.states[BLOCK][:, 1:].reshape(-1, capture.states[BLOCK].shape[-1])
+    x_hat = ref_sae(x, None).x_hat
+    (0.5 * ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()).backward()
+
+    assert not ran and np.isnan(float(ours.kl))
+    assert float(ours.loss.detach()) == pytest.approx(0.5 * float(nmse), rel=1e-5)
+    for name, p in ours_sae.named_parameters():
+        q = dict(ref_sae.named_parameters())[name]
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7 * float(q.grad.abs().max()), msg=name)

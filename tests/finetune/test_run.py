@@ -99,3 +99,16 @@ def test_bad_input_is_one_line_and_writes_nothing(inspected_project, tmp_path, c
     lines = [line for line in err.splitlines() if line.strip() and "Loading weights" not in line]
     assert len(lines) == 1 and message in lines[0], err
     assert not out.exists()
+
+
+def test_the_mse_only_control_writes_strict_json_and_lowers_the_nmse(inspected_project, tmp_path, capsys):
+    out = tmp_path / "mseft"
+    code, _, err = run_cli(["finetune", *_sets(inspected_project, out, "finetune.kl_coef=0")], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader((out / "finetune_curves.csv").read_text().splitlines()))
+    for name in VARIANTS:
+        cfg = json.loads((out / name / "cfg.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+        assert cfg["finetune"]["final_kl"] is None and cfg["finetune"]["kl_coef"] == 0
+        nmse = [float(r["nmse"]) for r in rows if r["variant"] == name]
+        assert sum(nmse[-3:]) < sum(nmse[:3]), nmse
+        assert all(r["kl"] == "nan" for r in rows if r["variant"] == name)

@@ -66,7 +66,7 @@ def test_cli_writes_table_json_and_plot_and_refuses_bad_points(tmp_path: Path, c
     ] == pytest.approx(-0.02)
     assert png.stat().st_size > 10_000
     code, _, err = run_cli(["lengths", "abc", "-o", str(out)], capsys)
-    assert code != 0 and len(err.strip().splitlines()) == 1 and "TOKENS=EVALUATE_JSON" in err
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "TOKENS[+TAG]=EVALUATE_JSON" in err
     code, _, err = run_cli(["lengths", f"5={tmp_path / 'none.json'}", "-o", str(out)], capsys)
     assert code != 0 and len(err.strip().splitlines()) == 1 and "no such evaluate.json" in err
 
@@ -115,3 +115,43 @@ def test_files_of_one_length_merge_like_one_file_and_levels_are_tabled(tmp_path:
         capsys,
     )
     assert code != 0 and len(err.strip().splitlines()) == 1 and "is also in another file" in err
+
+
+def test_tagged_files_compare_with_their_untagged_selves_the_gradient_and_each_other(
+    tmp_path: Path, capsys
+) -> None:
+    """4M+klft / 4M+mseft: fine-tuned TopK against plain TopK, the g-SAE against it, KL vs MSE."""
+    figures = _figures(0.0)
+    (tmp_path / "plain.json").write_text(json.dumps(figures))
+    klft = {f"topk-k32-x8-s{s}": {"loss_recovered": 0.93 + 0.01 * s, "kl": 0.05, "fvu": 0.31} for s in (0, 1)}
+    mseft = {
+        f"topk-k32-x8-s{s}": {"loss_recovered": 0.91 + 0.01 * s, "kl": 0.09, "fvu": 0.29} for s in (0, 1)
+    }
+    (tmp_path / "klft.json").write_text(json.dumps(klft))
+    (tmp_path / "mseft.json").write_text(json.dumps(mseft))
+    code, _, err = run_cli(
+        [
+            "lengths",
+            f"100={tmp_path / 'plain.json'}",
+            f"100+klft={tmp_path / 'klft.json'}",
+            f"100+mseft={tmp_path / 'mseft.json'}",
+            "-o",
+            str(tmp_path / "t.md"),
+            "--plot",
+            str(tmp_path / "t.png"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    gaps = json.loads((tmp_path / "t.json").read_text())
+    # plain TopK's loss recovered is 0.90 and 0.91; the g-SAE's 0.89 and 0.89
+    assert gaps["k32 topk+klft − topk"]["loss_recovered"]["100"][:2] == pytest.approx([0.03, 0.0])
+    assert gaps["k32 gsae − topk+klft"]["loss_recovered"]["100"][0] == pytest.approx(-0.045)
+    assert gaps["k32 topk+klft − topk+mseft"]["kl"]["100"][:2] == pytest.approx([-0.04, 0.0])
+    assert gaps["k32 topk+mseft − topk"]["fvu"]["100"][0] == pytest.approx(-0.01)
+    assert not any(label.startswith("k32 topk+mseft − topk+klft") for label in gaps)
+    assert "| k32 topk+klft | loss_recovered | 0.9350 ± 0.0071 (n=2) |" in (tmp_path / "t.md").read_text()
+    code, _, err = run_cli(
+        ["lengths", f"100+k-l={tmp_path / 'klft.json'}", "-o", str(tmp_path / "u.md")], capsys
+    )
+    assert code != 0 and "TOKENS[+TAG]=EVALUATE_JSON" in err
