@@ -48,10 +48,18 @@ METRICS = (
     ("fvu", 4),
     ("fo_loss_err", 4),
     ("absorption_rate", 3),
+    ("absorption_full", 3),
 )
 """Compared figures and their decimals."""
 
-LEVELS = (("loss_recovered", 4), ("kl", 4), ("fvu", 4), ("l0", 1), ("absorption_rate", 3))
+LEVELS = (
+    ("loss_recovered", 4),
+    ("kl", 4),
+    ("fvu", 4),
+    ("l0", 1),
+    ("absorption_rate", 3),
+    ("absorption_full", 3),
+)
 """Figures whose levels are tabled beside the gaps, and their decimals."""
 
 TAG_SEPARATOR = "+"

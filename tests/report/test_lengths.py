@@ -123,9 +123,23 @@ def test_tagged_files_compare_with_their_untagged_selves_the_gradient_and_each_o
     """4M+klft / 4M+mseft: fine-tuned TopK against plain TopK, the g-SAE against it, KL vs MSE."""
     figures = _figures(0.0)
     (tmp_path / "plain.json").write_text(json.dumps(figures))
-    klft = {f"topk-k32-x8-s{s}": {"loss_recovered": 0.93 + 0.01 * s, "kl": 0.05, "fvu": 0.31} for s in (0, 1)}
+    klft = {
+        f"topk-k32-x8-s{s}": {
+            "loss_recovered": 0.93 + 0.01 * s,
+            "kl": 0.05,
+            "fvu": 0.31,
+            "absorption_full": 0.1,
+        }
+        for s in (0, 1)
+    }
     mseft = {
-        f"topk-k32-x8-s{s}": {"loss_recovered": 0.91 + 0.01 * s, "kl": 0.09, "fvu": 0.29} for s in (0, 1)
+        f"topk-k32-x8-s{s}": {
+            "loss_recovered": 0.91 + 0.01 * s,
+            "kl": 0.09,
+            "fvu": 0.29,
+            "absorption_full": 0.3,
+        }
+        for s in (0, 1)
     }
     (tmp_path / "klft.json").write_text(json.dumps(klft))
     (tmp_path / "mseft.json").write_text(json.dumps(mseft))
@@ -149,6 +163,8 @@ def test_tagged_files_compare_with_their_untagged_selves_the_gradient_and_each_o
     assert gaps["k32 gsae − topk+klft"]["loss_recovered"]["100"][0] == pytest.approx(-0.045)
     assert gaps["k32 topk+klft − topk+mseft"]["kl"]["100"][:2] == pytest.approx([-0.04, 0.0])
     assert gaps["k32 topk+mseft − topk"]["fvu"]["100"][0] == pytest.approx(-0.01)
+    assert gaps["k32 topk+klft − topk+mseft"]["absorption_full"]["100"][:2] == pytest.approx([-0.2, 0.0])
+    assert "absorption_full" not in gaps["k32 topk+klft − topk"]  # plain TopK was not scored
     assert not any(label.startswith("k32 topk+mseft − topk+klft") for label in gaps)
     assert "| k32 topk+klft | loss_recovered | 0.9350 ± 0.0071 (n=2) |" in (tmp_path / "t.md").read_text()
     code, _, err = run_cli(
