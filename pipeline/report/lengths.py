@@ -214,12 +214,15 @@ def plot(table: Mapping[str, Mapping[str, Mapping[int, tuple[float, float, int]]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = series_colours(table)
     several = len({t for ms in table.values() for cells in ms.values() for t in cells}) > 1
+    drawn = [
+        label for label, ms in table.items() if any(len(c) >= (2 if several else 1) for c in ms.values())
+    ]
+    colours = series_colours(drawn)  # only the drawn lines share the palette (no two alike)
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     for ax, metric in zip(axes, ("loss_recovered", "kl", "fvu"), strict=True):
-        for label, metrics in table.items():
-            cells = metrics.get(metric, {})
+        for label in drawn:
+            cells = table[label].get(metric, {})
             if len(cells) < (2 if several else 1):
                 continue
             xs = sorted(cells)
