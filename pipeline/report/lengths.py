@@ -89,6 +89,7 @@ def _tagged_pairs(
 ) -> dict[str, list[Any]]:
     """The comparisons of tagged entries (module docstring), label → [(entry, baseline)]."""
     pairs: dict[str, list[Any]] = {}
+    tags = sorted({key[-1] for key in by_key if key[-1]})
     for (arch, k, seed, lam, twin, tag), f in sorted(by_key.items()):
         if not tag or twin or lam:
             continue
@@ -100,9 +101,10 @@ def _tagged_pairs(
             other = by_key.get((grad, k, seed, 0.0, False, ""))
             if plain == arch and other is not None:
                 pairs.setdefault(f"k{k} {grad} − {name}", []).append((other, f))
-        for (a2, k2, s2, l2, t2, tag2), f2 in sorted(by_key.items()):
-            if (a2, k2, s2, l2, t2) == (arch, k, seed, 0.0, False) and tag < tag2:
-                pairs.setdefault(f"k{k} {name} − {arch}{TAG_SEPARATOR}{tag2}", []).append((f, f2))
+        for later in tags[tags.index(tag) + 1 :]:  # each pair of tags once, in sorted order
+            other = by_key.get((arch, k, seed, 0.0, False, later))
+            if other is not None:
+                pairs.setdefault(f"k{k} {name} − {arch}{TAG_SEPARATOR}{later}", []).append((f, other))
     return pairs
 
 
