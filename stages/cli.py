@@ -345,6 +345,23 @@ def push(
     )
 
 
+@cache.command("repair")
+@params_options
+@click.option("--heldout", is_flag=True, help="Repair the held-out store (evaluate.store).")
+@lock_options
+def cache_repair(
+    params_path: tuple[str, ...], overrides: tuple[str, ...], heldout: bool, **lock: Any
+) -> None:
+    """Re-harvest only the damaged shards of the store the params describe (= gsae harvest --repair)."""
+    from pipeline.harvest.run import run_harvest
+    from pipeline.stores import heldout_params
+
+    params = _load(params_path, overrides)
+    if heldout:
+        params = heldout_params(params)
+    click.echo(run_harvest(params, repair=True, **lock))
+
+
 cli.add_command(cache)
 
 _RESUME_HINT = "committed shards and checkpoints are kept; rerun the same command to resume"
